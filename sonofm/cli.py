@@ -54,6 +54,185 @@ def _root(
 # print where the outputs went.
 # --- commands ---
 
+report_app = typer.Typer(
+    help=(
+        "Structured reports: parse report text into findings, or sample studies with written reports.\n\n"
+        "Examples:\n\n"
+        "  sonofm report parse report.txt --region thyroid\n\n"
+        "  echo 'Hypoechoic nodule, no shadowing.' | sonofm report parse -\n\n"
+        "  sonofm report sample --region thyroid --n 3 --seed 0"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("parse")
+def report_parse(
+    source: str = typer.Argument(..., help="Report text file, or '-' to read standard input."),
+    region: str | None = typer.Option(None, "--region", help="Region the report is from (restricts organs)."),
+) -> None:
+    """Print the structured JSON (findings, measurements, negation) of a report; list unknown terms.
+
+    Examples:
+
+      sonofm report parse report.txt
+
+      echo 'LVEF 35%. Moderate pericardial effusion.' | sonofm report parse - --region heart
+    """
+    import json
+
+    from sonofm.reports.cli_support import parse_source
+
+    result = parse_source(source, region)
+    typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    if result.unknown_terms:
+        console.print(f"[yellow]unknown terms:[/] {', '.join(result.unknown_terms)}", highlight=False)
+
+
+@report_app.command("sample")
+def report_sample(
+    region: str | None = typer.Option(None, "--region", help="Region to sample (default: all regions)."),
+    n: int = typer.Option(3, "--n", min=1, help="Number of studies."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same studies and text)."),
+) -> None:
+    """Print random structured studies and their written reports as JSON lines.
+
+    Examples:
+
+      sonofm report sample --region thyroid --n 3 --seed 0
+
+      sonofm report sample --region heart --n 1
+    """
+    import json
+
+    from sonofm.reports.cli_support import sample_reports
+
+    for rec in sample_reports(region, n, seed):
+        typer.echo(json.dumps(rec, ensure_ascii=False))
+
+
+
+@app.command("pretrain")
+def pretrain(
+    out: str = typer.Option(..., "--out", help="Run directory: model/, checkpoints/, metrics.jsonl."),
+    data: str | None = typer.Option(None, "--data", help="Dataset dir or manifest (optional on resume)."),
+    preset: str = typer.Option("tiny", "--preset", help="Preset: tiny, small, base or a YAML file."),
+    loss: str | None = typer.Option(None, "--loss", help="Contrastive loss: clip or siglip."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA only)."),
+    resume: str | None = typer.Option(None, "--resume", help="'latest', 'best' or a checkpoint file."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides (train.lr=1e-4)."),
+) -> None:
+    """Contrastive image-text pretraining (CLIP or SigLIP) of a dual encoder.
+
+    Examples:
+
+      sonofm pretrain --data data/sim --out runs/clip --preset tiny
+
+      sonofm pretrain --data data/sim --out runs/siglip --loss siglip --precision bf16 train.accum_steps=4
+
+      sonofm pretrain --out runs/clip --resume latest
+
+      torchrun --nproc_per_node 2 -m sonofm.cli pretrain --data data/sim --out runs/ddp
+    """
+    import os
+    from pathlib import Path
+
+    from sonofm.config import PretrainConfig, resolve_config
+    from sonofm.train.pretrain import pretrain as run_pretrain
+
+    values: dict = {"data": {}, "train": {}, "loss": {}}
+    if data is not None:
+        values["data"]["path"] = data
+    if loss is not None:
+        values["loss"]["name"] = loss
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("precision", precision)):
+        if value is not None:
+            values["train"][key] = value
+    saved = Path(out) / "config.yaml"
+    # Resuming continues the saved run: its resolved config is the base, options still override.
+    base = str(saved) if resume is not None and saved.is_file() else preset
+    config = resolve_config(PretrainConfig, preset=base, values=values, overrides=list(overrides or []))
+    result = run_pretrain(config, out, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun only rank 0 reports
+    fit = result.fit
+    console.print(
+        f"[green]pretrained[/] {fit.step} steps, {fit.epoch} epochs"
+        + (" (early stop)" if fit.stopped_early else "")
+        + (f", {fit.skipped_samples} undecodable images skipped" if fit.skipped_samples else "")
+    )
+    for key in ("val/i2t_r1", "val/t2i_r1", "val/r_mean"):
+        if key in fit.last_val:
+            console.print(f"  {key} = {fit.last_val[key]:.3f}")
+    console.print(f"  model:   {result.model_dir}\n  metrics: {result.metrics}\n  config:  {saved}")
+
+
+@app.command("simulate")
+def simulate(
+    out: str = typer.Option(..., "--out", help="Dataset directory to create, or to resume after a kill."),
+    n: int = typer.Option(..., "--n", help="Total number of images (whole patients; the last is truncated)."),
+    regions: str = typer.Option(
+        None, "--regions", help="Comma-separated regions (default: every registered region, echo included)."
+    ),
+    size: int = typer.Option(224, "--size", help="Image side in pixels (square)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed and N give byte-identical files."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (does not change the output)."),
+    splits: str = typer.Option("0.8,0.1,0.1", "--splits", help="train,val,test fractions (per patient)."),
+    preview: bool = typer.Option(False, "--preview", help="Also write preview.png, a contact sheet."),
+    burned_in_text: bool = typer.Option(
+        False, "--burned-in-text", help="Burn fake scanner text (labels, patient ID, date) into the pixels."
+    ),
+    doppler_box: bool = typer.Option(False, "--doppler-box", help="Add a colour-Doppler box (RGB images)."),
+    plugin: list[str] = typer.Option(
+        [], "--plugin", help="Python module to import first, e.g. one registering extra regions (repeatable)."
+    ),
+) -> None:
+    """Simulate an ultrasound dataset with exact labels (images, masks, reports, manifest, card).
+
+    Examples:
+
+      sonofm simulate --out data/sim --n 2000 --preview
+
+      sonofm simulate --out data/thyroid --n 500 --regions thyroid,breast --size 128 --workers 2
+
+      sonofm simulate --out data/deid --n 100 --burned-in-text --doppler-box
+    """
+    from rich.table import Table
+
+    from sonofm.data.card import read_card
+    from sonofm.sim.generator import simulate_dataset
+
+    path = simulate_dataset(
+        out,
+        n,
+        regions=regions,
+        size=size,
+        seed=seed,
+        workers=workers,
+        splits=[s.strip() for s in splits.split(",")],
+        preview=preview,
+        realism={"burned_in_text": burned_in_text, "doppler_box": doppler_box},
+        progress=True,
+        plugins=plugin,
+    )
+    card = read_card(path)
+    table = Table(title=f"{card['num_images']} images, {card['num_patients']} patients")
+    table.add_column("region")
+    for split in ("train", "val", "test"):
+        table.add_column(split, justify="right")
+    names = ("train", "val", "test")
+    for region in card["counts"]["region"]:
+        table.add_row(region, *(str(card["splits"][s]["region"].get(region, 0)) for s in names))
+    table.add_row("[bold]patients", *(str(card["splits"][s]["patients"]) for s in names))
+    console.print(table)
+    console.print(f"dataset: {path}  (manifest.parquet, images/, masks/, dataset.json)")
+    if preview:
+        console.print(f"preview: {path / 'preview.png'}")
+
 
 def main() -> None:
     """Console-script entry point: user errors become one red line and exit code 2."""
@@ -62,7 +241,8 @@ def main() -> None:
     except UserError as err:
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        # soft_wrap: a long message stays one line when stderr is a pipe/file (logs, CI greps)
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

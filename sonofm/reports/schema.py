@@ -7,11 +7,11 @@ generated-report scoring meet, so it stays small, typed and JSON-serialisable. N
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Polarity of a finding as a report states it."""
 
     PRESENT = "present"
@@ -37,7 +37,12 @@ class Finding:
         return (self.dimension, self.tag)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dimension": self.dimension, "tag": self.tag, "status": self.status.value, "grade": self.grade}
+        return {
+            "dimension": self.dimension,
+            "tag": self.tag,
+            "status": self.status.value,
+            "grade": self.grade,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Finding:
@@ -60,15 +65,21 @@ class Study:
     findings: list[Finding] = field(default_factory=list)
     measurements: dict[str, float] = field(default_factory=dict)
     impression: str | None = None
+    # risk categories a report states, lexicon -> category ({"TI-RADS": "TR4"}, {"BI-RADS": "4A"})
+    assessment: dict[str, str] = field(default_factory=dict)
 
     def present(self, dimension: str | None = None) -> list[Finding]:
         return [
-            f for f in self.findings if f.status is Status.PRESENT and (dimension is None or f.dimension == dimension)
+            f
+            for f in self.findings
+            if f.status is Status.PRESENT and (dimension is None or f.dimension == dimension)
         ]
 
     def absent(self, dimension: str | None = None) -> list[Finding]:
         return [
-            f for f in self.findings if f.status is Status.ABSENT and (dimension is None or f.dimension == dimension)
+            f
+            for f in self.findings
+            if f.status is Status.ABSENT and (dimension is None or f.dimension == dimension)
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +92,7 @@ class Study:
             "findings": [f.to_dict() for f in self.findings],
             "measurements": dict(self.measurements),
             "impression": self.impression,
+            "assessment": dict(self.assessment),
         }
 
     @classmethod
@@ -94,4 +106,5 @@ class Study:
             findings=[Finding.from_dict(f) for f in d.get("findings", [])],
             measurements={k: float(v) for k, v in (d.get("measurements") or {}).items()},
             impression=d.get("impression"),
+            assessment={str(k): str(v) for k, v in (d.get("assessment") or {}).items()},
         )

@@ -56,10 +56,19 @@ def smooth_field(x: np.ndarray, z: np.ndarray, scale_mm: float, seed: int, n_wav
     theta = rng.uniform(0, np.pi, n_waves)
     k = 2 * np.pi / scale_mm * rng.uniform(0.5, 1.5, n_waves)
     phase = rng.uniform(0, 2 * np.pi, n_waves)
-    out = np.zeros(np.broadcast(x, z).shape, dtype=np.float64)
+    # float32 trigonometry is vectorised (SIMD) and ~15x faster than float64; phases stay below
+    # ~1e3 rad for any body-sized coordinates, so the float32 error is < 1e-4.
+    xf = np.asarray(x, dtype=np.float32)
+    zf = np.asarray(z, dtype=np.float32)
+    kx = (k * np.cos(theta)).astype(np.float32)
+    kz = (k * np.sin(theta)).astype(np.float32)
+    ph = phase.astype(np.float32)
+    out = np.zeros(np.broadcast(xf, zf).shape, dtype=np.float32)
     for i in range(n_waves):
-        out += np.cos(k[i] * (np.cos(theta[i]) * x + np.sin(theta[i]) * z) + phase[i])
-    return out * np.sqrt(2.0 / n_waves)
+        arg = xf * kx[i] + zf * kz[i]
+        arg += ph[i]
+        out += np.cos(arg, out=arg)
+    return out.astype(np.float64) * np.sqrt(2.0 / n_waves)
 
 
 def _smoothstep_inside(signed_dist_mm: np.ndarray, edge_mm: float) -> np.ndarray:
@@ -107,10 +116,13 @@ class StarShape(Shape):
     edge_mm: float = 0.0
 
     def _local(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = np.deg2rad(self.angle_deg)
         dx, dz = x - self.cx, z - self.cz
-        u = (np.cos(a) * dx + np.sin(a) * dz) / self.rx
-        v = (-np.sin(a) * dx + np.cos(a) * dz) / self.rz
+        if self.angle_deg == 0:
+            return dx * (1.0 / self.rx), dz * (1.0 / self.rz)
+        a = np.deg2rad(self.angle_deg)
+        c, s = np.cos(a), np.sin(a)
+        u = dx * (c / self.rx) + dz * (s / self.rx)
+        v = dz * (c / self.rz) - dx * (s / self.rz)
         return u, v
 
     def radius(self, phi: np.ndarray) -> np.ndarray:
@@ -118,14 +130,17 @@ class StarShape(Shape):
         for k, amp, phase in self.harmonics:
             r = r + amp * np.cos(k * phi + phase)
         for center, height, width in self.spikes:
-            d = np.angle(np.exp(1j * (phi - center)))
+            d = np.mod(phi - center + np.pi, 2 * np.pi) - np.pi  # wrapped to [-pi, pi)
             r = r + height * np.exp(-((d / width) ** 2))
         return r
 
     def signed_distance(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         u, v = self._local(np.asarray(x, dtype=np.float64), np.asarray(z, dtype=np.float64))
-        rho = np.hypot(u, v)
-        phi = np.arctan2(v, u)
+        rho = np.sqrt(u * u + v * v)  # not np.hypot: ~7x slower and overflow cannot happen here
+        if not self.harmonics and not self.spikes:  # plain ellipse: no angle needed
+            return (rho - 1.0) * 0.5 * (self.rx + self.rz)
+        # float32 arctan2/cos are SIMD-vectorised (~10x faster); 1e-7 rad is far below a pixel
+        phi = np.arctan2(v.astype(np.float32), u.astype(np.float32))
         return (rho - self.radius(phi)) * 0.5 * (self.rx + self.rz)
 
     def max_radius(self) -> float:
@@ -262,6 +277,22 @@ class TissueProps:
         return np.where(self.echogenicity_db <= ANECHOIC_DB, 0.0, amp)
 
 
+def _points_in_bounds(
+    x: np.ndarray, z: np.ndarray, bounds: tuple[float, float, float, float]
+) -> np.ndarray | None:
+    """Indices of the points inside an (xmin, zmin, xmax, zmax) box; None when the box is unbounded."""
+    xmin, zmin, xmax, zmax = bounds
+    mask = None
+    for arr, lo, hi in ((x, xmin, xmax), (z, zmin, zmax)):
+        if np.isfinite(lo):
+            m = arr >= lo
+            mask = m if mask is None else mask & m
+        if np.isfinite(hi):
+            m = arr <= hi
+            mask = m if mask is None else mask & m
+    return None if mask is None else np.flatnonzero(mask)
+
+
 @dataclass
 class TissueModel:
     """Background tissue plus shapes painted over it in order (later layers win)."""
@@ -274,30 +305,61 @@ class TissueModel:
         return self
 
     def properties(self, x: np.ndarray, z: np.ndarray) -> TissueProps:
+        """Properties at points (any broadcastable shapes); later layers are painted over earlier ones.
+
+        Each layer only touches the points inside its bounding box where its soft-edge weight is
+        positive (gathered by index), and evaluates its texture only there: phantoms have tens of
+        small layers, so this is what keeps a 100k-point query in the millisecond range.
+        """
         x = np.asarray(x, dtype=np.float64)
         z = np.asarray(z, dtype=np.float64)
         x, z = np.broadcast_arrays(x, z)
-        echo = self.background.echogenicity_field(x, z)
-        att = np.full(x.shape, self.background.attenuation_db_cm_mhz, dtype=np.float64)
-        label = np.full(x.shape, self.background.label or 0, dtype=np.uint8)
+        shape = x.shape
+        xf, zf = x.ravel(), z.ravel()
+        echo = self.background.echogenicity_field(xf, zf)
+        att = np.full(xf.shape, self.background.attenuation_db_cm_mhz, dtype=np.float64)
+        label = np.full(xf.shape, self.background.label or 0, dtype=np.uint8)
         for layer in self.layers:
-            xmin, zmin, xmax, zmax = layer.shape.bounds()
-            near = (x >= xmin) & (x <= xmax) & (z >= zmin) & (z <= zmax)
-            if not near.any():
+            idx = _points_in_bounds(xf, zf, layer.shape.bounds())
+            if idx is not None and idx.size == 0:
                 continue
-            xs, zs = x[near], z[near]
+            xs, zs = (xf, zf) if idx is None else (xf[idx], zf[idx])
             w = layer.shape.weight(xs, zs)
             hit = w > 0
-            if not hit.any():
-                continue
+            if not hit.all():
+                if not hit.any():
+                    continue
+                sel = np.flatnonzero(hit)
+                idx = sel if idx is None else idx[sel]
+                xs, zs, w = xs[sel], zs[sel], w[sel]
+            if idx is None:
+                idx = slice(None)
             t = layer.tissue
-            e_layer = t.echogenicity_field(xs, zs)
             # Blend in dB so soft (indistinct) edges fade smoothly; clamp the anechoic floor.
-            e_old = np.maximum(echo[near], ANECHOIC_DB)
-            echo[near] = np.where(hit, (1 - w) * e_old + w * np.maximum(e_layer, ANECHOIC_DB), echo[near])
-            att[near] = np.where(hit, (1 - w) * att[near] + w * t.attenuation_db_cm_mhz, att[near])
+            e_layer = np.maximum(t.echogenicity_field(xs, zs), ANECHOIC_DB)
+            e_old = np.maximum(echo[idx], ANECHOIC_DB)
+            echo[idx] = e_old + w * (e_layer - e_old)
+            a_old = att[idx]
+            att[idx] = a_old + w * (t.attenuation_db_cm_mhz - a_old)
             if t.label is not None:
-                lab = label[near]
+                lab = label[idx]
                 lab[w >= 0.5] = t.label
-                label[near] = lab
-        return TissueProps(echo, att, label)
+                label[idx] = lab
+        return TissueProps(echo.reshape(shape), att.reshape(shape), label.reshape(shape))
+
+    def labels(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Only the mask labels of `properties` (uint8): skips textures and unlabelled layers."""
+        x = np.asarray(x, dtype=np.float64)
+        z = np.asarray(z, dtype=np.float64)
+        x, z = np.broadcast_arrays(x, z)
+        xf, zf = x.ravel(), z.ravel()
+        label = np.full(xf.shape, self.background.label or 0, dtype=np.uint8)
+        for layer in self.layers:
+            if layer.tissue.label is None:
+                continue
+            idx = _points_in_bounds(xf, zf, layer.shape.bounds())
+            if idx is None:
+                label[layer.shape.weight(xf, zf) >= 0.5] = layer.tissue.label
+            elif idx.size:
+                label[idx[layer.shape.weight(xf[idx], zf[idx]) >= 0.5]] = layer.tissue.label
+        return label.reshape(x.shape)

@@ -1,0 +1,206 @@
+"""Job configurations: pydantic models, YAML presets and ``key=value`` overrides.
+
+Architecture and training settings are data. A job's config is resolved in three layers:
+the pydantic defaults, a YAML preset from ``sonofm/presets/<kind>/<name>.yaml`` (or any YAML
+path), then command-line ``key=value`` overrides with dotted keys (``train.lr=1e-4``). The
+resolved config is written beside every run (``config.yaml``) so the run can be repeated.
+
+Other jobs (SSL, fine-tuning, VLM) add their own models here and reuse :class:`TrainerConfig`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sonofm.errors import UserError
+
+PRESET_ROOT = "presets"
+
+
+class TrainerConfig(BaseModel):
+    """Settings of the shared training loop (:class:`sonofm.train.Trainer`).
+
+    ``batch_size`` is per process and per micro-batch; one optimizer step sees
+    ``batch_size * accum_steps * world_size`` samples. With ``accum_feature_cache`` (contrastive
+    jobs) the loss of one step is computed over all of them, as if it were one batch.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    batch_size: int = Field(64, ge=1)
+    accum_steps: int = Field(1, ge=1)
+    accum_feature_cache: bool = True
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-6, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str = "auto"
+    compile: bool = False
+    grad_checkpointing: bool = False
+    find_unused_parameters: bool = False
+    seed: int = 0
+    workers: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0 = per epoch")
+    val_every: int = Field(1, ge=0, description="epochs between validations; 0 = never")
+    early_stop_metric: str | None = None
+    early_stop_mode: Literal["max", "min"] = "max"
+    patience: int = Field(0, ge=0, description="validations without improvement before stopping; 0 = off")
+    early_stop_target: float | None = Field(None, description="stop once early_stop_metric reaches this")
+    progress: bool = True
+    tensorboard: bool = False
+
+
+class LossConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["clip", "siglip"] = "clip"
+    gather_with_grad: bool = True
+    local_loss: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> LossConfig:
+        if self.local_loss and not self.gather_with_grad:
+            raise ValueError("loss.local_loss=true needs loss.gather_with_grad=true")
+        return self
+
+
+class PretrainDataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"
+    text: str = "report"
+    image_size: int | None = Field(None, ge=8, description="default: the model's own image size")
+    augment: float = Field(0.0, ge=0, le=1)
+    val_batch_size: int = Field(128, ge=1)
+
+
+class PretrainConfig(BaseModel):
+    """``sonofm pretrain``: a dual encoder trained with a contrastive loss."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | dict[str, Any] = "tiny"
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
+    train: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+def parse_value(text: str) -> Any:
+    """A ``key=value`` value parsed as YAML (numbers, booleans, null, lists), else the string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``key=value`` overrides to a nested dict (returns a new dict)."""
+    out = _deep_copy(config)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r} is not of the form key=value (e.g. train.lr=1e-4)")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise UserError(f"override {item!r} has an empty key part")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = parse_value(value)
+    return out
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = _deep_copy(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_names(kind: str) -> list[str]:
+    """Names of the packaged presets of one kind (e.g. ``"train"``)."""
+    folder = resources.files("sonofm") / PRESET_ROOT / kind
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(kind: str, name_or_path: str) -> dict[str, Any]:
+    """A preset as a dict: a packaged name (``tiny``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+        source = str(path)
+    else:
+        res = resources.files("sonofm") / PRESET_ROOT / kind / f"{name_or_path}.yaml"
+        if not res.is_file():
+            raise UserError(
+                f"unknown {kind} preset {name_or_path!r}; expected one of {preset_names(kind)} "
+                "or a path to a .yaml file"
+            )
+        text = res.read_text()
+        source = f"{kind} preset {name_or_path}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{source}: not valid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def resolve_config(
+    cls: type[ConfigT],
+    *,
+    preset: str | None = None,
+    kind: str = "train",
+    values: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> ConfigT:
+    """Defaults <- preset <- ``values`` (from named CLI options) <- ``key=value`` overrides."""
+    data: dict[str, Any] = load_preset(kind, preset) if preset else {}
+    data = _deep_merge(data, values or {})
+    data = apply_overrides(data, overrides or [])
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+        )
+        raise UserError(f"invalid {cls.__name__} ({preset or 'no preset'}): {problems}") from err
+
+
+def dump_config(config: BaseModel, path: str | Path) -> None:
+    """Write a resolved config as YAML, atomically."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    os.replace(tmp, path)

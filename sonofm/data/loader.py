@@ -1,0 +1,110 @@
+"""DataLoader factory: one call that gives training and evaluation batches.
+
+Workers are seeded from the loader seed, sampling can be distributed (DDP), and tokenisation
+happens in the collate function so worker processes do it in parallel with training. Pass a
+light tokenizer callable (texts -> dict of tensors), not a bound method of a whole model, since
+it is pickled into each worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from sonofm.data.augment import default_ultrasound_augment
+from sonofm.data.dataset import TextFn, UltrasoundDataset, collate
+
+
+def _seed_worker(worker_id: int) -> None:
+    # numpy/python RNGs are not used for augmentation (that is keyed on (seed, epoch, index)),
+    # but third-party code in workers may use them: keep them reproducible too.
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_dataset(
+    data: str | Path | pd.DataFrame,
+    split: str | None,
+    *,
+    image_size: int | None,
+    augment: bool | float = False,
+    text: str | TextFn = "report",
+    seed: int = 0,
+    root: str | Path | None = None,
+    with_masks: bool = True,
+) -> UltrasoundDataset:
+    strength = float(augment) if not isinstance(augment, bool) else (1.0 if augment else 0.0)
+    aug = default_ultrasound_augment(strength) if strength > 0 else None
+    return UltrasoundDataset(
+        data,
+        split,
+        image_size=image_size,
+        augment=aug,
+        text=text,
+        seed=seed,
+        root=root,
+        with_masks=with_masks,
+    )
+
+
+def build_loader(
+    data: str | Path | pd.DataFrame | UltrasoundDataset,
+    split: str | None = "train",
+    batch_size: int = 32,
+    *,
+    image_size: int | None = None,
+    tokenizer: Callable[[list[str]], dict[str, torch.Tensor]] | None = None,
+    augment: bool | float = False,
+    workers: int = 0,
+    shuffle: bool | None = None,
+    drop_last: bool = False,
+    distributed: bool = False,
+    seed: int = 0,
+    text: str | TextFn = "report",
+    sampler: Sampler[int] | None = None,
+    root: str | Path | None = None,
+) -> DataLoader[Any]:
+    """A DataLoader of collated batches (see `sonofm.data.dataset.collate`).
+
+    shuffle defaults to True for the train split. With `distributed=True` a DistributedSampler
+    splits the data across ranks (call `loader.sampler.set_epoch(e)` each epoch).
+    """
+    ds = (
+        data
+        if isinstance(data, UltrasoundDataset)
+        else build_dataset(
+            data, split, image_size=image_size, augment=augment, text=text, seed=seed, root=root
+        )
+    )
+    if shuffle is None:
+        shuffle = split == "train"
+    if sampler is None and distributed:
+        sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=partial(collate, tokenizer=tokenizer),
+        drop_last=drop_last,
+        worker_init_fn=_seed_worker if workers > 0 else None,
+        generator=gen,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )

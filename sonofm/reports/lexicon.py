@@ -1,0 +1,395 @@
+"""The phrase index the parser matches against, built from `sonofm.taxonomy`.
+
+Vocabulary (tags, organs, echo findings, measurements, views) comes from the taxonomy. What the
+taxonomy does not own but report *phrasing* needs lives here, in the clearly named
+``REPORT_SUPPLEMENT_*`` constants: frame and sex words, grade words, the "normal" phrasings of
+echo findings, generic lesion words, and link words for predicate inversion ("LV is mildly
+dilated" <- "dilated LV").
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from sonofm import taxonomy as tx
+from sonofm.reports.text import norm_tokens
+
+# ---- report-phrasing supplements (not taxonomy vocabulary) ---------------------------------
+REPORT_SUPPLEMENT_FRAMES: dict[str, tuple[str, ...]] = {
+    "ED": (
+        "end-diastolic frame",
+        "end diastole",
+        "end-diastole",
+        "ED frame",
+        "diastolic frame",
+        "end-diastolic phase",
+        "at end-diastole",
+        "frame at end-diastole",
+    ),
+    "ES": (
+        "end-systolic frame",
+        "end systole",
+        "end-systole",
+        "ES frame",
+        "systolic frame",
+        "end-systolic phase",
+        "at end-systole",
+        "frame at end-systole",
+    ),
+}
+REPORT_SUPPLEMENT_VIEWS: dict[str, tuple[str, ...]] = {
+    "A4C": ("apical four-chamber", "apical 4-chamber", "apical four chamber view", "A4C", "4CH", "AP4"),
+    "A2C": ("apical two-chamber", "apical 2-chamber", "A2C", "2CH", "AP2"),
+    "A3C": ("apical three-chamber", "apical 3-chamber", "apical long-axis", "A3C", "APLAX", "3CH", "AP3"),
+    "PLAX": ("parasternal long-axis", "parasternal long axis view", "PLAX", "PLAX view"),
+    "PSAX_MV": (
+        "parasternal short-axis at the mitral valve level",
+        "parasternal short-axis mitral valve level",
+        "PSAX at mitral level",
+        "PSAX MV",
+        "short-axis at the mitral valve level",
+    ),
+    "PSAX_PM": (
+        "parasternal short-axis at the papillary muscle level",
+        "parasternal short-axis papillary muscle level",
+        "PSAX at papillary level",
+        "PSAX PM",
+        "short-axis at the papillary muscle level",
+        "mid-papillary short-axis",
+    ),
+    "PSAX_AP": (
+        "parasternal short-axis at the apical level",
+        "parasternal short-axis apical level",
+        "PSAX at apical level",
+        "PSAX apex",
+        "short-axis at the apical level",
+    ),
+    "SC4C": ("subcostal four-chamber", "subcostal 4-chamber", "subcostal view", "SC4C", "subxiphoid view"),
+}
+REPORT_SUPPLEMENT_SEX: dict[str, tuple[str, ...]] = {
+    "F": ("female", "woman", "female patient", "sex: F", "sex F", "F patient"),
+    "M": ("male", "man", "male patient", "sex: M", "sex M", "M patient"),
+}
+# grade words -> grade id; only kept for a finding when the taxonomy lists that grade for it
+REPORT_SUPPLEMENT_GRADES: dict[str, str] = {
+    "mild": "mild",
+    "mildly": "mild",
+    "slight": "mild",
+    "slightly": "mild",
+    "moderate": "moderate",
+    "moderately": "moderate",
+    "severe": "severe",
+    "severely": "severe",
+    "markedly": "severe",
+    "marked": "severe",
+    "small": "small",
+    "trivial": "small",
+    "trace": "small",
+    "minimal": "small",
+    "tiny": "small",
+    "large": "large",
+    "big": "large",
+    "sizeable": "large",
+}
+# adverb form used by the writer in front of predicate phrases ("moderately reduced ...")
+GRADE_ADVERB: dict[str, str] = {"mild": "mildly", "moderate": "moderately", "severe": "severely"}
+# phrasings that state an echo finding is absent ("normal LV systolic function")
+REPORT_SUPPLEMENT_ECHO_NORMAL: dict[str, tuple[str, ...]] = {
+    "reduced_lvef": (
+        "normal systolic function",
+        "preserved systolic function",
+        "normal lv function",
+        "good lv function",
+        "normal LV systolic function",
+        "normal left ventricular systolic function",
+        "preserved LV systolic function",
+        "preserved ejection fraction",
+        "normal LVEF",
+        "normal ejection fraction",
+        "preserved LVEF",
+    ),
+    "lv_hypertrophy": (
+        "normal LV wall thickness",
+        "normal left ventricular wall thickness",
+        "normal wall thickness",
+        "no LV wall thickening",
+    ),
+    "lv_dilation": (
+        "normal LV size",
+        "normal left ventricular size",
+        "normal LV cavity size",
+        "normal LV dimensions",
+    ),
+    "la_enlargement": ("normal LA size", "normal left atrial size"),
+    "rv_dysfunction": (
+        "normal RV systolic function",
+        "normal right ventricular systolic function",
+        "preserved RV function",
+        "normal RV function",
+    ),
+    "elevated_filling_pressure": (
+        "normal filling pressure",
+        "normal LV filling pressure",
+        "normal left ventricular filling pressure",
+    ),
+    "pericardial_effusion": (),
+}
+# predicate adjectives that may follow their noun ("dilated LV" <-> "LV is dilated")
+REPORT_SUPPLEMENT_PREDICATES: frozenset[str] = frozenset(
+    {
+        "dilated",
+        "enlarged",
+        "reduced",
+        "impaired",
+        "depressed",
+        "thickened",
+        "hypertrophied",
+        "elevated",
+        "increased",
+        "decreased",
+        "normal",
+        "preserved",
+        "raised",
+        "abnormal",
+    }
+)
+REPORT_SUPPLEMENT_LINKS: frozenset[str] = frozenset(
+    {
+        "is",
+        "are",
+        "was",
+        "were",
+        "appear",
+        "appears",
+        "seem",
+        "seems",
+        "look",
+        "looks",
+        "remain",
+        "remains",
+        "be",
+        "to",
+        "been",
+        "considered",
+        "overall",
+        "globally",
+        "visually",
+        "also",
+    }
+)
+# generic words for "a lesion" that name no diagnosis tag
+REPORT_SUPPLEMENT_LESION_WORDS: tuple[str, ...] = (
+    "lesion",
+    "focal lesion",
+    "abnormality",
+    "focal abnormality",
+    "focal mass lesion",
+    "space-occupying lesion",
+)
+# phrases that state the diagnosis "normal" beyond the taxonomy synonyms
+REPORT_SUPPLEMENT_NORMAL_STUDY: tuple[str, ...] = (
+    "normal study",
+    "normal echocardiogram",
+    "normal examination",
+    "normal scan",
+    "normal ultrasound",
+    "normal echocardiographic study",
+    "no abnormality detected",
+    "within normal limits",
+)
+# tag synonyms reports use that the taxonomy does not list (kept here, reported to the taxonomy owner)
+REPORT_SUPPLEMENT_TAG_SYNONYMS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("posterior", "enhancement"): ("enhancement", "posterior acoustic enhancement present"),
+}
+# echo finding synonyms reports use that the taxonomy does not list
+REPORT_SUPPLEMENT_ECHO_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "reduced_lvef": (
+        "reduced systolic function",
+        "impaired systolic function",
+        "reduced lv function",
+        "impaired lv function",
+        "lv dysfunction",
+        "lv systolic impairment",
+        "poor lv function",
+        "depressed lv function",
+        "depressed systolic function",
+    ),
+    "lv_dilation": ("lv cavity dilatation", "dilated lv cavity"),
+    "la_enlargement": ("la dilated", "dilated la"),
+}
+# generic flow words: "no flow" / "no vascularity" right after a negation means the lesion is avascular
+REPORT_SUPPLEMENT_FLOW_WORDS: tuple[str, ...] = (
+    "flow",
+    "vascularity",
+    "colour flow",
+    "color flow",
+    "doppler flow",
+    "blood flow",
+    "vascular flow",
+    "colour doppler flow",
+    "color doppler flow",
+    "vascularisation",
+    "vascularization",
+    "doppler signal",
+)
+# phrases that contain a vocabulary word but state nothing ("normal in size" is not a normal study)
+REPORT_SUPPLEMENT_NEUTRAL: tuple[str, ...] = (
+    # TI-RADS "echogenic foci" covers punctate, macro, rim and comet-tail foci: not one tag, not hyperechoic
+    "echogenic foci",
+    "echogenic focus",
+    "normal in size",
+    "normal size",
+    "normal limits of size",
+    "upper limit of normal",
+    "lower limit of normal",
+    "normal range",
+    "reference range",
+    "colour doppler",
+    "color doppler",
+    "power doppler",
+    "on doppler",
+)
+# dimension-specific context words: an ambiguous phrase goes to the dimension whose cue is nearby
+REPORT_SUPPLEMENT_CUES: dict[str, tuple[str, ...]] = {
+    "vascularity": (
+        "vascularity",
+        "vascular",
+        "flow",
+        "doppler",
+        "vascularisation",
+        "vascularization",
+        "colour",
+        "color",
+        "perfusion",
+        "vessel",
+        "signal",
+    ),
+    "posterior": ("posterior", "acoustic", "through transmission", "shadow", "distal"),
+    "internal": ("internal", "component", "content", "contain", "composition", "foci", "echo"),
+    "margin": ("margin", "border", "contour", "edge", "outline", "wall"),
+    "shape": ("shape", "configuration", "morphology"),
+    "echogenicity": ("echogenicity", "echotexture", "echogenic", "echo pattern", "relative to"),
+}
+# echo finding -> the measurement that sizes it (a number right after the finding belongs to it)
+FINDING_SIZE_MEASUREMENT: dict[str, str] = {"pericardial_effusion": "pe_size_mm"}
+# organ -> measurement a bare "<organ> measures N cm" sentence gives
+ORGAN_SIZE_MEASUREMENT: dict[str, str] = {"kidney": "kidney_length_mm"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a matched phrase means: kind in {tag, organ, echo, echo_normal, measurement, view, frame,
+    sex, lesion, normal_study}; `dimension` for tags; `id` the tag/organ/finding/measurement id."""
+
+    kind: str
+    id: str
+    dimension: str | None = None
+
+
+def _add(index: dict[tuple[str, ...], list[Entry]], phrase: str, entry: Entry) -> None:
+    key = norm_tokens(phrase)
+    if not key:
+        return
+    lst = index.setdefault(key, [])
+    if entry not in lst:
+        lst.append(entry)
+
+
+def _syns(obj) -> list[str]:
+    out = [getattr(obj, "phrase", None) or ""]
+    out += list(getattr(obj, "synonyms", ()) or ())
+    return [s for s in out if s]
+
+
+@functools.lru_cache(maxsize=1)
+def phrase_index() -> dict[tuple[str, ...], tuple[Entry, ...]]:
+    """normalised phrase tokens -> entries (several when a phrase is ambiguous across dimensions)."""
+    index: dict[tuple[str, ...], list[Entry]] = {}
+    for dim in tx.DIMENSIONS:
+        if dim in ("organ", "body_system"):
+            continue
+        for t in tx.tags(dim):
+            for s in (*_syns(t), *REPORT_SUPPLEMENT_TAG_SYNONYMS.get((dim, t.id), ())):
+                _add(index, s, Entry("tag", t.id, dim))
+    for region in tx.REGIONS:
+        for o in tx.organs_in(region):
+            for s in _syns(o):
+                _add(index, s, Entry("organ", o.id, "organ"))
+            for loc in getattr(o, "locations", ()) or ():
+                _add(index, loc, Entry("location", o.id, "organ"))
+    for fid, f in tx.ECHO_FINDINGS.items():
+        for s in (*_syns(f), *REPORT_SUPPLEMENT_ECHO_SYNONYMS.get(fid, ())):
+            _add(index, s, Entry("echo", fid, "echo"))
+        for s in REPORT_SUPPLEMENT_ECHO_NORMAL.get(fid, ()):
+            _add(index, s, Entry("echo_normal", fid, "echo"))
+        for s in getattr(f, "normal_phrases", ()) or ():
+            _add(index, s, Entry("echo_normal", fid, "echo"))
+    for mid, m in tx.MEASUREMENTS.items():
+        for s in _syns(m):
+            _add(index, s, Entry("measurement", mid))
+    views_tx = getattr(tx, "VIEWS", None) or {}
+    for v in tx.ECHO_VIEWS:
+        for s in (*REPORT_SUPPLEMENT_VIEWS.get(v, ()), *_view_phrases(v, views_tx)):
+            _add(index, s, Entry("view", v))
+    frames_tx = getattr(tx, "FRAME_PHRASES", None) or {}
+    for fr in tx.FRAMES:
+        for s in (*REPORT_SUPPLEMENT_FRAMES.get(fr, ()), *frames_tx.get(fr, ())):
+            _add(index, s, Entry("frame", fr))
+    for s in REPORT_SUPPLEMENT_NEUTRAL:
+        _add(index, s, Entry("neutral", "neutral"))
+    for sx, phrases in REPORT_SUPPLEMENT_SEX.items():
+        for s in phrases:
+            _add(index, s, Entry("sex", sx))
+    for s in REPORT_SUPPLEMENT_LESION_WORDS:
+        _add(index, s, Entry("lesion", "lesion"))
+    for s in REPORT_SUPPLEMENT_FLOW_WORDS:
+        _add(index, s, Entry("flow", "flow"))
+    for s in REPORT_SUPPLEMENT_NORMAL_STUDY:
+        _add(index, s, Entry("tag", "normal", "diagnosis"))
+    return {k: tuple(v) for k, v in index.items()}
+
+
+def _view_phrases(view: str, views_tx) -> list[str]:
+    got = views_tx.get(view) if isinstance(views_tx, dict) else None
+    if got is None:
+        return []
+    if isinstance(got, str):
+        return [got]
+    if hasattr(got, "phrase"):
+        return _syns(got)
+    return list(got)
+
+
+@functools.lru_cache(maxsize=1)
+def predicate_index() -> dict[tuple[str, ...], tuple[str, tuple[Entry, ...]]]:
+    """noun-part tokens -> (predicate adjective, entries) for phrases like "dilated LV" / "normal LV size"."""
+    out: dict[tuple[str, ...], tuple[str, tuple[Entry, ...]]] = {}
+    for key, entries in phrase_index().items():
+        if len(key) >= 2 and key[0] in REPORT_SUPPLEMENT_PREDICATES:
+            ents = tuple(e for e in entries if e.kind in ("echo", "echo_normal"))
+            if ents:
+                out.setdefault(key[1:] + (key[0],), (key[0], ents))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def known_words() -> frozenset[str]:
+    """Every normalised token of the vocabulary (used to decide what counts as an unknown term)."""
+    words: set[str] = set()
+    for key in phrase_index():
+        words.update(key)
+    words.update(REPORT_SUPPLEMENT_GRADES)
+    words.update(REPORT_SUPPLEMENT_LINKS)
+    return frozenset(words)
+
+
+def grades_for(finding_id: str) -> tuple[str, ...]:
+    """Grade ids the taxonomy allows for an echo finding (empty when ungraded)."""
+    f = tx.ECHO_FINDINGS.get(finding_id)
+    g = getattr(f, "grades", None) if f is not None else None
+    if not g:
+        return ()
+    if isinstance(g, dict):
+        return tuple(g.keys())
+    return tuple(x if isinstance(x, str) else getattr(x, "id", getattr(x, "name", str(x))) for x in g)

@@ -1,0 +1,25 @@
+"""Organ phantoms and lesions of the non-cardiac regions.
+
+Importing this package registers the region simulators with `sonofm.sim.registry`:
+breast, thyroid, liver (liver, gallbladder), kidney (kidney, bladder), gynaecology (ovary,
+uterus) and vessel (carotid_artery, jugular_vein). Each is `fn(rng, size) -> list[SimImage]`:
+one patient, 2-4 images of the same lesion in transverse and longitudinal planes with new probe
+positions and imaging parameters, ~15% normal studies.
+
+Reusable parts for further regions:
+- `lesions`: `LesionKind` / `OrganCatalogue` (attribute distributions as data), `sample_lesion`,
+  `build_section` (attributes -> shapes + tissues in one plane), `section_extent` (calipers),
+  `posterior_from_model` (posterior features measured from attenuation), `image_tags`,
+  `findings_from_tags`, `normal_findings`.
+- `anatomy`: body-wall layers (flat or following a curvilinear probe), vessels, bright
+  interfaces, organ outlines. `neck`: the anterior neck shared by thyroid and vessel.
+- `shapes`: `Intersection`, `Union`, `Dots`, `Arc`, `tight_bounds`.
+- `base`: `Scene`, `PatientPlan`, `params_for_target`, `choose_shift`, `render_patient`,
+  `simulator` (planner -> registered simulator).
+"""
+
+from __future__ import annotations
+
+from sonofm.sim.phantoms import breast, gynaecology, kidney, liver, thyroid, vessel  # noqa: F401  (registers)
+
+__all__ = ["breast", "gynaecology", "kidney", "liver", "thyroid", "vessel"]

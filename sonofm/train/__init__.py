@@ -1,0 +1,31 @@
+"""The shared training loop and its parts (optimizer, schedule, checkpoints, DDP, logging).
+
+Jobs plug a step function into :class:`Trainer`; ``sonofm.train.pretrain`` is the contrastive
+pretraining job behind ``sonofm pretrain``.
+"""
+
+from __future__ import annotations
+
+from sonofm.train.checkpoint import load_checkpoint, save_checkpoint
+from sonofm.train.distributed import DistInfo, init_distributed
+from sonofm.train.optim import WarmupCosine, build_optimizer, build_scheduler, param_groups
+from sonofm.train.sampler import ResumableBatchSampler
+from sonofm.train.steps import ContrastiveStep
+from sonofm.train.trainer import FitResult, Trainer, TrainingDiverged, TrainStep
+
+__all__ = [
+    "ContrastiveStep",
+    "DistInfo",
+    "FitResult",
+    "ResumableBatchSampler",
+    "TrainStep",
+    "Trainer",
+    "TrainingDiverged",
+    "WarmupCosine",
+    "build_optimizer",
+    "build_scheduler",
+    "init_distributed",
+    "load_checkpoint",
+    "param_groups",
+    "save_checkpoint",
+]

