@@ -54,6 +54,40 @@ def _root(
 # print where the outputs went.
 # --- commands ---
 
+data_app = typer.Typer(
+    help=(
+        "Dataset utilities.\n\n"
+        "Examples:\n\n"
+        "  sonofm data shard data/sim --out data/sim-shards --shard-size 1000"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("shard")
+def data_shard(
+    data: str = typer.Argument(..., help="Dataset directory (or manifest file)."),
+    out: str = typer.Option(..., "--out", help="New directory for the WebDataset shards."),
+    shard_size: int = typer.Option(1000, "--shard-size", help="Samples per tar shard."),
+) -> None:
+    """Pack a dataset directory into WebDataset tar shards (per split) for streaming at scale.
+
+    Examples:
+
+      sonofm data shard data/sim --out data/sim-shards
+
+      sonofm data shard data/sim --out data/sim-shards --shard-size 5000
+    """
+    from sonofm.data.shards import export_shards
+
+    index = export_shards(data, out, shard_size=shard_size)
+    for split, info in index["splits"].items():
+        console.print(f"{split}: {info['samples']} samples in {len(info['shards'])} shards")
+    if index["skipped"]:
+        console.print(f"[yellow]skipped {len(index['skipped'])} unreadable samples (see shards.json)[/]")
+    console.print(f"shards: {out}")
+
 report_app = typer.Typer(
     help=(
         "Structured reports: parse report text into findings, or sample studies with written reports.\n\n"

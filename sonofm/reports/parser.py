@@ -297,7 +297,7 @@ def _tok_at(tokens: list[Token], char: int) -> int:
     return len(tokens)
 
 
-_DIAG_LESION = {"nodule", "cyst", "mass", "fluid_collection"}
+_DIAG_LESION = {"nodule", "cyst", "mass", "fluid_collection", "plaque", "thrombus", "calculus"}
 
 
 def _is_lesion(e: lx.Entry) -> bool:

@@ -211,24 +211,30 @@ def _location(organ: str, rng: np.random.Generator) -> str:
     return f"the {name}"
 
 
+_LESION_DIMS = ("lesion_width_mm", "lesion_height_mm", "lesion_length_mm")
+
+
 def _size_text(study: Study, rng: np.random.Generator) -> str | None:
-    dims = [
-        study.measurements[k]
-        for k in ("lesion_width_mm", "lesion_height_mm", "lesion_length_mm")
-        if k in study.measurements
-    ]
-    if len(dims) < 2 and not dims:
+    """ "W x H [x L] mm" when the transverse and AP diameters are both known, else None.
+
+    The parser reads an "A x B [x C]" expression as width x height [x length], so other
+    combinations (a longitudinal image: length and height) are stated by name instead
+    (`_lesion_dim_sentences`).
+    """
+    if not all(k in study.measurements for k in _LESION_DIMS[:2]):
         return None
-    if "lesion_width_mm" not in study.measurements:
-        return None
-    if "lesion_height_mm" not in study.measurements:
-        dims = dims[:1]
-    elif "lesion_length_mm" not in study.measurements:
-        dims = dims[:2]
+    dims = [study.measurements[k] for k in _LESION_DIMS if k in study.measurements]
     dec = 0 if all(float(v).is_integer() for v in dims) else 1
     use_cm = rng.random() < 0.5
     sep = _pick(rng, (" x ", " x ", " × ", "x"))
     return format_dims(dims, dec, use_cm, sep=sep)
+
+
+def _lesion_dim_sentences(study: Study, rng: np.random.Generator) -> list[str]:
+    """One named sentence per lesion diameter the size expression does not carry."""
+    if all(k in study.measurements for k in _LESION_DIMS[:2]):
+        return []
+    return [_measure_sentence(k, study.measurements[k], rng) for k in _LESION_DIMS if k in study.measurements]
 
 
 def _article(phrase: str) -> str:
@@ -306,6 +312,7 @@ def _lesion_sentences(study: Study, rng: np.random.Generator) -> tuple[list[str]
             sents.append(f"{_cap(c)} {verb} noted.")
         else:
             sents.append(f"It demonstrates {c}.")
+    sents += _lesion_dim_sentences(study, rng)
     sents += flow_none
     for a in preds:
         sents.append(_pick(rng, (f"It is {a}.", f"The lesion is {a}.", f"The {diag_word} appears {a}.")))

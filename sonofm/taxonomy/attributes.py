@@ -112,6 +112,47 @@ _DIAGNOSIS = (
     ),
     _t(
         "diagnosis",
+        "plaque",
+        "plaque",
+        ("plaques", "atherosclerotic plaque", "atheromatous plaque", "atheroma"),
+        "A focal thickening of the arterial wall (intima-media) protruding into the lumen, made of "
+        "lipid, fibrous tissue or calcium (atherosclerosis); Mannheim consensus: >= 0.5 mm or 50% "
+        "above the surrounding intima-media thickness, or > 1.5 mm.",
+        "general",
+    ),
+    _t(
+        "diagnosis",
+        "thrombus",
+        "thrombus",
+        ("thrombi", "thrombosis", "blood clot", "intraluminal thrombus", "venous thrombosis"),
+        "A blood clot within a vessel lumen or cardiac chamber: echogenic intraluminal material, "
+        "non-compressible, with absent or reduced flow around it.",
+        "general",
+    ),
+    _t(
+        "diagnosis",
+        "calculus",
+        "calculus",
+        (
+            "calculi",
+            "stone",
+            "stones",
+            "gallstone",
+            "gallstones",
+            "renal calculus",
+            "renal stone",
+            "kidney stone",
+            "bladder stone",
+            "cholelithiasis",
+            "nephrolithiasis",
+            "urolithiasis",
+        ),
+        "A stone (gallstone, renal or bladder calculus): a bright echogenic focus with posterior "
+        "acoustic shadowing, mobile within a fluid-filled lumen unless impacted.",
+        "general",
+    ),
+    _t(
+        "diagnosis",
         "normal",
         "normal appearance",
         (

@@ -22,10 +22,24 @@ MASK_LABELS: dict[int, str] = {
 MASK_IDS: dict[str, int] = {name: i for i, name in MASK_LABELS.items()}
 NUM_MASK_LABELS = len(MASK_LABELS)
 
-# Which labels a region's masks can contain (background always); used to restrict per-region metrics.
+# Which labels each region's masks can contain (background always). This is the single source of
+# truth: the simulator's phantoms (`sonofm.sim.phantoms.base.REGION_MASK_LABELS`) re-export it and
+# tests check every simulated mask against it. Vessel lumens (9) are labelled wherever they appear
+# (carotid/jugular beside the thyroid, hepatic/portal veins, iliac vessels beside the ovary); in
+# the vessel region a jugular thrombus or any intraluminal lesion is a lesion (1) and carotid
+# plaque has its own label (10). Per-region metrics restrict to these ids.
 REGION_MASK_LABELS: dict[str, tuple[int, ...]] = {
+    "breast": (0, 1, 2),
+    "thyroid": (0, 1, 2, 9),
+    "liver": (0, 1, 2, 9),
+    "kidney": (0, 1, 2),
+    "gynaecology": (0, 1, 2, 9),
+    "vessel": (0, 1, 2, 9, 10),
     "heart": (0, 3, 4, 5, 6, 7, 8),
-    "vessel": (0, 2, 9, 10),
+    "abdomen": (0, 1, 2, 9),
+    "urology": (0, 1, 2, 9),
+    "superficial": (0, 1, 2, 9),
+    "obstetric": (0, 1, 2, 9),
 }
 _LESION_REGION_LABELS = (0, 1, 2)
 
@@ -39,5 +53,9 @@ def mask_label_id(name: str) -> int:
 
 
 def labels_for_region(region: str) -> tuple[int, ...]:
-    """Mask label ids that can occur in a region's masks (lesion regions: background, lesion, organ)."""
+    """Mask label ids that can occur in a region's masks.
+
+    Regions outside the taxonomy (user plug-ins) get the lesion-region default: background,
+    lesion, organ.
+    """
     return REGION_MASK_LABELS.get(region, _LESION_REGION_LABELS)

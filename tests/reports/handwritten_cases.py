@@ -219,12 +219,12 @@ CASES: list[tuple[str, str | None, dict]] = [
     (
         "Gallbladder: sludge, no stones, no wall thickening.",
         "liver",
-        {"present": {("internal", "debris")}, "organ": "gallbladder"},
+        {"present": {("internal", "debris")}, "absent": {("diagnosis", "calculus")}, "organ": "gallbladder"},
     ),
     (
         "CCA IMT 0.7mm bilat, no plaque.",
         "vessel",
-        {"measurements": {"imt_mm": 0.7}, "organ": "carotid_artery", "unknown": ["plaque"]},
+        {"measurements": {"imt_mm": 0.7}, "organ": "carotid_artery", "absent": {("diagnosis", "plaque")}},
     ),
     (
         "Liver normal in size with a 2.3cm echogenic lesion, probable haemangioma.",
@@ -330,7 +330,7 @@ CASES += [
                 ("echo", "elevated_filling_pressure"),
                 ("echo", "pericardial_effusion"),
             },
-            "absent": {("echo", "lv_hypertrophy")},
+            "absent": {("echo", "lv_hypertrophy"), ("diagnosis", "thrombus")},
             "grades": {
                 ("echo", "lv_dilation"): "moderate",
                 ("echo", "reduced_lvef"): "severe",
@@ -347,7 +347,7 @@ CASES += [
                 "e_e_prime_ratio": 18.0,
             },
             "organ": "heart",
-            "unknown": ["thrombus", "cardiomyopathy", "MR"],
+            "unknown": ["cardiomyopathy", "MR"],
         },
     ),
     (

@@ -21,5 +21,6 @@ Reusable parts for further regions:
 from __future__ import annotations
 
 from sonofm.sim.phantoms import breast, gynaecology, kidney, liver, thyroid, vessel  # noqa: F401  (registers)
+from sonofm.sim.phantoms import abdomen  # noqa: F401, I001  (registers the extra regions)
 
 __all__ = ["breast", "gynaecology", "kidney", "liver", "thyroid", "vessel"]

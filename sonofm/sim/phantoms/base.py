@@ -31,18 +31,12 @@ from sonofm.sim.physics import render_bmode
 from sonofm.sim.probe import inside_fan
 from sonofm.sim.tissue import TissueModel
 from sonofm.sim.types import SimImage
+from sonofm.taxonomy.echo import round_measurement
+from sonofm.taxonomy.masks import REGION_MASK_LABELS as TAXONOMY_REGION_MASK_LABELS
 
-# Mask label ids each region's label maps can contain (MASK_LABELS: 1 lesion, 2 organ of interest,
-# 9 vessel lumen, 10 plaque). Vessel lumens are labelled wherever they appear (carotid/jugular
-# beside the thyroid, hepatic/portal veins, iliac vessels); a jugular thrombus is a lesion (1).
-REGION_MASK_LABELS: dict[str, tuple[int, ...]] = {
-    "breast": (0, 1, 2),
-    "thyroid": (0, 1, 2, 9),
-    "liver": (0, 1, 2, 9),
-    "kidney": (0, 1, 2),
-    "gynaecology": (0, 1, 2, 9),
-    "vessel": (0, 1, 2, 9, 10),
-}
+# Mask label ids each region's label maps can contain: the taxonomy is the one source of truth
+# (`sonofm.taxonomy.masks.REGION_MASK_LABELS`); re-exported here for the phantom modules and tests.
+REGION_MASK_LABELS = TAXONOMY_REGION_MASK_LABELS
 
 
 @dataclass
@@ -209,13 +203,15 @@ def render_patient(plan: PatientPlan, rng: np.random.Generator, size: int) -> li
             malignant = None if plan.catalogue.malignant_prevalence is None else False
         # `view` is reserved for standard echo views (the report writer and view losses key on it);
         # the scan plane of a lesion image travels in `imaging["plane"]`.
+        # The study holds measurements at the taxonomy's reporting precision (what a report states
+        # and a parser reads back, e.g. 9.4 mm, not 9.36): ground truth and caption agree exactly.
         study = Study(
             region=plan.region,
             organ=plan.organ,
             view=None,
             sex=plan.sex,
             findings=findings,
-            measurements=measurements,
+            measurements={k: round_measurement(k, v) for k, v in measurements.items()},
         )
         out.append(
             SimImage(

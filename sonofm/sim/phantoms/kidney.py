@@ -82,7 +82,7 @@ KIDNEY = OrganCatalogue(
         ),
         LesionKind(
             "stone",
-            "mass",
+            "calculus",
             False,
             0.2,
             (4.0, 15.0),
@@ -131,7 +131,7 @@ BLADDER = OrganCatalogue(
     kinds=(
         LesionKind(
             "bladder_stone",
-            "mass",
+            "calculus",
             False,
             0.5,
             (5.0, 25.0),

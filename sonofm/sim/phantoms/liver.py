@@ -133,7 +133,7 @@ GALLBLADDER = OrganCatalogue(
     kinds=(
         LesionKind(
             "gallstone",
-            "mass",
+            "calculus",
             False,
             0.6,
             (5.0, 20.0),

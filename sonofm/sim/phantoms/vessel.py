@@ -3,8 +3,8 @@
 vein with thrombus.
 
 Plaque is labelled 10 (MASK_LABELS "plaque"), lumens 9, the vessel wall of the organ of interest
-2. The taxonomy has no "plaque"/"thrombus" diagnosis, so both are reported as a "mass" of the
-vessel with their echogenicity, surface (margin), calcification and shadowing.
+2. Both lesions carry the taxonomy diagnoses "plaque" and "thrombus" and are reported with their echogenicity,
+surface (margin), calcification and shadowing; a normal study states "no plaque"/"no thrombus".
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ BLOOD_ATT = 0.18
 
 CAROTID = OrganCatalogue(
     organ="carotid_artery",
-    normal_lesion_tag="mass",
+    normal_lesion_tag="plaque",
     kinds=(
         LesionKind(
             "plaque",
-            "mass",
+            "plaque",
             None,
             1.0,
             (6.0, 20.0),
@@ -63,11 +63,11 @@ CAROTID = OrganCatalogue(
 )
 JUGULAR = OrganCatalogue(
     organ="jugular_vein",
-    normal_lesion_tag="mass",
+    normal_lesion_tag="thrombus",
     kinds=(
         LesionKind(
             "thrombus",
-            "mass",
+            "thrombus",
             None,
             1.0,
             (8.0, 25.0),

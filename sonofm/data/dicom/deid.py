@@ -1,0 +1,330 @@
+"""De-identification of DICOM headers: the PS3.15 Basic Application Level Confidentiality Profile.
+
+PROFILE maps attribute keywords to the action codes of PS3.15 Table E.1-1 (D replace with a
+dummy, Z zero-length or dummy, X remove, K keep, C clean, U replace UID; combined codes such as
+X/Z/D as in the standard). `resolve_action` turns a code into what sonofm does, with the
+Retain Longitudinal Temporal Information with Modified Dates Option (dates shifted per patient,
+so intervals within a patient survive) and pseudonymous patient IDs from an HMAC keyed hash
+(same key + same patient -> same pseudonym; without the key nobody can reverse or recompute it).
+All private tags, overlays and curves are removed. Every change is returned as an audit entry;
+old values are never written to the audit, only their length.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sonofm.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# PS3.15 (2024) Table E.1-1, Basic Profile column, for the attributes found in ultrasound files.
+PROFILE: dict[str, str] = {
+    "AccessionNumber": "Z",
+    "AcquisitionComments": "X",
+    "AcquisitionDate": "X/Z",
+    "AcquisitionDateTime": "X/Z/D",
+    "AcquisitionDeviceProcessingDescription": "X/D",
+    "AcquisitionTime": "X/Z",
+    "AdditionalPatientHistory": "X",
+    "AdmissionID": "X",
+    "AdmittingDiagnosesDescription": "X",
+    "Allergies": "X",
+    "BranchOfService": "X",
+    "ContentCreatorName": "Z",
+    "ContentDate": "Z/D",
+    "ContentTime": "Z/D",
+    "CountryOfResidence": "X",
+    "CurrentPatientLocation": "X",
+    "DerivationDescription": "X",
+    "DeviceSerialNumber": "X/Z/D",
+    "DeviceUID": "U",
+    "EthnicGroup": "X",
+    "FrameOfReferenceUID": "U",
+    "ImageComments": "X",
+    "InstanceCreationDate": "X/D",
+    "InstanceCreationTime": "X/Z/D",
+    "InstanceCreatorUID": "U",
+    "InstitutionAddress": "X",
+    "InstitutionCodeSequence": "X/Z/D",
+    "InstitutionName": "X/Z/D",
+    "InstitutionalDepartmentName": "X",
+    "IrradiationEventUID": "U",
+    "IssuerOfPatientID": "X",
+    "LastMenstrualDate": "X",
+    "MedicalAlerts": "X",
+    "MedicalRecordLocator": "X",
+    "MilitaryRank": "X",
+    "NameOfPhysiciansReadingStudy": "X",
+    "Occupation": "X",
+    "OperatorsName": "X/Z/D",
+    "OtherPatientIDs": "X",
+    "OtherPatientIDsSequence": "X",
+    "OtherPatientNames": "X",
+    "PatientAddress": "X",
+    "PatientAge": "X",
+    "PatientBirthDate": "Z",
+    "PatientBirthName": "X",
+    "PatientBirthTime": "X",
+    "PatientComments": "X",
+    "PatientID": "Z",
+    "PatientInstitutionResidence": "X",
+    "PatientMotherBirthName": "X",
+    "PatientName": "Z",
+    "PatientSex": "Z",
+    "PatientSize": "X",
+    "PatientState": "X",
+    "PatientTelephoneNumbers": "X",
+    "PatientWeight": "X",
+    "PerformedProcedureStepDescription": "X",
+    "PerformedProcedureStepID": "X",
+    "PerformedProcedureStepStartDate": "X",
+    "PerformedProcedureStepStartTime": "X",
+    "PerformingPhysicianName": "X",
+    "PhysiciansOfRecord": "X",
+    "PregnancyStatus": "X",
+    "ProtocolName": "X/D",
+    "ReferencedPatientSequence": "X",
+    "ReferencedPerformedProcedureStepSequence": "X/Z/D",
+    "ReferencedSOPInstanceUID": "U",
+    "ReferencedStudySequence": "X/Z",
+    "ReferringPhysicianAddress": "X",
+    "ReferringPhysicianName": "Z",
+    "ReferringPhysicianTelephoneNumbers": "X",
+    "RegionOfResidence": "X",
+    "RequestAttributesSequence": "X",
+    "RequestedProcedureDescription": "X/Z",
+    "RequestedProcedureID": "X",
+    "RequestingPhysician": "X",
+    "ResponsibleOrganization": "X",
+    "ResponsiblePerson": "X",
+    "ScheduledProcedureStepDescription": "X",
+    "SeriesDate": "X/D",
+    "SeriesDescription": "X",
+    "SeriesInstanceUID": "U",
+    "SeriesTime": "X/D",
+    "SmokingStatus": "X",
+    "SOPInstanceUID": "U",
+    "SourceImageSequence": "X/Z/U",
+    "StationName": "X/Z/D",
+    "StudyDate": "Z",
+    "StudyDescription": "X",
+    "StudyID": "Z",
+    "StudyInstanceUID": "U",
+    "StudyTime": "Z",
+    "TimezoneOffsetFromUTC": "X",
+}
+# Person/identifier attributes whose Z/D action gets the patient's pseudonym (a dummy value that
+# keeps images of one patient linkable without revealing who it is).
+PSEUDONYM_KEYWORDS = ("PatientID", "PatientName")
+DATE_SHIFT_RANGE_DAYS = 3650
+DEID_METHOD = "sonofm: PS3.15 Basic Profile; Retain Longitudinal Temporal Information Modified Dates"
+# CID 7050 codes for the options applied.
+DEID_CODES = (("113100", "Basic Application Confidentiality Profile"), ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"))  # noqa: E501
+
+
+def resolve_action(code: str, vr: str) -> str:
+    """What sonofm does for a profile code: 'X' remove, 'Z' empty, 'K' keep, 'U' remap, 'S' date shift.
+
+    Dates/times under an option that allows D are shifted (Modified Dates Option); everything else
+    that may be removed is removed (the safest choice); Z stays an empty value (Type 2 attributes
+    must remain present).
+    """
+    parts = code.split("/")
+    if "U" in parts and vr == "UI":
+        return "U"
+    if vr in ("DA", "DT") and ("D" in parts or "Z" in parts):
+        return "S"
+    if vr == "TM" and "D" in parts:
+        return "Z"
+    if "X" in parts:
+        return "X"
+    if "Z" in parts:
+        return "Z"
+    if "D" in parts:
+        return "Z"
+    return "K"
+
+
+@dataclass
+class Deidentifier:
+    """Keyed, deterministic de-identification: same key -> same pseudonyms, UIDs and date shifts."""
+
+    key: bytes
+    audit: list[dict[str, Any]] = field(default_factory=list)
+
+    def _mac(self, kind: str, value: str) -> bytes:
+        return hmac.new(self.key, f"{kind}:{value}".encode(), hashlib.sha256).digest()
+
+    def pseudonym(self, patient: str) -> str:
+        """Pseudonymous patient id: 'P' + 16 hex digits of HMAC-SHA256(key, patient)."""
+        return "P" + self._mac("patient", patient).hex()[:16]
+
+    def date_shift_days(self, patient: str) -> int:
+        """Per-patient shift into the past, 1..DATE_SHIFT_RANGE_DAYS days."""
+        return -(int.from_bytes(self._mac("dateshift", patient)[:8], "big") % DATE_SHIFT_RANGE_DAYS + 1)
+
+    def uid(self, uid: str) -> str:
+        """Consistent replacement UID under the 2.25 (UUID-derived) root (PS3.5 B.2)."""
+        return "2.25." + str(int.from_bytes(self._mac("uid", uid)[:16], "big"))
+
+    @staticmethod
+    def patient_key(ds: Any) -> str:
+        """What identifies a patient before de-identification (ID, else name, else the study)."""
+        for kw in ("PatientID", "PatientName", "StudyInstanceUID"):
+            v = str(ds.get(kw, "") or "").strip()
+            if v:
+                return f"{kw}={v}"
+        return "unknown"
+
+    def deidentify(self, ds: Any, *, source: str = "") -> list[dict[str, Any]]:
+        """De-identify `ds` in place; returns this dataset's audit entries (also kept in `.audit`)."""
+        patient = self.patient_key(ds)
+        ctx = {"patient": patient, "pseudonym": self.pseudonym(patient), "shift": self.date_shift_days(patient)}
+        entries: list[dict[str, Any]] = []
+
+        def note(elem: Any, action: str, new: Any, path: str) -> None:
+            old = elem.value
+            entries.append(
+                {
+                    "file": source,
+                    "tag": f"({elem.tag.group:04X},{elem.tag.element:04X})",
+                    "keyword": elem.keyword or "private",
+                    "path": path,
+                    "action": action,
+                    "old_length": len(str(old)) if old is not None else 0,
+                    "new": None if action in ("X", "Z") else str(new),
+                }
+            )
+
+        self._walk(ds, ctx, note, "")
+        if hasattr(ds, "file_meta") and "MediaStorageSOPInstanceUID" in ds.file_meta:
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = DEID_METHOD
+        from pydicom.dataset import Dataset
+
+        codes = []
+        for value, meaning in DEID_CODES:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+            codes.append(item)
+        ds.DeidentificationMethodCodeSequence = codes
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        entries.append({"file": source, "tag": "(0012,0062)", "keyword": "PatientIdentityRemoved",
+                        "path": "", "action": "set", "old_length": 0, "new": "YES"})
+        self.audit.extend(entries)
+        return entries
+
+    def _walk(self, ds: Any, ctx: dict[str, Any], note: Any, prefix: str) -> None:
+        to_delete = []
+        for elem in list(ds):
+            path = f"{prefix}{elem.keyword or elem.tag}"
+            if elem.tag.is_private or elem.tag.group in range(0x5000, 0x5100, 2) or (
+                elem.tag.group in range(0x6000, 0x6100, 2) and elem.tag != 0x7FE00010
+            ):
+                note(elem, "X", None, path)  # private tags, curves and overlays
+                to_delete.append(elem.tag)
+                continue
+            code = PROFILE.get(elem.keyword)
+            if code is None:
+                if elem.VR == "SQ":
+                    for i, item in enumerate(elem.value):
+                        self._walk(item, ctx, note, f"{path}[{i}].")
+                continue
+            action = resolve_action(code, elem.VR)
+            if elem.keyword in PSEUDONYM_KEYWORDS:
+                action = "P"
+            if action == "X":
+                note(elem, "X", None, path)
+                to_delete.append(elem.tag)
+            elif action == "Z":
+                if elem.value not in (None, "", []):
+                    note(elem, "Z", None, path)
+                elem.value = [] if elem.VR == "SQ" else None
+            elif action == "P":
+                note(elem, "pseudonym", ctx["pseudonym"], path)
+                elem.value = ctx["pseudonym"]
+            elif action == "U":
+                new = self._remap_uids(elem.value)
+                note(elem, "U", new, path)
+                elem.value = new
+            elif action == "S":
+                new = _shift_date(elem.value, elem.VR, ctx["shift"])
+                note(elem, "shift", new, path)
+                elem.value = new
+        for tag in to_delete:
+            del ds[tag]
+
+    def _remap_uids(self, value: Any) -> Any:
+        if value in (None, ""):
+            return value
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            return [self.uid(str(v)) for v in value]
+        return self.uid(str(value))
+
+
+def _shift_date(value: Any, vr: str, days: int) -> Any:
+    if value in (None, ""):
+        return value
+    s = str(value).strip()
+    try:
+        if vr == "DA":
+            d = dt.datetime.strptime(s[:8], "%Y%m%d").date() + dt.timedelta(days=days)
+            return d.strftime("%Y%m%d")
+        d0 = dt.datetime.strptime(s[:8], "%Y%m%d").date() + dt.timedelta(days=days)
+        return d0.strftime("%Y%m%d") + s[8:]
+    except ValueError:
+        return None  # an unparseable date cannot be shifted safely: empty it
+
+
+def iter_phi_elements(ds: Any) -> Iterator[tuple[str, Any]]:
+    """(path, element) for every element the profile says must not keep its original value.
+
+    Used by tests and by `verify`: after de-identification only pseudonyms, shifted dates and
+    remapped UIDs may remain.
+    """
+    for elem in ds:
+        if elem.tag.is_private:
+            yield str(elem.tag), elem
+        if elem.keyword in PROFILE:
+            yield elem.keyword, elem
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from iter_phi_elements(item)
+
+
+def load_or_create_key(key_file: str | Path | None, out_dir: str | Path) -> bytes:
+    """The HMAC key: from `key_file` (>= 16 bytes), else created once in `<out>/.sonofm-deid.key`.
+
+    Re-running ingestion with the same key gives the same pseudonyms; keep the file secret.
+    """
+    if key_file is not None:
+        p = Path(key_file)
+        if not p.is_file():
+            raise UserError(f"{p}: key file not found (--key-file expects a file of >= 16 secret bytes)")
+        key = p.read_bytes().strip()
+        if len(key) < 16:
+            raise UserError(f"{p}: key file holds {len(key)} bytes; need at least 16")
+        return key
+    p = Path(out_dir) / ".sonofm-deid.key"
+    if p.is_file():
+        return p.read_bytes().strip()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    tmp = p.with_name(p.name + f".tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    os.replace(tmp, p)
+    log.warning("created a new de-identification key at %s; keep it secret and reuse it", p)
+    return key

@@ -1,0 +1,242 @@
+"""Batched image/text embedding for evaluation, cached on disk per (model hash, data hash).
+
+Images are decoded and resized by the ordinary `UltrasoundDataset` (no augmentation), batched by
+the DataLoader and pushed through `encode_image` under `torch.inference_mode`; there is no
+per-image model call or Python loop on tensors. Report texts are de-duplicated before encoding.
+The cache is a safetensors file (tensors + JSON metadata with the row ids): never pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = "1"
+
+
+@dataclass
+class SplitEmbeddings:
+    """Embeddings of one split; row i of `image`/`text` belongs to `ids[i]` (skipped images dropped)."""
+
+    ids: list[str]
+    image: np.ndarray  # (N, D) float32, L2-normalised
+    text: np.ndarray  # (N, D) float32, L2-normalised embedding of each row's report
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _sha256_file(path: Path, h: Any) -> None:
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def model_hash(model: torch.nn.Module, model_dir: str | Path | None = None) -> str:
+    """sha256 of the model directory's config.json + model.safetensors, or of the weights in memory."""
+    h = hashlib.sha256()
+    if model_dir is not None and (Path(model_dir) / "model.safetensors").is_file():
+        for name in ("config.json", "model.safetensors"):
+            p = Path(model_dir) / name
+            if p.is_file():
+                _sha256_file(p, h)
+        return h.hexdigest()
+    h.update(type(model).__name__.encode())
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "model_dump_json"):
+        h.update(cfg.model_dump_json().encode())
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def data_hash(df: pd.DataFrame, root: str | Path, *, image_size: int, text_field: str = "report") -> str:
+    """sha256 over the rows' ids, image paths, image file sizes/mtimes, texts and the input size.
+
+    File stats (not contents) keep hashing a 100k-image dataset cheap; rewriting an image changes
+    its mtime and so invalidates the cache.
+    """
+    h = hashlib.sha256(f"v{CACHE_VERSION}|size={image_size}|text={text_field}".encode())
+    root = Path(root)
+    for rid, img, txt in zip(df["id"], df["image"], df.get(text_field, [""] * len(df)), strict=True):
+        p = Path(img) if Path(img).is_absolute() else root / img
+        try:
+            st = p.stat()
+            stat = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stat = "missing"
+        h.update(f"{rid}\x1f{img}\x1f{stat}\x1f{txt}\x1e".encode())
+    return h.hexdigest()
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def embed_images(
+    model: torch.nn.Module,
+    data: str | Path | pd.DataFrame,
+    *,
+    split: str | None = "test",
+    root: str | Path | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """(ids, (N, D) float32 image embeddings) of one split; undecodable images are skipped and logged."""
+    from sonofm.data.loader import build_loader
+
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    size = int(model.config.image.image_size)
+    loader = build_loader(
+        data, split, batch_size, image_size=size, workers=workers, shuffle=False, root=root, text="report"
+    )
+    ids: list[str] = []
+    chunks: list[torch.Tensor] = []
+    skipped = 0
+    with torch.inference_mode(), _autocast(dev, precision):
+        for batch in loader:
+            skipped += batch.get("n_skipped", 0)
+            if "image" not in batch:
+                continue
+            x = batch["image"].to(dev, non_blocking=True)
+            chunks.append(model.encode_image(x, normalize=True).float().cpu())
+            ids.extend(batch["id"])
+            if progress is not None:
+                progress(len(batch["id"]))
+    if skipped:
+        log.warning("skipped %d undecodable images in split %s", skipped, split)
+    d = int(model.config.embed_dim)
+    emb = torch.cat(chunks).numpy() if chunks else np.zeros((0, d), np.float32)
+    return ids, emb
+
+
+def embed_texts(
+    model: torch.nn.Module,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """(len(texts), D) float32 normalised text embeddings; identical texts are encoded once."""
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    uniq = list(dict.fromkeys(texts))
+    # sort by length so batches pad little (texts of one batch share a padded length)
+    order = sorted(range(len(uniq)), key=lambda i: len(uniq[i]))
+    d = int(model.config.embed_dim)
+    out = np.zeros((len(uniq), d), np.float32)
+    with torch.inference_mode(), _autocast(dev, precision):
+        for a in range(0, len(order), batch_size):
+            idx = order[a : a + batch_size]
+            tok = model.tokenize([uniq[i] for i in idx])
+            f = model.encode_text(tok["input_ids"].to(dev), tok["attention_mask"].to(dev), normalize=True)
+            out[idx] = f.float().cpu().numpy()
+    pos = {t: i for i, t in enumerate(uniq)}
+    return out[[pos[t] for t in texts]] if texts else out
+
+
+def _cache_path(cache_dir: Path, mhash: str, dhash: str, split: str) -> Path:
+    return cache_dir / f"emb-{mhash[:16]}-{dhash[:16]}-{split}.safetensors"
+
+
+def _save_cache(path: Path, emb: SplitEmbeddings, meta: dict[str, str]) -> None:
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(
+            {"image": np.ascontiguousarray(emb.image), "text": np.ascontiguousarray(emb.text)},
+            tmp,
+            metadata={**meta, "ids": json.dumps(emb.ids), "timing": json.dumps(emb.timing)},
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_cache(path: Path) -> SplitEmbeddings | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            image, text = f.get_tensor("image"), f.get_tensor("text")
+        return SplitEmbeddings(json.loads(meta["ids"]), image, text, json.loads(meta.get("timing", "{}")))
+    except Exception as e:  # a corrupt or foreign cache file is recomputed, never trusted
+        log.warning("ignoring unreadable embedding cache %s (%s)", path, e)
+        return None
+
+
+def embed_split(
+    model: torch.nn.Module,
+    df: pd.DataFrame,
+    root: str | Path,
+    split: str,
+    *,
+    model_id: str,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    progress: Callable[[int], None] | None = None,
+) -> SplitEmbeddings:
+    """Image and report embeddings of `df`'s rows of `split`, from the cache when it matches.
+
+    model_id is the `model_hash`; the data part of the key is `data_hash` of the split's rows.
+    """
+    rows = df[df["split"] == split].reset_index(drop=True)
+    size = int(model.config.image.image_size)
+    dhash = data_hash(rows, root, image_size=size)
+    path = _cache_path(Path(cache_dir), model_id, dhash, split) if cache_dir is not None else None
+    if path is not None and path.is_file():
+        cached = _load_cache(path)
+        if cached is not None:
+            log.info("embeddings of %s from cache %s", split, path)
+            if progress is not None:
+                progress(len(cached.ids))
+            return cached
+    model.eval()
+    t0 = time.perf_counter()
+    ids, img = embed_images(
+        model, rows, split=None, root=root, batch_size=batch_size, workers=workers,
+        device=device, precision=precision, progress=progress,
+    )
+    t1 = time.perf_counter()
+    text_of = dict(zip(rows["id"], rows["report"].fillna("").astype(str), strict=True))
+    txt = embed_texts(model, [text_of[i] for i in ids], device=device, precision=precision)
+    t2 = time.perf_counter()
+    emb = SplitEmbeddings(
+        ids, img, txt, {"images_s": t1 - t0, "texts_s": t2 - t1, "n_images": float(len(ids))}
+    )
+    if path is not None:
+        _save_cache(path, emb, {"model_hash": model_id, "data_hash": dhash, "split": split})
+    return emb

@@ -1,0 +1,351 @@
+"""Evaluation metrics with the definitions CLIP_benchmark / scikit-learn use, plus bootstrap CIs.
+
+Classification: `acc1`, `balanced_accuracy` (mean per-class recall, CLIP_benchmark's
+"mean_per_class_recall"), `macro_auc` (one-vs-rest ROC AUC averaged over classes), `binary_auc`,
+`expected_calibration_error`. Regression: `mae`, `r2`. Retrieval: `retrieval_ranks` (rank of the
+first relevant gallery item per query, chunked so a 100k x 100k gallery never materialises) and
+`recall_at_k` / `rank_summary` over those ranks.
+
+Every metric is a plain function of per-sample arrays, so `bootstrap_ci` (percentile CIs) and
+`paired_bootstrap` (compare mode) work on all of them by resampling samples / queries.
+
+AUC is computed here (Mann-Whitney U with mid-ranks, identical to scikit-learn's trapezoidal ROC
+AUC including ties) rather than by calling `roc_auc_score`, because the bootstrap evaluates it
+thousands of times and the rank form is several times faster; tests pin it to scikit-learn.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MetricWarning",
+    "acc1",
+    "balanced_accuracy",
+    "binary_auc",
+    "macro_auc",
+    "per_class_auc",
+    "expected_calibration_error",
+    "reliability_bins",
+    "mae",
+    "r2",
+    "retrieval_ranks",
+    "recall_at_k",
+    "rank_summary",
+    "CI",
+    "bootstrap_ci",
+    "paired_bootstrap",
+]
+
+
+class MetricWarning(UserWarning):
+    """A metric is undefined on this input (e.g. AUC with a single class) and was set to NaN."""
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(msg, MetricWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------ classification
+def acc1(y_true: np.ndarray, scores_or_pred: np.ndarray) -> float:
+    """Top-1 accuracy; accepts class scores (N, C) or predicted labels (N,)."""
+    y = np.asarray(y_true)
+    p = np.asarray(scores_or_pred)
+    pred = p.argmax(1) if p.ndim == 2 else p
+    if y.size == 0:
+        _warn("acc1 of an empty set is undefined; returning NaN")
+        return float("nan")
+    return float(np.mean(pred == y))
+
+
+def balanced_accuracy(y_true: np.ndarray, scores_or_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in y_true (sklearn `balanced_accuracy_score`)."""
+    y = np.asarray(y_true)
+    p = np.asarray(scores_or_pred)
+    pred = p.argmax(1) if p.ndim == 2 else p
+    if y.size == 0:
+        _warn("balanced accuracy of an empty set is undefined; returning NaN")
+        return float("nan")
+    classes = np.unique(y)
+    return float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
+
+
+def _auc_rank(y: np.ndarray, s: np.ndarray) -> float:
+    """Mann-Whitney AUC with mid-ranks (ties count 1/2, as sklearn's trapezoidal ROC)."""
+    pos = y.astype(bool)
+    n_pos = int(pos.sum())
+    n_neg = pos.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def binary_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of a binary problem (y in {0,1} or bool); NaN with a MetricWarning if one class."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    if not (s.shape == y.shape and y.ndim == 1):
+        raise ValueError(f"binary_auc: y_true {y.shape} and score {s.shape} must be equal 1-D shapes")
+    out = _auc_rank(y, s)
+    if np.isnan(out):
+        _warn(f"AUC undefined: only one class present in y_true (n={y.size}, positives={int(y.sum())})")
+    return out
+
+
+def per_class_auc(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUC per class column of `scores` (N, C); NaN where a class is absent or universal."""
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    return np.array([_auc_rank(y == c, s[:, c]) for c in range(s.shape[1])])
+
+
+def macro_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC (sklearn `roc_auc_score(multi_class="ovr", average="macro")`).
+
+    Classes that never occur in y_true (or are the only class) have no defined AUC; they are left
+    out of the average with a MetricWarning, where sklearn would raise. Binary (C=2) uses column 1
+    alone, as sklearn does. All classes undefined -> NaN.
+    """
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"macro_auc: scores must be (N, C), got {s.shape}")
+    if s.shape[1] == 2:
+        return binary_auc(y == 1, s[:, 1])
+    aucs = per_class_auc(y, s)
+    ok = ~np.isnan(aucs)
+    if not ok.any():
+        _warn("macro AUC undefined: fewer than two classes present in y_true; returning NaN")
+        return float("nan")
+    if not ok.all():
+        _warn(f"macro AUC averages {int(ok.sum())}/{aucs.size} classes (others absent from y_true)")
+    return float(aucs[ok].mean())
+
+
+def reliability_bins(
+    y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width confidence bin: (mean confidence, accuracy, count); empty bins give NaN.
+
+    probs (N,) = binary probability of the positive class (bins on p, accuracy = fraction of
+    positives, as sklearn's `calibration_curve` and torchmetrics' BinaryCalibrationError), or
+    (N, C) = class probabilities (top-label: confidence = max prob, accuracy = argmax == y).
+    """
+    y = np.asarray(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 2:
+        conf = p.max(1)
+        correct = (p.argmax(1) == y).astype(np.float64)
+    else:
+        conf = p
+        correct = y.astype(np.float64)
+    # bin i holds (edges[i], edges[i+1]]; 0 goes to the first bin (torchmetrics' convention)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / count
+        acc = np.bincount(idx, weights=correct, minlength=n_bins) / count
+    return mean_conf, acc, count
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+    """ECE = sum_b (n_b / n) |acc_b - conf_b| over equal-width bins (see `reliability_bins`)."""
+    if np.asarray(y_true).size == 0:
+        _warn("ECE of an empty set is undefined; returning NaN")
+        return float("nan")
+    conf, acc, count = reliability_bins(y_true, probs, n_bins)
+    ok = count > 0
+    return float(np.sum(count[ok] / count.sum() * np.abs(acc[ok] - conf[ok])))
+
+
+# ------------------------------------------------------------------ regression
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    y, p = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    if y.size == 0:
+        _warn("MAE of an empty set is undefined; returning NaN")
+        return float("nan")
+    return float(np.mean(np.abs(y - p)))
+
+
+def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Coefficient of determination (sklearn `r2_score`); constant y_true -> NaN with a warning."""
+    y, p = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    ss_tot = float(np.sum((y - y.mean()) ** 2)) if y.size else 0.0
+    if y.size < 2 or ss_tot == 0.0:
+        _warn("R^2 undefined: fewer than two samples or constant targets; returning NaN")
+        return float("nan")
+    return 1.0 - float(np.sum((y - p) ** 2)) / ss_tot
+
+
+# ------------------------------------------------------------------ retrieval
+def retrieval_ranks(
+    query: np.ndarray,
+    gallery: np.ndarray,
+    relevance: np.ndarray | tuple[np.ndarray, np.ndarray],
+    *,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """1-based rank of the best-ranked relevant gallery item for each query (inner-product scores).
+
+    relevance: a dense bool matrix (Q, G), or `(query_keys (Q,), gallery_keys (G,))` where a
+    gallery item is relevant iff its key equals the query's (same report text, same study, ...);
+    the key form lets 100k x 100k galleries run in chunks without a Q x G boolean matrix.
+    rank = 1 + #irrelevant items scoring strictly above the best relevant item (a tie with the
+    best positive counts in the query's favour). Queries without any relevant item get rank 0
+    and are dropped by `recall_at_k` / `rank_summary` with a warning.
+    """
+    import torch
+
+    q = torch.as_tensor(np.ascontiguousarray(query, dtype=np.float32))
+    g = torch.as_tensor(np.ascontiguousarray(gallery, dtype=np.float32))
+    dense = not isinstance(relevance, tuple)
+    if dense:
+        rel_all = torch.as_tensor(np.asarray(relevance, dtype=bool))
+        if tuple(rel_all.shape) != (q.shape[0], g.shape[0]):
+            raise ValueError(f"relevance {tuple(rel_all.shape)} must be (Q, G) = {(q.shape[0], g.shape[0])}")
+    else:
+        qk_np, gk_np = relevance
+        # factorise keys (strings, ints) into shared integer codes
+        uniq, codes = np.unique(np.concatenate([np.asarray(qk_np), np.asarray(gk_np)]), return_inverse=True)
+        del uniq
+        qk = torch.as_tensor(codes[: len(qk_np)].astype(np.int64))
+        gk = torch.as_tensor(codes[len(qk_np) :].astype(np.int64))
+        if len(qk) != q.shape[0] or len(gk) != g.shape[0]:
+            raise ValueError("query/gallery keys must have one entry per query/gallery row")
+    ranks = np.zeros(q.shape[0], dtype=np.int64)
+    with torch.inference_mode():
+        for a in range(0, q.shape[0], chunk):
+            b = min(a + chunk, q.shape[0])
+            sims = q[a:b] @ g.T  # (c, G)
+            rel = rel_all[a:b] if dense else qk[a:b, None] == gk[None, :]
+            best = torch.where(rel, sims, torch.tensor(-torch.inf)).amax(1)  # (c,)
+            above = ((sims > best[:, None]) & ~rel).sum(1)
+            has = rel.any(1)
+            ranks[a:b] = torch.where(has, above + 1, torch.zeros_like(above)).numpy()
+    return ranks
+
+
+def _valid_ranks(ranks: np.ndarray) -> np.ndarray:
+    r = np.asarray(ranks)
+    ok = r > 0
+    if not ok.all():
+        _warn(f"{int((~ok).sum())} queries have no relevant gallery item and are ignored")
+    return r[ok]
+
+
+def recall_at_k(ranks: np.ndarray, k: int) -> float:
+    """Fraction of queries with any relevant item in the top k (CLIP_benchmark's R@K)."""
+    r = _valid_ranks(ranks)
+    return float(np.mean(r <= k)) if r.size else float("nan")
+
+
+def rank_summary(ranks: np.ndarray) -> dict[str, float]:
+    r = _valid_ranks(ranks)
+    if not r.size:
+        return {"mean_rank": float("nan"), "median_rank": float("nan")}
+    return {"mean_rank": float(r.mean()), "median_rank": float(np.median(r))}
+
+
+# ------------------------------------------------------------------ bootstrap
+@dataclass(frozen=True)
+class CI:
+    """A point estimate with its percentile bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def to_dict(self) -> dict[str, float]:
+        return {"value": self.value, "ci_low": self.low, "ci_high": self.high, "n": self.n}
+
+
+def _resample_indices(n: int, n_boot: int, seed: int, groups: np.ndarray | None) -> np.ndarray:
+    """(n_boot, n') index arrays; with `groups`, whole groups (patients) are resampled together."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return rng.integers(0, n, size=(n_boot, n))
+    _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(inv.max() + 1)]
+    picks = rng.integers(0, len(members), size=(n_boot, len(members)))
+    return [np.concatenate([members[j] for j in row]) for row in picks]  # type: ignore[return-value]
+
+
+def _quiet(fn: Callable[..., float], arrays: Sequence[np.ndarray], idx: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        return float(fn(*[a[idx] for a in arrays]))
+
+
+def bootstrap_ci(
+    fn: Callable[..., float],
+    *arrays: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: np.ndarray | None = None,
+) -> CI:
+    """Percentile bootstrap CI of `fn(*arrays)`, resampling rows (samples or queries) jointly.
+
+    Resamples where the metric is undefined (NaN, e.g. one class drawn) are dropped from the
+    percentiles. n_boot=0 gives the point estimate with NaN bounds.
+    """
+    arrays = tuple(np.asarray(a) for a in arrays)
+    n = len(arrays[0])
+    value = float(fn(*arrays))
+    if n_boot <= 0 or n == 0 or np.isnan(value):
+        return CI(value, float("nan"), float("nan"), n)
+    stats = np.array([_quiet(fn, arrays, idx) for idx in _resample_indices(n, n_boot, seed, groups)])
+    stats = stats[~np.isnan(stats)]
+    if stats.size == 0:
+        return CI(value, float("nan"), float("nan"), n)
+    lo, hi = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return CI(value, float(lo), float(hi), n)
+
+
+def paired_bootstrap(
+    fn: Callable[..., float],
+    arrays_a: Sequence[np.ndarray],
+    arrays_b: Sequence[np.ndarray],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Two-sided paired-bootstrap p-value for H0: metric(A) == metric(B) on the same samples.
+
+    Both models are evaluated on the SAME resampled rows; p = 2 * min(P(d <= 0), P(d >= 0)) with
+    d = metric(A) - metric(B) over resamples ((count + 1) / (B + 1) correction), capped at 1.
+    """
+    arrays_a = tuple(np.asarray(a) for a in arrays_a)
+    arrays_b = tuple(np.asarray(a) for a in arrays_b)
+    n = len(arrays_a[0])
+    if any(len(a) != n for a in (*arrays_a, *arrays_b)):
+        raise ValueError("paired bootstrap needs both models scored on the same samples")
+    a0, b0 = float(fn(*arrays_a)), float(fn(*arrays_b))
+    out = {"a": a0, "b": b0, "delta": a0 - b0, "p_value": float("nan"), "n_boot": 0}
+    if n_boot <= 0 or n == 0 or np.isnan(a0) or np.isnan(b0):
+        return out
+    d = []
+    for idx in _resample_indices(n, n_boot, seed, groups):
+        da, db = _quiet(fn, arrays_a, idx), _quiet(fn, arrays_b, idx)
+        if not (np.isnan(da) or np.isnan(db)):
+            d.append(da - db)
+    if not d:
+        return out
+    d_arr = np.asarray(d)
+    nb = d_arr.size
+    p_le = (np.sum(d_arr <= 0) + 1) / (nb + 1)
+    p_ge = (np.sum(d_arr >= 0) + 1) / (nb + 1)
+    out.update(p_value=float(min(1.0, 2 * min(p_le, p_ge))), n_boot=nb)
+    return out

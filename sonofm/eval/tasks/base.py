@@ -1,0 +1,185 @@
+"""The task interface: `Task.run(ctx) -> TaskResult`, a registry, and the shared `EvalContext`.
+
+A task reads what it needs from the context (embeddings per split, manifest rows aligned with
+them, the model for prompts or dense heads) and returns named metrics, each with a bootstrap CI
+and the per-sample arrays it was computed from, so compare mode can re-run a paired bootstrap on
+exactly the same samples. Dense tasks (segmentation, landmarks) implement the same `run`, using
+`ctx.model` and `ctx.rows(split)` (image/mask paths) instead of the cached embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sonofm.errors import UserError
+from sonofm.eval.embed import SplitEmbeddings, embed_texts
+from sonofm.eval.metrics import CI, bootstrap_ci
+
+log = logging.getLogger(__name__)
+
+Fn = Callable[..., float]
+
+
+@dataclass
+class TaskResult:
+    """Metrics (name -> CI), their per-sample inputs (for paired bootstrap), and data for plots."""
+
+    name: str
+    kind: str
+    metrics: dict[str, CI] = field(default_factory=dict)
+    samples: dict[str, tuple[Fn, tuple[np.ndarray, ...]]] = field(default_factory=dict)
+    groups: dict[str, np.ndarray | None] = field(default_factory=dict)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    plots: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "info": self.info}
+        if self.skipped:
+            out["skipped"] = self.skipped
+        out["metrics"] = {k: v.to_dict() for k, v in self.metrics.items()}
+        return out
+
+
+class Task:
+    """Base class. Subclasses set `kind`, take their options as keyword arguments, implement `run`."""
+
+    kind: ClassVar[str] = ""
+    splits: tuple[str, ...] = ("test",)  # splits whose embeddings must exist before `run`
+    needs_embeddings: ClassVar[bool] = True
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.kind
+
+    def run(self, ctx: EvalContext) -> TaskResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def result(self) -> TaskResult:
+        return TaskResult(self.name, self.kind)
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task usable from suite YAML as `type: <cls.kind>`."""
+    if not cls.kind:
+        raise ValueError(f"{cls.__name__} needs a `kind`")
+    TASKS[cls.kind] = cls
+    return cls
+
+
+def build_task(spec: dict[str, Any], where: str = "suite") -> Task:
+    """A task from a suite entry {type: kind, name?: ..., **options}; errors name the entry."""
+    from sonofm.eval import tasks as _tasks  # noqa: F401  (registers the built-in tasks)
+
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in TASKS:
+        raise UserError(f"{where}: unknown task type {kind!r}; known: {', '.join(sorted(TASKS))}")
+    try:
+        return TASKS[kind](**spec)
+    except TypeError as e:
+        raise UserError(f"{where}: bad options for task {kind!r}: {e}") from e
+
+
+# ------------------------------------------------------------------ labels
+def label_values(rows: pd.DataFrame, target: str) -> np.ndarray:
+    """Object array of class labels for `target` (None where unknown)."""
+    if target == "body_system":
+        from sonofm.taxonomy import system_of
+
+        return np.array([system_of(o) if isinstance(o, str) else None for o in rows["organ"]], dtype=object)
+    if target == "malignant":
+        return np.array(
+            [None if m is None or m != m else ("malignant" if m else "benign") for m in rows["malignant"]],
+            dtype=object,
+        )
+    if target not in rows.columns:
+        raise UserError(f"task target {target!r} is not a manifest column (or body_system / malignant)")
+    return np.array([v if isinstance(v, str) and v else None for v in rows[target]], dtype=object)
+
+
+# ------------------------------------------------------------------ context
+@dataclass
+class EvalContext:
+    """Everything a task may use; one per evaluated model."""
+
+    model: torch.nn.Module
+    df: pd.DataFrame  # the full manifest
+    root: Path
+    embeddings: dict[str, SplitEmbeddings]
+    n_boot: int = 1000
+    seed: int = 0
+    bootstrap_unit: str = "sample"  # or "patient": resample whole patients
+    device: torch.device | None = None
+    precision: str = "fp32"
+    _rows: dict[str, pd.DataFrame] = field(default_factory=dict)
+    _prompt_cache: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def rows(self, split: str) -> pd.DataFrame:
+        """Manifest rows of `split`, in the order of `embeddings[split]` (skipped images removed)."""
+        if split not in self._rows:
+            if split not in self.embeddings:
+                raise UserError(f"split {split!r} has no embeddings (is it present in the manifest?)")
+            part = self.df[self.df["split"] == split].set_index("id", drop=False)
+            self._rows[split] = part.loc[self.embeddings[split].ids].reset_index(drop=True)
+        return self._rows[split]
+
+    def has_split(self, split: str) -> bool:
+        return split in self.embeddings and len(self.embeddings[split].ids) > 0
+
+    @property
+    def logit_scale(self) -> float:
+        m = self.model
+        cap = float(getattr(getattr(m, "config", None), "max_logit_scale", 100.0))
+        return float(min(m.logit_scale.detach().exp().item(), cap))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Normalised embeddings of prompt texts (memoised per context)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._prompt_cache]
+        if missing:
+            emb = embed_texts(self.model, missing, device=self.device, precision=self.precision)
+            self._prompt_cache.update(zip(missing, emb, strict=True))
+        return np.stack([self._prompt_cache[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+
+    def class_weights(self, prompts: list[list[str]]) -> np.ndarray:
+        """(C, D) zero-shot classifier: mean of each class's normalised prompt embeddings, renormalised."""
+        w = np.stack([self.encode_texts(p).mean(0) for p in prompts])
+        return w / np.linalg.norm(w, axis=1, keepdims=True).clip(1e-12)
+
+    def groups(self, rows: pd.DataFrame) -> np.ndarray | None:
+        return rows["patient_id"].to_numpy() if self.bootstrap_unit == "patient" else None
+
+    def add_metric(
+        self,
+        res: TaskResult,
+        name: str,
+        fn: Fn,
+        *arrays: np.ndarray,
+        groups: np.ndarray | None = None,
+        higher_is_better: bool = True,
+    ) -> CI:
+        """Compute `fn(*arrays)` with its bootstrap CI, store it and its inputs in `res`."""
+        arrays = tuple(np.asarray(a) for a in arrays)
+        ci = bootstrap_ci(fn, *arrays, n_boot=self.n_boot, seed=self.seed, groups=groups)
+        res.metrics[name] = ci
+        res.samples[name] = (fn, arrays)
+        res.groups[name] = groups
+        res.higher_is_better[name] = higher_is_better
+        return ci
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
