@@ -149,6 +149,7 @@ def _run_fallback(out: Path, n: int, size: int, workers: int) -> None:
 def bench_dataset(n: int, size: int, workers: int, use_generator: bool) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="sonofm_bench_"))
     out = tmp / "ds"
+    cpu0 = _cpu_seconds()
     try:
         with PeakRSS() as mem:
             t0 = time.perf_counter()
@@ -162,6 +163,7 @@ def bench_dataset(n: int, size: int, workers: int, use_generator: bool) -> dict:
             elapsed = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    cpu_s = _cpu_seconds() - cpu0
     rate = n / elapsed
     return {
         "size": size,
@@ -171,7 +173,18 @@ def bench_dataset(n: int, size: int, workers: int, use_generator: bool) -> dict:
         "images_per_s": round(rate, 2),
         "peak_rss_mb": round(mem.peak_bytes / 2**20, 1),
         "minutes_for_10k": round(10_000 / rate / 60.0, 2),
+        # CPU seconds of this process and its finished workers per image: what predicts throughput
+        # on a quiet machine when this one is shared (images/s on C free cores ~= C / cpu_s).
+        "cpu_ms_per_image": round(1e3 * cpu_s / n, 2),
+        "images_per_s_2_quiet_cores": round(2.0 / (cpu_s / n), 1),
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its terminated, waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def bench_render(sizes: list[int], repeats: int) -> list[dict]:
@@ -340,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
             throughput.append(row)
             print(
                 f"{size:4d} px, {w} worker(s): {row['images_per_s']:7.2f} images/s, "
-                f"peak RSS {row['peak_rss_mb']:.0f} MB, 10k images in {row['minutes_for_10k']:.1f} min"
+                f"peak RSS {row['peak_rss_mb']:.0f} MB, 10k images in {row['minutes_for_10k']:.1f} min, "
+                f"CPU {row['cpu_ms_per_image']:.1f} ms/image (2 quiet cores: "
+                f"{row['images_per_s_2_quiet_cores']:.0f} images/s)"
             )
 
     simus = None

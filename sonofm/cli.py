@@ -54,6 +54,134 @@ def _root(
 # print where the outputs went.
 # --- commands ---
 
+ingest_app = typer.Typer(
+    help=(
+        "Turn scanner DICOM or a downloaded public dataset into a sonofm dataset directory.\n\n"
+        "Examples:\n\n"
+        "  sonofm ingest dicom /data/pacs-export --out data/real --reports reports.csv --frames ed-es\n\n"
+        "  sonofm ingest busi Dataset_BUSI_with_GT --out data/busi"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(ingest_app, name="ingest")
+
+
+@ingest_app.command("dicom")
+def ingest_dicom_cmd(
+    src: str = typer.Argument(..., help="Folder of DICOM files (walked recursively) or one file."),
+    out: str = typer.Option(..., "--out", help="Output dataset directory (resumes if it exists)."),
+    reports: str | None = typer.Option(
+        None, "--reports", help="CSV/JSONL: accession_number or study_instance_uid -> report text."
+    ),
+    frames: str = typer.Option("all", "--frames", help="Cine frames to keep: all, ed-es or a number N."),
+    keep_doppler: bool = typer.Option(False, "--keep-doppler", help="Keep colour-Doppler images (as RGB)."),
+    key_file: str | None = typer.Option(
+        None, "--key-file", help="Secret key for pseudonyms (default: created in OUT/.sonofm-deid.key)."
+    ),
+) -> None:
+    """De-identify and convert ultrasound DICOM into a dataset (PNGs + de-identified DICOM + manifest).
+
+    Headers follow the DICOM PS3.15 Basic Profile (keyed pseudonyms, per-patient date shift),
+    burned-in text and the scanner UI are masked, and every change goes to OUT/deid_audit.jsonl.
+    Bad files are skipped with a reason (OUT/ingest_report.json); a killed job resumes.
+
+    Example:
+
+      sonofm ingest dicom /data/export --out data/real --frames ed-es --reports reports.csv
+    """
+    from rich.progress import Progress
+
+    from sonofm.data.dicom.ingest import ingest_dicom
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("ingesting", total=None)
+
+        def tick(i: int, n: int, name: str) -> None:
+            bar.update(task, completed=i, total=n, description=f"ingesting {name[-40:]}")
+
+        rep = ingest_dicom(src, out, reports=reports, frames=frames, keep_doppler=keep_doppler,
+                           key_file=key_file, progress=tick)
+    console.print(f"[green]{rep.images} images[/] from {rep.ingested_files}/{rep.files} files -> {out}")
+    if rep.skipped:
+        console.print("skipped: " + ", ".join(f"{k}={v}" for k, v in rep.skipped.items()))
+    console.print(f"report: {out}/ingest_report.json  audit: {out}/deid_audit.jsonl")
+
+
+def _make_import_cmd(fmt: str, what: str) -> None:
+    def cmd(
+        src: str = typer.Argument(..., help=f"The downloaded {what} folder (or file)."),
+        out: str = typer.Option(..., "--out", help="Output dataset directory."),
+    ) -> None:
+        from sonofm.data.importers import IMPORTERS
+
+        res = IMPORTERS[fmt](src, out)
+        console.print(f"[green]{res.images} images[/] -> {out}")
+        if res.skipped:
+            console.print("skipped: " + ", ".join(f"{k}={v}" for k, v in res.skipped.items()))
+
+    cmd.__doc__ = (
+        f"Import {what} into a sonofm dataset directory.\n\n"
+        f"Example:\n\n  sonofm ingest {fmt} SRC --out data/{fmt}"
+    )
+    ingest_app.command(fmt)(cmd)
+
+
+for _fmt, _what in (
+    ("busi", "BUSI (benign/malignant/normal folders with _mask PNGs)"),
+    ("tn3k", "TN3K (trainval-image/, test-image/ + masks)"),
+    ("ddti", "DDTI (image/ or p_image/ + masks)"),
+    ("ultrabench", "ultrabench dataset (<name>_v<ver> with train/validation/test.json)"),
+    ("echovlm", "EchoVLM / ShareGPT instruction JSON"),
+    ("us365k", "US-365K (images + JSON/JSONL captions)"),
+    ("camus", "CAMUS (database_nifti, needs nibabel)"),
+    ("echonet", "EchoNet-Dynamic (FileList.csv, VolumeTracings.csv, Videos/, needs PyAV)"),
+):
+    _make_import_cmd(_fmt, _what)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: list[str] = typer.Option(
+        ..., "--model", "-m", help="Model directory (repeat to compare: each is tested against the first)."
+    ),
+    data: str = typer.Option(..., "--data", help="Dataset directory or manifest file."),
+    out: str = typer.Option(
+        ..., "--out", help="Output dir: results.json, results.md, report.html, eval_log.jsonl."
+    ),
+    suite: str = typer.Option("default", "--suite", help="Suite preset (default, quick) or a YAML file."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if any)."),
+    precision: str = typer.Option("fp32", "--precision", help="Embedding precision: fp32, bf16 or fp16."),
+    n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples (overrides the suite)."),
+    cache_dir: str | None = typer.Option(
+        None, "--cache-dir", help="Embedding cache (default $SONOFM_CACHE_DIR or ~/.cache/sonofm)."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached embeddings."),
+    no_html: bool = typer.Option(False, "--no-html", help="Skip report.html."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes for image decoding."),
+) -> None:
+    """Evaluate a model (zero-shot, retrieval, probes) with 95% bootstrap CIs; compare models.
+
+    Examples:
+
+      sonofm eval --model runs/clip/model --data data/sim --out eval/clip
+
+      sonofm eval --model runs/clip/model --data data/sim --suite quick --out eval/quick
+
+      sonofm eval --model runs/a/model --model runs/b/model --data data/sim --out eval/a-vs-b
+    """
+    from sonofm.eval.cli_support import EvalProgress
+    from sonofm.eval.runner import load_suite, run_suite
+
+    s = load_suite(suite)
+    with EvalProgress(console, len(s.tasks), len(model)) as progress:
+        run_suite(
+            model, data, out, s, device=device, precision=precision, n_boot=n_boot,
+            cache_dir=False if no_cache else cache_dir, workers=workers, html=not no_html, on_event=progress,
+        )
+    console.print(f"[green]evaluated[/] {len(model)} model(s) on {len(s.tasks)} tasks (suite {s.name})")
+    for name in ("results.json", "results.md", *(() if no_html else ("report.html",)), "eval_log.jsonl"):
+        console.print(f"  {name}: {out}/{name}")
+
 data_app = typer.Typer(
     help=(
         "Dataset utilities.\n\n"
@@ -152,7 +280,12 @@ def pretrain(
     out: str = typer.Option(..., "--out", help="Run directory: model/, checkpoints/, metrics.jsonl."),
     data: str | None = typer.Option(None, "--data", help="Dataset dir or manifest (optional on resume)."),
     preset: str = typer.Option("tiny", "--preset", help="Preset: tiny, small, base or a YAML file."),
-    loss: str | None = typer.Option(None, "--loss", help="Contrastive loss: clip or siglip."),
+    loss: str | None = typer.Option(
+        None,
+        "--loss",
+        help="clip, siglip, usclip (soft CLIP + semantic + graph), echo (CLIP + view + negation) "
+        "or weighted terms, e.g. clip+semantic:0.5+view:1.",
+    ),
     epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),

@@ -63,16 +63,33 @@ class TrainerConfig(BaseModel):
 
 
 class LossConfig(BaseModel):
+    """``name``: ``clip``, ``siglip``, a preset (``usclip``, ``echo``) or a weighted combination
+    such as ``clip+semantic:0.5+view:1`` (see :mod:`sonofm.losses.compose`; the fields below the
+    first three only matter for those objectives).
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["clip", "siglip"] = "clip"
+    name: str = "clip"
     gather_with_grad: bool = True
     local_loss: bool = False
+    semantic_lambda: float = Field(1.0, ge=0, description="weight of L_SM in the usclip preset")
+    semantic_tau: float = Field(0.07, gt=0, description="temperature of L_SM's KL term")
+    soft_eps: float = Field(0.3, ge=0, le=1, description="soft-label CLIP: weight of softmax(S/tau_s)")
+    soft_tau: float = Field(0.07, gt=0, description="soft-label CLIP: temperature tau_s")
+    negatives: int = Field(3, ge=0, description="hard negative captions per sample (negation)")
+    similarity_cache: str | None = Field(None, description="tag-similarity cache dir (default ~/.cache)")
+    similarity_rescale: Literal["minmax", "affine"] = "minmax"  # cosine -> [0, 1] for M_k
+    graph: dict[str, Any] = Field(default_factory=dict, description="AttributeGraphConfig overrides")
 
     @model_validator(mode="after")
     def _check(self) -> LossConfig:
         if self.local_loss and not self.gather_with_grad:
             raise ValueError("loss.local_loss=true needs loss.gather_with_grad=true")
+        if self.name.strip().lower() not in ("clip", "siglip"):
+            from sonofm.losses.compose import parse_loss_spec
+
+            parse_loss_spec(self.name, semantic_lambda=self.semantic_lambda)  # ValueError names the bad term
         return self
 
 

@@ -63,8 +63,11 @@ class NegationNCELoss(nn.Module):
             # local rows need the differentiable gather (see sonofm.losses.distributed)
             _, all_txt, offset = gather_pair(img, txt, gather_with_grad=True, local_loss=True)
             loss = negation_nce_loss(
-                img, all_txt, outputs["logit_scale"], outputs.get("neg_text_features"),
-                outputs.get("neg_valid"), row_offset=offset,
+                img,
+                all_txt,
+                outputs["logit_scale"],
+                outputs.get("neg_text_features"),
+                outputs.get("neg_valid"),
+                row_offset=offset,
             )
         return {"negation_loss": loss}
-

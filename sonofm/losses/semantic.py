@@ -8,10 +8,15 @@ says how alike two tags are; for samples i, j
     S_ij        = (1/9) sum_k sim_k(i, j),   S_ii = 1.
 
 ``M_k`` [decision] is the cosine similarity of the text encoder's embeddings of the tag phrases,
-mapped to [0, 1] by ``(1 + cos) / 2`` (monotone, so the order of similarities is the encoder's),
-with the diagonal set to 1. It is computed once per text encoder (the pooled output of the text
-tower, before the random projection) and cached on disk as safetensors, keyed by a hash of the
-tower's weights and the phrases.
+rescaled to [0, 1] per dimension by min-max over the off-diagonal pairs (the least similar pair
+of tags -> 0, the most similar -> 1), with the diagonal set to 1. Min-max rather than the affine
+``(1 + cos) / 2``: sentence encoders put short phrases of one domain in a narrow cone (MiniLM's
+tag cosines are 0.5-0.96, so the affine map compresses every M_k into [0.75, 0.98] and S becomes
+nearly constant); both are monotone in the cosine, so the order of similarities is the encoder's
+either way (``rescale="affine"`` keeps the other choice). A dimension whose off-diagonal cosines
+are all equal (e.g. two tags) falls back to the affine map. M_k is computed once per text
+encoder (the pooled output of the text tower, before the random projection) and cached on disk
+as safetensors, keyed by a hash of the tower's weights, the phrases and the rescaling.
 
 Batches encode tag lists as a multi-hot matrix over all tags (:class:`TagVocabulary`), so S is a
 few matrix products (``H_k M_k H_k^T`` divided by the tag counts) and multi-hot rows concatenate
@@ -68,7 +73,9 @@ class TagVocabulary:
             self.offsets[d] = start
             start += len(self.ids[d])
         self.size = start
-        self._index = {(d, t): self.offsets[d] + i for d in self.dimensions for i, t in enumerate(self.ids[d])}
+        self._index = {
+            (d, t): self.offsets[d] + i for d in self.dimensions for i, t in enumerate(self.ids[d])
+        }
         self._warned: set[tuple[str, str]] = set()
 
     def span(self, dimension: str) -> slice:
@@ -76,11 +83,13 @@ class TagVocabulary:
         return slice(o, o + len(self.ids[dimension]))
 
     def index(self, dimension: str, tag: str) -> int | None:
-        """Global index of a tag, or None (with one warning per unknown tag) when it is not in the taxonomy."""
+        """Global index of a tag, or None (warned once per tag) when it is not in the taxonomy."""
         idx = self._index.get((dimension, tag))
         if idx is None and (dimension, tag) not in self._warned:
             self._warned.add((dimension, tag))
-            log.warning("attribute %s=%r is not in the taxonomy; it is ignored by the semantic loss", dimension, tag)
+            log.warning(
+                "attribute %s=%r is not in the taxonomy; it is ignored by the semantic loss", dimension, tag
+            )
         return idx
 
     def multi_hot(self, attributes: Sequence[Mapping[str, Sequence[str]] | None]) -> Tensor:
@@ -100,10 +109,24 @@ class TagVocabulary:
 # ------------------------------------------------------------------ tag similarity matrices
 
 
-def cosine_to_similarity(embeddings: Tensor) -> Tensor:
-    """(n, D) phrase embeddings -> (n, n) similarity in [0, 1]: (1 + cos) / 2, identity diagonal."""
+def cosine_to_similarity(embeddings: Tensor, rescale: str = "minmax") -> Tensor:
+    """(n, D) phrase embeddings -> (n, n) similarity in [0, 1] with an identity diagonal.
+
+    ``rescale="minmax"``: off-diagonal cosines mapped linearly onto [0, 1]; ``"affine"``:
+    ``(1 + cos) / 2``. Min-max falls back to affine when the off-diagonal cosines are all equal.
+    """
+    if rescale not in ("minmax", "affine"):
+        raise ValueError(f"rescale must be 'minmax' or 'affine', got {rescale!r}")
     e = F.normalize(embeddings.float(), dim=-1)
-    m = ((1.0 + e @ e.T) / 2.0).clamp(0.0, 1.0)
+    cos = e @ e.T
+    m = (1.0 + cos) / 2.0
+    n = cos.shape[0]
+    if rescale == "minmax" and n > 1:
+        off = cos[~torch.eye(n, dtype=torch.bool)]
+        lo, hi = off.min(), off.max()
+        if float(hi - lo) > 1e-6:
+            m = (cos - lo) / (hi - lo)
+    m = m.clamp(0.0, 1.0)
     m.fill_diagonal_(1.0)
     return m
 
@@ -130,33 +153,35 @@ def tag_similarity_matrices(
     *,
     cache_key: str | None = None,
     cache_dir: str | Path | None = None,
+    rescale: str = "minmax",
 ) -> dict[str, Tensor]:
     """``{dimension: M_k}`` from ``encode(phrases) -> (n, D)`` embeddings, cached when ``cache_key`` is given.
 
     The cache file is ``<cache_dir>/<cache_key>.safetensors``; it is written atomically and a
     corrupt or mismatched file is recomputed.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     vocab = vocab or TagVocabulary()
     path = None
     if cache_key is not None:
-        phrases_key = hashlib.sha256(repr(sorted(vocab.phrases.items())).encode()).hexdigest()[:12]
+        phrases_key = hashlib.sha256(repr((sorted(vocab.phrases.items()), rescale)).encode()).hexdigest()[:12]
         path = Path(cache_dir or default_cache_dir()) / f"{cache_key}-{phrases_key}.safetensors"
         if path.is_file():
             try:
                 cached = load_file(str(path))
-                if all(
-                    d in cached and cached[d].shape == (len(vocab.ids[d]),) * 2 for d in vocab.dimensions
-                ):
+                if all(d in cached and cached[d].shape == (len(vocab.ids[d]),) * 2 for d in vocab.dimensions):
                     return {d: cached[d] for d in vocab.dimensions}
                 log.warning("%s does not match the taxonomy; recomputing", path)
-            except (OSError, ValueError, RuntimeError) as err:
+            except (OSError, ValueError, RuntimeError, SafetensorError) as err:
                 log.warning("cannot read %s (%s); recomputing", path, err)
     out: dict[str, Tensor] = {}
     with torch.no_grad():
         for d in vocab.dimensions:
-            out[d] = cosine_to_similarity(encode(list(vocab.phrases[d])).detach().float().cpu()).contiguous()
+            out[d] = cosine_to_similarity(
+                encode(list(vocab.phrases[d])).detach().float().cpu(), rescale
+            ).contiguous()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -167,13 +192,22 @@ def tag_similarity_matrices(
 
 
 def model_tag_similarity(
-    model: nn.Module, vocab: TagVocabulary | None = None, *, cache_dir: str | Path | None = None
+    model: nn.Module,
+    vocab: TagVocabulary | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    rescale: str = "minmax",
 ) -> dict[str, Tensor]:
     """M_k from a dual encoder's text tower (pooled output, before the projection), cached by its weights."""
     tower = model.text
     tokenize = model.get_tokenizer()
-    if getattr(getattr(model, "config", None), "text", None) is not None and model.config.text.pretrained is None:
-        log.warning("the text tower is randomly initialised: its tag similarities carry no language knowledge")
+    if (
+        getattr(getattr(model, "config", None), "text", None) is not None
+        and model.config.text.pretrained is None
+    ):
+        log.warning(
+            "the text tower is randomly initialised: its tag similarities carry no language knowledge"
+        )
     device = next(tower.parameters()).device
     was_training = tower.training
     tower.eval()
@@ -184,7 +218,11 @@ def model_tag_similarity(
 
     try:
         return tag_similarity_matrices(
-            encode, vocab, cache_key=encoder_hash(tower, type(tokenize.tokenizer).__name__), cache_dir=cache_dir
+            encode,
+            vocab,
+            cache_key=encoder_hash(tower, type(tokenize.tokenizer).__name__),
+            cache_dir=cache_dir,
+            rescale=rescale,
         )
     finally:
         tower.train(was_training)
@@ -217,12 +255,16 @@ def semantic_targets(
     return s
 
 
-def semantic_loss(image_features: Tensor, text_features: Tensor, targets: Tensor, tau: float = SEMANTIC_TAU) -> Tensor:
+def semantic_loss(
+    image_features: Tensor, text_features: Tensor, targets: Tensor, tau: float = SEMANTIC_TAU
+) -> Tensor:
     """``0.6 MSE(P, S) + 0.4 mean_i KL(softmax(S_i/tau) || softmax(P_i/tau))``, ``P = cos(v, t)``."""
     p = image_features.float() @ text_features.float().T
     s = targets.float()
     mse = F.mse_loss(p, s)
-    kl = F.kl_div(F.log_softmax(p / tau, dim=1), F.log_softmax(s / tau, dim=1), log_target=True, reduction="batchmean")
+    kl = F.kl_div(
+        F.log_softmax(p / tau, dim=1), F.log_softmax(s / tau, dim=1), log_target=True, reduction="batchmean"
+    )
     return MSE_WEIGHT * mse + KL_WEIGHT * kl
 
 
@@ -244,8 +286,13 @@ def soft_clip_loss(logits_per_image: Tensor, targets: Tensor, eps: float, tau_s:
 class _SemanticBase(nn.Module):
     """Holds the vocabulary and M_k (as buffers, so they follow the loss to the device)."""
 
-    def __init__(self, matrices: Mapping[str, Tensor], vocab: TagVocabulary | None = None, *,
-                 gather_with_grad: bool = True) -> None:
+    def __init__(
+        self,
+        matrices: Mapping[str, Tensor],
+        vocab: TagVocabulary | None = None,
+        *,
+        gather_with_grad: bool = True,
+    ) -> None:
         super().__init__()
         self.vocab = vocab or TagVocabulary()
         missing = [d for d in self.vocab.dimensions if d not in matrices]
@@ -275,8 +322,14 @@ class _SemanticBase(nn.Module):
 class SemanticLoss(_SemanticBase):
     """L_SM over the (gathered) batch: ``{"semantic_loss": ...}``."""
 
-    def __init__(self, matrices: Mapping[str, Tensor], vocab: TagVocabulary | None = None, *,
-                 tau: float = SEMANTIC_TAU, gather_with_grad: bool = True) -> None:
+    def __init__(
+        self,
+        matrices: Mapping[str, Tensor],
+        vocab: TagVocabulary | None = None,
+        *,
+        tau: float = SEMANTIC_TAU,
+        gather_with_grad: bool = True,
+    ) -> None:
         super().__init__(matrices, vocab, gather_with_grad=gather_with_grad)
         self.tau = tau
 
@@ -289,8 +342,15 @@ class SemanticLoss(_SemanticBase):
 class SoftClipLoss(_SemanticBase):
     """Soft-label CLIP over the (gathered) batch: ``{"soft_clip_loss": ...}``."""
 
-    def __init__(self, matrices: Mapping[str, Tensor], vocab: TagVocabulary | None = None, *,
-                 eps: float = 0.3, tau: float = SEMANTIC_TAU, gather_with_grad: bool = True) -> None:
+    def __init__(
+        self,
+        matrices: Mapping[str, Tensor],
+        vocab: TagVocabulary | None = None,
+        *,
+        eps: float = 0.3,
+        tau: float = SEMANTIC_TAU,
+        gather_with_grad: bool = True,
+    ) -> None:
         super().__init__(matrices, vocab, gather_with_grad=gather_with_grad)
         if not 0.0 <= eps <= 1.0:
             raise ValueError(f"soft-label eps must be in [0, 1], got {eps}")

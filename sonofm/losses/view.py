@@ -75,11 +75,15 @@ class ViewNCELoss(nn.Module):
     def forward(self, outputs: Mapping[str, Any]) -> dict[str, Tensor]:
         for key in ("view_code", "study_code"):
             if key not in outputs:
-                raise KeyError(f"the view loss needs {key!r} in the step outputs (sonofm.losses.compose.ObjectiveStep)")
+                raise KeyError(
+                    f"the view loss needs {key!r} in the step outputs (sonofm.losses.compose.ObjectiveStep)"
+                )
         with torch.autocast(device_type=outputs["image_features"].device.type, enabled=False):
             img, txt, _ = gather_pair(
-                outputs["image_features"].float(), outputs["text_features"].float(),
-                gather_with_grad=self.gather_with_grad, local_loss=False,
+                outputs["image_features"].float(),
+                outputs["text_features"].float(),
+                gather_with_grad=self.gather_with_grad,
+                local_loss=False,
             )
             views = gather_tensor(outputs["view_code"], gather_with_grad=False)
             studies = gather_tensor(outputs["study_code"], gather_with_grad=False)

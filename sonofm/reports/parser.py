@@ -204,6 +204,16 @@ def _noun_index() -> dict[tuple[str, ...], dict[str, tuple[lx.Entry, ...]]]:
 
 
 _NOUNS: dict[tuple[str, ...], dict[str, tuple[lx.Entry, ...]]] | None = None
+# longest key (in words) of the last index seen under each name: saves a scan of ~1k keys per call
+_MAXLEN: dict[str, tuple[dict, int]] = {}
+
+
+def _longest(name: str, index: dict) -> int:
+    cached = _MAXLEN.get(name)
+    if cached is None or cached[0] is not index:  # identity: a rebuilt index is rescanned
+        cached = (index, max((len(k) for k in index), default=0))
+        _MAXLEN[name] = cached
+    return cached[1]
 
 
 def _match_phrases(norms: list[str]) -> list[_Match]:
@@ -211,8 +221,8 @@ def _match_phrases(norms: list[str]) -> list[_Match]:
     if _NOUNS is None:
         _NOUNS = _noun_index()
     index = lx.phrase_index()
-    maxlen = max(len(k) for k in index)
-    noun_max = max((len(k) for k in _NOUNS), default=0)
+    maxlen = _longest("phrases", index)
+    noun_max = _longest("nouns", _NOUNS)
     n = len(norms)
     cands: list[_Match] = []
     for i in range(n):

@@ -591,6 +591,9 @@ def _write_echo(study: Study, rng: np.random.Generator) -> str:
         imp.append(_pick(rng, ("Normal echocardiogram.", "Normal study.", "Normal echocardiographic study.")))
     for d in diagnoses:
         if d == "fluid_collection":
+            # Stated explicitly, not folded into "pericardial effusion": the parser reads "fluid
+            # collection" as the diagnosis, so parse_report(write_report(s)) recovers it exactly
+            # (tests/sim/test_integration.py::test_echo_effusion_diagnosis_round_trips).
             imp.append("Pericardial fluid collection.")
         elif d != "normal":
             imp.append(f"{_cap(_forms('diagnosis', d)[1][0])} noted.")

@@ -500,7 +500,7 @@ MEASUREMENTS: dict[str, MeasurementDef] = {
                 "intima media thickness",
                 "carotid intima-media thickness",
             ),
-            1,
+            2,  # IMT is reported to 0.01 mm (Mannheim consensus; 0.1 mm would be a 10-20% step)
             {"any": (0.4, 0.9)},
             "Thickness of the intima-media complex of the far carotid wall.",
             "Mancia et al., ESH/ESC hypertension guidelines 2013 (IMT > 0.9 mm abnormal)",

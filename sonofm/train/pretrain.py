@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from sonofm.config import PretrainConfig, dump_config
 from sonofm.errors import DataError, UserError
 from sonofm.losses import build_contrastive_loss
+from sonofm.losses.compose import build_objective, is_plain
 from sonofm.train.checkpoint import BEST, load_checkpoint
 from sonofm.train.distributed import barrier, init_distributed
 from sonofm.train.steps import ContrastiveStep
@@ -170,15 +171,24 @@ def pretrain(config: PretrainConfig, out: str | Path, *, resume: str | None = No
                 img, txt = embed_pairs(m, val_loader, info.device)
                 return retrieval_recall(img, txt)
 
-    loss = build_contrastive_loss(
-        config.loss.name, gather_with_grad=config.loss.gather_with_grad, local_loss=config.loss.local_loss
-    )
+    collate_fn = None
+    if is_plain(config.loss.name):
+        loss = build_contrastive_loss(
+            config.loss.name, gather_with_grad=config.loss.gather_with_grad, local_loss=config.loss.local_loss
+        )
+        step: Any = ContrastiveStep(loss)
+    else:  # usclip / echo / weighted combinations (sonofm.losses.compose)
+        objective = build_objective(
+            config.loss, model, train_loader.dataset, tokenizer, seed=config.train.seed, where=str(data_path)
+        )
+        model, step, collate_fn = objective.model, objective.step, objective.collate_fn
     trainer = Trainer(
         model,
-        ContrastiveStep(loss),
+        step,
         config.train,
         out,
         train_loader,
+        collate_fn=collate_fn,
         evaluate=evaluate,
         dist_info=info,
         extra_state={"config": config.model_dump(mode="json")},

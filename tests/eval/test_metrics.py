@@ -49,7 +49,9 @@ def test_single_class_auc_is_nan_with_warning():
     with pytest.warns(M.MetricWarning):
         assert np.isnan(M.binary_auc(np.ones(10), np.arange(10.0)))
     with pytest.warns(M.MetricWarning):
-        assert np.isnan(M.macro_auc(np.zeros(10, int), _softmax(np.random.default_rng(0).normal(size=(10, 3)))))
+        assert np.isnan(
+            M.macro_auc(np.zeros(10, int), _softmax(np.random.default_rng(0).normal(size=(10, 3))))
+        )
 
 
 def test_macro_auc_skips_absent_class_with_warning():
@@ -109,7 +111,13 @@ def test_retrieval_multiple_positives_hand_built():
         [
             [False, False, True, True, False],  # best positive 0.1 -> 2 negatives above -> rank 3
             [True, False, False, False, True],  # best positive 0.9 -> rank 1
-            [False, True, False, False, False],  # query -1: scores -0.9,-0.5,-0.1,0.2,0.8 -> pos -0.5 -> rank 4
+            [
+                False,
+                True,
+                False,
+                False,
+                False,
+            ],  # scores -.9,-.5,-.1,.2,.8: pos -.5 -> rank 4
         ]
     )
     ranks = M.retrieval_ranks(q, g, rel)

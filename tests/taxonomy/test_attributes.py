@@ -231,3 +231,19 @@ def test_mask_labels_are_the_contract_legend():
         T.mask_label_id("tumour")
     for region in T.REGIONS:
         assert set(T.labels_for_region(region)) <= set(T.MASK_LABELS) and 0 in T.labels_for_region(region)
+
+
+def test_vascular_and_stone_diagnoses():
+    """Plaque, thrombus and stones are diagnoses of their own, not a 'mass' (tumour) of the organ."""
+    ids = {t.id for t in T.tags("diagnosis")}
+    assert {"plaque", "thrombus", "calculus"} <= ids
+    assert set(CONTRACT_TAGS["diagnosis"]) <= ids  # the METHODS tags stay
+    mass = T.get_tag("diagnosis", "mass")
+    for tag_id, words in {
+        "plaque": ("atheroma", "atherosclerotic plaque"),
+        "thrombus": ("thrombosis", "blood clot"),
+        "calculus": ("gallstone", "kidney stone", "stones", "nephrolithiasis"),
+    }.items():
+        tag = T.get_tag("diagnosis", tag_id)
+        assert tag.definition and set(words) <= set(tag.synonyms)
+        assert not set(words) & set(mass.synonyms)

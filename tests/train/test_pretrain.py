@@ -204,6 +204,7 @@ def test_bad_override_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~300 steps of the tiny preset at batch 64: minutes on 2 idle cores
 def test_tiny_preset_overfits_64_pairs(tmp_path: Path) -> None:
     """The tiny preset memorises 64 simulated image-report pairs: R@1 = 1.0 both ways."""
     sim = pytest.importorskip(

@@ -27,6 +27,10 @@ class TextParams:
     max_height: int = 40
     min_pixels: int = 12
     max_fill: float = 0.8  # a solid blob (bright reflector) is not text
+    # UI text is drawn in one flat colour: at least this share of its stroke pixels has the most
+    # common value. Bright speckle varies pixel to pixel (measured <= 0.3 on the pydicom echo),
+    # rendered text stays >= 0.5 even after JPEG.
+    min_flat: float = 0.5
 
 
 def text_candidates(value: np.ndarray, params: TextParams = TextParams()) -> np.ndarray:
@@ -36,9 +40,16 @@ def text_candidates(value: np.ndarray, params: TextParams = TextParams()) -> np.
     return ((v - opened) > params.tophat_min) & (v >= params.value_min)
 
 
-def detect_text(value: np.ndarray, params: TextParams = TextParams()) -> list[tuple[int, int, int, int]]:
-    """Boxes (x0, y0, x1, y1 exclusive) of text-like groups of strokes in an (H, W) uint8 image."""
+def detect_text(
+    value: np.ndarray, params: TextParams = TextParams(), ignore: np.ndarray | None = None
+) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1 exclusive) of text-like groups of strokes in an (H, W) uint8 image.
+
+    `ignore` marks pixels that cannot be text (e.g. colour-Doppler flow inside the scan).
+    """
     cand = text_candidates(value, params)
+    if ignore is not None:
+        cand &= ~ignore
     words = ndimage.binary_dilation(cand, structure=np.ones((3, 7), bool))
     lab, n = ndimage.label(words)
     boxes = []
@@ -53,6 +64,9 @@ def detect_text(value: np.ndarray, params: TextParams = TextParams()) -> list[tu
             continue
         if npx / float(hgt * wid) > params.max_fill:
             continue
+        _, counts = np.unique(value[sl][strokes], return_counts=True)
+        if counts.max() / npx < params.min_flat:
+            continue
         boxes.append((xs.start, ys.start, xs.stop, ys.stop))
     return boxes
 
@@ -66,9 +80,14 @@ def boxes_mask(shape: tuple[int, int], boxes: list[tuple[int, int, int, int]], p
     return m
 
 
-def burnin_mask(value: np.ndarray, scan_mask: np.ndarray | None, params: TextParams = TextParams()) -> np.ndarray:
+def burnin_mask(
+    value: np.ndarray,
+    scan_mask: np.ndarray | None,
+    params: TextParams = TextParams(),
+    ignore: np.ndarray | None = None,
+) -> np.ndarray:
     """Pixels to blank: everything outside the scan region plus detected text boxes inside it."""
-    text = boxes_mask(value.shape, detect_text(value, params))
+    text = boxes_mask(value.shape, detect_text(value, params, ignore))
     if scan_mask is None:
         return text
     return text | ~scan_mask

@@ -18,7 +18,6 @@ import hmac
 import logging
 import os
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,12 +126,17 @@ PROFILE: dict[str, str] = {
 # keeps images of one patient linkable without revealing who it is).
 PSEUDONYM_KEYWORDS = ("PatientID", "PatientName")
 DATE_SHIFT_RANGE_DAYS = 3650
-DEID_METHOD = "sonofm: PS3.15 Basic Profile; Retain Longitudinal Temporal Information Modified Dates"
+DEID_METHOD = "sonofm PS3.15 Basic Profile, Modified Dates"
 # CID 7050 codes for the options applied.
 DEID_CODES = (("113100", "Basic Application Confidentiality Profile"), ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"))  # noqa: E501
 
 
-def resolve_action(code: str, vr: str) -> str:
+# Dates that are emptied rather than shifted: with the study dates shifted consistently, a shifted
+# birth date would still give the exact age, and the birth date is the strongest quasi-identifier.
+NEVER_SHIFT = ("PatientBirthDate",)
+
+
+def resolve_action(code: str, vr: str, keyword: str = "") -> str:
     """What sonofm does for a profile code: 'X' remove, 'Z' empty, 'K' keep, 'U' remap, 'S' date shift.
 
     Dates/times under an option that allows D are shifted (Modified Dates Option); everything else
@@ -140,6 +144,8 @@ def resolve_action(code: str, vr: str) -> str:
     must remain present).
     """
     parts = code.split("/")
+    if keyword in NEVER_SHIFT:
+        return "Z"
     if "U" in parts and vr == "UI":
         return "U"
     if vr in ("DA", "DT") and ("D" in parts or "Z" in parts):
@@ -189,7 +195,11 @@ class Deidentifier:
     def deidentify(self, ds: Any, *, source: str = "") -> list[dict[str, Any]]:
         """De-identify `ds` in place; returns this dataset's audit entries (also kept in `.audit`)."""
         patient = self.patient_key(ds)
-        ctx = {"patient": patient, "pseudonym": self.pseudonym(patient), "shift": self.date_shift_days(patient)}
+        ctx = {
+            "patient": patient,
+            "pseudonym": self.pseudonym(patient),
+            "shift": self.date_shift_days(patient),
+        }
         entries: list[dict[str, Any]] = []
 
         def note(elem: Any, action: str, new: Any, path: str) -> None:
@@ -241,7 +251,7 @@ class Deidentifier:
                     for i, item in enumerate(elem.value):
                         self._walk(item, ctx, note, f"{path}[{i}].")
                 continue
-            action = resolve_action(code, elem.VR)
+            action = resolve_action(code, elem.VR, elem.keyword)
             if elem.keyword in PSEUDONYM_KEYWORDS:
                 action = "P"
             if action == "X":
@@ -277,6 +287,8 @@ def _shift_date(value: Any, vr: str, days: int) -> Any:
     if value in (None, ""):
         return value
     s = str(value).strip()
+    if vr == "DA":
+        s = s.replace(".", "")  # ACR-NEMA style YYYY.MM.DD, still found in old files
     try:
         if vr == "DA":
             d = dt.datetime.strptime(s[:8], "%Y%m%d").date() + dt.timedelta(days=days)
@@ -285,22 +297,6 @@ def _shift_date(value: Any, vr: str, days: int) -> Any:
         return d0.strftime("%Y%m%d") + s[8:]
     except ValueError:
         return None  # an unparseable date cannot be shifted safely: empty it
-
-
-def iter_phi_elements(ds: Any) -> Iterator[tuple[str, Any]]:
-    """(path, element) for every element the profile says must not keep its original value.
-
-    Used by tests and by `verify`: after de-identification only pseudonyms, shifted dates and
-    remapped UIDs may remain.
-    """
-    for elem in ds:
-        if elem.tag.is_private:
-            yield str(elem.tag), elem
-        if elem.keyword in PROFILE:
-            yield elem.keyword, elem
-        if elem.VR == "SQ":
-            for item in elem.value:
-                yield from iter_phi_elements(item)
 
 
 def load_or_create_key(key_file: str | Path | None, out_dir: str | Path) -> bytes:

@@ -29,9 +29,9 @@ _SPATIAL_2D = 1
 CHROMA_THRESHOLD = 40
 # Fraction of coloured pixels inside the scan region above which an image is colour Doppler.
 DOPPLER_FRACTION = 0.01
-IMAGE_SOP_PREFIXES = (
-    "1.2.840.10008.5.1.4.1.1.6.",  # Ultrasound Image Storage (and retired variants)
-    "1.2.840.10008.5.1.4.1.1.3.",  # Ultrasound Multi-frame Image Storage
+IMAGE_SOP_ROOTS = (
+    "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (.6.1; .6 and .6.2 retired)
+    "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (.3.1; .3 retired)
     "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture (scanners export US screenshots this way)
 )
 
@@ -51,7 +51,7 @@ class DicomImage:
     """Decoded frames plus what ingestion needs to know about them."""
 
     frames: np.ndarray  # uint8 (N, H, W) grayscale B-mode
-    rgb: np.ndarray | None  # uint8 (N, H, W, 3) when the file stores colour, else None
+    rgb: np.ndarray | None  # uint8 (N, H, W, 3) for RGB/palette files and YBR Doppler, else None
     photometric: str
     doppler: bool
     doppler_fraction: float
@@ -62,10 +62,12 @@ class DicomImage:
     frame_time_ms: float | None = None
 
 
-def is_image_sop(ds: Any) -> bool:
+def is_image_sop(ds: Any, require_pixels: bool = True) -> bool:
     """True for SOP classes that carry an ultrasound picture (not SR, PDF, presentation states)."""
-    sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
-    return sop.startswith(IMAGE_SOP_PREFIXES) and "PixelData" in ds
+    meta = getattr(ds, "file_meta", None)
+    sop = str(ds.get("SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", ""))
+    ok = any(sop == root or sop.startswith(root + ".") for root in IMAGE_SOP_ROOTS)
+    return ok and ("PixelData" in ds or not require_pixels)
 
 
 def _scale_to_uint8(arr: np.ndarray, bits: int) -> np.ndarray:
@@ -78,6 +80,29 @@ def _scale_to_uint8(arr: np.ndarray, bits: int) -> np.ndarray:
         top = top if 0 < top < 2**bits - 1 else 2**bits - 1
         arr = arr / max(top, 1.0) * 255.0
     return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def _apply_palette(arr: np.ndarray, ds: Any) -> np.ndarray:
+    """Palette lookup honouring the file's byte order.
+
+    pydicom 3.0's `apply_color_lut` reads 16-bit LUT data as little endian even in Explicit VR
+    Big Endian files (OBXXXX1A_expb.dcm comes out 256x too dark), so the lookup is done here.
+    """
+    little = getattr(ds, "original_encoding", (None, True))[1]
+    little = True if little is None else little
+    desc = ds.RedPaletteColorLookupTableDescriptor
+    n = int(desc[0]) or 65536
+    first = int(desc[1])
+    channels = []
+    for colour in ("Red", "Green", "Blue"):
+        raw = ds[f"{colour}PaletteColorLookupTableData"].value
+        if int(desc[2]) == 8 and len(raw) == n:
+            lut = np.frombuffer(raw, np.uint8)
+        else:
+            lut = np.frombuffer(raw, "<u2" if little else ">u2")[:n]
+        channels.append(lut)
+    idx = np.clip(arr.astype(np.int64) - first, 0, n - 1)
+    return np.stack([c[idx] for c in channels], axis=-1)
 
 
 def decode_frames(ds: Any) -> np.ndarray:
@@ -95,8 +120,11 @@ def decode_frames(ds: Any) -> np.ndarray:
         arr = arr[None]
     pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if pi == "PALETTE COLOR":
-        rgb = apply_color_lut(arr, ds)
         lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        if "SegmentedRedPaletteColorLookupTableData" in ds:
+            rgb = apply_color_lut(arr, ds)
+        else:
+            rgb = _apply_palette(arr, ds)
         rgb = (rgb.astype(np.float64) / 257.0) if lut_bits == 16 else rgb
         return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     if spp == 3:
@@ -108,9 +136,31 @@ def decode_frames(ds: Any) -> np.ndarray:
 
 
 def to_grayscale(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma; exact on B-mode pixels (R == G == B)."""
-    w = np.array([0.299, 0.587, 0.114])
-    return np.clip(np.rint(rgb.astype(np.float64) @ w), 0, 255).astype(np.uint8)
+    """ITU-R BT.601 luma (integer arithmetic, rounded); exact on B-mode pixels (R == G == B)."""
+    w = np.array([299, 587, 114], np.uint32)
+    return ((rgb.astype(np.uint32) @ w + 500) // 1000).astype(np.uint8)
+
+
+def _decode_ybr(ds: Any) -> np.ndarray | None:
+    """(N, H, W, 3) YBR_FULL planes for YBR_FULL(_422) files, else None.
+
+    Skipping pydicom's YBR -> RGB conversion of every frame saves ~3/4 of the decode time of a
+    cine: the Y plane already is the BT.601 grayscale.
+    """
+    pi = str(ds.get("PhotometricInterpretation", ""))
+    if pi not in ("YBR_FULL", "YBR_FULL_422") or int(ds.get("SamplesPerPixel", 1) or 1) != 3:
+        return None
+    ds.pixel_array_options(as_rgb=False)
+    arr = ds.pixel_array
+    if int(ds.get("NumberOfFrames", 1) or 1) == 1:
+        arr = arr[None]
+    return arr
+
+
+def _ybr_to_rgb(ybr: np.ndarray) -> np.ndarray:
+    from pydicom.pixels import convert_color_space
+
+    return np.stack([convert_color_space(f, "YBR_FULL", "RGB") for f in ybr])
 
 
 def chroma(rgb: np.ndarray) -> np.ndarray:
@@ -181,8 +231,8 @@ def detect_scan_mask(value: np.ndarray, box: tuple[int, int, int, int] | None = 
         x0, y0, x1, y1 = box
         allowed[y0:y1, x0:x1] = True
     win = max(9, min(h, w) // 30)
-    density = ndimage.uniform_filter((value > 10).astype(np.float32), size=win)
-    m = (density > 0.6) & allowed
+    density = ndimage.uniform_filter((value > 5).astype(np.float32), size=win)
+    m = (density > 0.5) & allowed
     r = max(3, min(h, w) // 60)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
     m = ndimage.binary_opening(m, structure=(xx**2 + yy**2) <= r * r)
@@ -193,12 +243,21 @@ def detect_scan_mask(value: np.ndarray, box: tuple[int, int, int, int] | None = 
     keep = sizes >= 0.2 * sizes.max()  # dual-view scans have two fans of similar size
     m = keep[lab - 1] & (lab > 0)
     m = ndimage.binary_fill_holes(m)
-    rows = np.flatnonzero(m.any(axis=1))
+    # rows, then columns, then rows again: anechoic areas that touch the fan edge (a full bladder
+    # at the top of a curved fan) are filled too
+    for axis in (0, 1, 0):
+        m = _span_fill(m if axis == 0 else m.T)
+        m = m if axis == 0 else m.T
+    return m & allowed
+
+
+def _span_fill(m: np.ndarray) -> np.ndarray:
+    """Fill each row between its first and last set pixel."""
     filled = np.zeros_like(m)
-    for y in rows:
+    for y in np.flatnonzero(m.any(axis=1)):
         xs = np.flatnonzero(m[y])
         filled[y, xs[0] : xs[-1] + 1] = True
-    return filled & allowed
+    return filled
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -219,17 +278,23 @@ def read_dicom(source: str | Path | Any) -> DicomImage:
     name = str(source) if isinstance(source, str | Path) else str(getattr(source, "filename", "<dataset>"))
     try:
         ds = pydicom.dcmread(source) if isinstance(source, str | Path) else source
-        raw = decode_frames(ds)
+        ybr = _decode_ybr(ds)
+        raw = decode_frames(ds) if ybr is None else None
     except DataError:
         raise
     except Exception as err:  # pydicom raises many types for bad pixel data
         raise DataError(f"{name}: cannot decode pixel data ({type(err).__name__}: {err})") from None
-    if raw.ndim == 4:
+    if ybr is not None:
+        # luma is the Y plane; colour frames are only converted when the first one shows colour
+        gray = np.ascontiguousarray(ybr[..., 0])
+        rgb, first_rgb, value = None, _ybr_to_rgb(ybr[:1])[0], gray
+    elif raw.ndim == 4:
         rgb = raw
         gray = to_grayscale(rgb)
         value = rgb.max(axis=-1)
+        first_rgb = rgb[0]
     else:
-        rgb, gray, value = None, raw, raw
+        rgb, gray, value, first_rgb = None, raw, raw, None
     h, w = gray.shape[1:3]
     regions = ultrasound_regions(ds, (h, w))
     tissue = _tissue_regions(regions)
@@ -247,9 +312,11 @@ def read_dicom(source: str | Path | Any) -> DicomImage:
     if not scan_mask.any():
         scan_mask = np.ones((h, w), bool)
     frac = 0.0
-    if rgb is not None:
-        coloured = chroma(rgb[0]) > CHROMA_THRESHOLD
+    if first_rgb is not None:
+        coloured = chroma(first_rgb) > CHROMA_THRESHOLD
         frac = float(coloured[scan_mask].mean()) if scan_mask.any() else 0.0
+    if ybr is not None and frac > DOPPLER_FRACTION:
+        rgb = _ybr_to_rgb(ybr)  # colour Doppler cine: keep its colour frames
     ft = ds.get("FrameTime")
     return DicomImage(
         frames=gray,

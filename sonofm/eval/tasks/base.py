@@ -10,6 +10,8 @@ exactly the same samples. Dense tasks (segmentation, landmarks) implement the sa
 from __future__ import annotations
 
 import logging
+import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 
 from sonofm.errors import UserError
 from sonofm.eval.embed import SplitEmbeddings, embed_texts
-from sonofm.eval.metrics import CI, bootstrap_ci
+from sonofm.eval.metrics import CI, MetricWarning, bootstrap_ci
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +52,19 @@ class TaskResult:
         return out
 
 
-class Task:
+class Task(ABC):
     """Base class. Subclasses set `kind`, take their options as keyword arguments, implement `run`."""
 
     kind: ClassVar[str] = ""
     splits: tuple[str, ...] = ("test",)  # splits whose embeddings must exist before `run`
-    needs_embeddings: ClassVar[bool] = True
+    needs_embeddings: ClassVar[bool] = True  # False for dense tasks that run the model on pixels themselves
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind
 
-    def run(self, ctx: EvalContext) -> TaskResult:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, ctx: EvalContext) -> TaskResult:
+        """Compute the task's metrics on `ctx`."""
 
     def result(self) -> TaskResult:
         return TaskResult(self.name, self.kind)
@@ -154,6 +157,7 @@ class EvalContext:
 
     def class_weights(self, prompts: list[list[str]]) -> np.ndarray:
         """(C, D) zero-shot classifier: mean of each class's normalised prompt embeddings, renormalised."""
+        self.encode_texts([t for p in prompts for t in p])  # one batched pass for all classes
         w = np.stack([self.encode_texts(p).mean(0) for p in prompts])
         return w / np.linalg.norm(w, axis=1, keepdims=True).clip(1e-12)
 
@@ -171,7 +175,14 @@ class EvalContext:
     ) -> CI:
         """Compute `fn(*arrays)` with its bootstrap CI, store it and its inputs in `res`."""
         arrays = tuple(np.asarray(a) for a in arrays)
-        ci = bootstrap_ci(fn, *arrays, n_boot=self.n_boot, seed=self.seed, groups=groups)
+        # undefined-metric warnings (one class in the split, ...) go into the result, not the console
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MetricWarning)
+            ci = bootstrap_ci(fn, *arrays, n_boot=self.n_boot, seed=self.seed, groups=groups)
+        msgs = sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)})
+        if msgs:
+            res.info.setdefault("warnings", {})[name] = msgs
+            log.debug("%s/%s: %s", res.name, name, "; ".join(msgs))
         res.metrics[name] = ci
         res.samples[name] = (fn, arrays)
         res.groups[name] = groups

@@ -2,9 +2,11 @@
 
 Importing this package registers the region simulators with `sonofm.sim.registry`:
 breast, thyroid, liver (liver, gallbladder), kidney (kidney, bladder), gynaecology (ovary,
-uterus) and vessel (carotid_artery, jugular_vein). Each is `fn(rng, size) -> list[SimImage]`:
-one patient, 2-4 images of the same lesion in transverse and longitudinal planes with new probe
-positions and imaging parameters, ~15% normal studies.
+uterus), vessel (carotid_artery, jugular_vein), abdomen (spleen, pancreas), urology (prostate,
+testis), superficial (lymph_node, soft_tissue) and obstetric (fetus). Each is
+`fn(rng, size) -> list[SimImage]`: one patient, 2-4 images of the same lesion in transverse and
+longitudinal planes (axial fetal views) with new probe positions and imaging parameters, ~15%
+normal studies (50% in obstetrics).
 
 Reusable parts for further regions:
 - `lesions`: `LesionKind` / `OrganCatalogue` (attribute distributions as data), `sample_lesion`,
@@ -20,7 +22,28 @@ Reusable parts for further regions:
 
 from __future__ import annotations
 
-from sonofm.sim.phantoms import breast, gynaecology, kidney, liver, thyroid, vessel  # noqa: F401  (registers)
-from sonofm.sim.phantoms import abdomen  # noqa: F401, I001  (registers the extra regions)
+from sonofm.sim.phantoms import (  # noqa: F401  (registers)
+    abdomen,
+    breast,
+    gynaecology,
+    kidney,
+    liver,
+    obstetric,
+    superficial,
+    thyroid,
+    urology,
+    vessel,
+)
 
-__all__ = ["breast", "gynaecology", "kidney", "liver", "thyroid", "vessel"]
+__all__ = [
+    "abdomen",
+    "breast",
+    "gynaecology",
+    "kidney",
+    "liver",
+    "obstetric",
+    "superficial",
+    "thyroid",
+    "urology",
+    "vessel",
+]

@@ -11,7 +11,9 @@ deeper, the vertebral body (bright, shadowing) behind; in the sagittal view the 
 over the splenic vein, the SMA leaving the aorta. Lesions: ductal adenocarcinoma (hypoechoic,
 ill-defined, malignant), neuroendocrine tumour (round, hypervascular, malignant), serous
 cystadenoma (microcystic, septated), simple cysts and pseudocysts (fluid collections with debris).
-No spleen-length measurement: the taxonomy has no such id.
+No spleen-length measurement: the taxonomy has no such id. No spiculated margins here (nor in
+`urology`): they are not how these tumours present, and spicules thinner than the pixels of a
+deep curvilinear image would make the calipers disagree with the mask.
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ from sonofm.sim.phantoms.lesions import (
     moved,
     sample_lesion,
 )
-from sonofm.sim.phantoms.shapes import Arc, tight_bounds
+from sonofm.sim.phantoms.shapes import Arc, Intersection, tight_bounds
 from sonofm.sim.registry import register
-from sonofm.sim.tissue import Band, Ellipse, Layer, Polygon, StarShape, Tissue, TissueModel, Tube
+from sonofm.sim.tissue import Band, Ellipse, Layer, Polygon, Shape, StarShape, Tissue, TissueModel, Tube
 
 NORMAL_P = 0.15
 SPLEEN_DEPTH_MM = (100.0, 150.0)
@@ -173,7 +175,7 @@ PANCREAS = OrganCatalogue(
             0.8,
             (12.0, 40.0),
             contour={"irregular": 0.6, "lobulated": 0.2, "oval": 0.2},
-            margin={"indistinct": 0.45, "irregular": 0.35, "spiculated": 0.1, "microlobulated": 0.1},
+            margin={"indistinct": 0.5, "irregular": 0.4, "microlobulated": 0.1},
             echogenicity={"hypoechoic": 0.75, "very_hypoechoic": 0.1, "heterogeneous": 0.15},
             composition={"solid": 0.95, "mixed_cystic_solid": 0.05},
             posterior={"none": 0.75, "shadowing": 0.25},
@@ -256,28 +258,37 @@ def assemble(
 
 
 def wedge_section(
-    spec: LesionSpec, plane: str, x: float, z_base: float, parenchyma: Parenchyma
+    spec: LesionSpec,
+    plane: str,
+    x: float,
+    z_base: float,
+    parenchyma: Parenchyma,
+    clip: Shape | None = None,
 ) -> LesionSection:
     """A wedge (infarct) with its base on the capsule at depth `z_base` and its apex deeper.
 
     `build_section` draws smooth contours; a splenic or renal infarct is a triangle, so it is
-    drawn here as a polygon with the lesion tissues of `spec`.
+    drawn here as a polygon with the lesion tissues of `spec`. With `clip` (the organ), the base
+    starts above the capsule and is cut by it, so the wedge follows the organ's curved surface.
     """
     rng = np.random.default_rng([spec.seed, PLANES.index(plane)])
     aw, al, ah = spec.semi_axes_mm
     half = aw if plane == "transverse" else al
     depth = 2.0 * max(ah, 0.6 * half)
     skew = float(rng.uniform(-0.25, 0.25)) * half
+    top = z_base - (6.0 if clip is not None else 0.5)
     verts = np.array(
         [
-            [x - half, z_base - 0.5],
-            [x + half, z_base - 0.5],
+            [x - half, top],
+            [x + half, top],
             [x + half * 0.12 + skew, z_base + depth],
             [x - half * 0.12 + skew, z_base + depth],
         ]
     )
     edge = 0.15 if spec.margins[0] != "indistinct" else float(rng.uniform(1.0, 1.8))
-    poly = Polygon(verts, edge_mm=edge)
+    outline: Shape = Polygon(verts, edge_mm=edge)
+    if clip is not None:
+        outline = Intersection([outline, clip], edge_mm=edge)
     att = parenchyma.attenuation if np.isnan(spec.solid_attenuation) else spec.solid_attenuation
     solid = Tissue(
         "infarct",
@@ -289,10 +300,20 @@ def wedge_section(
         texture_seed=int(rng.integers(0, 2**31 - 1)),
     )
     base = StarShape(x + skew / 2, z_base + depth / 2, half, depth / 2, edge_mm=edge)
-    return LesionSection([Layer(poly, solid)], poly, base, plane, spec.label)
+    return LesionSection([Layer(outline, solid)], outline, base, plane, spec.label)
 
 
 # --------------------------------------------------------------------------------------------- spleen
+
+
+def _top_surface(shape: StarShape, x: float, step_mm: float = 0.05) -> float:
+    """Depth of the superficial surface (capsule) of `shape` at lateral position x."""
+    x0, z0, x1, z1 = shape.bounds()
+    zs = np.arange(z0, z1, step_mm)
+    inside = shape.inside(np.full(zs.shape, x), zs)
+    if not inside.any():
+        raise ValueError(f"x = {x:.1f} mm does not cross the organ")
+    return float(zs[np.argmax(inside)])
 
 
 def _plan_spleen(rng: np.random.Generator, sex: str) -> PatientPlan:
@@ -311,9 +332,11 @@ def _plan_spleen(rng: np.random.Generator, sex: str) -> PatientPlan:
     sc = (0.0, wd + 6.0 + 4.0 * u[3] + rz)
     tilt = -15.0 + 30.0 * u[4]
     seed = int(rng.integers(0, 2**31 - 1))
-    spleen_t = tissue("spleen", SPLEEN_DB, SPLEEN_ATT, rng, label=ORGAN_LABEL, texture_db=0.8, texture_scale_mm=3)
+    spleen_t = tissue(
+        "spleen", SPLEEN_DB, SPLEEN_ATT, rng, label=ORGAN_LABEL, texture_db=0.8, texture_scale_mm=3
+    )
     hilar_fat = tissue("hilar_fat", 8.0, 0.7, rng, label=0, texture_db=2.5, texture_scale_mm=1.5)
-    bowel = tissue("retroperitoneum", -4.0, 0.7, rng, texture_db=3.5, texture_scale_mm=3.0)
+    bowel = tissue("retroperitoneum", -8.0, 0.7, rng, texture_db=3.5, texture_scale_mm=3.0)
     cortex = tissue("kidney_cortex", -4.0, 0.8, rng, label=0, texture_db=1.5)
     sinus = tissue("kidney_sinus", 9.0, 1.0, rng, label=0, texture_db=3.0, texture_scale_mm=1.5)
     lesion_rel = (0.0, 0.0)
@@ -328,24 +351,37 @@ def _plan_spleen(rng: np.random.Generator, sex: str) -> PatientPlan:
         rx = half[plane]
         ang = tilt if plane == "longitudinal" else float(prng.uniform(-6, 6))
         spleen = StarShape(
-            sc[0], sc[1], rx, rz, angle_deg=ang, harmonics=((3, float(prng.uniform(0.0, 0.04)), 0.5),), edge_mm=0.3
+            sc[0],
+            sc[1],
+            rx,
+            rz,
+            angle_deg=ang,
+            harmonics=((3, float(prng.uniform(0.0, 0.04)), 0.5),),
+            edge_mm=0.3,
         )
         parts = TissueModel(bowel)
         a = np.deg2rad(ang)
         if plane == "longitudinal":
             # left kidney deep to the lower pole; diaphragm and lung curving over the upper pole
-            kc = (sc[0] + 0.45 * rx * np.cos(a) - 0.0, sc[1] + rz + 22.0 + 6.0 * float(prng.random()))
-            parts.add(Ellipse(kc[0], kc[1], 45.0, 22.0, angle_deg=ang, edge_mm=0.3), tissue("capsule", 8.0, 0.9))
+            kc = (sc[0] + 0.45 * rx * np.cos(a), sc[1] + rz + 22.0 + 6.0 * float(prng.random()))
+            parts.add(
+                Ellipse(kc[0], kc[1], 45.0, 22.0, angle_deg=ang, edge_mm=0.3), tissue("capsule", 8.0, 0.9)
+            )
             parts.add(Ellipse(kc[0], kc[1], 44.0, 21.0, angle_deg=ang, edge_mm=0.3), cortex)
             parts.add(Ellipse(kc[0], kc[1], 26.0, 7.0, angle_deg=ang, edge_mm=0.8), sinus)
-            up = (sc[0] - rx * np.cos(a), sc[1] - rx * np.sin(a))
-            r_d = 35.0 + 10.0 * float(prng.random())
-            dc = (up[0] - 8.0 + r_d, up[1] + 4.0)
+            # the dome: a circle around the spleen, centred toward the lower pole, passing just
+            # beyond the upper pole; lung outside it
+            up = np.array([sc[0] - rx * np.cos(a), sc[1] - rx * np.sin(a)])
+            dc = (
+                sc[0] + 0.6 * rx * np.cos(a),
+                sc[1] + 0.6 * rx * np.sin(a) + 10.0 + 10.0 * float(prng.random()),
+            )
+            r_d = float(np.hypot(*(up - np.array(dc)))) + 2.0 + 4.0 * float(prng.random())
             parts.add(Arc(dc[0], dc[1], r_d + 3.0, r_d + 300.0), tissue("lung", -4.0, 6.0, label=0))
             parts.add(Arc(dc[0], dc[1], r_d, r_d + 3.0, edge_mm=0.3), tissue("diaphragm", 16.0, 1.2, label=0))
         parts.add(spleen, spleen_t)
         # hilum: echogenic fat notching the deep concave side, splenic vessels in it
-        hx, hz = sc[0] + rz * np.sin(a) * 0.0, sc[1] + rz * 0.95
+        hx, hz = sc[0], sc[1] + rz * 0.95
         parts.add(Ellipse(hx, hz, 0.3 * rx + 4.0, 0.28 * rz + 2.0, angle_deg=ang, edge_mm=0.6), hilar_fat)
         lumen = with_label(BLOOD, LUMEN_LABEL)
         if plane == "transverse":
@@ -362,8 +398,8 @@ def _plan_spleen(rng: np.random.Generator, sex: str) -> PatientPlan:
             lh = aw if plane == "transverse" else al
             if spec.kind == "infarct":
                 x = sc[0] + (float(u[7]) - 0.5) * max(rx - lh - 6.0, 0.0)
-                z_top = sc[1] - rz * np.sqrt(max(1.0 - ((x - sc[0]) / rx) ** 2, 0.0))
-                section = wedge_section(spec, plane, x, float(z_top) + 0.6, par)
+                z_top = _top_surface(spleen, x)
+                section = wedge_section(spec, plane, x, z_top, par, clip=spleen)
             else:
                 room_x = max(rx - 1.2 * lh - 4.0, 0.0)
                 room_z = max(rz - 1.15 * ah - 3.0, 0.0)
@@ -405,7 +441,7 @@ def _plan_pancreas(rng: np.random.Generator, sex: str) -> PatientPlan:
     panc_t = tissue(
         "pancreas", PANCREAS_DB, PANCREAS_ATT, rng, label=ORGAN_LABEL, texture_db=2.0, texture_scale_mm=1.2
     )
-    fat = tissue("retroperitoneal_fat", 5.0, 0.7, rng, texture_db=3.0, texture_scale_mm=2.0)
+    fat = tissue("retroperitoneal_fat", 9.0, 0.7, rng, texture_db=3.0, texture_scale_mm=2.0)
     bowel = tissue("bowel", -5.0, 0.8, rng, texture_db=4.0, texture_scale_mm=3.0)
     wall_t = tissue("vessel_wall", 8.0, 0.8)
     lumen = with_label(BLOOD, LUMEN_LABEL)
@@ -418,11 +454,18 @@ def _plan_pancreas(rng: np.random.Generator, sex: str) -> PatientPlan:
         parts.add(Band.flat(wd - 0.5, spine_z + 30.0), fat)
         slope = float(prng.uniform(0.1, 0.25))
         parts.add(
-            Band([-200.0, 200.0], [wd - 1.0, wd - 1.0], [-60.0, 60.0], [wd + liver_th + 60 * slope, wd + liver_th - 60 * slope]),
+            Band(
+                [-200.0, 200.0],
+                [wd - 1.0, wd - 1.0],
+                [-60.0, 60.0],
+                [wd + liver_th + 60 * slope, wd + liver_th - 60 * slope],
+            ),
             liver_t,
         )
         if plane == "transverse":
-            axis = np.array([[head_x, pz + 3.0], [0.3 * head_x, pz], [0.5 * tail_x, pz - 2.0], [tail_x, pz - 6.0]])
+            axis = np.array(
+                [[head_x, pz + 3.0], [0.3 * head_x, pz], [0.5 * tail_x, pz - 2.0], [tail_x, pz - 6.0]]
+            )
             pancreas = Tube(axis, pr, edge_mm=0.4)
             head = Ellipse(head_x, pz + 2.0, pr * 1.6 + 3.0, pr * 1.35, edge_mm=0.4)
             parts.add(head, panc_t)
@@ -430,7 +473,9 @@ def _plan_pancreas(rng: np.random.Generator, sex: str) -> PatientPlan:
             sv = axis[1:] + np.array([0.0, pr + sv_r + 0.8])
             parts.add(Tube(sv, sv_r + 0.6, edge_mm=0.1), wall_t)
             parts.add(Tube(sv, sv_r, edge_mm=0.1), lumen)
-            parts.add(Ellipse(0.0, sma_z, sma_r + 3.5, sma_r + 3.0, edge_mm=0.5), tissue("sma_fat", 10.0, 0.7))
+            parts.add(
+                Ellipse(0.0, sma_z, sma_r + 3.5, sma_r + 3.0, edge_mm=0.5), tissue("sma_fat", 10.0, 0.7)
+            )
             parts.add(Ellipse(0.0, sma_z, sma_r, sma_r, edge_mm=0.1), lumen)
             parts.add(Ellipse(3.0, ao_z, ao_r + 1.0, ao_r + 1.0, edge_mm=0.1), wall_t)
             parts.add(Ellipse(3.0, ao_z, ao_r, ao_r, edge_mm=0.1), lumen)
@@ -453,7 +498,9 @@ def _plan_pancreas(rng: np.random.Generator, sex: str) -> PatientPlan:
             lx, lz = 0.0, pz
         parts.add(Arc(0.0, spine_z + 40.0, 0.0, 40.0), tissue("vertebra", 14.0, 12.0, label=0))
         section = build_section(spec, plane, float(lx), float(lz), par) if spec is not None else None
-        target = organ if section is None else union_bounds(section.extent(), (lx - 15, lz - 10, lx + 15, lz + 10))
+        target = (
+            organ if section is None else union_bounds(section.extent(), (lx - 15, lz - 10, lx + 15, lz + 10))
+        )
         params, shift = place_probe(rng, "curvilinear", PANCREAS_DEPTH_MM, target, 8.0)
         model, section = assemble(bowel, params, wall, parts, section, shift, rng)
         scenes.append(Scene(plane, params, model, section))

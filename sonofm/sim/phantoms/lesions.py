@@ -621,13 +621,40 @@ def _layer_extent(shape: Shape, step_mm: float | None) -> tuple[float, float, fl
         step = step_mm or float(np.clip(span / 400.0, 0.02, 0.15))
         xs = np.arange(x0, x1 + step, step)
         zs = np.arange(z0, z1 + step, step)
-        inside = shape.inside(xs[None, :], zs[:, None])
-        if not inside.any():
-            return None
-        cols = np.flatnonzero(inside.any(axis=0))
-        rows = np.flatnonzero(inside.any(axis=1))
-        return (float(xs[cols[0]]), float(zs[rows[0]]), float(xs[cols[-1]]), float(zs[rows[-1]]))
+        return _grid_extent(shape, xs, zs)
     return (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+
+
+def _first_hit(shape: Shape, xs: np.ndarray, zs: np.ndarray, by_column: bool, reverse: bool) -> int | None:
+    """Index of the first column (or row) of the grid xs x zs, scanning from one side, that holds a
+    point inside `shape`; evaluates the grid in strips so only the empty margin and one strip are
+    computed, not the whole grid."""
+    n = len(xs) if by_column else len(zs)
+    chunk = max(8, n // 16)
+    order = np.arange(n)[::-1] if reverse else np.arange(n)
+    for start in range(0, n, chunk):
+        sel = order[start : start + chunk]
+        if by_column:
+            hit = shape.inside(xs[sel][None, :], zs[:, None]).any(axis=0)
+        else:
+            hit = shape.inside(xs[None, :], zs[sel][:, None]).any(axis=1)
+        k = np.flatnonzero(hit)
+        if k.size:
+            return int(sel[k[0]])
+    return None
+
+
+def _grid_extent(shape: Shape, xs: np.ndarray, zs: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Extent of the grid points inside `shape`: the same answer as evaluating the whole grid
+    (first/last column and row with a point inside), scanning inwards from each side."""
+    c0 = _first_hit(shape, xs, zs, by_column=True, reverse=False)
+    if c0 is None:
+        return None
+    c1 = _first_hit(shape, xs, zs, by_column=True, reverse=True)
+    cols = xs[c0 : c1 + 1]  # rows only need the columns that hold the shape
+    r0 = _first_hit(shape, cols, zs, by_column=False, reverse=False)
+    r1 = _first_hit(shape, cols, zs, by_column=False, reverse=True)
+    return (float(xs[c0]), float(zs[r0]), float(xs[c1]), float(zs[r1]))
 
 
 def section_extent(section: LesionSection, step_mm: float | None = None) -> tuple[float, float, float, float]:
@@ -679,13 +706,16 @@ def beam_direction(params, x: float, z: float) -> tuple[float, float]:
 
 
 def posterior_from_model(
-    with_lesion: TissueModel, section: LesionSection, params, n_rays: int = 100, n_steps: int = 160
+    with_lesion: TissueModel, section: LesionSection, params, n_rays: int = 60, n_steps: int = 100
 ) -> PosteriorProfile:
     """Call posterior features from the attenuation the lesion adds along this image's beams.
 
     For `n_rays` rays parallel to the beam through the lesion, integrates (attenuation with the
     lesion - attenuation without it) across the lesion's depth, doubled for the round trip and
-    scaled by the centre frequency. Enhancement when at least 30% of the rays that cross the
+    scaled by the centre frequency. The model is evaluated only inside the lesion layers' bounding
+    boxes (elsewhere the difference is exactly 0); 60 x 100 samples give the same labels as
+    100 x 160 on 2206 of 2207 planned lesion images of the six regions (the one change is a
+    borderline ray count) at less than half the cost. Enhancement when at least 30% of the rays that cross the
     lesion (and >= 1.5 mm of them) gain more than 3 dB; shadowing when rays over >= 1 mm lose
     more than 6 dB; both = "combined".
     """
@@ -701,14 +731,26 @@ def posterior_from_model(
     ray_step, ds = offsets[1] - offsets[0], s[1] - s[0]
     ox = (cx + offsets[:, None] * px + s[None, :] * dx).ravel()
     oz = (cz + offsets[:, None] * pz + s[None, :] * dz).ravel()
-    base = np.full(ox.shape, with_lesion.background.attenuation_db_cm_mhz)
-    a_without = attenuation_at(others, ox, oz, base)
-    a_with = attenuation_at(section.layers, ox, oz, a_without.copy())
-    diff = (a_with - a_without).reshape(n_rays, n_steps)
-    delta = 2.0 * params.center_freq_mhz * diff.sum(axis=1) * ds / 10.0
-    inside = np.zeros(ox.shape, dtype=bool)
+    # The lesion changes the attenuation only inside its layers' bounding boxes: evaluate the
+    # model there alone (the square above spans the lesion's diagonal in every direction, so most
+    # of it lies outside). Outside, "with" equals "without" exactly, so the result is unchanged.
+    sel = np.zeros(ox.shape, dtype=bool)
     for layer in section.layers:
-        inside |= layer.shape.inside(ox, oz)
+        bx0, bz0, bx1, bz1 = layer.shape.bounds()
+        sel |= (ox >= bx0) & (ox <= bx1) & (oz >= bz0) & (oz <= bz1)
+    idx = np.flatnonzero(sel)
+    sx, sz = ox[idx], oz[idx]
+    base = np.full(idx.shape, with_lesion.background.attenuation_db_cm_mhz)
+    a_without = attenuation_at(others, sx, sz, base)
+    a_with = attenuation_at(section.layers, sx, sz, a_without.copy())
+    diff = np.zeros(ox.shape)
+    diff[idx] = a_with - a_without
+    delta = 2.0 * params.center_freq_mhz * diff.reshape(n_rays, n_steps).sum(axis=1) * ds / 10.0
+    inside = np.zeros(ox.shape, dtype=bool)
+    inside_sel = np.zeros(idx.shape, dtype=bool)
+    for layer in section.layers:
+        inside_sel |= layer.shape.inside(sx, sz)
+    inside[idx] = inside_sel
     hits = inside.reshape(n_rays, n_steps).any(axis=1)
     n_hit = max(int(hits.sum()), 1)
     enh = hits & (delta <= ENHANCEMENT_DB)

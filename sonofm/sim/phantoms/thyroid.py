@@ -109,6 +109,8 @@ CATALOGUE = OrganCatalogue(
     ),
 )
 
+MIN_TOP_MM = 0.3  # shallowest depth of a lesion's extent: just below the skin surface
+
 
 def plan_thyroid(rng: np.random.Generator, size: int) -> PatientPlan:
     sex = sample_sex(rng, 0.75)
@@ -133,6 +135,16 @@ def plan_thyroid(rng: np.random.Generator, size: int) -> PatientPlan:
     else:
         dx = dz = dl = 0.0
     parenchyma = Parenchyma(THYROID_DB, THYROID_ATT)
+    if ete:
+        # A large nodule's extrathyroidal bulge can reach past the skin (z < 0), where no fan can
+        # image it (params_for_target then fails). Keep it >= MIN_TOP_MM deep in both planes by
+        # moving the nodule deeper; it still breaks through the anterior capsule.
+        cz = neck.lobe_cz + dz
+        top = min(
+            build_section(spec, "transverse", 0.0, cz, parenchyma).extent()[1],
+            build_section(spec, "longitudinal", 0.0, cz, parenchyma).extent()[1],
+        )
+        dz += max(MIN_TOP_MM - top, 0.0)
     scenes = []
     for plane in plane_sequence(rng, n_images(rng, 2, 4)):
         if plane == "transverse":

@@ -1,0 +1,354 @@
+"""`sonofm ingest dicom`: a folder of scanner DICOM -> a de-identified sonofm dataset directory.
+
+Per file: read (skip with a reason when it is empty, corrupt, truncated, not an image SOP class,
+not ultrasound, in an undecodable transfer syntax, or colour Doppler without --keep-doppler),
+select frames, crop to the scan region, mask burned-in text, de-identify the header (PS3.15
+Basic Profile, keyed pseudonyms, per-patient date shift) and write PNGs plus a de-identified
+DICOM. Each finished file leaves a marker under ``<out>/.ingest/`` holding its manifest rows,
+audit entries and skip reason, so a killed job resumes where it stopped; the manifest, card,
+audit log and ingest report are rebuilt from the markers at the end. Source files are only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sonofm.data.dicom.burnin import apply_mask, burnin_mask
+from sonofm.data.dicom.deid import Deidentifier, load_or_create_key
+from sonofm.data.dicom.read import CHROMA_THRESHOLD, DicomImage, chroma, is_image_sop, read_dicom
+from sonofm.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MARKER_DIR = ".ingest"
+MARKER_VERSION = 1
+SPLIT_FRACTIONS = (0.8, 0.1)  # train, val; the rest is test
+
+
+class Skip(Exception):
+    """A file that is not ingested; `reason` is one of the counted reason codes."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class IngestReport:
+    out: Path
+    files: int = 0
+    ingested_files: int = 0
+    images: int = 0
+    resumed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "ingested_files": self.ingested_files,
+            "images": self.images,
+            "resumed": self.resumed,
+            "skipped": self.skipped,
+            "skipped_files": self.skipped_files,
+        }
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def parse_frames(spec: str | int) -> str | int:
+    """`all`, `ed-es` or a positive number of evenly spaced frames."""
+    if isinstance(spec, int):
+        if spec < 1:
+            raise UserError(f"--frames must be all, ed-es or a positive integer, got {spec}")
+        return spec
+    s = str(spec).strip().lower()
+    if s in ("all", "ed-es"):
+        return s
+    if s.isdigit() and int(s) > 0:
+        return int(s)
+    raise UserError(f"--frames must be all, ed-es or a positive integer, got {spec!r}")
+
+
+def select_frames(img: DicomImage, spec: str | int) -> list[tuple[int, str | None]]:
+    """(frame index, frame label) pairs to export.
+
+    ed-es without ECG triggers: end-diastole is the frame with the most dark (blood-pool) pixels in
+    the scan region, end-systole the one with the fewest, a standard image-based surrogate.
+    """
+    n = img.frames.shape[0]
+    if n == 1:
+        return [(0, None)]
+    if spec == "all":
+        return [(i, None) for i in range(n)]
+    if spec == "ed-es":
+        mask = img.scan_mask if img.scan_mask is not None else np.ones(img.frames.shape[1:], bool)
+        dark = np.array([(f[mask] < 30).sum() for f in img.frames])
+        ed, es = int(dark.argmax()), int(dark.argmin())
+        return [(ed, "ED"), (es, "ES")] if ed != es else [(ed, "ED")]
+    k = min(int(spec), n)
+    return [(int(i), None) for i in np.unique(np.linspace(0, n - 1, k).round().astype(int))]
+
+
+def assign_split(key: bytes, patient: str) -> str:
+    """Deterministic per-patient split from the keyed hash (no patient spans two splits)."""
+    u = int.from_bytes(hmac.new(key, f"split:{patient}".encode(), hashlib.sha256).digest()[:8], "big") / 2**64
+    if u < SPLIT_FRACTIONS[0]:
+        return "train"
+    return "val" if u < sum(SPLIT_FRACTIONS) else "test"
+
+
+def _read_header(path: Path) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if path.stat().st_size == 0:
+        raise Skip("empty_file", "zero-length file")
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as err:
+        raise Skip("not_dicom", str(err)) from None
+    except Exception as err:  # truncated headers raise EOFError/ValueError/struct.error
+        raise Skip("corrupt", f"{type(err).__name__}: {err}") from None
+    if not is_image_sop(ds):
+        sop = str(ds.get("SOPClassUID", "?"))
+        if is_image_sop(ds, require_pixels=False):
+            raise Skip("corrupt", f"image SOP class {sop} but no complete Pixel Data (truncated file?)")
+        raise Skip("non_image_sop", f"SOP class {sop} carries no ultrasound image")
+    modality = str(ds.get("Modality", "") or "")
+    if modality not in ("US", "OT", ""):
+        raise Skip("not_ultrasound", f"Modality {modality}")
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None:
+        from pydicom.pixels import get_decoder
+        from pydicom.uid import UID
+
+        try:
+            get_decoder(UID(ts))
+        except Exception as err:
+            raise Skip("unsupported_transfer_syntax", f"{ts}: {err}") from None
+    return ds
+
+
+def _write_deid_dicom(ds: Any, frames: np.ndarray, path: Path) -> None:
+    """Store the masked pixels uncompressed (native little endian) with the de-identified header."""
+    photometric = "RGB" if frames.ndim == 4 else "MONOCHROME2"
+    arr = frames[0] if frames.shape[0] == 1 else frames
+    for kw in ("RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+               "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
+               "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
+               "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
+               "SegmentedBluePaletteColorLookupTableData", "PaletteColorLookupTableUID"):
+        if kw in ds:
+            delattr(ds, kw)
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # also turns big-endian files native
+    ds.set_pixel_data(arr, photometric, 8, generate_instance_uid=False)
+    if frames.shape[0] > 1:
+        ds.NumberOfFrames = frames.shape[0]
+    ds.BurnedInAnnotation = "NO"  # the UI outside the scan and detected text are blanked
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        import pydicom
+
+        # force_encoding: big-endian sources are rewritten as explicit VR little endian
+        from pydicom.dataset import FileMetaDataset
+
+        if not isinstance(getattr(ds, "file_meta", None), FileMetaDataset):
+            ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.preamble = b"\0" * 128
+        pydicom.dcmwrite(tmp, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def ingest_file(
+    path: Path,
+    out: Path,
+    deid: Deidentifier,
+    *,
+    frames: str | int = "all",
+    keep_doppler: bool = False,
+    reports: Any = None,
+    source_name: str = "",
+) -> dict[str, Any]:
+    """Ingest one file; returns the marker payload (rows, audit, or skip reason). Raises Skip."""
+    from sonofm.data.dicom.reports import report_fields
+    from sonofm.data.pngio import write_png
+
+    ds = _read_header(path)
+    report_text = reports.lookup(ds) if reports is not None else None
+    try:
+        img = read_dicom(ds)
+    except UserError as err:
+        raise Skip("decode_error", str(err)) from None
+    if img.doppler and not keep_doppler:
+        raise Skip("doppler", f"colour Doppler content in {img.doppler_fraction:.1%} of the scan area")
+    colour = img.doppler and img.rgb is not None
+    pixels = img.rgb if colour else img.frames
+    value0 = img.rgb[0].max(axis=-1) if img.rgb is not None else img.frames[0]
+    ignore = None
+    if img.doppler and img.rgb is not None:  # flow colour is not text
+        ignore = chroma(img.rgb[0]) > CHROMA_THRESHOLD
+    mask = burnin_mask(value0, img.scan_mask, ignore=ignore)
+    masked = np.stack([apply_mask(f, mask) for f in pixels])
+    x0, y0, x1, y1 = img.scan_box or (0, 0, masked.shape[2], masked.shape[1])
+
+    patient = deid.patient_key(ds)
+    entries = deid.deidentify(ds, source=source_name)
+    pseudo = deid.pseudonym(patient)
+    study_id = "S" + hashlib.sha256(str(ds.get("StudyInstanceUID", "")).encode()).hexdigest()[:16]
+    # the source path is part of the id: copies of one instance (re-exports) stay distinct
+    sop_tag = hashlib.sha256(f"{source_name}|{ds.get('SOPInstanceUID', '')}".encode()).hexdigest()[:12]
+    split = assign_split(deid.key, patient)
+    extra = report_fields(report_text) if report_text else {}
+
+    rows = []
+    for idx, label in select_frames(img, frames):
+        rid = f"{pseudo}_{sop_tag}_f{idx:03d}"
+        rel = f"images/{rid}.png"
+        write_png(out / rel, np.ascontiguousarray(masked[idx, y0:y1, x0:x1]))
+        row = {
+            "id": rid,
+            "patient_id": pseudo,
+            "study_id": study_id,
+            "split": split,
+            "image": rel,
+            "frame": label,
+            "pixel_spacing_mm": img.pixel_spacing_mm,
+            "source": "dicom",
+            "imaging": {
+                "photometric": img.photometric,
+                "frame_index": idx,
+                "num_frames": int(img.frames.shape[0]),
+                "doppler": bool(img.doppler),
+                "scan_box": [x0, y0, x1, y1],
+                "frame_time_ms": img.frame_time_ms,
+                "manufacturer": str(ds.get("Manufacturer", "") or "") or None,
+            },
+            **extra,
+        }
+        rows.append(row)
+    rel_dcm = f"dicom/{pseudo}/{sop_tag}.dcm"
+    _write_deid_dicom(ds, masked, out / rel_dcm)
+    for r in rows:
+        r["imaging"]["dicom"] = rel_dcm
+    return {"rows": rows, "audit": entries}
+
+
+def _marker_path(out: Path, rel: str, path: Path) -> Path:
+    """Marker of one source file; a file replaced since (size or mtime changed) is re-ingested."""
+    st = path.stat()
+    key = f"{rel}|{st.st_size}|{st.st_mtime_ns}"
+    return out / MARKER_DIR / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+
+
+def ingest_dicom(
+    src: str | Path,
+    out: str | Path,
+    *,
+    reports: str | Path | None = None,
+    frames: str | int = "all",
+    keep_doppler: bool = False,
+    key_file: str | Path | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> IngestReport:
+    """Ingest every file under `src` (a folder or one file) into the dataset directory `out`."""
+    from sonofm.data.card import build_card, write_card
+    from sonofm.data.dicom.reports import load_reports
+    from sonofm.data.manifest import read_manifest, write_manifest
+
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise UserError(f"{src}: source folder not found")
+    spec = parse_frames(frames)
+    files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else [src]
+    files = [p for p in files if not p.name.startswith(".")]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(exist_ok=True)
+    deid = Deidentifier(load_or_create_key(key_file, out))
+    index = load_reports(reports) if reports is not None else None
+    report = IngestReport(out=out, files=len(files))
+    markers = []
+    for i, path in enumerate(files):
+        rel = str(path.relative_to(src)) if src.is_dir() else path.name
+        mpath = _marker_path(out, rel, path)
+        if mpath.is_file():
+            try:
+                payload = json.loads(mpath.read_text(encoding="utf-8"))
+                if payload.get("version") == MARKER_VERSION:
+                    markers.append(payload)
+                    report.resumed += 1
+                    if progress:
+                        progress(i + 1, len(files), rel)
+                    continue
+            except json.JSONDecodeError:
+                log.warning("%s: unreadable marker, re-ingesting %s", mpath, rel)
+        try:
+            payload = ingest_file(path, out, deid, frames=spec, keep_doppler=keep_doppler,
+                                  reports=index, source_name=rel)
+        except Skip as s:
+            payload = {"skip": {"file": rel, "reason": s.reason, "detail": s.detail}}
+        except Exception as err:  # one bad file must never stop the job
+            log.exception("unexpected error on %s", rel)
+            payload = {"skip": {"file": rel, "reason": "error", "detail": f"{type(err).__name__}: {err}"}}
+        payload["version"] = MARKER_VERSION
+        payload["file"] = rel
+        _atomic_write_text(mpath, json.dumps(payload, sort_keys=True))
+        markers.append(payload)
+        if progress:
+            progress(i + 1, len(files), rel)
+
+    rows, audit, reasons = [], [], Counter()
+    for m in markers:
+        if "skip" in m:
+            reasons[m["skip"]["reason"]] += 1
+            report.skipped_files.append(m["skip"])
+        else:
+            rows.extend(m["rows"])
+            audit.extend(m["audit"])
+            report.ingested_files += 1
+    report.skipped = dict(sorted(reasons.items()))
+    report.images = len(rows)
+    _atomic_write_text(out / "deid_audit.jsonl", "".join(json.dumps(a, sort_keys=True) + "\n" for a in audit))
+    _atomic_write_text(out / "ingest_report.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    if rows:
+        mpath = write_manifest(rows, out)
+        card = build_card(
+            read_manifest(mpath),
+            created_by={"tool": "sonofm ingest dicom", "parameters": {
+                "frames": str(spec), "keep_doppler": keep_doppler, "reports": bool(reports)}},
+            name=out.name,
+            description="De-identified ultrasound DICOM (PS3.15 Basic Profile, burned-in text masked).",
+            manifest_file=mpath,
+        )
+        write_card(card, out)
+    else:
+        log.warning("no image was ingested from %s; see %s", src, out / "ingest_report.json")
+    return report

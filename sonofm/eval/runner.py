@@ -1,0 +1,416 @@
+"""The suite runner behind `sonofm eval`: load suite YAML, embed once per split, run tasks, write results.
+
+Outputs in OUT: `results.json` (metrics with 95% CIs, model and data cards, compare-mode paired
+bootstrap p-values), `results.md` (tables), `report.html` (see `sonofm.eval.report`) and
+`eval_log.jsonl` (one JSON event per line: embedding, task start/end with timings).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sonofm.errors import DataError, UserError
+from sonofm.eval.embed import embed_split, model_hash, pick_device
+from sonofm.eval.metrics import MetricWarning, paired_bootstrap
+from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, build_task
+
+log = logging.getLogger(__name__)
+
+Event = Callable[[dict[str, Any]], None]
+SUITE_KEYS = {"name", "description", "n_boot", "seed", "bootstrap_unit", "batch_size", "tasks"}
+
+
+@dataclass
+class Suite:
+    name: str
+    tasks: list[Task]
+    n_boot: int = 1000
+    seed: int = 0
+    bootstrap_unit: str = "sample"
+    batch_size: int = 64
+    description: str = ""
+    source: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def list_suites() -> list[str]:
+    d = resources.files("sonofm") / "presets" / "suites"
+    return sorted(p.name[:-5] for p in d.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_suite(spec: str | Path) -> Suite:
+    """A suite by preset name (`default`, `quick`) or YAML path; errors name the file and entry."""
+    p = Path(spec)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise UserError(f"suite file {p} not found")
+        text, source = p.read_text(encoding="utf-8"), str(p)
+    else:
+        if str(spec) not in list_suites():
+            raise UserError(f"unknown suite {spec!r}; presets: {', '.join(list_suites())} (or a YAML path)")
+        f = resources.files("sonofm") / "presets" / "suites" / f"{spec}.yaml"
+        text, source = f.read_text(encoding="utf-8"), f"preset:{spec}"
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{source}: invalid YAML: {e}") from e
+    if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list) or not raw["tasks"]:
+        raise UserError(f"{source}: expected a mapping with a non-empty 'tasks' list")
+    unknown = sorted(set(raw) - SUITE_KEYS)
+    if unknown:
+        raise UserError(f"{source}: unknown keys {unknown}; expected some of {sorted(SUITE_KEYS)}")
+    tasks = []
+    for i, entry in enumerate(raw["tasks"], start=1):
+        if not isinstance(entry, dict):
+            raise UserError(f"{source}: tasks[{i}] must be a mapping with a 'type'")
+        tasks.append(build_task(entry, where=f"{source}: tasks[{i}]"))
+    names = [t.name for t in tasks]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"{source}: duplicate task names {dup}; give each a distinct `name:`")
+    unit = raw.get("bootstrap_unit", "sample")
+    if unit not in ("sample", "patient"):
+        raise UserError(f"{source}: bootstrap_unit must be 'sample' or 'patient', got {unit!r}")
+    return Suite(
+        name=str(raw.get("name", p.stem)),
+        tasks=tasks,
+        n_boot=int(raw.get("n_boot", 1000)),
+        seed=int(raw.get("seed", 0)),
+        bootstrap_unit=unit,
+        batch_size=int(raw.get("batch_size", 64)),
+        description=str(raw.get("description", "")),
+        source=source,
+        raw=raw,
+    )
+
+
+class JsonlLog:
+    """Append-only JSONL event log (flushed per line so a crashed run still leaves its trail)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.fh.write(json.dumps({"time": time.time(), **event}, default=_json_default) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy -> python."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _clean(v.tolist())
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SONOFM_CACHE_DIR", Path.home() / ".cache" / "sonofm")) / "embeddings"
+
+
+@dataclass
+class ModelRun:
+    """One evaluated model: its identity, card, context and task results."""
+
+    label: str
+    model_dir: str
+    hash: str
+    card: dict[str, Any]
+    ctx: EvalContext
+    results: dict[str, TaskResult]
+    timing: dict[str, float]
+
+
+def _model_card(model_dir: str, model: Any) -> dict[str, Any]:
+    from sonofm.models.io import load_training_info, read_model_config
+
+    card: dict[str, Any] = {"dir": str(model_dir)}
+    try:
+        card["config"] = read_model_config(model_dir)
+    except UserError:
+        card["config"] = None
+    info = load_training_info(model_dir)
+    if info is not None:
+        card["training"] = info
+    card["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
+    return card
+
+
+def evaluate_model(
+    model_dir: str,
+    df: Any,
+    root: Path,
+    suite: Suite,
+    *,
+    label: str,
+    cache_dir: Path | None,
+    device: str | None,
+    precision: str,
+    workers: int,
+    emit: Event,
+) -> ModelRun:
+    from sonofm.models import load_model
+
+    dev = pick_device(device)
+    model = load_model(model_dir).to(dev).eval()
+    if not hasattr(model, "encode_image"):
+        raise UserError(
+            f"{model_dir}: model type {type(model).__name__} has no encode_image; not a dual encoder"
+        )
+    mhash = model_hash(model, model_dir)
+    needed = sorted({s for t in suite.tasks if t.needs_embeddings for s in t.splits} & set(df["split"]))
+    embeddings = {}
+    t0 = time.perf_counter()
+    for split in needed:
+        total = int((df["split"] == split).sum())
+        emit({"event": "embed_start", "model": label, "split": split, "total": total})
+        emb = embed_split(
+            model,
+            df,
+            root,
+            split,
+            model_id=mhash,
+            cache_dir=cache_dir,
+            batch_size=suite.batch_size,
+            workers=workers,
+            device=dev,
+            precision=precision,
+            progress=lambda n, s=split: emit({"event": "embed_advance", "model": label, "split": s, "n": n}),
+        )
+        embeddings[split] = emb
+        emit({"event": "embed_end", "model": label, "split": split, "n": len(emb.ids), **emb.timing})
+    timing = {"embed_s": time.perf_counter() - t0}
+    ctx = EvalContext(
+        model=model,
+        df=df,
+        root=root,
+        embeddings=embeddings,
+        n_boot=suite.n_boot,
+        seed=suite.seed,
+        bootstrap_unit=suite.bootstrap_unit,
+        device=dev,
+        precision=precision,
+    )
+    results: dict[str, TaskResult] = {}
+    for task in suite.tasks:
+        emit({"event": "task_start", "model": label, "task": task.name})
+        t1 = time.perf_counter()
+        res = task.run(ctx)
+        dt = time.perf_counter() - t1
+        res.info["seconds"] = round(dt, 3)
+        results[task.name] = res
+        emit(
+            {
+                "event": "task_end",
+                "model": label,
+                "task": task.name,
+                "seconds": dt,
+                "skipped": res.skipped,
+                "metrics": {k: v.value for k, v in res.metrics.items()},
+            }
+        )
+        if res.skipped:
+            log.info("%s: %s skipped (%s)", label, task.name, res.skipped)
+    timing["tasks_s"] = time.perf_counter() - t0 - timing["embed_s"]
+    return ModelRun(label, str(model_dir), mhash, _model_card(model_dir, model), ctx, results, timing)
+
+
+def compare_runs(a: ModelRun, b: ModelRun, n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Paired-bootstrap comparison of every metric both runs computed on the same samples."""
+    same_images = a.ctx.embeddings.keys() == b.ctx.embeddings.keys() and all(
+        a.ctx.embeddings[s].ids == b.ctx.embeddings[s].ids for s in a.ctx.embeddings
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for name, ra in a.results.items():
+        rb = b.results.get(name)
+        if rb is None:
+            continue
+        rows: dict[str, Any] = {}
+        for metric, (fn, arr_a) in ra.samples.items():
+            if metric not in rb.samples:
+                continue
+            _, arr_b = rb.samples[metric]
+            if not same_images or len(arr_a[0]) != len(arr_b[0]):
+                rows[metric] = {"note": "not paired: the models were scored on different samples"}
+                continue
+            with warnings.catch_warnings():  # undefined-metric warnings were recorded per task already
+                warnings.simplefilter("ignore", MetricWarning)
+                rows[metric] = paired_bootstrap(
+                    fn, arr_a, arr_b, n_boot=n_boot, seed=seed, groups=ra.groups.get(metric)
+                )
+            rows[metric]["higher_is_better"] = ra.higher_is_better.get(metric, True)
+        if rows:
+            out[name] = rows
+    return out
+
+
+def _read_data_card(root: Path) -> dict[str, Any]:
+    p = root / "dataset.json"
+    if p.is_file():
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise DataError(f"{p}: invalid JSON ({e})") from e
+    return {}
+
+
+def run_suite(
+    models: Sequence[str],
+    data: str | Path,
+    out: str | Path,
+    suite: str | Path | Suite = "default",
+    *,
+    device: str | None = None,
+    precision: str = "fp32",
+    cache_dir: str | Path | None | bool = None,
+    n_boot: int | None = None,
+    workers: int = 0,
+    html: bool = True,
+    on_event: Event | None = None,
+) -> dict[str, Any]:
+    """Evaluate one model (or compare several: each against the first) and write OUT's files.
+
+    cache_dir: None = `$SONOFM_CACHE_DIR/embeddings` (default ~/.cache/sonofm/embeddings),
+    False = no cache. Returns the results.json document.
+    """
+    from sonofm.data.manifest import read_manifest
+    from sonofm.eval.embed import data_hash
+
+    if not models:
+        raise UserError("give at least one --model")
+    s = suite if isinstance(suite, Suite) else load_suite(suite)
+    if n_boot is not None:
+        s.n_boot = int(n_boot)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = read_manifest(data)
+    root = Path(df.attrs["root"])
+    cache = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
+    jlog = JsonlLog(out / "eval_log.jsonl")
+
+    def emit(ev: dict[str, Any]) -> None:
+        jlog(ev)
+        if on_event is not None:
+            on_event(ev)
+
+    labels = _labels(models)
+    t0 = time.perf_counter()
+    try:
+        emit({"event": "start", "suite": s.name, "models": list(models), "data": str(data)})
+        runs = [
+            evaluate_model(
+                m,
+                df,
+                root,
+                s,
+                label=lab,
+                cache_dir=cache,
+                device=device,
+                precision=precision,
+                workers=workers,
+                emit=emit,
+            )
+            for m, lab in zip(models, labels, strict=True)
+        ]
+        compare = {}
+        for other in runs[1:]:
+            emit({"event": "compare", "a": runs[0].label, "b": other.label})
+            compare[f"{runs[0].label} vs {other.label}"] = compare_runs(runs[0], other, s.n_boot, s.seed)
+        doc = {
+            "sonofm_version": _version(),
+            "suite": {
+                "name": s.name,
+                "source": s.source,
+                "n_boot": s.n_boot,
+                "seed": s.seed,
+                "bootstrap_unit": s.bootstrap_unit,
+                "tasks": s.raw.get("tasks"),
+            },
+            "data": {
+                "dir": str(root),
+                "hash": data_hash(df, root, image_size=0),
+                "n_images": {k: int(v) for k, v in df["split"].value_counts().items()},
+                "card": _read_data_card(root),
+            },
+            "models": [
+                {
+                    "label": r.label,
+                    "dir": r.model_dir,
+                    "hash": r.hash,
+                    "card": r.card,
+                    "timing": r.timing,
+                    "tasks": {n: t.to_dict() for n, t in r.results.items()},
+                }
+                for r in runs
+            ],
+            "compare": compare,
+            "seconds": time.perf_counter() - t0,
+        }
+        doc = _clean(doc)
+        _atomic_write(out / "results.json", json.dumps(doc, indent=2, default=_json_default) + "\n")
+        from sonofm.eval.tables import results_markdown
+
+        _atomic_write(out / "results.md", results_markdown(doc))
+        if html:
+            from sonofm.eval.report import write_html_report
+
+            write_html_report(out / "report.html", doc, runs)
+        emit({"event": "done", "out": str(out), "seconds": time.perf_counter() - t0})
+    finally:
+        jlog.close()
+    return doc
+
+
+def _labels(models: Sequence[str]) -> list[str]:
+    """Short unique labels for models (directory names, de-duplicated with their parents)."""
+    labs = [Path(m).name or str(m) for m in models]
+    if len(set(labs)) < len(labs):
+        labs = ["/".join(Path(m).parts[-2:]) for m in models]
+    if len(set(labs)) < len(labs):
+        labs = [f"{lab}#{i}" for i, lab in enumerate(labs)]
+    return labs
+
+
+def _version() -> str:
+    from sonofm import __version__
+
+    return __version__

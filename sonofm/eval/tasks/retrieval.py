@@ -1,0 +1,108 @@
+"""Image<->text retrieval: R@K (a query counts if ANY relevant item is in its top K), mean/median rank.
+
+Relevance is by report text (a query's positives are all gallery items carrying the same report)
+or by study (all reports of the same acquisition). Computed on the full gallery of the split and
+on a fixed seeded subset (5k by default, as Ultrasound-CLIP reports), with bootstrap CIs over
+queries.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from sonofm.eval import metrics as M
+from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
+
+
+def _mean_rank(ranks: np.ndarray) -> float:
+    return M.rank_summary(ranks)["mean_rank"]
+
+
+def _median_rank(ranks: np.ndarray) -> float:
+    return M.rank_summary(ranks)["median_rank"]
+
+
+@register_task
+class Retrieval(Task):
+    """Image->text and text->image retrieval on `split` (full gallery + fixed subset)."""
+
+    kind = "retrieval"
+
+    def __init__(
+        self,
+        split: str = "test",
+        positives: str = "report",
+        ks: list[int] | tuple[int, ...] = (1, 5, 10),
+        subset: int = 5000,
+        examples: int = 6,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name or "retrieval")
+        if positives not in ("report", "study"):
+            raise ValueError(f"positives must be 'report' or 'study', got {positives!r}")
+        self.split, self.positives, self.ks = split, positives, tuple(int(k) for k in ks)
+        self.subset, self.examples = int(subset), int(examples)
+        self.splits = (split,)
+
+    def _score(self, ctx: EvalContext, res: TaskResult, prefix: str, idx: np.ndarray) -> None:
+        emb = ctx.embeddings[self.split]
+        rows = ctx.rows(self.split).iloc[idx]
+        texts = rows["report"].fillna("").astype(str).to_numpy()
+        img, txt = emb.image[idx], emb.text[idx]
+        if self.positives == "report":
+            # gallery of unique texts; an image's positives are the entries equal to its report
+            uniq, first = np.unique(texts, return_index=True)
+            t_gal, t_keys = txt[first], uniq
+            i_keys = texts
+        else:
+            t_gal, t_keys = txt, rows["study_id"].to_numpy()
+            i_keys = rows["study_id"].to_numpy()
+        r_i2t = M.retrieval_ranks(img, t_gal, (i_keys, t_keys))
+        t_queries = t_gal
+        r_t2i = M.retrieval_ranks(t_queries, img, (t_keys, i_keys))
+        for direction, ranks in (("image_to_text", r_i2t), ("text_to_image", r_t2i)):
+            for k in self.ks:
+                ctx.add_metric(res, f"{prefix}{direction}/R@{k}", partial(M.recall_at_k, k=k), ranks)
+            ctx.add_metric(res, f"{prefix}{direction}/mean_rank", _mean_rank, ranks, higher_is_better=False)
+            ctx.add_metric(
+                res, f"{prefix}{direction}/median_rank", _median_rank, ranks, higher_is_better=False
+            )
+        res.info[f"{prefix}n_images"] = len(idx)
+        res.info[f"{prefix}n_texts"] = len(t_gal)
+        if not prefix and self.examples:
+            rng = np.random.default_rng(ctx.seed)
+            q = rng.choice(len(idx), size=min(self.examples, len(idx)), replace=False)
+            top = np.argsort(-(img[q] @ t_gal.T), axis=1)[:, :3]
+            res.plots["examples"] = [
+                {
+                    "id": str(rows["id"].iloc[i]),
+                    "image": str(rows["image"].iloc[i]),
+                    "truth": str(texts[i]),
+                    "retrieved": [
+                        {
+                            "text": str(uniq[j] if self.positives == "report" else texts[j]),
+                            "correct": bool(t_keys[j] == i_keys[i]),
+                        }
+                        for j in top[n]
+                    ],
+                }
+                for n, i in enumerate(q)
+            ]
+
+    def run(self, ctx: EvalContext) -> TaskResult:
+        res = self.result()
+        if not ctx.has_split(self.split):
+            res.skipped = f"no {self.split} images"
+            return res
+        n = len(ctx.embeddings[self.split].ids)
+        self._score(ctx, res, "", np.arange(n))
+        if n > self.subset:
+            # fixed subset: depends only on the suite seed and the split's ids, not on the model
+            idx = np.sort(np.random.default_rng(ctx.seed).choice(n, size=self.subset, replace=False))
+            self._score(ctx, res, f"subset{self.subset}/", idx)
+        else:
+            res.info["subset_note"] = f"split has {n} <= {self.subset} images: the subset is the full gallery"
+        res.info["positives"] = self.positives
+        return res

@@ -1,0 +1,248 @@
+"""Zero-shot tasks: classification with prompt ensembles, multi-label attributes, finding detection.
+
+Classification follows CLIP / CLIP_benchmark: class weight = mean of the class's normalised
+prompt embeddings, renormalised; logits = logit_scale * image . weight; acc1, balanced accuracy
+(mean per-class recall) and macro one-vs-rest AUC. Finding detection follows METHODS.md section 2:
+paired positive/negated prompts, p(finding) = softmax over {pos, neg} with the model's logit scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sonofm import taxonomy as tx
+from sonofm.eval import metrics as M
+from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, label_values, register_task, softmax
+from sonofm.reports import prompts as P
+
+DESCRIPTOR_DIMS = ("shape", "margin", "echogenicity", "internal", "posterior", "vascularity")
+
+
+def class_prompts(target: str, cls: str) -> list[str]:
+    """The prompt ensemble of class `cls` of a classification target."""
+    if target == "diagnosis":
+        return P.diagnosis_prompts(cls)
+    if target == "organ":
+        return P.organ_prompts(cls)
+    if target == "region":
+        return [p for o in tx.organs_in(cls) for p in P.organ_prompts(o.id)]
+    if target == "view":
+        return P.view_prompts(cls)
+    if target == "body_system":
+        return P.attribute_prompts("body_system", cls)
+    if target == "malignant":
+        word = "malignant" if cls == "malignant" else "benign"
+        return [t.format(f"a {word} lesion") for t in P.TEMPLATES if "{organ}" not in t]
+    return P.refine_class_name(cls)
+
+
+def _lesion_mask(rows) -> np.ndarray:
+    """Rows with any descriptor tag: the population on which attribute AUCs are meaningful."""
+    return np.array([any((a or {}).get(d) for d in DESCRIPTOR_DIMS) for a in rows["attributes"]], dtype=bool)
+
+
+def mean_column_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Mean over columns of the per-column binary AUC (columns with one class are ignored)."""
+    aucs = [M._auc_rank(y[:, j], s[:, j]) for j in range(y.shape[1])]
+    aucs = [a for a in aucs if not np.isnan(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+@register_task
+class ZeroShotClassification(Task):
+    """Single-label zero-shot classification of `target` (diagnosis, organ, region, view, ...)."""
+
+    kind = "zeroshot_classification"
+
+    def __init__(self, target: str = "diagnosis", split: str = "test", name: str | None = None) -> None:
+        super().__init__(name or f"zeroshot/{target}")
+        self.target, self.split = target, split
+        self.splits = (split,)
+
+    def run(self, ctx: EvalContext) -> TaskResult:
+        res = self.result()
+        if not ctx.has_split(self.split):
+            res.skipped = f"no {self.split} images"
+            return res
+        rows = ctx.rows(self.split)
+        labels = label_values(rows, self.target)
+        keep = np.array([v is not None for v in labels])
+        # the class set is every label of the whole manifest, so it does not depend on the split
+        classes = sorted({v for v in label_values(ctx.df, self.target) if v is not None})
+        if len(classes) < 2 or not keep.any():
+            res.skipped = f"needs >= 2 classes of {self.target!r} and labelled {self.split} images"
+            return res
+        w = ctx.class_weights([class_prompts(self.target, c) for c in classes])
+        img = ctx.embeddings[self.split].image[keep]
+        probs = softmax(ctx.logit_scale * img @ w.T)
+        y = np.array([classes.index(v) for v in labels[keep]])
+        g = ctx.groups(rows[keep])
+        ctx.add_metric(res, "acc1", M.acc1, y, probs, groups=g)
+        ctx.add_metric(res, "balanced_accuracy", M.balanced_accuracy, y, probs, groups=g)
+        ctx.add_metric(res, "macro_auc", M.macro_auc, y, probs, groups=g)
+        ctx.add_metric(res, "ece", M.expected_calibration_error, y, probs, groups=g, higher_is_better=False)
+        conf = np.zeros((len(classes), len(classes)), dtype=np.int64)
+        np.add.at(conf, (y, probs.argmax(1)), 1)
+        res.info.update(classes=classes, n=int(keep.sum()), confusion=conf.tolist())
+        res.plots.update(y=y, probs=probs, classes=classes, confusion=conf)
+        return res
+
+
+@register_task
+class ZeroShotAttributes(Task):
+    """Multi-label attribute recognition: per tag, AUC of image . tag-weight over lesion images."""
+
+    kind = "zeroshot_attributes"
+
+    def __init__(
+        self,
+        dimensions: list[str] | None = None,
+        split: str = "test",
+        min_positives: int = 1,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name or "zeroshot/attributes")
+        self.dimensions = tuple(dimensions or DESCRIPTOR_DIMS)
+        bad = [d for d in self.dimensions if d not in tx.DIMENSIONS]
+        if bad:
+            raise ValueError(f"unknown attribute dimensions {bad}; expected some of {tx.DIMENSIONS}")
+        self.split, self.min_positives = split, min_positives
+        self.splits = (split,)
+
+    def run(self, ctx: EvalContext) -> TaskResult:
+        res = self.result()
+        if not ctx.has_split(self.split):
+            res.skipped = f"no {self.split} images"
+            return res
+        rows = ctx.rows(self.split)
+        lesion = _lesion_mask(rows)
+        if lesion.sum() < 2:
+            res.skipped = "fewer than 2 lesion images with attributes"
+            return res
+        rows_l = rows[lesion]
+        img = ctx.embeddings[self.split].image[lesion]
+        g = ctx.groups(rows_l)
+        per_dim: dict[str, list[str]] = {}
+        ctx.encode_texts(
+            [p for d in self.dimensions for t in tx.tags(d) for p in P.attribute_prompts(d, t.id)]
+        )
+        for dim in self.dimensions:
+            tags = [t.id for t in tx.tags(dim)]
+            y = np.array([[t in (a or {}).get(dim, []) for t in tags] for a in rows_l["attributes"]])
+            ok = [j for j in range(len(tags)) if self.min_positives <= y[:, j].sum() < len(y)]
+            if not ok:
+                continue
+            w = ctx.class_weights([P.attribute_prompts(dim, tags[j]) for j in ok])
+            s = img @ w.T
+            per_dim[dim] = [tags[j] for j in ok]
+            for k, j in enumerate(ok):
+                ctx.add_metric(res, f"auc/{dim}/{tags[j]}", M.binary_auc, y[:, j], s[:, k], groups=g)
+            ctx.add_metric(res, f"mean_auc/{dim}", mean_column_auc, y[:, ok], s, groups=g)
+        res.info.update(n=int(lesion.sum()), tags=per_dim)
+        if not per_dim:
+            res.skipped = "no attribute tag has both positive and negative lesion images"
+        return res
+
+
+def _echo_label(st: object, meas: object, sex: object, tag: str) -> bool | None:
+    for f in st.get("findings", []) if isinstance(st, dict) else []:
+        if f.get("dimension") == "echo" and f.get("tag") == tag and f.get("status") in ("present", "absent"):
+            return f["status"] == "present"
+    if meas:
+        # no structured ground truth: derive it from the measurements by the guideline rules
+        for r in tx.evaluate_guidelines(dict(meas), sex if isinstance(sex, str) else None):
+            if r.finding == tag:
+                return r.present
+    return None
+
+
+def finding_labels(rows, dim: str, tag: str) -> np.ndarray:
+    """1 present / 0 absent / -1 unknown per row, for an echo finding or a descriptor tag."""
+    out = np.full(len(rows), -1, dtype=np.int64)
+    if dim == "echo":
+        sexes = rows["sex"] if "sex" in rows.columns else [None] * len(rows)
+        for i, (st, meas, sex) in enumerate(
+            zip(rows["structured"], rows["measurements"], sexes, strict=True)
+        ):
+            found = _echo_label(st, meas, sex, tag)
+            if found is not None:
+                out[i] = int(found)
+        return out
+    lesion = _lesion_mask(rows)
+    for i, a in enumerate(rows["attributes"]):
+        if lesion[i]:
+            out[i] = int(tag in (a or {}).get(dim, []))
+    return out
+
+
+def mean_masked_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean over columns of the AUC on rows whose label is known (>= 0); undefined columns ignored."""
+    aucs = []
+    for j in range(labels.shape[1]):
+        m = labels[:, j] >= 0
+        a = M._auc_rank(labels[m, j], scores[m, j])
+        if not np.isnan(a):
+            aucs.append(a)
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+@register_task
+class ZeroShotFindings(Task):
+    """Finding detection with positive/negated prompt pairs: AUC per finding (echo + descriptors)."""
+
+    kind = "zeroshot_findings"
+
+    def __init__(
+        self, echo: bool = True, tags: bool = True, split: str = "test", name: str | None = None
+    ) -> None:
+        super().__init__(name or "zeroshot/findings")
+        self.echo, self.tags, self.split = echo, tags, split
+        self.splits = (split,)
+
+    def run(self, ctx: EvalContext) -> TaskResult:
+        res = self.result()
+        if not ctx.has_split(self.split):
+            res.skipped = f"no {self.split} images"
+            return res
+        rows = ctx.rows(self.split)
+        img_all = ctx.embeddings[self.split].image
+        pairs = P.all_prompt_pairs(include_tags=self.tags)
+        # encode every prompt in one batched pass (per-pair calls would pay the model's call overhead)
+        ctx.encode_texts([t for pr in pairs.values() for t in (*pr.positive, *pr.negative)])
+        scale = ctx.logit_scale
+        cols: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"echo": [], "tags": []}
+        evaluated: list[str] = []
+        for (dim, tag), pair in pairs.items():
+            if dim == "echo" and not self.echo:
+                continue
+            lab = finding_labels(rows, dim, tag)
+            m = lab >= 0
+            if m.sum() < 2 or lab[m].min() == lab[m].max():
+                continue
+            w = ctx.class_weights([list(pair.positive), list(pair.negative)])  # (2, D)
+            p = softmax(scale * img_all @ w.T)[:, 0]  # (N,) p(finding) for every row
+            name = f"{dim}/{tag}"
+            ctx.add_metric(res, f"auc/{name}", M.binary_auc, lab[m], p[m], groups=ctx.groups(rows[m]))
+            res.plots.setdefault("roc", {})[name] = (lab[m], p[m])
+            cols["echo" if dim == "echo" else "tags"].append((lab, p))
+            evaluated.append(name)
+        g = ctx.groups(rows)
+        for group, parts in cols.items():
+            if not parts:
+                continue
+            lab_mat = np.stack([c[0] for c in parts], 1)
+            p_mat = np.stack([c[1] for c in parts], 1)
+            ctx.add_metric(res, f"mean_auc/{group}", mean_masked_auc, lab_mat, p_mat, groups=g)
+            known = lab_mat >= 0
+            ctx.add_metric(
+                res,
+                f"ece/{group}",
+                M.expected_calibration_error,
+                lab_mat[known],
+                p_mat[known],
+                higher_is_better=False,
+            )
+        res.info["findings"] = evaluated
+        if not evaluated:
+            res.skipped = "no finding has both present and absent labels"
+        return res

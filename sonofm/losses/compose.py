@@ -1,0 +1,389 @@
+"""Weighted combinations of pretraining objectives, chosen by a config string.
+
+``--loss`` accepts a preset or a ``+``-joined list of ``term[:weight]``:
+
+* ``usclip`` = ``soft_clip + semantic:<lambda> + graph`` (Ultrasound-CLIP, METHODS.md section 1;
+  lambda = ``loss.semantic_lambda``, default 1.0)
+* ``echo`` = ``clip + view + negation`` (measurement-grounded echo VLM, section 2)
+* e.g. ``clip+semantic:0.5+view:1``
+
+Terms: ``clip``, ``siglip``, ``soft_clip``, ``semantic``, ``view``, ``negation``; ``graph`` is
+a model flag (fuse the attribute heterograph into the text embedding), not a loss term. Each
+term's *weighted* value is returned under its own name (``contrastive_loss``,
+``soft_clip_loss``, ``semantic_loss``, ``view_loss``, ``negation_loss``), so the trainer sums
+them and logs each separately.
+
+:func:`build_objective` wires a spec into a pretraining job: the model (wrapped with the graph
+fusion when asked), a :class:`ObjectiveStep` and a collate function that adds what the terms
+need to every batch (attribute multi-hot rows, view/study codes, tokenised hard negatives).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+LOSS_TERMS = ("clip", "siglip", "soft_clip", "semantic", "view", "negation")
+FLAGS = ("graph",)
+PRESETS = {"usclip": "soft_clip+semantic:{semantic_lambda}+graph", "echo": "clip+view+negation"}
+_ALIASES = {"softclip": "soft_clip", "soft": "soft_clip", "sm": "semantic", "neg": "negation"}
+PLAIN = ("clip", "siglip")  # handled by the original single-loss path of ``sonofm pretrain``
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A parsed ``--loss`` value: weighted terms and whether the attribute graph is fused in."""
+
+    terms: tuple[tuple[str, float], ...]
+    graph: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.terms)
+
+    @property
+    def needs_attributes(self) -> bool:
+        return self.graph or any(n in ("soft_clip", "semantic") for n in self.names)
+
+    @property
+    def needs_views(self) -> bool:
+        return "view" in self.names
+
+    @property
+    def needs_negatives(self) -> bool:
+        return "negation" in self.names
+
+    def __str__(self) -> str:
+        parts = [f"{n}:{w:g}" for n, w in self.terms] + (["graph"] if self.graph else [])
+        return "+".join(parts)
+
+
+def parse_loss_spec(spec: str, *, semantic_lambda: float = 1.0) -> LossSpec:
+    """Parse ``usclip`` / ``echo`` / ``clip+semantic:0.5+graph``; ValueError naming the bad part."""
+    text = str(spec).strip().lower()
+    if text in PRESETS:
+        text = PRESETS[text].format(semantic_lambda=semantic_lambda)
+    terms: list[tuple[str, float]] = []
+    graph = False
+    for raw in text.split("+"):
+        part = raw.strip()
+        if not part:
+            raise ValueError(f"loss {spec!r}: empty term (expected term[:weight] joined by '+')")
+        name, _, weight_text = part.partition(":")
+        name = _ALIASES.get(name.strip(), name.strip())
+        if name in FLAGS:
+            if weight_text:
+                raise ValueError(f"loss {spec!r}: {name!r} is a model flag and takes no weight")
+            graph = True
+            continue
+        if name not in LOSS_TERMS:
+            raise ValueError(
+                f"loss {spec!r}: unknown term {name!r}; expected presets {sorted(PRESETS)} or terms "
+                f"{list(LOSS_TERMS)} (+ flag 'graph'), e.g. clip+semantic:0.5+view:1"
+            )
+        try:
+            weight = float(weight_text) if weight_text else 1.0
+        except ValueError:
+            raise ValueError(f"loss {spec!r}: weight {weight_text!r} of {name!r} is not a number") from None
+        if not weight >= 0:
+            raise ValueError(f"loss {spec!r}: weight of {name!r} must be >= 0, got {weight}")
+        if name in dict(terms):
+            raise ValueError(f"loss {spec!r}: term {name!r} given twice")
+        terms.append((name, weight))
+    if not terms:
+        raise ValueError(f"loss {spec!r}: no loss term (graph alone trains nothing)")
+    return LossSpec(tuple(terms), graph)
+
+
+def is_plain(spec: str) -> bool:
+    """Whether ``spec`` is a bare ``clip``/``siglip`` (the original ``sonofm pretrain`` path)."""
+    return str(spec).strip().lower() in PLAIN
+
+
+# ------------------------------------------------------------------------------ the loss
+
+
+class _PairLoss(nn.Module):
+    """Adapts ClipLoss/SigLipLoss (feature-pair signature) to the outputs-dict signature."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+        return self.inner(
+            outputs["image_features"],
+            outputs["text_features"],
+            outputs["logit_scale"],
+            outputs.get("logit_bias"),
+        )
+
+
+class CompositeLoss(nn.Module):
+    """Weighted sum of objective modules, each returning ``{name: value}``; values come back weighted."""
+
+    def __init__(self, terms: Sequence[tuple[str, float, nn.Module]]) -> None:
+        super().__init__()
+        self.weights = {name: float(w) for name, w, _ in terms}
+        self.terms = nn.ModuleDict({name: module for name, _, module in terms})
+
+    def forward(self, outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for name, module in self.terms.items():
+            for key, value in module(outputs).items():
+                if key in out:
+                    raise ValueError(f"two loss terms both return {key!r}")
+                out[key] = self.weights[name] * value
+        return out
+
+
+def build_composite_loss(
+    spec: LossSpec,
+    *,
+    matrices: Mapping[str, Tensor] | None = None,
+    soft_eps: float = 0.3,
+    soft_tau: float = 0.07,
+    semantic_tau: float = 0.07,
+    gather_with_grad: bool = True,
+    local_loss: bool = False,
+) -> CompositeLoss:
+    """The loss modules of ``spec``; ``matrices`` (tag similarity M_k) is needed by soft_clip/semantic."""
+    from sonofm.losses.contrastive import build_contrastive_loss
+    from sonofm.losses.negation import NegationNCELoss
+    from sonofm.losses.semantic import SemanticLoss, SoftClipLoss, TagVocabulary
+    from sonofm.losses.view import ViewNCELoss
+
+    vocab = TagVocabulary() if spec.needs_attributes else None
+    modules: list[tuple[str, float, nn.Module]] = []
+    for name, weight in spec.terms:
+        if name in ("soft_clip", "semantic") and matrices is None:
+            raise ValueError(f"loss term {name!r} needs the tag similarity matrices")
+        if name in ("clip", "siglip"):
+            module: nn.Module = _PairLoss(
+                build_contrastive_loss(name, gather_with_grad=gather_with_grad, local_loss=local_loss)
+            )
+        elif name == "soft_clip":
+            module = SoftClipLoss(
+                matrices, vocab, eps=soft_eps, tau=soft_tau, gather_with_grad=gather_with_grad
+            )
+        elif name == "semantic":
+            module = SemanticLoss(matrices, vocab, tau=semantic_tau, gather_with_grad=gather_with_grad)
+        elif name == "view":
+            module = ViewNCELoss(gather_with_grad=gather_with_grad)
+        else:
+            module = NegationNCELoss()
+        modules.append((name, weight, module))
+    return CompositeLoss(modules)
+
+
+# ------------------------------------------------------------------------------ the step
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+class ObjectiveStep:
+    """Train step for composite objectives (``sonofm.train.Trainer`` protocol).
+
+    Every output the loss needs is a per-sample tensor (first dim = batch), so the trainer's
+    feature-cached gradient accumulation concatenates them across micro-batches like the features.
+    """
+
+    def __init__(self, loss: CompositeLoss, spec: LossSpec) -> None:
+        self.loss_fn = loss
+        self.spec = spec
+
+    def forward(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
+        kwargs = {"attributes": batch["attributes"]} if self.spec.graph else {}
+        out = dict(model(batch["image"], batch["input_ids"], batch["attention_mask"], **kwargs))
+        for key in ("attributes_multi_hot", "view_code", "study_code", "neg_valid"):
+            if key in batch:
+                out[key] = batch[key]
+        if self.spec.needs_negatives and "neg_input_ids" in batch:
+            b, k = batch["neg_valid"].shape
+            if k:
+                # Hard negatives are plain text (no graph): their structure is the flipped one, not the
+                # sample's, so fusing the sample's attribute graph into them would leak the answer.
+                neg = _unwrap(model).encode_text(batch["neg_input_ids"], batch["neg_attention_mask"])
+                out["neg_text_features"] = neg.reshape(b, k, -1)
+        return out
+
+    def loss(self, outputs: dict[str, Any]) -> dict[str, Tensor]:
+        return self.loss_fn(outputs)
+
+
+# ------------------------------------------------------------------------------ the batches
+
+
+class ObjectiveCollate:
+    """``sonofm.data`` collate plus what the objective needs (picklable for loader workers).
+
+    * ``attributes_multi_hot`` (B, n_tags): the 9-dimension tag lists (soft_clip, semantic).
+    * ``view_code``/``study_code`` (B,) int64 (view): crc32 codes, -1 when missing.
+    * ``neg_input_ids``/``neg_attention_mask`` (B*K, L) and ``neg_valid`` (B, K) (negation): K hard
+      negatives per caption from the sample's structured report (``sonofm.reports.negated_captions``),
+      seeded by (seed, epoch, sample id) so runs and resumed runs see the same negatives.
+    """
+
+    def __init__(
+        self,
+        spec: LossSpec,
+        tokenizer: Callable[[list[str]], dict[str, Tensor]],
+        *,
+        negatives: int = 3,
+        structured: Mapping[str, Any] | None = None,
+        dataset: Any = None,
+        seed: int = 0,
+    ) -> None:
+        from sonofm.losses.semantic import TagVocabulary
+
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.negatives = int(negatives) if spec.needs_negatives else 0
+        self.structured = dict(structured or {})
+        self.dataset = dataset
+        self.seed = seed
+        self.vocab = TagVocabulary() if spec.needs_attributes else None
+
+    def _negatives(self, ids: Sequence[Any]) -> tuple[list[str], Tensor]:
+        from sonofm.reports import Study, negated_captions
+
+        epoch = int(getattr(self.dataset, "epoch", 0))
+        texts: list[str] = []
+        valid = torch.zeros(len(ids), self.negatives, dtype=torch.bool)
+        for row, sid in enumerate(ids):
+            record = self.structured.get(str(sid))
+            caps: list[str] = []
+            if record:
+                rng = np.random.default_rng([self.seed, epoch, zlib.crc32(str(sid).encode())])
+                try:
+                    caps = negated_captions(Study.from_dict(record), rng, self.negatives)[: self.negatives]
+                except (ValueError, KeyError, TypeError) as err:  # a malformed record: no negatives
+                    log.warning(
+                        "sample %s: cannot write hard negatives from its structured report (%s)", sid, err
+                    )
+                    self.structured.pop(str(sid), None)  # warn once per sample
+            valid[row, : len(caps)] = True
+            texts.extend(caps + [""] * (self.negatives - len(caps)))
+        return texts, valid
+
+    def __call__(self, batch: list[dict[str, Any] | None]) -> dict[str, Any]:
+        from sonofm.data.dataset import collate
+        from sonofm.losses.view import label_codes
+
+        out = collate(batch, tokenizer=self.tokenizer)
+        if "image" not in out:
+            return out
+        if self.vocab is not None:
+            out["attributes_multi_hot"] = self.vocab.multi_hot(out["attributes"])
+        if self.spec.needs_views:
+            out["view_code"] = label_codes(out["view"])
+            out["study_code"] = label_codes(out["study_id"])
+        if self.negatives:
+            texts, valid = self._negatives(out["id"])
+            tok = self.tokenizer(texts)
+            out["neg_input_ids"] = tok["input_ids"]
+            out["neg_attention_mask"] = tok["attention_mask"]
+            out["neg_valid"] = valid
+        return out
+
+
+def structured_by_id(table: Any, where: str) -> dict[str, Any]:
+    """``id -> Study.to_dict()`` from a manifest table's ``structured`` column (DataError if absent)."""
+    from sonofm.errors import DataError
+
+    if "structured" not in getattr(table, "columns", ()):
+        raise DataError(
+            f"{where}: the negation loss writes hard negatives from each sample's structured report, but "
+            "the manifest has no 'structured' column (Study.to_dict()); simulate the data with sonofm "
+            "simulate, or drop 'negation' from --loss"
+        )
+    out = {}
+    for sid, rec in zip(table["id"], table["structured"], strict=True):
+        if isinstance(rec, dict) and rec:
+            out[str(sid)] = rec
+    if not out:
+        raise DataError(f"{where}: every 'structured' entry is empty, so no hard negatives can be written")
+    missing = len(table) - len(out)
+    if missing:
+        log.warning(
+            "%s: %d of %d rows have no structured report (no hard negatives for them)",
+            where,
+            missing,
+            len(table),
+        )
+    return out
+
+
+@dataclass
+class Objective:
+    """What :func:`build_objective` hands the pretraining job."""
+
+    spec: LossSpec
+    model: nn.Module
+    step: ObjectiveStep
+    collate_fn: ObjectiveCollate
+
+
+def build_objective(
+    loss_config: Any,
+    model: nn.Module,
+    dataset: Any,
+    tokenizer: Callable[[list[str]], dict[str, Tensor]],
+    *,
+    seed: int = 0,
+    where: str = "dataset",
+) -> Objective:
+    """Model (graph-wrapped if asked), step and collate for ``loss_config.name`` (see module doc).
+
+    ``loss_config`` is a :class:`sonofm.config.LossConfig` (any object with its attributes).
+    """
+    spec = parse_loss_spec(loss_config.name, semantic_lambda=getattr(loss_config, "semantic_lambda", 1.0))
+    matrices = None
+    if any(n in ("soft_clip", "semantic") for n in spec.names):
+        from sonofm.losses.semantic import model_tag_similarity
+
+        matrices = model_tag_similarity(
+            model,
+            cache_dir=getattr(loss_config, "similarity_cache", None),
+            rescale=getattr(loss_config, "similarity_rescale", "minmax"),
+        )
+    if spec.graph:
+        from sonofm.models.attribute_graph import AttributeGraphConfig, AttributeGraphDualEncoder
+
+        model = AttributeGraphDualEncoder.from_dual_encoder(
+            model, AttributeGraphConfig(**(getattr(loss_config, "graph", None) or {}))
+        )
+    loss = build_composite_loss(
+        spec,
+        matrices=matrices,
+        soft_eps=getattr(loss_config, "soft_eps", 0.3),
+        soft_tau=getattr(loss_config, "soft_tau", 0.07),
+        semantic_tau=getattr(loss_config, "semantic_tau", 0.07),
+        gather_with_grad=getattr(loss_config, "gather_with_grad", True),
+        local_loss=getattr(loss_config, "local_loss", False),
+    )
+    structured = None
+    if spec.needs_negatives:
+        structured = structured_by_id(getattr(dataset, "table", None), where)
+    collate_fn = ObjectiveCollate(
+        spec,
+        tokenizer,
+        negatives=getattr(loss_config, "negatives", 3),
+        structured=structured,
+        dataset=dataset,
+        seed=seed,
+    )
+    log.info("objective: %s", spec)
+    return Objective(spec, model, ObjectiveStep(loss, spec), collate_fn)

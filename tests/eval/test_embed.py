@@ -1,0 +1,86 @@
+"""Embedding: equals the model's own batched output, is batch-size invariant, and caches safely."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from sonofm.data.dataset import UltrasoundDataset
+from sonofm.data.manifest import read_manifest
+from sonofm.eval import embed as E
+from sonofm.models import load_model
+
+
+@pytest.fixture(scope="module")
+def model(model_a):
+    return load_model(model_a)
+
+
+def test_images_match_direct_encode_and_batch_size(model, sim_data):
+    ids, emb = E.embed_images(model, sim_data, split="test", batch_size=64)
+    ds = UltrasoundDataset(sim_data, "test", image_size=model.config.image.image_size)
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    with torch.inference_mode():
+        want = model.encode_image(x).numpy()
+    assert ids == [ds[i]["id"] for i in range(len(ds))]
+    np.testing.assert_allclose(emb, want, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    _, emb7 = E.embed_images(model, sim_data, split="test", batch_size=7)
+    np.testing.assert_allclose(emb7, emb, atol=1e-5)
+
+
+def test_texts_dedup_and_match_encode(model):
+    texts = ["a cyst in the liver.", "normal thyroid.", "a cyst in the liver.", "an echo in the A4C view."]
+    out = E.embed_texts(model, texts, batch_size=2)
+    tok = model.tokenize(texts)
+    with torch.inference_mode():
+        want = model.encode_text(tok["input_ids"], tok["attention_mask"]).numpy()
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    assert np.array_equal(out[0], out[2])
+
+
+def test_embed_split_cache_roundtrip_and_invalidation(model, model_a, sim_data, tmp_path, monkeypatch):
+    df = read_manifest(sim_data)
+    root = df.attrs["root"]
+    mh = E.model_hash(model, model_a)
+    assert mh == E.model_hash(model, model_a) and len(mh) == 64
+    first = E.embed_split(model, df, root, "val", model_id=mh, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.safetensors"))
+    assert len(files) == 1
+    with open(files[0], "rb") as fh:  # safetensors: 8-byte header length then JSON, never a pickle
+        n = int.from_bytes(fh.read(8), "little")
+        assert fh.read(n).lstrip().startswith(b"{")
+
+    def boom(*a, **k):
+        raise AssertionError("cache miss: the model was called again")
+
+    monkeypatch.setattr(E, "embed_images", boom)
+    again = E.embed_split(model, df, root, "val", model_id=mh, cache_dir=tmp_path)
+    assert again.ids == first.ids
+    np.testing.assert_array_equal(again.image, first.image)
+    np.testing.assert_array_equal(again.text, first.text)
+    # touching an image changes the data hash -> recomputed (and our stub is hit)
+    img = sim_data / df[df["split"] == "val"]["image"].iloc[0]
+    st = img.stat()
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        with pytest.raises(AssertionError, match="cache miss"):
+            E.embed_split(model, df, root, "val", model_id=mh, cache_dir=tmp_path)
+    finally:
+        os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # a different model id is a different cache entry
+    with pytest.raises(AssertionError, match="cache miss"):
+        E.embed_split(model, df, root, "val", model_id="0" * 64, cache_dir=tmp_path)
+
+
+def test_corrupt_cache_is_recomputed(model, sim_data, tmp_path):
+    df = read_manifest(sim_data)
+    root = df.attrs["root"]
+    first = E.embed_split(model, df, root, "test", model_id="ab" * 32, cache_dir=tmp_path)
+    (f,) = tmp_path.glob("*.safetensors")
+    f.write_bytes(b"garbage")
+    again = E.embed_split(model, df, root, "test", model_id="ab" * 32, cache_dir=tmp_path)
+    np.testing.assert_allclose(again.image, first.image, atol=1e-6)

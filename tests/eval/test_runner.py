@@ -1,0 +1,118 @@
+"""`sonofm eval` end to end: outputs, cards, cache, compare mode, and bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sonofm.cli import app
+from sonofm.errors import UserError
+from sonofm.eval.runner import list_suites, load_suite
+
+SUITE = """
+name: mini
+n_boot: 30
+seed: 0
+batch_size: 32
+tasks:
+  - {type: zeroshot_classification, target: region}
+  - {type: zeroshot_findings, tags: false, split: train}
+  - {type: retrieval, subset: 20}
+  - {type: knn_probe, target: region, k: 5}
+  - {type: regression_probe, targets: [lvef_pct]}
+"""
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    p = tmp_path / "mini.yaml"
+    p.write_text(SUITE)
+    return p
+
+
+def test_presets_load():
+    assert {"default", "quick"} <= set(list_suites())
+    for name in ("default", "quick"):
+        s = load_suite(name)
+        assert s.tasks and len({t.name for t in s.tasks}) == len(s.tasks)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("tasks: []", "non-empty 'tasks'"),
+        ("tasks: [{type: nope}]", "unknown task type"),
+        ("tasks: [{type: retrieval, frobnicate: 1}]", "bad options"),
+        ("tasks: [{type: retrieval}, {type: retrieval}]", "duplicate task names"),
+        ("bogus: 1\ntasks: [{type: retrieval}]", "unknown keys"),
+        ("tasks: [{type: retrieval]", "invalid YAML"),
+    ],
+)
+def test_bad_suites(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(UserError, match=match):
+        load_suite(p)
+    with pytest.raises(UserError, match="unknown suite"):
+        load_suite("no-such-suite")
+
+
+def test_cli_single_then_compare(tmp_path, sim_data, model_a, model_b, suite_file, monkeypatch):
+    monkeypatch.setenv("SONOFM_CACHE_DIR", str(tmp_path / "cache"))
+    runner = CliRunner()
+    out = tmp_path / "one"
+    args = ["eval", "--model", str(model_a), "--data", str(sim_data), "--suite", str(suite_file)]
+    r = runner.invoke(app, [*args, "--out", str(out), "--no-html"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "results.json").read_text())
+    m = doc["models"][0]
+    assert m["card"]["config"]["model_type"] == "dual_encoder"
+    assert doc["data"]["card"]["format"] == "sonofm-dataset"
+    acc = m["tasks"]["zeroshot/region"]["metrics"]["acc1"]
+    assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    assert "image_to_text/R@1" in m["tasks"]["retrieval"]["metrics"]
+    assert "subset20/image_to_text/R@1" in m["tasks"]["retrieval"]["metrics"]
+    md = (out / "results.md").read_text()
+    assert "## zeroshot/region" in md and "| acc1 |" in md
+    events = [json.loads(line) for line in (out / "eval_log.jsonl").read_text().splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
+    assert sum(e["event"] == "task_end" for e in events) == 5
+    cached = sorted((tmp_path / "cache" / "embeddings").glob("*.safetensors"))
+    assert len(cached) == 3  # train / val / test
+
+    # compare mode: A vs B (B is a different random init); model A comes from the cache
+    out2 = tmp_path / "two"
+    r = runner.invoke(app, [*args, "--model", str(model_b), "--out", str(out2), "--no-html"])
+    assert r.exit_code == 0, r.output
+    doc2 = json.loads((out2 / "results.json").read_text())
+    assert len(doc2["models"]) == 2
+    # identical embeddings for A in both runs (cache or not) -> identical metrics
+    for task in ("zeroshot/region", "retrieval", "knn/region"):
+        assert doc2["models"][0]["tasks"][task]["metrics"] == doc["models"][0]["tasks"][task]["metrics"]
+    (pair,) = doc2["compare"]
+    row = doc2["compare"][pair]["zeroshot/region"]["acc1"]
+    assert 0 < row["p_value"] <= 1
+    assert row["delta"] == pytest.approx(row["a"] - row["b"])
+    assert "Compare:" in (out2 / "results.md").read_text()
+    assert len(sorted((tmp_path / "cache" / "embeddings").glob("*.safetensors"))) == 6
+
+
+def test_cli_bad_model_dir_is_user_error(tmp_path, sim_data, suite_file):
+    r = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "missing"),
+            "--data",
+            str(sim_data),
+            "--out",
+            str(tmp_path / "o"),
+            "--suite",
+            str(suite_file),
+        ],
+    )
+    assert r.exit_code != 0
+    assert isinstance(r.exception, UserError) and "does not exist" in str(r.exception)

@@ -1,0 +1,193 @@
+"""Tasks on hand-built embeddings (exact expectations) and on a real tiny model (prompt maths)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from sonofm.data.manifest import read_manifest
+from sonofm.errors import UserError
+from sonofm.eval.embed import SplitEmbeddings, embed_split
+from sonofm.eval.tasks import (
+    EvalContext,
+    KNNProbe,
+    LinearProbe,
+    RegressionProbe,
+    Retrieval,
+    ZeroShotClassification,
+    ZeroShotFindings,
+    build_task,
+)
+from sonofm.eval.tasks.probes import knn_scores, sample_patients
+from sonofm.eval.tasks.zeroshot import class_prompts
+from sonofm.models import load_model
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _ctx(df, emb, model=None, n_boot=50):
+    return EvalContext(model=model, df=df, root=None, embeddings=emb, n_boot=n_boot, seed=0)
+
+
+def _synthetic(n_per=(40, 20, 20), n_classes=3, dim=8, seed=0, noise=0.1):
+    """Separable clusters per class; rows in train/val/test; 2 images per patient."""
+    rng = np.random.default_rng(seed)
+    centers = _unit(rng.normal(size=(n_classes, dim)))
+    rows, emb = [], {}
+    for split, n in zip(("train", "val", "test"), n_per, strict=True):
+        y = np.arange(n) % n_classes
+        x = _unit(centers[y] + noise * rng.normal(size=(n, dim))).astype(np.float32)
+        ids = [f"{split}{i}" for i in range(n)]
+        for i in range(n):
+            rows.append(
+                {
+                    "id": ids[i],
+                    "image": f"images/{ids[i]}.png",
+                    "split": split,
+                    "patient_id": f"{split}p{i // 2}",
+                    "study_id": f"{split}s{i // 2}",
+                    "region": ["liver", "thyroid", "heart"][y[i]],
+                    "diagnosis": "cyst",
+                    "report": f"report {split} {i // 2}",
+                    "measurements": {"lvef_pct": float(40 + 10 * x[i, 0])},
+                }
+            )
+        emb[split] = SplitEmbeddings(ids, x, x.copy())
+    return pd.DataFrame(rows), emb
+
+
+def test_linear_probe_separable_and_kshot():
+    df, emb = _synthetic()
+    res = LinearProbe(target="region", shots=[0.1, 0.5]).run(_ctx(df, emb))
+    assert res.skipped is None
+    assert res.metrics["acc1"].value == 1.0 and res.metrics["macro_auc"].value == 1.0
+    assert res.info["C"] in LinearProbe().cs
+    assert res.info["n_train"] == 60  # retrained on train + val
+    assert "10pct/acc1" in res.metrics and "50pct/acc1" in res.metrics
+    assert res.info["shots/0.5"]["n_train"] >= 20
+    assert 0 <= res.metrics["ece"].value <= 1
+
+
+def test_sample_patients_whole_patients_and_fraction():
+    pids = np.repeat([f"p{i}" for i in range(50)], 2)
+    labels = np.tile(["a", "b"], 50)
+    idx = sample_patients(pids, labels, 0.1, seed=0)
+    assert len(idx) >= 10
+    chosen = set(pids[idx])
+    assert all(set(np.flatnonzero(pids == p)) <= set(idx) for p in chosen)  # whole patients only
+    assert np.array_equal(idx, sample_patients(pids, labels, 0.1, seed=0))
+    assert not np.array_equal(idx, sample_patients(pids, labels, 0.1, seed=1))
+
+
+def test_knn_matches_brute_force():
+    rng = np.random.default_rng(0)
+    tr, te = _unit(rng.normal(size=(30, 5))), _unit(rng.normal(size=(7, 5)))
+    ytr = rng.integers(0, 3, 30)
+    got = knn_scores(tr, ytr, te, 3, k=5, temperature=0.1)
+    for i in range(7):
+        s = tr @ te[i]
+        nn = np.argsort(-s)[:5]
+        v = np.zeros(3)
+        for j in nn:
+            v[ytr[j]] += np.exp(s[j] / 0.1)
+        np.testing.assert_allclose(got[i], v / v.sum(), rtol=1e-6)
+    df, emb = _synthetic()
+    res = KNNProbe(target="region", k=5).run(_ctx(df, emb))
+    assert res.metrics["acc1"].value == 1.0
+
+
+def test_regression_probe_linear_target():
+    df, emb = _synthetic(noise=0.5)
+    res = RegressionProbe(targets=["lvef_pct", "tapse_mm"]).run(_ctx(df, emb))
+    assert res.metrics["lvef_pct/r2"].value > 0.99
+    assert res.metrics["lvef_pct/mae"].value < 0.2
+    assert "skipped" in str(res.info["tapse_mm"])
+
+
+def test_retrieval_exact_and_multi_positive():
+    df, emb = _synthetic(n_per=(4, 4, 12))
+    test = emb["test"]
+    # text embedding == image embedding of the first image of each report -> every query's positive
+    # (its own report) is the best match for image->text when images of a report are identical
+    test.image[1::2] = test.image[0::2]
+    test.text[:] = test.image
+    res = Retrieval(split="test", ks=[1, 5]).run(_ctx(df, emb))
+    assert res.metrics["image_to_text/R@1"].value == 1.0
+    assert res.metrics["text_to_image/R@1"].value == 1.0
+    assert res.metrics["image_to_text/median_rank"].value == 1.0
+    assert res.info["n_texts"] == 6 and res.info["n_images"] == 12
+    assert "subset_note" in res.info
+    by_study = Retrieval(split="test", positives="study", ks=[1]).run(_ctx(df, emb))
+    assert by_study.metrics["image_to_text/R@1"].value == 1.0
+    with pytest.raises(ValueError):
+        Retrieval(positives="nonsense")
+
+
+def test_retrieval_subset_is_fixed():
+    df, emb = _synthetic(n_per=(4, 4, 30))
+    a = Retrieval(subset=10).run(_ctx(df, emb))
+    b = Retrieval(subset=10).run(_ctx(df, emb))
+    assert a.info["subset10/n_images"] == 10
+    assert a.metrics["subset10/image_to_text/R@1"] == b.metrics["subset10/image_to_text/R@1"]
+
+
+def test_build_task_errors():
+    with pytest.raises(UserError, match="unknown task type"):
+        build_task({"type": "nope"})
+    with pytest.raises(UserError, match="bad options"):
+        build_task({"type": "retrieval", "bogus": 1})
+
+
+@pytest.fixture(scope="module")
+def real_ctx(model_a, sim_data):
+    model = load_model(model_a)
+    df = read_manifest(sim_data)
+    emb = {s: embed_split(model, df, df.attrs["root"], s, model_id="x") for s in ("train", "val", "test")}
+    return EvalContext(model=model, df=df, root=sim_data, embeddings=emb, n_boot=30, seed=0)
+
+
+def test_zeroshot_classification_prompt_ensemble_math(real_ctx):
+    ctx = real_ctx
+    res = ZeroShotClassification(target="region").run(ctx)
+    classes = res.plots["classes"]
+    # independent computation: encode prompts with the model, mean of normalised, renormalise
+    w = []
+    for c in classes:
+        tok = ctx.model.tokenize(class_prompts("region", c))
+        with torch.inference_mode():
+            e = ctx.model.encode_text(tok["input_ids"], tok["attention_mask"]).numpy()
+        m = e.mean(0)
+        w.append(m / np.linalg.norm(m))
+    logits = ctx.logit_scale * ctx.embeddings["test"].image @ np.stack(w).T
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(res.plots["probs"], p, atol=1e-5)
+    y = res.plots["y"]
+    assert res.metrics["acc1"].value == pytest.approx(accuracy_score(y, p.argmax(1)))
+    assert ctx.logit_scale == pytest.approx(1 / 0.07, rel=1e-4)
+    assert set(classes) == set(ctx.df["region"])  # classes come from the whole manifest
+
+
+def test_zeroshot_findings_echo_labels_and_pair_softmax(real_ctx):
+    res = ZeroShotFindings(tags=False, split="train").run(real_ctx)  # train: 3 echo patients
+    echo = [f for f in res.info["findings"] if f.startswith("echo/")]
+    assert echo, res.skipped
+    y, p = res.plots["roc"][echo[0]]
+    assert res.metrics[f"auc/{echo[0]}"].value == pytest.approx(roc_auc_score(y, p))
+    assert ((p > 0) & (p < 1)).all()
+    assert "mean_auc/echo" in res.metrics and "ece/echo" in res.metrics
+
+
+def test_view_task_only_uses_echo_rows(real_ctx):
+    res = ZeroShotClassification(target="view").run(real_ctx)
+    n_heart = int((real_ctx.rows("test")["view"].notna()).sum())
+    assert res.info["n"] == n_heart
+    # classes absent from the test split are reported in the result's info, not raised
+    absent = set(res.plots["classes"]) - set(real_ctx.rows("test")["view"].dropna())
+    if absent:
+        assert "macro_auc" in res.info["warnings"]
