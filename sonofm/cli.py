@@ -54,6 +54,39 @@ def _root(
 # print where the outputs went.
 # --- commands ---
 
+
+@app.command("demo")
+def demo(
+    out: str = typer.Option("demo-out", "--out", help="Directory for the dataset, runs, eval and report."),
+    quick: bool = typer.Option(False, "--quick", help="A small run (about 3 minutes), as the tests use."),
+) -> None:
+    """Simulate data, pretrain CLIP and the ultrasound-aware model, evaluate both, write a report.
+
+    A second run reuses finished stages (and resumes training after a kill).
+
+    Examples:
+
+      sonofm demo
+
+      sonofm demo --out demo-out --quick
+    """
+    from rich.table import Table
+
+    from sonofm.demo import run_demo
+
+    res = run_demo(out, quick=quick, notify=lambda msg: console.print(f"[cyan]demo[/] {msg}"))
+    models = [m["label"] for m in res.results["models"]]
+    table = Table(title="sonofm demo: baseline CLIP vs ultrasound-aware (test split)")
+    table.add_column("metric")
+    for m in models:
+        table.add_column(m, justify="right")
+    for row in res.summary:
+        table.add_row(row["metric"], *("-" if row[m] is None else f"{row[m]:.3f}" for m in models))
+    console.print(table)
+    console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items()))
+    console.print(f"report: {res.report}\npreview: {res.out / 'data' / 'preview.png'}")
+
+
 ingest_app = typer.Typer(
     help=(
         "Turn scanner DICOM or a downloaded public dataset into a sonofm dataset directory.\n\n"
@@ -99,8 +132,15 @@ def ingest_dicom_cmd(
         def tick(i: int, n: int, name: str) -> None:
             bar.update(task, completed=i, total=n, description=f"ingesting {name[-40:]}")
 
-        rep = ingest_dicom(src, out, reports=reports, frames=frames, keep_doppler=keep_doppler,
-                           key_file=key_file, progress=tick)
+        rep = ingest_dicom(
+            src,
+            out,
+            reports=reports,
+            frames=frames,
+            keep_doppler=keep_doppler,
+            key_file=key_file,
+            progress=tick,
+        )
     console.print(f"[green]{rep.images} images[/] from {rep.ingested_files}/{rep.files} files -> {out}")
     if rep.skipped:
         console.print("skipped: " + ", ".join(f"{k}={v}" for k, v in rep.skipped.items()))
@@ -175,12 +215,22 @@ def eval_cmd(
     s = load_suite(suite)
     with EvalProgress(console, len(s.tasks), len(model)) as progress:
         run_suite(
-            model, data, out, s, device=device, precision=precision, n_boot=n_boot,
-            cache_dir=False if no_cache else cache_dir, workers=workers, html=not no_html, on_event=progress,
+            model,
+            data,
+            out,
+            s,
+            device=device,
+            precision=precision,
+            n_boot=n_boot,
+            cache_dir=False if no_cache else cache_dir,
+            workers=workers,
+            html=not no_html,
+            on_event=progress,
         )
     console.print(f"[green]evaluated[/] {len(model)} model(s) on {len(s.tasks)} tasks (suite {s.name})")
     for name in ("results.json", "results.md", *(() if no_html else ("report.html",)), "eval_log.jsonl"):
         console.print(f"  {name}: {out}/{name}")
+
 
 data_app = typer.Typer(
     help=(
@@ -215,6 +265,7 @@ def data_shard(
     if index["skipped"]:
         console.print(f"[yellow]skipped {len(index['skipped'])} unreadable samples (see shards.json)[/]")
     console.print(f"shards: {out}")
+
 
 report_app = typer.Typer(
     help=(
@@ -272,7 +323,6 @@ def report_sample(
 
     for rec in sample_reports(region, n, seed):
         typer.echo(json.dumps(rec, ensure_ascii=False))
-
 
 
 @app.command("pretrain")

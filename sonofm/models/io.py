@@ -38,7 +38,10 @@ HUB_PREFIX = "hf-hub:"
 
 Loader = Callable[[Path, dict[str, Any]], nn.Module]
 # model_type -> loader, or "module:function" (imported on first use, so registering costs nothing).
-_LOADERS: dict[str, Loader | str] = {"dual_encoder": "sonofm.models.io:load_dual_encoder"}
+_LOADERS: dict[str, Loader | str] = {
+    "dual_encoder": "sonofm.models.io:load_dual_encoder",
+    "attribute_graph_dual_encoder": "sonofm.models.attribute_graph:load_attribute_graph_dual_encoder",
+}
 
 
 def register_model_type(name: str, loader: Loader | str, *, overwrite: bool = False) -> None:

@@ -57,7 +57,7 @@ def test_dataset_item_and_resize(tmp_path) -> None:
     ds = UltrasoundDataset(root, "train", image_size=96)
     item = ds[0]
     assert item["image"].shape == (1, 96, 96) and item["image"].dtype == torch.float32
-    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    assert float(item["image"].min()) >= 0.0 and float(item["image"].max()) <= 1.0
     assert item["mask"].shape == (96, 96) and set(item["mask"].unique().tolist()) <= {0, 1}
     # Landmark scaled with the image (pixel-centre convention): (21 + .5) * 2 - .5 = 42.5
     assert item["landmarks"]["center"][0] == pytest.approx(42.5)

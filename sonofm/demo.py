@@ -1,0 +1,212 @@
+"""`sonofm demo`: the whole idea, end to end, on the embedded simulator, in minutes on a laptop.
+
+Stages: simulate a dataset (every registered region, echo views included) -> pretrain the plain
+CLIP baseline and the ultrasound-aware model (usclip + echo losses) with the tiny preset ->
+evaluate both with one suite in compare mode -> summary table + HTML report. Each stage records
+itself in `stages.json` when it finishes, so a second run (or a run after a kill) reuses
+finished stages and resumes training from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sonofm.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """How big each stage is. `quick` is sized for an end-to-end test (about 3 minutes)."""
+
+    n_images: int
+    image_size: int
+    epochs: int
+    batch_size: int
+    suite: str
+    workers: int
+    seed: int = 0
+
+
+QUICK = DemoPlan(n_images=240, image_size=128, epochs=2, batch_size=32, suite="quick", workers=2)
+DEFAULT = DemoPlan(n_images=2400, image_size=128, epochs=6, batch_size=64, suite="quick", workers=2)
+
+# Baseline vs ultrasound-aware objective (METHODS sections 1-2): soft-label CLIP + semantic loss +
+# attribute graph, plus the view-informed and negation-aware terms.
+MODELS = {"clip": "clip", "usclip": "soft_clip+semantic+graph+view+negation"}
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    report: Path
+    results: dict[str, Any]
+    summary: list[dict[str, Any]]
+    seconds: dict[str, float]
+
+
+class StageLog:
+    """`stages.json`: which stages finished, with their parameters and timings (atomic writes)."""
+
+    def __init__(self, path: Path, plan: DemoPlan) -> None:
+        self.path = path
+        self.plan = asdict(plan)
+        self.data: dict[str, Any] = {}
+        if path.exists():
+            self.data = json.loads(path.read_text())
+            if self.data.get("plan") != self.plan:
+                raise UserError(
+                    f"{path.parent} holds a demo made with other settings ({self.data.get('plan')}); "
+                    "use a new --out or delete it"
+                )
+        self.data["plan"] = self.plan
+        self.data.setdefault("stages", {})
+
+    def done(self, name: str) -> bool:
+        return name in self.data["stages"]
+
+    def finish(self, name: str, seconds: float, **info: Any) -> None:
+        self.data["stages"][name] = {"seconds": round(seconds, 2), **info}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2))
+        os.replace(tmp, self.path)
+
+    def seconds(self) -> dict[str, float]:
+        return {k: v["seconds"] for k, v in self.data["stages"].items()}
+
+
+def _stage(
+    stages: StageLog, name: str, fn: Callable[[], dict[str, Any] | None], notify: Callable[[str], None]
+) -> None:
+    if stages.done(name):
+        notify(f"{name}: already done, reusing it")
+        return
+    notify(f"{name} ...")
+    t0 = time.perf_counter()
+    info = fn() or {}
+    stages.finish(name, time.perf_counter() - t0, **info)
+
+
+def _pretrain(data: Path, run: Path, loss: str, plan: DemoPlan) -> dict[str, Any]:
+    from sonofm.config import PretrainConfig, resolve_config
+    from sonofm.train.pretrain import pretrain
+
+    config = resolve_config(
+        PretrainConfig,
+        preset="tiny",
+        values={
+            "data": {"path": str(data)},
+            "loss": {"name": loss},
+            "train": {
+                "epochs": plan.epochs,
+                "batch_size": plan.batch_size,
+                "seed": plan.seed,
+                "workers": plan.workers,
+                "warmup_steps": 20,
+                "lr": 1e-3,
+            },
+        },
+    )
+    resume = "latest" if (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()) else None
+    result = pretrain(config, run, resume=resume)
+    return {"steps": result.fit.step, "val": result.fit.last_val}
+
+
+def run_demo(
+    out: str | Path = "demo-out", *, quick: bool = False, notify: Callable[[str], None] | None = None
+) -> DemoResult:
+    """Run (or resume) the demo into `out`; returns where the report is and the summary rows."""
+    plan = QUICK if quick else DEFAULT
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = notify or (lambda msg: log.info(msg))
+    stages = StageLog(out / "stages.json", plan)
+    data = out / "data"
+
+    def simulate() -> dict[str, Any]:
+        from sonofm.sim.generator import simulate_dataset
+
+        simulate_dataset(
+            data,
+            plan.n_images,
+            size=plan.image_size,
+            seed=plan.seed,
+            workers=plan.workers,
+            preview=True,
+            progress=True,
+        )
+        return {"images": plan.n_images}
+
+    _stage(stages, "simulate", simulate, say)
+    for name, loss in MODELS.items():
+        _stage(
+            stages,
+            f"pretrain-{name}",
+            lambda n=name, lo=loss: _pretrain(data, out / "runs" / n, lo, plan),
+            say,
+        )
+
+    eval_dir = out / "eval"
+
+    def evaluate() -> dict[str, Any]:
+        from sonofm.eval.runner import run_suite
+
+        models = [str(out / "runs" / name / "model") for name in MODELS]
+        run_suite(models, data, eval_dir, plan.suite, cache_dir=False, workers=0)
+        return {}
+
+    _stage(stages, "eval", evaluate, say)
+    results = json.loads((eval_dir / "results.json").read_text())
+    summary = summarize(results)
+    (out / "summary.json").write_text(json.dumps({"plan": asdict(plan), "rows": summary}, indent=2))
+    return DemoResult(out, eval_dir / "report.html", results, summary, stages.seconds())
+
+
+# The headline numbers of the summary table: (task, metric, label). A metric ending in "/" is
+# the mean over that family (e.g. the per-dimension mean AUCs).
+HEADLINE = (
+    ("retrieval", "image_to_text/R@1", "image->text R@1"),
+    ("retrieval", "text_to_image/R@1", "text->image R@1"),
+    ("zeroshot/diagnosis", "acc1", "zero-shot diagnosis acc"),
+    ("zeroshot/region", "acc1", "zero-shot region acc"),
+    ("zeroshot/view", "acc1", "zero-shot echo view acc"),
+    ("zeroshot/attributes", "mean_auc/", "zero-shot attribute AUC (mean)"),
+    ("zeroshot/findings", "mean_auc/", "zero-shot finding AUC, pos/neg prompts (mean)"),
+    ("linear_probe/region", "acc1", "linear probe region acc"),
+    ("knn/region", "acc1", "kNN region acc"),
+    ("regression_probe", "lvef_pct/mae", "EF regression MAE (points)"),
+)
+
+
+def _value(m: Any) -> float | None:
+    value = m.get("value") if isinstance(m, dict) else m
+    return None if value is None else float(value)
+
+
+def _find_metric(tasks: dict[str, Any], task: str, metric: str) -> float | None:
+    metrics = tasks.get(task, {}).get("metrics", {})
+    if not metric.endswith("/"):
+        return _value(metrics[metric]) if metric in metrics else None
+    vals = [v for k, m in metrics.items() if k.startswith(metric) and (v := _value(m)) is not None]
+    vals = [v for v in vals if v == v]  # drop NaN (single-class AUCs)
+    return sum(vals) / len(vals) if vals else None
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per headline metric, one column per model."""
+    rows = []
+    for task, metric, label in HEADLINE:
+        row: dict[str, Any] = {"metric": label}
+        for m in results["models"]:
+            row[m["label"]] = _find_metric(m["tasks"], task, metric)
+        if any(v is not None for k, v in row.items() if k != "metric"):
+            rows.append(row)
+    return rows
