@@ -27,6 +27,7 @@ from sonofm.sim.phantoms.anatomy import (
     ORGAN_LABEL,
     LayerSpec,
     add_body_wall,
+    body_wall,
     tissue,
     with_label,
 )
@@ -204,13 +205,7 @@ PANCREAS = OrganCatalogue(
 
 def abdominal_wall(rng: np.random.Generator, fat: tuple[float, float] = (6.0, 20.0)) -> list[LayerSpec]:
     """Skin, subcutaneous fat, muscle and peritoneum of an adult abdominal wall."""
-    skin, fat_mm, muscle = (float(v) for v in rng.uniform([1.5, fat[0], 5.0], [2.5, fat[1], 12.0]))
-    return [
-        LayerSpec(skin, tissue("skin", 6.0, 0.9)),
-        LayerSpec(fat_mm, tissue("fat", -8.0, 0.5, rng, texture_db=1.5, texture_scale_mm=4.0)),
-        LayerSpec(muscle, tissue("muscle", -9.0, 1.0, rng, texture_db=2.5, texture_scale_mm=1.5)),
-        LayerSpec(1.0, tissue("peritoneum", 8.0, 0.8)),
-    ]
+    return body_wall(rng, fat=fat, muscle=(5.0, 12.0))
 
 
 def union_bounds(*bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:

@@ -72,6 +72,30 @@ class LayerSpec:
     wave_mm: float = 0.0  # undulation amplitude of its lower boundary
 
 
+def body_wall(
+    rng: np.random.Generator,
+    *,
+    fat: tuple[float, float] = (6.0, 20.0),
+    muscle: tuple[float, float] = (5.0, 12.0),
+    muscle_name: str = "muscle",
+    peritoneum: bool = True,
+) -> list[LayerSpec]:
+    """Skin, subcutaneous fat, muscle (and peritoneum) of an adult body wall, thicknesses in mm.
+
+    One builder for every transabdominal region, so their walls differ only by these ranges.
+    """
+    lo, hi = [1.5, fat[0], muscle[0]], [2.5, fat[1], muscle[1]]
+    skin, fat_mm, muscle_mm = (float(v) for v in rng.uniform(lo, hi))
+    layers = [
+        LayerSpec(skin, tissue("skin", 6.0, 0.9)),
+        LayerSpec(fat_mm, tissue("fat", -8.0, 0.5, rng, texture_db=1.5, texture_scale_mm=4.0)),
+        LayerSpec(muscle_mm, tissue(muscle_name, -9.0, 1.0, rng, texture_db=2.5, texture_scale_mm=1.5)),
+    ]
+    if peritoneum:
+        layers.append(LayerSpec(1.0, tissue("peritoneum", 8.0, 0.8)))
+    return layers
+
+
 def add_body_wall(
     model: TissueModel,
     params: ImagingParams,

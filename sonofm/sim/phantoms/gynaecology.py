@@ -14,9 +14,9 @@ import numpy as np
 from sonofm.sim.phantoms.anatomy import (
     ORGAN_LABEL,
     URINE,
-    LayerSpec,
     add_body_wall,
     add_vessel_longitudinal,
+    body_wall,
     tissue,
     with_label,
 )
@@ -201,20 +201,11 @@ UTERUS = OrganCatalogue(
 )
 
 
-def _wall(rng: np.random.Generator) -> list[LayerSpec]:
-    skin, fat, muscle = (float(v) for v in rng.uniform([1.5, 5.0, 6.0], [2.5, 20.0, 10.0]))
-    return [
-        LayerSpec(skin, tissue("skin", 6.0, 0.9)),
-        LayerSpec(fat, tissue("fat", -8.0, 0.5, rng, texture_db=1.5, texture_scale_mm=4.0)),
-        LayerSpec(muscle, tissue("rectus", -9.0, 1.0, rng, texture_db=2.5, texture_scale_mm=1.5)),
-    ]
-
-
 def plan_gynaecology(rng: np.random.Generator, size: int) -> PatientPlan:
     organ = "ovary" if rng.random() < 0.6 else "uterus"
     cat = OVARY if organ == "ovary" else UTERUS
     spec = None if rng.random() < NORMAL_P else sample_lesion(rng, cat)
-    wall = _wall(rng)
+    wall = body_wall(rng, fat=(5.0, 20.0), muscle=(6.0, 10.0), muscle_name="rectus", peritoneum=False)
     wd = sum(w.thickness_mm for w in wall)
     u = rng.uniform(size=16)
     seed = int(rng.integers(0, 2**31 - 1))

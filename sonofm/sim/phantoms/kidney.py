@@ -15,8 +15,8 @@ import numpy as np
 from sonofm.sim.phantoms.anatomy import (
     ORGAN_LABEL,
     URINE,
-    LayerSpec,
     add_body_wall,
+    body_wall,
     tissue,
     with_label,
 )
@@ -174,15 +174,6 @@ BLADDER = OrganCatalogue(
 )
 
 
-def _wall(rng: np.random.Generator, fat: tuple[float, float]) -> list[LayerSpec]:
-    skin, fat_mm, muscle = (float(v) for v in rng.uniform([1.5, fat[0], 6.0], [2.5, fat[1], 14.0]))
-    return [
-        LayerSpec(skin, tissue("skin", 6.0, 0.9)),
-        LayerSpec(fat_mm, tissue("fat", -8.0, 0.5, rng, texture_db=1.5, texture_scale_mm=4.0)),
-        LayerSpec(muscle, tissue("muscle", -9.0, 1.0, rng, texture_db=2.5, texture_scale_mm=1.5)),
-    ]
-
-
 def _kidney_parts(
     plane: str,
     c: tuple[float, float],
@@ -251,7 +242,7 @@ def plan_kidney(rng: np.random.Generator, size: int) -> PatientPlan:
 
 def _plan_kidney(rng: np.random.Generator, sex: str) -> PatientPlan:
     spec = None if rng.random() < NORMAL_P else sample_lesion(rng, KIDNEY)
-    wall = _wall(rng, (6.0, 18.0))
+    wall = body_wall(rng, fat=(6.0, 18.0), muscle=(6.0, 14.0), peritoneum=False)
     wall_depth = sum(w.thickness_mm for w in wall)
     u = rng.uniform(size=10)
     length = 95.0 + 30.0 * u[0]
@@ -324,7 +315,7 @@ def _plan_kidney(rng: np.random.Generator, sex: str) -> PatientPlan:
 
 def _plan_bladder(rng: np.random.Generator, sex: str) -> PatientPlan:
     spec = None if rng.random() < NORMAL_P else sample_lesion(rng, BLADDER)
-    wall = _wall(rng, (5.0, 20.0))
+    wall = body_wall(rng, fat=(5.0, 20.0), muscle=(6.0, 14.0), peritoneum=False)
     wall_depth = sum(w.thickness_mm for w in wall)
     u = rng.uniform(size=8)
     half = {"transverse": 32.0 + 12.0 * u[0], "longitudinal": 28.0 + 10.0 * u[1]}

@@ -14,9 +14,9 @@ from sonofm.sim.phantoms.anatomy import (
     BILE,
     BLOOD,
     ORGAN_LABEL,
-    LayerSpec,
     add_body_wall,
     add_vessel_longitudinal,
+    body_wall,
     branching_vessels,
     tissue,
     with_label,
@@ -177,16 +177,6 @@ GALLBLADDER = OrganCatalogue(
 )
 
 
-def _wall(rng: np.random.Generator) -> list[LayerSpec]:
-    skin, fat, muscle = (float(v) for v in rng.uniform([1.5, 6.0, 6.0], [2.5, 22.0, 12.0]))
-    return [
-        LayerSpec(skin, tissue("skin", 6.0, 0.9)),
-        LayerSpec(fat, tissue("fat", -8.0, 0.5, rng, texture_db=1.5, texture_scale_mm=4.0)),
-        LayerSpec(muscle, tissue("muscle", -9.0, 1.0, rng, texture_db=2.5, texture_scale_mm=1.5)),
-        LayerSpec(1.0, tissue("peritoneum", 8.0, 0.8)),
-    ]
-
-
 def _liver_background(
     model: TissueModel,
     rng: np.random.Generator,
@@ -218,7 +208,7 @@ def plan_liver(rng: np.random.Generator, size: int) -> PatientPlan:
     organ = "liver" if rng.random() < 0.8 else "gallbladder"
     cat = LIVER if organ == "liver" else GALLBLADDER
     spec = None if rng.random() < NORMAL_P else sample_lesion(rng, cat)
-    wall = _wall(rng)
+    wall = body_wall(rng, fat=(6.0, 22.0), muscle=(6.0, 12.0))
     wall_depth = sum(w.thickness_mm for w in wall)
     anatomy_seed = int(rng.integers(0, 2**31 - 1))
     liver_label = ORGAN_LABEL if organ == "liver" else None
