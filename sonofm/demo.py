@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sonofm.atomic import atomic_write_text
 from sonofm.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,7 @@ class StageLog:
 
     def finish(self, name: str, seconds: float, **info: Any) -> None:
         self.data["stages"][name] = {"seconds": round(seconds, 2), **info}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2))
 
     def seconds(self) -> dict[str, float]:
         return {k: v["seconds"] for k, v in self.data["stages"].items()}
@@ -166,7 +164,7 @@ def run_demo(
     _stage(stages, "eval", evaluate, say)
     results = json.loads((eval_dir / "results.json").read_text())
     summary = summarize(results)
-    (out / "summary.json").write_text(json.dumps({"plan": asdict(plan), "rows": summary}, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps({"plan": asdict(plan), "rows": summary}, indent=2))
     return DemoResult(out, eval_dir / "report.html", results, summary, stages.seconds())
 
 

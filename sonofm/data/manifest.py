@@ -49,7 +49,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sonofm.atomic import atomic_write
 from sonofm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -598,17 +598,6 @@ def _csv_cell(col: str, v: Any) -> Any:
     return v
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_manifest(data: pd.DataFrame | Iterable[Mapping[str, Any]], path: str | Path) -> Path:
     """Validate rows and write them atomically; the format follows the suffix.
 
@@ -626,14 +615,14 @@ def write_manifest(data: pd.DataFrame | Iterable[Mapping[str, Any]], path: str |
     cols = list(COLUMN_NAMES) + extra
     if fmt == "parquet":
         table = _arrow_table(rows)
-        _atomic_write(path, lambda p: pq.write_table(table, p, compression="zstd", write_statistics=False))
+        atomic_write(path, lambda p: pq.write_table(table, p, compression="zstd", write_statistics=False))
     elif fmt == "csv":
         cells = [{c: _csv_cell(c, r.get(c)) for c in cols} for r in rows]
         df = pd.DataFrame(cells, columns=cols, dtype=object)
-        _atomic_write(path, lambda p: df.to_csv(p, index=False, lineterminator="\n"))
+        atomic_write(path, lambda p: df.to_csv(p, index=False, lineterminator="\n"))
     else:
         lines = [dumps_json({c: r.get(c) for c in cols}) for r in rows]
-        _atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+        atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
     log.info("wrote %d manifest rows to %s", len(rows), path)
     return path
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sonofm.atomic import atomic_write_text
 from sonofm.errors import DataError, UserError
 from sonofm.eval.embed import embed_split, model_hash, pick_device
 from sonofm.eval.metrics import MetricWarning, paired_bootstrap
@@ -135,12 +136,6 @@ def _clean(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)
     return v
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def default_cache_dir() -> Path:
@@ -386,10 +381,10 @@ def run_suite(
             "seconds": time.perf_counter() - t0,
         }
         doc = _clean(doc)
-        _atomic_write(out / "results.json", json.dumps(doc, indent=2, default=_json_default) + "\n")
+        atomic_write_text(out / "results.json", json.dumps(doc, indent=2, default=_json_default) + "\n")
         from sonofm.eval.tables import results_markdown
 
-        _atomic_write(out / "results.md", results_markdown(doc))
+        atomic_write_text(out / "results.md", results_markdown(doc))
         if html:
             from sonofm.eval.report import write_html_report
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from sonofm.atomic import atomic_write_text
 from sonofm.data.dicom.burnin import apply_mask, burnin_mask
 from sonofm.data.dicom.deid import Deidentifier, load_or_create_key
 from sonofm.data.dicom.read import CHROMA_THRESHOLD, DicomImage, chroma, is_image_sop, read_dicom
@@ -63,17 +64,6 @@ class IngestReport:
             "skipped": self.skipped,
             "skipped_files": self.skipped_files,
         }
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def parse_frames(spec: str | int) -> str | int:
@@ -154,11 +144,18 @@ def _write_deid_dicom(ds: Any, frames: np.ndarray, path: Path) -> None:
     """Store the masked pixels uncompressed (native little endian) with the de-identified header."""
     photometric = "RGB" if frames.ndim == 4 else "MONOCHROME2"
     arr = frames[0] if frames.shape[0] == 1 else frames
-    for kw in ("RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
-               "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
-               "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
-               "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
-               "SegmentedBluePaletteColorLookupTableData", "PaletteColorLookupTableUID"):
+    for kw in (
+        "RedPaletteColorLookupTableDescriptor",
+        "GreenPaletteColorLookupTableDescriptor",
+        "BluePaletteColorLookupTableDescriptor",
+        "RedPaletteColorLookupTableData",
+        "GreenPaletteColorLookupTableData",
+        "BluePaletteColorLookupTableData",
+        "SegmentedRedPaletteColorLookupTableData",
+        "SegmentedGreenPaletteColorLookupTableData",
+        "SegmentedBluePaletteColorLookupTableData",
+        "PaletteColorLookupTableUID",
+    ):
         if kw in ds:
             delattr(ds, kw)
     from pydicom.uid import ExplicitVRLittleEndian
@@ -311,8 +308,9 @@ def ingest_dicom(
             except json.JSONDecodeError:
                 log.warning("%s: unreadable marker, re-ingesting %s", mpath, rel)
         try:
-            payload = ingest_file(path, out, deid, frames=spec, keep_doppler=keep_doppler,
-                                  reports=index, source_name=rel)
+            payload = ingest_file(
+                path, out, deid, frames=spec, keep_doppler=keep_doppler, reports=index, source_name=rel
+            )
         except Skip as s:
             payload = {"skip": {"file": rel, "reason": s.reason, "detail": s.detail}}
         except Exception as err:  # one bad file must never stop the job
@@ -320,7 +318,7 @@ def ingest_dicom(
             payload = {"skip": {"file": rel, "reason": "error", "detail": f"{type(err).__name__}: {err}"}}
         payload["version"] = MARKER_VERSION
         payload["file"] = rel
-        _atomic_write_text(mpath, json.dumps(payload, sort_keys=True))
+        atomic_write_text(mpath, json.dumps(payload, sort_keys=True))
         markers.append(payload)
         if progress:
             progress(i + 1, len(files), rel)
@@ -336,14 +334,16 @@ def ingest_dicom(
             report.ingested_files += 1
     report.skipped = dict(sorted(reasons.items()))
     report.images = len(rows)
-    _atomic_write_text(out / "deid_audit.jsonl", "".join(json.dumps(a, sort_keys=True) + "\n" for a in audit))
-    _atomic_write_text(out / "ingest_report.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_text(out / "deid_audit.jsonl", "".join(json.dumps(a, sort_keys=True) + "\n" for a in audit))
+    atomic_write_text(out / "ingest_report.json", json.dumps(report.to_dict(), indent=2) + "\n")
     if rows:
         mpath = write_manifest(rows, out)
         card = build_card(
             read_manifest(mpath),
-            created_by={"tool": "sonofm ingest dicom", "parameters": {
-                "frames": str(spec), "keep_doppler": keep_doppler, "reports": bool(reports)}},
+            created_by={
+                "tool": "sonofm ingest dicom",
+                "parameters": {"frames": str(spec), "keep_doppler": keep_doppler, "reports": bool(reports)},
+            },
             name=out.name,
             description="De-identified ultrasound DICOM (PS3.15 Basic Profile, burned-in text masked).",
             manifest_file=mpath,
