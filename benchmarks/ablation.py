@@ -294,9 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         for seed in seeds:
             run = work / "runs" / f"{variant}-s{seed}"
-            _log(f"[{variant} seed {seed}] training ({VARIANTS[variant]})")
-            model_dir, dt = train(data, run, VARIANTS[variant], seed, args, model)
-            metrics = evaluate(model_dir, data, run / "eval", args)
+            done = run / "ablation_run.json"  # resumable: a finished (variant, seed) is not retrained
+            if done.is_file():
+                saved = json.loads(done.read_text())
+                metrics, dt = saved["metrics"], saved["seconds"]
+                _log(f"[{variant} seed {seed}] reusing {done}")
+            else:
+                _log(f"[{variant} seed {seed}] training ({VARIANTS[variant]})")
+                model_dir, dt = train(data, run, VARIANTS[variant], seed, args, model)
+                metrics = evaluate(model_dir, data, run / "eval", args)
+                _write(done, json.dumps({"metrics": metrics, "seconds": dt}) + "\n")
             runs.setdefault(variant, []).append(metrics)
             seconds.setdefault(variant, []).append(dt)
             _log(

@@ -206,7 +206,20 @@ def _task_figures(res: Any, root: Path) -> list[str]:
         figs.append(_figure(reliability_figure(ys, ps, f"{res.name} (pooled)"), f"{res.name}: reliability"))
     for t, (y, pred) in p.get("scatter", {}).items():
         figs.append(_figure(scatter_figure(np.asarray(y), np.asarray(pred), t), f"{res.name}: {t}"))
+    # Pre-rendered figures (segmentation overlays, landmark plots, generated-report examples):
+    # a task renders them itself with `report._png(fig)` or `png_data_uri(array)`.
+    for src, caption in p.get("images", []):
+        figs.append(_figure(src, f"{res.name}: {caption}"))
     return figs
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """uint8 (H, W) or (H, W, 3) array -> inline PNG data URI (for `TaskResult.plots["images"]`)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _examples_html(examples: list[dict[str, Any]], root: Path) -> str:

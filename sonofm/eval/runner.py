@@ -187,9 +187,10 @@ def evaluate_model(
 
     dev = pick_device(device)
     model = load_model(model_dir).to(dev).eval()
-    if not hasattr(model, "encode_image"):
+    if any(t.needs_embeddings for t in suite.tasks) and not hasattr(model, "encode_image"):
         raise UserError(
-            f"{model_dir}: model type {type(model).__name__} has no encode_image; not a dual encoder"
+            f"{model_dir}: model type {type(model).__name__} has no encode_image; suite {suite.name!r} "
+            "has embedding tasks (zero-shot, retrieval, probes) that need a dual encoder"
         )
     mhash = model_hash(model, model_dir)
     needed = sorted({s for t in suite.tasks if t.needs_embeddings for s in t.splits} & set(df["split"]))

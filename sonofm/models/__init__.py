@@ -21,6 +21,7 @@ _EXPORTS = {
     "list_presets": "sonofm.models.factory",
     "save_model": "sonofm.models.io",
     "load_model": "sonofm.models.io",
+    "load_image_tower": "sonofm.models.io",
     "load_weights": "sonofm.models.io",
     "register_model_type": "sonofm.models.io",
 }

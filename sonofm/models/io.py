@@ -41,6 +41,9 @@ Loader = Callable[[Path, dict[str, Any]], nn.Module]
 _LOADERS: dict[str, Loader | str] = {
     "dual_encoder": "sonofm.models.io:load_dual_encoder",
     "attribute_graph_dual_encoder": "sonofm.models.attribute_graph:load_attribute_graph_dual_encoder",
+    "ssl_image_model": "sonofm.models.ssl:load_ssl_model",
+    "task_model": "sonofm.models.task_model:load_task_model",
+    "sono_vlm": "sonofm.models.vlm:load_vlm",
 }
 
 
@@ -246,6 +249,19 @@ def load_model(path_or_id: str | Path, **kwargs: Any) -> nn.Module:
         )
     model = _get_loader(kind)(model_dir, cfg, **kwargs)
     return model.eval()
+
+
+def load_image_tower(path_or_id: str | Path, **kwargs: Any) -> nn.Module:
+    """The image tower (an `ImageTower`, attribute `.visual`) of any sonofm model directory.
+
+    Every model kind that holds an image tower (dual encoders, SSL models, task models, VLMs)
+    exposes it as `.visual`, so SSL-pretrained towers feed `pretrain`, `finetune` and `train-vlm`.
+    """
+    model = load_model(path_or_id, **kwargs)
+    tower = getattr(model, "visual", None)
+    if not isinstance(tower, nn.Module):
+        raise UserError(f"{path_or_id}: a {type(model).__name__} has no image tower (`.visual`)")
+    return tower
 
 
 def load_training_info(model_dir: str | Path) -> dict[str, Any] | None:

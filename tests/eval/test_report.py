@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from sonofm.eval.runner import run_suite
+from tests.browser import chromium_page, save_screenshot
 
 SUITE = """
 name: report-test
@@ -45,32 +44,12 @@ def test_html_is_self_contained(report):
     assert text.count('class="ex"') == 3  # retrieval examples with thumbnails
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return os.environ.get("SONOFM_CHROMIUM")
-
-
-def test_report_opens_in_headless_chromium(report, tmp_path):
-    """Needs Debian chromium (`apt-get install chromium`) and playwright's Python package."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("chromium is not installed")
-    errors: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
+def test_report_opens_in_headless_chromium(report):
+    with chromium_page() as (page, errors):
         page.goto(Path(report).resolve().as_uri(), wait_until="load")
         n_imgs = page.evaluate("document.images.length")
         broken = page.evaluate("[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length")
-        shot = tmp_path / "report.png"
-        page.screenshot(path=str(shot), full_page=True)
-        browser.close()
+        shot = save_screenshot(page, "eval_report.png")
     assert errors == []
     assert n_imgs >= 8 and broken == 0
     assert shot.stat().st_size > 10_000
