@@ -95,12 +95,22 @@ def _check_text(dataset: Any, column: str, where: str) -> None:
         log.warning("%s: %d of %d rows have an empty %r (empty captions)", where, empty, len(text), column)
 
 
+def uses_siglip(loss: Any) -> bool:
+    """Whether the objective has a sigmoid (SigLIP) term, which needs the model's logit bias."""
+    from sonofm.losses.compose import is_plain, parse_loss_spec
+
+    name = loss.name.strip().lower()
+    if is_plain(name):
+        return name == "siglip"
+    return "siglip" in parse_loss_spec(name, semantic_lambda=loss.semantic_lambda).names
+
+
 def _build_model(config: PretrainConfig) -> nn.Module:
     from sonofm.models import build_model
 
     overrides: dict[str, Any] = {}
-    if config.loss.name == "siglip":
-        overrides["logit_bias"] = True  # SigLIP learns a bias next to the scale
+    if uses_siglip(config.loss):
+        overrides["logit_bias"] = True  # SigLIP learns a bias next to the scale (alone or in a combination)
     return build_model(config.model, overrides or None)
 
 

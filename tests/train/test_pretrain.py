@@ -292,3 +292,14 @@ def test_grad_checkpointing_gives_the_same_update(model_yaml: Path, tmp_path: Pa
         Trainer(
             StandInDual(), ContrastiveStep(ClipLoss()), cfg, tmp_path / "x", PairData(8), collate_fn=collate
         )
+
+
+@pytest.mark.parametrize(
+    ("loss", "has_bias"), [("clip", False), ("siglip", True), ("siglip+view", True), ("usclip", False)]
+)
+def test_siglip_terms_get_a_logit_bias_alone_or_in_a_combination(loss: str, has_bias: bool) -> None:
+    from sonofm.train.pretrain import _build_model
+
+    config = resolve_config(PretrainConfig, values={"model": TINY_MODEL, "loss": {"name": loss}})
+    model = _build_model(config)
+    assert (model.logit_bias is not None) == has_bias
