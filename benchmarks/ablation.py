@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -300,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 metrics, dt = saved["metrics"], saved["seconds"]
                 _log(f"[{variant} seed {seed}] reusing {done}")
             else:
+                if run.exists():  # an interrupted run: start it again from scratch
+                    shutil.rmtree(run)
                 _log(f"[{variant} seed {seed}] training ({VARIANTS[variant]})")
                 model_dir, dt = train(data, run, VARIANTS[variant], seed, args, model)
                 metrics = evaluate(model_dir, data, run / "eval", args)

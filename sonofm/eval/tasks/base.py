@@ -81,14 +81,27 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
+# Task kinds whose modules live with their job (fine-tuning, the VLM): imported when a suite names them.
+EXTERNAL_TASKS: dict[str, str] = {
+    "finetune": "sonofm.eval.tasks.finetune",
+    "report_generation": "sonofm.vlm.tasks",
+    "vqa": "sonofm.vlm.tasks",
+}
+
+
 def build_task(spec: dict[str, Any], where: str = "suite") -> Task:
     """A task from a suite entry {type: kind, name?: ..., **options}; errors name the entry."""
     from sonofm.eval import tasks as _tasks  # noqa: F401  (registers the built-in tasks)
 
     spec = dict(spec)
     kind = spec.pop("type", None)
+    if kind not in TASKS and kind in EXTERNAL_TASKS:
+        import importlib
+
+        importlib.import_module(EXTERNAL_TASKS[kind])  # registers the task (heavier imports, on demand)
     if kind not in TASKS:
-        raise UserError(f"{where}: unknown task type {kind!r}; known: {', '.join(sorted(TASKS))}")
+        known = sorted(set(TASKS) | set(EXTERNAL_TASKS))
+        raise UserError(f"{where}: unknown task type {kind!r}; known: {', '.join(known)}")
     try:
         return TASKS[kind](**spec)
     except TypeError as e:
