@@ -24,6 +24,12 @@ _EXPORTS = {
     "load_image_tower": "sonofm.models.io",
     "load_weights": "sonofm.models.io",
     "register_model_type": "sonofm.models.io",
+    "SonoVLM": "sonofm.models.vlm",
+    "VLMConfig": "sonofm.models.vlm",
+    "build_vlm": "sonofm.models.vlm",
+    "load_vlm": "sonofm.models.vlm",
+    "MoEConfig": "sonofm.models.moe",
+    "DualPathMoE": "sonofm.models.moe",
 }
 
 __all__ = sorted(_EXPORTS)
