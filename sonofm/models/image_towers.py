@@ -15,6 +15,7 @@ normalises with the configured mean/std, and gives
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -66,6 +67,65 @@ def _load_hf_pretrained(cls: type, source: str, kwargs: dict[str, Any]) -> nn.Mo
             f"could not load image tower {source!r} ({where}): {e}. Without a network, download it "
             f"elsewhere and set image.pretrained to the local directory."
         ) from e
+
+
+def sonofm_model_dir(source: str | Path) -> Path | None:
+    """`source` as a sonofm model directory (config.json with a registered `model_type`), else None.
+
+    Hugging Face model directories also hold a config.json with a `model_type` ("vit", "swin",
+    ...); only sonofm's own model types (dual encoders, SSL models, task models, VLMs) count here.
+    """
+    from sonofm.models.io import CONFIG_NAME, registered_model_types
+
+    path = Path(source).expanduser()
+    f = path / CONFIG_NAME
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("model_type") in registered_model_types():
+        return path
+    return None
+
+
+def _tower_from_model_dir(cfg: ImageTowerConfig, model_dir: Path) -> tuple[ImageTowerConfig, nn.Module]:
+    """The `.visual` tower of a sonofm model dir, and `cfg` rewritten to build the same architecture.
+
+    The architecture comes from the source tower (as `from_pretrained` takes it from a checkpoint);
+    extra keys in `cfg` still override it, so a conflicting setting shows up as a shape mismatch.
+    """
+    from sonofm.models.io import load_image_tower
+
+    source = load_image_tower(model_dir)
+    what = f"image.pretrained {str(model_dir)!r}"
+    if getattr(source, "kind", None) != cfg.kind:
+        raise UserError(
+            f"{what} holds a {getattr(source, 'kind', type(source).__name__)!r} image tower but image.kind "
+            f"is {cfg.kind!r}; set image.kind={getattr(source, 'kind', cfg.kind)}"
+        )
+    if source.in_chans != cfg.in_chans:
+        raise UserError(
+            f"{what} takes {source.in_chans}-channel input but image.in_chans is {cfg.in_chans}; "
+            f"set image.in_chans={source.in_chans} and matching image.mean/image.std"
+        )
+    same_norm = torch.allclose(source.mean.flatten(), torch.tensor(cfg.mean)) and torch.allclose(
+        source.std.flatten(), torch.tensor(cfg.std)
+    )
+    if not same_norm:
+        log.warning(
+            "%s was trained with mean %s / std %s but image.mean/image.std are %s / %s",
+            what,
+            source.mean.flatten().tolist(),
+            source.std.flatten().tolist(),
+            cfg.mean,
+            cfg.std,
+        )
+    arch = {**(cfg.arch or source.arch), **cfg.extra}
+    if cfg.kind != "monai_swin":
+        arch["num_channels"] = cfg.in_chans
+    return cfg.model_copy(update={"arch": arch, "pretrained": None}), source
 
 
 def _basic_layer_2d(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -173,6 +233,11 @@ class ImageTower(nn.Module):
 
     def __init__(self, cfg: ImageTowerConfig, *, load_pretrained: bool = True) -> None:
         super().__init__()
+        # image.pretrained may name a sonofm model dir (e.g. an SSL run): copy its `.visual` weights.
+        source_dir = sonofm_model_dir(cfg.pretrained) if cfg.pretrained and load_pretrained else None
+        source: nn.Module | None = None
+        if source_dir is not None:
+            cfg, source = _tower_from_model_dir(cfg, source_dir)
         self.kind = cfg.kind
         self.in_chans = cfg.in_chans
         self.image_size = cfg.image_size
@@ -194,6 +259,8 @@ class ImageTower(nn.Module):
             if cfg.kind == "dinov2":
                 # Only used for masked-image modelling; frozen so DDP sees no unused trainable weights.
                 self.backbone.embeddings.mask_token.requires_grad_(False)
+        if source is not None:
+            self._copy_weights(source, source_dir)
         if cfg.freeze:
             self.requires_grad_(False)
 
@@ -245,6 +312,15 @@ class ImageTower(nn.Module):
         except (TypeError, ValueError) as e:
             raise UserError(f"invalid image tower settings for kind={cfg.kind!r}: {e}") from e
         return cls(hf_cfg, **init_kw)
+
+    def _copy_weights(self, source: nn.Module, source_dir: Path | None) -> None:
+        """Strict, shape-checked copy of another tower's weights (UserError names the bad keys)."""
+        from sonofm.models.io import check_state_dict
+
+        state = {k: v.detach().clone() for k, v in source.state_dict().items()}
+        check_state_dict(self.state_dict(), state, f"image.pretrained {str(source_dir)!r} (its image tower)")
+        self.load_state_dict(state, strict=True)
+        log.info("image tower weights copied from %s", source_dir)
 
     @staticmethod
     def _check_kind(cfg: ImageTowerConfig, got: str, what: str) -> None:
