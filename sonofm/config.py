@@ -202,6 +202,7 @@ def resolve_config(
     """Defaults <- preset <- ``values`` (from named CLI options) <- ``key=value`` overrides."""
     data: dict[str, Any] = load_preset(kind, preset) if preset else {}
     data = _deep_merge(data, values or {})
+    data = _expand_model_spec(cls, data, overrides or [])
     data = apply_overrides(data, overrides or [])
     try:
         return cls.model_validate(data)
@@ -210,6 +211,23 @@ def resolve_config(
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
         )
         raise UserError(f"invalid {cls.__name__} ({preset or 'no preset'}): {problems}") from err
+
+
+def _expand_model_spec(cls: type[BaseModel], data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Turn a named model (``model: tiny``) into its preset dict when ``model.*`` overrides edit it.
+
+    Without this, ``model.image.pretrained=RUN/model`` would replace the preset by a bare dict
+    instead of changing one field of it.
+    """
+    edits_model = any(o.split("=", 1)[0].strip().startswith("model.") for o in overrides)
+    if "model" not in cls.model_fields or not edits_model:
+        return data
+    spec = data.get("model", cls.model_fields["model"].default)
+    if not isinstance(spec, str):
+        return data
+    from sonofm.models.factory import load_spec  # lazy: config stays importable without torch
+
+    return {**data, "model": load_spec(spec)}
 
 
 def dump_config(config: BaseModel, path: str | Path) -> None:

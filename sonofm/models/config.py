@@ -36,7 +36,7 @@ class ImageTowerConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     kind: Literal["vit", "dinov2", "convnext", "convnextv2", "swin", "swinv2", "monai_swin"] = "vit"
-    pretrained: str | None = None  # local directory or Hugging Face hub id (transformers kinds)
+    pretrained: str | None = None  # HF hub id or local HF dir, or a sonofm model dir (its .visual weights)
     image_size: int = 224
     in_chans: int = 3
     mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406])

@@ -303,3 +303,19 @@ def test_siglip_terms_get_a_logit_bias_alone_or_in_a_combination(loss: str, has_
     config = resolve_config(PretrainConfig, values={"model": TINY_MODEL, "loss": {"name": loss}})
     model = _build_model(config)
     assert (model.logit_bias is not None) == has_bias
+
+
+def test_model_overrides_edit_the_named_preset_instead_of_replacing_it() -> None:
+    from sonofm.models.factory import load_spec
+
+    config = resolve_config(
+        PretrainConfig, preset="tiny", overrides=["model.image.pretrained=/runs/ssl/model", "model.embed_dim=128"]
+    )
+    tiny = load_spec("tiny")
+    assert config.model["image"]["pretrained"] == "/runs/ssl/model"
+    assert config.model["embed_dim"] == 128
+    # everything else is still the tiny preset (1-channel 128 px ViT, MiniLM text)
+    assert {k: v for k, v in config.model["image"].items() if k != "pretrained"} == {
+        k: v for k, v in tiny["image"].items() if k != "pretrained"
+    }
+    assert config.model["text"] == tiny["text"]
