@@ -259,8 +259,11 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _onnx_log_scale(model: Any) -> float | None:
-    """The learned log logit scale of an ONNX export's source model (export dirs hold no weights)."""
-    src = Path(str((getattr(model, "info", None) or {}).get("model_dir", ""))) / "model.safetensors"
+    """The learned log logit scale of an ONNX export (export.json; older exports: the source weights)."""
+    info = getattr(model, "info", None) or {}
+    if isinstance(info.get("logit_scale"), int | float):
+        return float(info["logit_scale"])
+    src = Path(str(info.get("model_dir", ""))) / "model.safetensors"
     if not src.is_file():
         return None
     from safetensors import safe_open

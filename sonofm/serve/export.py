@@ -293,6 +293,10 @@ def export_onnx(
             "model_hash": model_hash(model, src),
             "model_type": getattr(model, "model_type", None),
             "embed_dim": int(cfg.embed_dim),
+            # learned temperature (log value) and bias: zero-shot probabilities need them, and the
+            # export dir holds no torch weights
+            "logit_scale": float(model.logit_scale.detach().reshape(-1)[0]),
+            "logit_bias": None if getattr(model, "logit_bias", None) is None else float(model.logit_bias),
             "opset": opset,
             "exporter": exporters,
             "files": {"image": IMAGE_FILE, "text": TEXT_FILE},

@@ -171,3 +171,20 @@ def test_build_index_on_onnxruntime(tiny, tmp_path) -> None:
     b = torch_idx.search_text(model, "liver lesion", 5)[0]
     assert [h.id for h in a] == [h.id for h in b]
     assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
+
+
+def test_export_carries_the_learned_temperature(tiny, tmp_path) -> None:
+    """Zero-shot probabilities from an ONNX export use the model's learned logit scale even when
+    the source model directory is gone."""
+    import shutil
+
+    from sonofm.serve.analyze import model_logit_scale
+    from sonofm.serve.export import OnnxDualEncoder
+
+    model, _, out, info = tiny
+    assert info["logit_scale"] == pytest.approx(float(model.logit_scale))
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    onnx = OnnxDualEncoder.load(moved)
+    onnx.info["model_dir"] = str(tmp_path / "no-such-model")  # as on a server without the torch weights
+    assert model_logit_scale(onnx) == pytest.approx(min(float(model.logit_scale.exp()), 100.0), rel=1e-6)
