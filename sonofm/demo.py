@@ -2,15 +2,20 @@
 
 Stages: simulate a dataset (every registered region, echo views included) -> pretrain the plain
 CLIP baseline and the ultrasound-aware model (usclip + echo losses) with the tiny preset ->
-evaluate both with one suite in compare mode -> summary table + HTML report. Each stage records
-itself in `stages.json` when it finishes, so a second run (or a run after a kill) reuses
-finished stages and resumes training from the last checkpoint.
+evaluate both with one suite in compare mode -> summary table + `OUT/report.html` (see
+`sonofm.demo_report`: contact sheet, training curves, a plain-language reading, the side-by-side
+evaluation). Each stage records itself in `stages.json` when it finishes, so a second run (or a
+run after a kill) reuses finished stages and resumes training from the last checkpoint; the
+report is rebuilt from the finished stages' files every time (seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,9 +39,10 @@ class DemoPlan:
     suite: str
     workers: int
     seed: int = 0
+    log_every: int = 2  # optimizer steps between training-log records (the report's loss curves)
 
 
-QUICK = DemoPlan(n_images=240, image_size=128, epochs=2, batch_size=32, suite="quick", workers=2)
+QUICK = DemoPlan(n_images=240, image_size=128, epochs=2, batch_size=32, suite="quick", workers=2, log_every=1)
 DEFAULT = DemoPlan(n_images=2400, image_size=128, epochs=6, batch_size=64, suite="quick", workers=2)
 
 # Baseline vs ultrasound-aware objective (METHODS sections 1-2): soft-label CLIP + semantic loss +
@@ -110,6 +116,7 @@ def _pretrain(data: Path, run: Path, loss: str, plan: DemoPlan) -> dict[str, Any
                 "workers": plan.workers,
                 "warmup_steps": 20,
                 "lr": 1e-3,
+                "log_every": plan.log_every,
             },
         },
     )
@@ -164,8 +171,52 @@ def run_demo(
     _stage(stages, "eval", evaluate, say)
     results = json.loads((eval_dir / "results.json").read_text())
     summary = summarize(results)
-    atomic_write_text(out / "summary.json", json.dumps({"plan": asdict(plan), "rows": summary}, indent=2))
-    return DemoResult(out, eval_dir / "report.html", results, summary, stages.seconds())
+    machine = machine_info()
+    atomic_write_text(
+        out / "summary.json",
+        json.dumps({"plan": asdict(plan), "machine": machine, "rows": summary}, indent=2),
+    )
+    from sonofm.demo_report import write_demo_report
+
+    report = write_demo_report(
+        out,
+        results=results,
+        headline=HEADLINE,
+        plan=asdict(plan),
+        stages=stages.data["stages"],
+        machine=machine,
+        runs={name: out / "runs" / name for name in MODELS},
+        names=(f"{NAMES[0]} ({MODEL_KEYS[0]})", f"{NAMES[1]} ({MODEL_KEYS[1]})"),
+    )
+    return DemoResult(out, report, results, summary, stages.seconds())
+
+
+# How the report names the two models (same order as MODELS).
+NAMES = ("baseline CLIP", "ultrasound-aware")
+MODEL_KEYS = tuple(MODELS)
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores available to this process, RAM and torch threads (for reports and benchmarks)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    ram = None
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        ram = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "ram_gib": ram,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 # The headline numbers of the summary table: (task, metric, label). A metric ending in "/" is

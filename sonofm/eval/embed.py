@@ -1,9 +1,11 @@
 """Batched image/text embedding for evaluation, cached on disk per (model hash, data hash).
 
-Images are decoded and resized by the ordinary `UltrasoundDataset` (no augmentation), batched by
-the DataLoader and pushed through `encode_image` under `torch.inference_mode`; there is no
-per-image model call or Python loop on tensors. Report texts are de-duplicated before encoding.
-The cache is a safetensors file (tensors + JSON metadata with the row ids): never pickle.
+Images are decoded (PNG -> uint8, resized exactly as `UltrasoundDataset` does, no augmentation)
+by a decode-only dataset, batched as uint8 by the DataLoader (optionally in worker processes, so
+decoding overlaps the model), converted to [0, 1] floats once per batch and pushed through
+`encode_image` under `torch.inference_mode`: no per-image model call, tensor op or metadata dict.
+Report texts are de-duplicated before encoding. The cache is a safetensors file (tensors + JSON
+metadata with the row ids): never pickle.
 """
 
 from __future__ import annotations
@@ -95,6 +97,50 @@ def _autocast(device: torch.device, precision: str) -> Any:
     return torch.autocast(device.type, dtype=dtype)
 
 
+class _DecodeOnly(torch.utils.data.Dataset):
+    """(index, uint8 (S, S) image) per row; None for an undecodable file (skipped and counted).
+
+    Everything `UltrasoundDataset` does per item beyond decode + resize (RNG, text, metadata dicts,
+    masks) is dead weight for embedding, and uint8 batches cross worker processes 4x cheaper.
+    """
+
+    def __init__(self, paths: list[Path], size: int) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray] | None:
+        from PIL import Image
+
+        from sonofm.data.dataset import read_grayscale
+
+        try:
+            image = read_grayscale(self.paths[i])
+        except (OSError, ValueError, SyntaxError) as err:
+            log.warning("skipping %s: cannot decode image (%s)", self.paths[i], err)
+            return None
+        if image.shape != (self.size, self.size):  # same resize as UltrasoundDataset (PIL bilinear)
+            image = np.asarray(
+                Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BILINEAR)
+            )
+        return i, image
+
+
+def _collate_uint8(batch: list[tuple[int, np.ndarray] | None]) -> tuple[list[int], torch.Tensor, int]:
+    items = [b for b in batch if b is not None]
+    if not items:
+        return [], torch.zeros(0, dtype=torch.uint8), len(batch)
+    idx = [i for i, _ in items]
+    return idx, torch.from_numpy(np.stack([im for _, im in items]))[:, None], len(batch) - len(items)
+
+
+def default_workers() -> int:
+    """DataLoader workers for embedding: one per core beyond the first, at most 4 (0 on 1 core)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, n - 1))
+
+
 def embed_images(
     model: torch.nn.Module,
     data: str | Path | pd.DataFrame,
@@ -102,32 +148,54 @@ def embed_images(
     split: str | None = "test",
     root: str | Path | None = None,
     batch_size: int = 64,
-    workers: int = 0,
+    workers: int | None = 0,
     device: str | torch.device | None = None,
     precision: str = "fp32",
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """(ids, (N, D) float32 image embeddings) of one split; undecodable images are skipped and logged."""
-    from sonofm.data.loader import build_dataset, build_loader
+    """(ids, (N, D) float32 image embeddings) of one split; undecodable images are skipped and logged.
+
+    workers: DataLoader worker processes decoding PNGs while the model runs (None = `default_workers`;
+    small splits of <= 2 batches always decode in-process: starting workers would cost more).
+    """
+    from sonofm.data.dataset import load_table, manifest_root
 
     dev = device if isinstance(device, torch.device) else pick_device(device)
     size = int(model.config.image.image_size)
-    # masks are not needed for embeddings: skip decoding them (halves the PNG work per image)
-    ds = build_dataset(data, split, image_size=size, text="report", root=root, with_masks=False)
-    loader = build_loader(ds, split, batch_size, workers=workers, shuffle=False)
+    table = load_table(data, split)
+    if root is not None:
+        base = Path(root)
+    elif isinstance(data, pd.DataFrame):
+        base = Path(data.attrs["root"]) if "root" in data.attrs else Path(".")
+    else:
+        base = manifest_root(data)
+    row_ids = [str(i) for i in table["id"]]
+    paths = [Path(p) if Path(p).is_absolute() else base / p for p in table["image"]]
+    n_workers = default_workers() if workers is None else int(workers)
+    if len(paths) <= 2 * batch_size:
+        n_workers = 0
+    loader = torch.utils.data.DataLoader(
+        _DecodeOnly(paths, size),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=n_workers,
+        collate_fn=_collate_uint8,
+        prefetch_factor=4 if n_workers else None,
+        pin_memory=dev.type == "cuda",
+    )
     ids: list[str] = []
     chunks: list[torch.Tensor] = []
     skipped = 0
     with torch.inference_mode(), _autocast(dev, precision):
-        for batch in loader:
-            skipped += batch.get("n_skipped", 0)
-            if "image" not in batch:
+        for idx, x8, n_bad in loader:
+            skipped += n_bad
+            if not idx:
                 continue
-            x = batch["image"].to(dev, non_blocking=True)
+            x = x8.to(dev, non_blocking=True).float().div_(255.0)  # == UltrasoundDataset's image / 255
             chunks.append(model.encode_image(x, normalize=True).float().cpu())
-            ids.extend(batch["id"])
+            ids.extend(row_ids[i] for i in idx)
             if progress is not None:
-                progress(len(batch["id"]))
+                progress(len(idx))
     if skipped:
         log.warning("skipped %d undecodable images in split %s", skipped, split)
     d = int(model.config.embed_dim)
@@ -204,7 +272,7 @@ def embed_split(
     model_id: str,
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
-    workers: int = 0,
+    workers: int | None = 0,
     device: str | torch.device | None = None,
     precision: str = "fp32",
     progress: Callable[[int], None] | None = None,

@@ -84,3 +84,20 @@ def test_corrupt_cache_is_recomputed(model, sim_data, tmp_path):
     f.write_bytes(b"garbage")
     again = E.embed_split(model, df, root, "test", model_id="ab" * 32, cache_dir=tmp_path)
     np.testing.assert_allclose(again.image, first.image, atol=1e-6)
+
+
+def test_workers_same_result_and_bad_images_skipped(model, sim_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sim_data, data)
+    ids0, emb0 = E.embed_images(model, data, split="train", batch_size=8, workers=0)
+    ids1, emb1 = E.embed_images(model, data, split="train", batch_size=8, workers=1)  # > 2 batches
+    assert len(ids0) > 16 and ids1 == ids0
+    np.testing.assert_array_equal(emb1, emb0)
+    df = read_manifest(data)
+    bad = df[df["split"] == "train"].iloc[3]
+    (data / bad["image"]).write_bytes(b"not a png")
+    ids2, emb2 = E.embed_images(model, data, split="train", batch_size=8, workers=1)
+    assert ids2 == [i for i in ids0 if i != bad["id"]]
+    np.testing.assert_allclose(emb2, emb0[[i != bad["id"] for i in ids0]], atol=1e-6)  # other batches
