@@ -130,6 +130,8 @@ def canonical_command(params: Mapping[str, Any]) -> str:
     for knob, on in params["realism"].items():
         if on:
             cmd += " --" + knob.replace("_", "-")
+    if params.get("clean_looks"):
+        cmd += f" --clean-looks {params['clean_looks']}"
     return cmd
 
 
@@ -205,7 +207,16 @@ def simulate_one_patient(out: str | Path, params: Mapping[str, Any], index: int)
     region = patient_region(params["regions"], index)
     pid = patient_id(seed, index)
     split = patient_split(seed, index, params["splits"])
-    images = simulate_patient(region, np.random.default_rng([seed, index]), size)
+    looks = int(params.get("clean_looks", 0))  # opt-in despeckling targets (sonofm.sim.compound)
+    if looks:
+        from sonofm.sim.compound import simulate_with_clean
+
+        (out / "clean").mkdir(exist_ok=True)
+        images, cleans = simulate_with_clean(
+            region, np.random.default_rng([seed, index]), size, looks, [seed, index, 3]
+        )
+    else:
+        images = simulate_patient(region, np.random.default_rng([seed, index]), size)
     if not images:
         raise RuntimeError(f"region simulator {region!r} returned no images for patient {index}")
     report_rng = np.random.default_rng([seed, index, 1])
@@ -259,6 +270,9 @@ def simulate_one_patient(out: str | Path, params: Mapping[str, Any], index: int)
                 "structured": sim.study.to_dict(),
             }
         )
+        if looks:
+            write_png(out / "clean" / f"{iid}.png", cleans[k])
+            rows[-1]["clean"] = f"clean/{iid}.png"
     # Bugs in a region simulator surface here, naming the row and column, not at assembly time.
     normalize_records(rows, source=f"patient {index} ({region})")
     record = {"index": index, "patient_id": pid, "region": region, "rows": rows}
@@ -458,7 +472,9 @@ def _cleanup(out: Path, keep_ids: set[str], last: int, seed: int) -> None:
     """Remove what the final dataset does not contain: images of truncated or surplus patients,
     their records, and temporary files left by a kill."""
     pattern = re.compile(rf"^sim-{seed}-p(\d{{6,}})-\d+\.png$")
-    for sub in ("images", "masks"):
+    for sub in ("images", "masks", "clean"):
+        if not (out / sub).is_dir():
+            continue
         for p in (out / sub).iterdir():
             stale_tmp = p.name.startswith(".") and ".tmp-" in p.name
             if stale_tmp or (pattern.match(p.name) and p.stem not in keep_ids):
@@ -495,12 +511,15 @@ def simulate_dataset(
     realism: Mapping[str, bool] | Iterable[str] | None = None,
     progress: bool = True,
     plugins: Sequence[str] = (),
+    clean_looks: int = 0,
 ) -> Path:
     """Simulate `n` images (whole patients, the last one truncated) into the dataset dir `out`.
 
     `regions`: region ids (default: every registered region, echo included); `realism`: knobs
     from REALISM_KNOBS to turn on (``{"doppler_box": True}`` or ``["burned_in_text"]``);
     `plugins`: modules to import (in every worker) before simulating, e.g. to register regions.
+    `clean_looks` > 0 also writes despeckling targets ``clean/<id>.png`` (manifest column
+    ``clean``): the scene compounded over that many speckle realisations (`sonofm.sim.compound`).
     Returns `out`. Raises `UserError` on bad arguments or an output directory it must not touch.
     """
     from sonofm.data.card import build_card, write_card
@@ -514,6 +533,8 @@ def simulate_dataset(
         raise UserError(f"--seed must be a non-negative integer, got {seed!r}")
     if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers!r}")
+    if isinstance(clean_looks, bool) or not isinstance(clean_looks, int | np.integer) or clean_looks < 0:
+        raise UserError(f"--clean-looks must be a non-negative integer, got {clean_looks!r}")
     plugins = tuple(plugins)
     _import_plugins(plugins)
     params: dict[str, Any] = {
@@ -527,6 +548,8 @@ def simulate_dataset(
         "sonofm_version": __version__,
         "format_version": FORMAT_VERSION,
     }
+    if clean_looks:  # only when on, so default datasets keep their exact parameters and bytes
+        params["clean_looks"] = int(clean_looks)
     out = Path(out)
     _prepare_out(out, params)
     t_start = time.perf_counter()
