@@ -1,0 +1,179 @@
+"""Torch dataset and collate function over ShareGPT conversations, for training the VLM.
+
+Each record is rendered by `sonofm.models.vlm_prompt.render_conversation` (the prompt format
+`SonoVLM.chat` uses at inference): ``input_ids`` with every ``<image>`` expanded to
+``num_image_tokens`` image tokens, and ``labels`` equal to the ids on the assistant's answer
+tokens (and their closing EOS) and -100 everywhere else.
+
+Batches (`collate_conversations`):
+
+- ``input_ids`` / ``labels`` / ``attention_mask``: (B, T) padded to the longest sample. Training
+  pads on the RIGHT (``padding_side="right"``, the default; pad ids get label -100 and mask 0);
+  ``"left"`` is what generation needs (prompts end at the same column). `SonoVLM.forward` derives
+  positions from the mask, so both paddings give the same loss.
+- ``pixel_values``: (N_img, C, S, S) float in [0, 1], every image of the batch stacked in order
+  of appearance (sample 0's images first, in placeholder order), the order `SonoVLM.forward`
+  scatters them into the image-token positions.
+- ``n_images`` (B,) images per sample; ``regions`` / ``ids`` / ``tasks``: lists of str.
+
+Images are read as 8-bit grayscale and resized bilinearly with PIL to ``image_size``, exactly as
+`SonoVLM.prepare_images` does at inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from sonofm.errors import DataError, UserError
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+def load_image(path: Path, image_size: int) -> torch.Tensor:
+    """(1, S, S) float [0, 1] from an image file (grayscale, bilinear resize)."""
+    from sonofm.data.dataset import read_grayscale
+
+    try:
+        a = read_grayscale(path)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read image ({err})") from err
+    if a.shape != (image_size, image_size):
+        a = np.asarray(
+            Image.fromarray(a).resize((image_size, image_size), resample=Image.Resampling.BILINEAR)
+        )
+    return torch.from_numpy(a.astype(np.float32) / 255.0)[None]
+
+
+class ConversationDataset(Dataset):
+    """Map-style dataset of rendered conversations (see the module docstring).
+
+    ``root``: folder the records' image paths are relative to. ``max_length``: longer samples are
+    cut at the end (a sample whose image tokens would be cut raises DataError). Items whose image
+    cannot be read come back as None; `collate_conversations` drops them and counts them.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[dict[str, Any]],
+        root: str | Path,
+        tokenizer: Any,
+        *,
+        num_image_tokens: int,
+        image_size: int,
+        max_length: int = 512,
+    ) -> None:
+        from sonofm.models.vlm_prompt import image_token_id, render_conversation
+
+        if not records:
+            raise DataError(f"{root}: no conversations to train on")
+        self.records = list(records)
+        self.root = Path(root)
+        self.tokenizer = tokenizer
+        self.num_image_tokens = int(num_image_tokens)
+        self.image_size = int(image_size)
+        self.max_length = int(max_length)
+        img_id = image_token_id(tokenizer)
+        self.encoded: list[tuple[list[int], list[int]]] = []
+        cut = 0
+        for rec in self.records:
+            where = f"conversation {rec.get('id')!r}"
+            try:
+                ids, labels = render_conversation(rec["conversations"], tokenizer, self.num_image_tokens)
+            except (DataError, KeyError) as err:
+                raise DataError(f"{where}: {err}") from err
+            n_ph = ids.count(img_id)
+            if n_ph != len(rec["image"]) * self.num_image_tokens:
+                n_img = len(rec["image"])
+                raise DataError(
+                    f"{where}: {n_ph // self.num_image_tokens} <image> placeholders but {n_img} images"
+                )
+            if len(ids) > self.max_length:
+                if img_id in ids[self.max_length :]:
+                    raise DataError(
+                        f"{where}: max_length {self.max_length} would cut image tokens; raise max_length"
+                    )
+                ids, labels = ids[: self.max_length], labels[: self.max_length]
+                cut += 1
+            self.encoded.append((ids, labels))
+        if cut:
+            log.warning(
+                "%d of %d conversations were cut to max_length %d", cut, len(self.records), max_length
+            )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        rec = self.records[i]
+        try:
+            pixels = [load_image(self.root / p, self.image_size) for p in rec["image"]]
+        except DataError as err:
+            log.warning("skipping %s: %s", rec.get("id"), err)
+            return None
+        ids, labels = self.encoded[i]
+        meta = rec.get("meta") or {}
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "pixel_values": torch.stack(pixels)
+            if pixels
+            else torch.zeros(0, 1, self.image_size, self.image_size),
+            "id": str(rec.get("id")),
+            "region": str(meta.get("region") or "unknown"),
+            "task": str(meta.get("task") or "unknown"),
+        }
+
+
+def collate_conversations(
+    batch: Sequence[dict[str, Any] | None], pad_id: int, padding_side: str = "right"
+) -> dict[str, Any]:
+    """Pad and stack items of `ConversationDataset` (see the module docstring)."""
+    if padding_side not in ("left", "right"):
+        raise UserError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    items = [b for b in batch if b is not None]
+    n_skipped = len(batch) - len(items)
+    if not items:
+        return {"n_skipped": n_skipped}
+    n = max(len(b["input_ids"]) for b in items)
+    ids = torch.full((len(items), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), n), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(items), n), dtype=torch.long)
+    for i, b in enumerate(items):
+        k = len(b["input_ids"])
+        sl = slice(0, k) if padding_side == "right" else slice(n - k, n)
+        ids[i, sl] = b["input_ids"]
+        labels[i, sl] = b["labels"]
+        mask[i, sl] = 1
+    pix = [b["pixel_values"] for b in items if len(b["pixel_values"])]
+    return {
+        "input_ids": ids,  # first: the trainer counts batch rows from the first tensor
+        "attention_mask": mask,
+        "labels": labels,
+        "pixel_values": torch.cat(pix) if pix else None,
+        "n_images": torch.tensor([len(b["pixel_values"]) for b in items], dtype=torch.long),
+        "regions": [b["region"] for b in items],
+        "tasks": [b["task"] for b in items],
+        "ids": [b["id"] for b in items],
+        "n_skipped": n_skipped,
+    }
+
+
+class Collator:
+    """Picklable collate function (DataLoader workers) bound to a pad id and padding side."""
+
+    def __init__(self, pad_id: int, padding_side: str = "right") -> None:
+        self.pad_id = int(pad_id)
+        self.padding_side = padding_side
+
+    def __call__(self, batch: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+        return collate_conversations(batch, self.pad_id, self.padding_side)
