@@ -84,8 +84,9 @@ def fits_in_fan(
 ) -> bool:
     """Whether the rectangle `bounds` (xmin, zmin, xmax, zmax), grown by a margin, lies inside the fan."""
     x0, z0, x1, z1 = bounds
-    # the skin (z = 0) bounds the fan from above: a target may come close to it
-    x0, z0, x1, z1 = x0 - margin_mm, max(z0 - margin_mm, min(z0, 0.01)), x1 + margin_mm, z1 + margin_mm
+    # the skin (z = 0) bounds the fan from above: a target may come close to it, and a large
+    # superficial lesion may even reach it (the part above the skin is never imaged)
+    x0, z0, x1, z1 = x0 - margin_mm, max(z0 - margin_mm, 0.01), x1 + margin_mm, z1 + margin_mm
     t = np.linspace(0.0, 1.0, n)
     xs = np.concatenate([x0 + (x1 - x0) * t, x0 + (x1 - x0) * t, np.full(n, x0), np.full(n, x1)])
     zs = np.concatenate([np.full(n, z0), np.full(n, z1), z0 + (z1 - z0) * t, z0 + (z1 - z0) * t])
