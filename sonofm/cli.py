@@ -55,6 +55,442 @@ def _root(
 # --- commands ---
 
 
+@app.command("finetune")
+def finetune_cmd(
+    out: str = typer.Option(..., "--out", help="Run dir: seed-<s>/model, results.json, report.html."),
+    data: str | None = typer.Option(None, "--data", help="Dataset dir or manifest (optional on resume)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model preset (tiny, small, ...) or a sonofm model dir (SSL/CLIP run's model/)."
+    ),
+    task: str | None = typer.Option(
+        None, "--task", help="segment, classify, landmarks, ef, detect or enhance."
+    ),
+    adapter: str | None = typer.Option(None, "--adapter", help="ht (hybrid tuning), lora, linear or full."),
+    fraction: float | None = typer.Option(None, "--fraction", help="Share of training PATIENTS labelled."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3."),
+    preset: str = typer.Option("tiny", "--preset", help="Fine-tuning preset: tiny, base or a YAML file."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA only)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep finished seeds, resume an interrupted one."),
+    overrides: list[str] | None = typer.Argument(
+        None, help="key=value overrides (task_options.target=view, task_options.labels=[3,4,5])."
+    ),
+) -> None:
+    """Fine-tune an image tower on a downstream task with an adapter; mean +- std over seeds.
+
+    Examples:
+
+      sonofm finetune --model tiny --data data/sim --task segment --adapter ht --out runs/seg
+
+      sonofm finetune --model runs/ssl/model --data data/sim --task classify --adapter lora
+      --fraction 0.1 --seeds 1,2,3 --out runs/view task_options.target=view
+
+      sonofm finetune --model tiny --data data/sim --task segment --adapter full --out runs/lv
+      task_options.labels=[3,4,5]
+
+      sonofm eval --model runs/seg/seed-1/model --data data/sim --suite finetune --out runs/seg/eval
+    """
+    import os
+    from pathlib import Path
+
+    from sonofm.config import resolve_config
+    from sonofm.errors import UserError
+    from sonofm.finetune.job import FinetuneConfig, finetune
+
+    values: dict = {"data": {}, "train": {}}
+    if data is not None:
+        values["data"]["path"] = data
+    if fraction is not None:
+        values["data"]["fraction"] = fraction
+    for key, value in (("model", model), ("task", task), ("adapter", adapter)):
+        if value is not None:
+            values[key] = value
+    if seeds is not None:
+        try:
+            values["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError as e:
+            raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from e
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("precision", precision)):
+        if value is not None:
+            values["train"][key] = value
+    saved = Path(out) / "config.yaml"
+    base = str(saved) if resume and saved.is_file() else preset
+    config = resolve_config(
+        FinetuneConfig, preset=base, kind="finetune", values=values, overrides=list(overrides or [])
+    )
+    result = finetune(config, out, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    s = result.summary
+    console.print(f"[green]finetune[/] {s['task']} / {s['adapter']}, seeds {s['seeds']}")
+    for name, v in s["test"].items():
+        if v["mean"] is not None and name != "n_images":
+            console.print(f"  test {name} = {v['mean']:.4f} +- {v['std']:.4f}")
+    console.print(
+        f"  models:  {Path(out)}/seed-<s>/model\n  results: {result.results}\n  report:  {result.report}"
+    )
+
+
+@app.command("train-vlm")
+def train_vlm_cmd(
+    out: str = typer.Option(..., "--out", help="Run directory: model/, stage1/, stage2/, conversations/."),
+    data: str | None = typer.Option(None, "--data", help="Dataset dir or manifest to build chats from."),
+    sharegpt: str | None = typer.Option(None, "--sharegpt", help="Train on an EchoVLM ShareGPT JSON."),
+    image_from: str | None = typer.Option(
+        None, "--image-from", help="Model dir whose image tower (.visual) the VLM starts from."
+    ),
+    moe: bool | None = typer.Option(
+        None, "--moe/--dense", help="Dual-path MoE LM, or the dense twin at equal active parameters."
+    ),
+    stage: str | None = typer.Option(None, "--stage", help="1 (MoE + projector), 2 (LoRA + MoE) or both."),
+    preset: str = typer.Option("train-tiny", "--preset", help="VLM training preset or a YAML file."),
+    resume: str | None = typer.Option(None, "--resume", help="'latest': skip finished stages, go on."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides (stage2.lr=1e-4)."),
+) -> None:
+    """Train the generative VLM (image tower -> projector -> MoE LM) in EchoVLM's two stages.
+
+    Examples:
+
+      sonofm train-vlm --data data/sim --out runs/vlm
+
+      sonofm train-vlm --data data/sim --out runs/vlm-dense --dense --image-from runs/clip/model
+
+      sonofm train-vlm --data data/sim --out runs/vlm2 --stage 2 init_from=runs/vlm/stage1/model
+
+      sonofm train-vlm --out runs/vlm --resume latest
+    """
+    import os
+    from pathlib import Path
+
+    from sonofm.config import resolve_config
+    from sonofm.vlm.train import VLMTrainConfig, train_vlm
+
+    values: dict = {"data": {}}
+    if data is not None:
+        values["data"]["path"] = data
+    if sharegpt is not None:
+        values["data"]["sharegpt"] = sharegpt
+    if image_from is not None:
+        values["image_from"] = image_from
+    if moe is not None:
+        values["moe"] = moe
+    if stage is not None:
+        if stage not in ("1", "2", "both"):
+            raise UserError(f"--stage {stage!r}: expected 1, 2 or both")
+        values["stage"] = stage
+    saved = Path(out) / "config.yaml"
+    base = str(saved) if resume is not None and saved.is_file() else preset
+    extra = list(overrides or [])
+    config = resolve_config(VLMTrainConfig, preset=base, kind="vlm", values=values, overrides=extra)
+    result = train_vlm(config, out, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for name, fit in result.stages.items():
+        val = fit.last_val.get("val/lm_loss")
+        console.print(
+            f"[green]stage {name}[/] {fit.step} steps, {fit.epoch} epochs"
+            + (f", val lm_loss {val:.3f}" if val is not None else "")
+        )
+    console.print(f"  model:   {result.model_dir}\n  routing: {out}/stage*/routing.json\n  config:  {saved}")
+
+
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Dual-encoder model dir (or ONNX export dir)."),
+    vlm: str | None = typer.Option(None, "--vlm", help="Generative VLM model dir: adds a draft report."),
+    seg: str | None = typer.Option(None, "--seg", help="Segmentation task-model dir: adds an overlay."),
+    index: str | None = typer.Option(None, "--index", help="Case index dir (sonofm index build)."),
+    onnx: bool = typer.Option(False, "--onnx", help="Run the encoders on onnxruntime (exports if needed)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="SONOFM_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /api/*."
+    ),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest upload accepted (MB)."),
+    cors: list[str] = typer.Option([], "--cors", help="Allowed CORS origin (repeatable); off by default."),
+    batch_max: int = typer.Option(16, "--batch-max", help="Most images per model forward."),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="How long a batch waits to fill."),
+    store_uploads: str | None = typer.Option(
+        None, "--store-uploads", help="Keep de-identified uploads (PNG + JSON) here; default: never stored."
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if any)."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+) -> None:
+    """Serve the web page and JSON API: findings, similar cases, draft report, overlay.
+
+    Open http://HOST:PORT/ for the page, /docs for the API. Logs are JSON lines on stderr.
+
+    Examples:
+
+      sonofm serve --model runs/clip/model --index idx/sim
+
+      sonofm serve --model runs/clip/model --vlm runs/vlm/model --seg runs/seg/seed-1/model --port 8080
+
+      sonofm serve --model export/clip-onnx --onnx --token s3cret --max-upload-mb 50 --cors https://pacs.example.org
+    """
+    import uvicorn
+
+    from sonofm.serve.app import configure_json_logging, create_app
+    from sonofm.serve.settings import ServeSettings
+
+    try:
+        settings = ServeSettings(
+            model=model, vlm=vlm, seg=seg, index=index, onnx=onnx, token=token, max_upload_mb=max_upload_mb,
+            cors_origins=list(cors), batch_max=batch_max, batch_wait_ms=batch_wait_ms,
+            store_uploads=store_uploads, device=device, threads=threads,
+        )
+    except ValueError as e:  # pydantic ValidationError: one line per bad option
+        raise UserError(f"invalid serve options: {e}") from e
+    configure_json_logging()
+    console.print(f"[cyan]serve[/] loading {model} ...")
+    api = create_app(settings)
+    console.print(f"[cyan]serve[/] http://{host}:{port}/  (API docs: /docs; stop with Ctrl+C)")
+    uvicorn.run(api, host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command("ssl")
+def ssl_cmd(
+    out: str = typer.Option(..., "--out", help="Run directory: model/, checkpoints/, metrics.jsonl."),
+    data: str | None = typer.Option(None, "--data", help="Dataset dir or manifest (optional on resume)."),
+    preset: str = typer.Option("tiny", "--preset", help="SSL preset: tiny, small or a YAML file."),
+    model: str | None = typer.Option(
+        None, "--model", help="Tower to pretrain: a model preset, config file or sonofm model dir."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA only)."),
+    resume: str | None = typer.Option(None, "--resume", help="'latest', 'best' or a checkpoint file."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides (mask_ratio=0.75)."),
+) -> None:
+    """Self-supervised image pretraining: masked image modelling + region/organ/view classifier.
+
+    Writes RUN/model: its image tower initialises other jobs through image.pretrained=RUN/model
+    (and loads with sonofm.models.load_image_tower).
+
+    Examples:
+
+      sonofm ssl --data data/sim --out runs/ssl --preset tiny
+
+      sonofm ssl --data data/sim --out runs/ssl-swin --model swin-echocare --precision bf16 mask_ratio=0.75
+
+      sonofm ssl --data data/sim --out runs/ssl2 --model runs/clip/model weights.view=1.0
+
+      sonofm ssl --out runs/ssl --resume latest
+    """
+    import os
+    from pathlib import Path
+
+    from sonofm.config import resolve_config
+    from sonofm.train.ssl import SSLConfig, ssl_pretrain
+
+    values: dict = {"data": {}, "train": {}}
+    if data is not None:
+        values["data"]["path"] = data
+    if model is not None:
+        values["model"] = model
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("precision", precision)):
+        if value is not None:
+            values["train"][key] = value
+    saved = Path(out) / "config.yaml"
+    base = str(saved) if resume is not None and saved.is_file() else preset
+    extra = list(overrides or [])
+    config = resolve_config(SSLConfig, preset=base, kind="ssl", values=values, overrides=extra)
+    result = ssl_pretrain(config, out, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    fit = result.fit
+    stop = " (early stop)" if fit.stopped_early else ""
+    console.print(f"[green]ssl[/] {fit.step} steps, {fit.epoch} epochs{stop}")
+    for key, value in fit.last_val.items():
+        console.print(f"  {key} = {value:.3f}")
+    console.print(f"  model:   {result.model_dir}\n  metrics: {result.metrics}\n  config:  {saved}")
+
+
+@app.command("generate")
+def generate_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Generative VLM model directory (sono_vlm)."),
+    image: list[str] = typer.Option(..., "--image", help="Image file (PNG/JPEG/DICOM); repeat for a study."),
+    question: str | None = typer.Option(
+        None, "--question", "-q", help="Question (default: write the report)."
+    ),
+    beams: int = typer.Option(1, "--beams", help="Beam-search width (1 = greedy)."),
+    sample: bool = typer.Option(False, "--sample", help="Sample (temperature/top-p) instead of greedy/beam."),
+    temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (with --sample)."),
+    top_p: float = typer.Option(0.9, "--top-p", help="Nucleus sampling mass (with --sample)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed for --sample."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Most tokens to generate."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Disable the KV cache (slower; for checks)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cpu)."),
+) -> None:
+    """Write a report for, or answer a question about, one or more ultrasound images.
+
+    Examples:
+
+      sonofm generate --model runs/vlm/model --image scan.png
+
+      sonofm generate --model runs/vlm/model --image a.png --image b.png --question "Which view?" --beams 3
+    """
+    from sonofm.models.vlm import generate_from_files
+
+    text = generate_from_files(
+        model, image, question, device=device, max_new_tokens=max_new_tokens, num_beams=beams,
+        do_sample=sample, temperature=temperature, top_p=top_p, seed=seed, use_cache=not no_cache,
+    )
+    typer.echo(text)
+
+
+index_app = typer.Typer(
+    help=(
+        "Case-retrieval index: embed a dataset's images with a model into a FAISS index "
+        "(with reports, labels and thumbnails beside it) and search it by image or text.\n\n"
+        "Example:\n\n"
+        "  sonofm index build --model runs/clip/model --data data/sim --out idx/sim\n\n"
+        "  sonofm index search --index idx/sim --image scan.png -k 5"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+def index_build(
+    model: str = typer.Option(..., "--model", "-m", help="Dual-encoder model dir, or an ONNX export dir."),
+    data: str = typer.Option(..., "--data", help="Dataset directory or manifest file."),
+    out: str = typer.Option(..., "--out", help="Index directory to write (replaced atomically)."),
+    split: str | None = typer.Option(None, "--split", help="Index one split only (default: all rows)."),
+    kind: str = typer.Option(
+        "auto", "--kind", help="auto (flat below 50k vectors, else IVF), flat, ivf or hnsw."
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per embedding batch."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if any)."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes for image decoding."),
+) -> None:
+    """Embed a dataset's images and write a FAISS case index (index.faiss, meta.parquet, thumbs/).
+
+    Examples:
+
+      sonofm index build --model runs/clip/model --data data/sim --out idx/sim
+
+      sonofm index build --model export/clip-onnx --data data/sim --split train --kind hnsw --out idx/train
+    """
+    from rich.progress import Progress
+
+    from sonofm.serve.index import CaseIndex, build_index
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("embedding images", total=None)
+        path = build_index(
+            model,
+            data,
+            out,
+            split=split,
+            kind=kind,
+            batch_size=batch_size,
+            device=device,
+            workers=workers,
+            progress=lambda n: bar.advance(task, n),
+        )
+    info = CaseIndex.load(path).info
+    console.print(
+        f"[green]indexed[/] {info['count']} cases ({info['kind']}, dim {info['dim']}, "
+        f"{info['n_skipped']} skipped) in {info['build_s']:.1f} s"
+    )
+    console.print(f"  index: {path}  (index.faiss, meta.parquet, thumbs/, index.json)")
+
+
+@index_app.command("search")
+def index_search(
+    index: str = typer.Option(..., "--index", help="Index directory written by `sonofm index build`."),
+    image: str | None = typer.Option(None, "--image", help="Query image (PNG/JPEG)."),
+    text: str | None = typer.Option(None, "--text", help="Query text (text-to-image retrieval)."),
+    k: int = typer.Option(5, "-k", "--k", help="Number of cases to return."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model or ONNX export dir (default: the model the index was built with)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON on stdout."),
+) -> None:
+    """Find the k most similar cases to an image or a text.
+
+    Examples:
+
+      sonofm index search --index idx/sim --image scan.png -k 5
+
+      sonofm index search --index idx/sim --text "hypoechoic breast mass with shadowing" --json
+    """
+    import json
+
+    from rich.table import Table
+
+    from sonofm.serve.index import CaseIndex, load_encoder, read_query_image
+
+    if (image is None) == (text is None):
+        raise UserError("give exactly one of --image FILE or --text TEXT")
+    idx = CaseIndex.load(index)
+    enc, _ = load_encoder(model or idx.info["model_dir"])
+    if image is not None:
+        x = read_query_image(image, int(enc.config.image.image_size))
+        hits = idx.search_images(enc, x, k)[0]
+    else:
+        hits = idx.search_text(enc, text, k)[0]
+    if as_json:
+        typer.echo(json.dumps([h.to_dict() for h in hits], indent=2))
+        return
+    table = Table(title=f"{len(hits)} similar cases")
+    for col in ("rank", "score", "id", "region", "diagnosis", "report"):
+        table.add_column(col, overflow="fold")
+    for h in hits:
+        report = h.report.replace("\n", " ")
+        table.add_row(
+            str(h.rank + 1),
+            f"{h.score:.3f}",
+            h.id,
+            h.region,
+            h.diagnosis or "",
+            report[:120] + ("..." if len(report) > 120 else ""),
+        )
+    console.print(table)
+
+
+export_app = typer.Typer(
+    help=(
+        "Export models for deployment.\n\nExample:\n\n"
+        "  sonofm export onnx --model runs/clip/model --out export/clip"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Dual-encoder model directory."),
+    out: str = typer.Option(..., "--out", help="Export directory to write (replaced atomically)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="Compare onnxruntime with torch (max abs diff <= 1e-4)."
+    ),
+) -> None:
+    """Export the image and text encoders to ONNX, checked against torch with onnxruntime.
+
+    Examples:
+
+      sonofm export onnx --model runs/clip/model --out export/clip
+
+      sonofm serve --model export/clip --onnx
+    """
+    from sonofm.serve.export import export_onnx
+
+    info = export_onnx(model, out, opset=opset, check=check)
+    worst = max(info["max_abs_diff"].values(), default=float("nan"))
+    exporters = ", ".join(f"{k}: {v}" for k, v in info["exporter"].items())
+    console.print(f"[green]exported[/] {model} (exporter {exporters}; max |onnx - torch| = {worst:.2e})")
+    for note in info["notes"]:
+        console.print(f"  note: {note}")
+    console.print(f"  export: {out}  (image_encoder.onnx, text_encoder.onnx, export.json, tokenizer files)")
+
+
 @app.command("demo")
 def demo(
     out: str = typer.Option("demo-out", "--out", help="Directory for the dataset, runs, eval and report."),
@@ -407,6 +843,9 @@ def simulate(
     plugin: list[str] = typer.Option(
         [], "--plugin", help="Python module to import first, e.g. one registering extra regions (repeatable)."
     ),
+    clean_looks: int = typer.Option(
+        0, "--clean-looks", help="Also write despeckling targets clean/<id>.png (K compounded speckle looks)."
+    ),
 ) -> None:
     """Simulate an ultrasound dataset with exact labels (images, masks, reports, manifest, card).
 
@@ -435,6 +874,7 @@ def simulate(
         realism={"burned_in_text": burned_in_text, "doppler_box": doppler_box},
         progress=True,
         plugins=plugin,
+        clean_looks=clean_looks,
     )
     card = read_card(path)
     table = Table(title=f"{card['num_images']} images, {card['num_patients']} patients")

@@ -1,0 +1,565 @@
+"""The fine-tuning job behind ``sonofm finetune``.
+
+config -> image tower (a model preset, random init unless ``image.pretrained``; or the `.visual`
+of any sonofm model dir, e.g. an SSL or CLIP run) -> adapter (ht / lora / linear / full) + task
+head (`TaskModel`) -> the shared :class:`~sonofm.train.trainer.Trainer` (AMP, DDP, exact resume,
+JSONL metrics, progress bar) -> the epoch with the best validation primary metric -> test metrics
+-> a task model directory. Repeated per seed; each seed draws its own few-shot patients, so the
+spread over seeds includes the sampling of the labelled data.
+
+Run layout (``out``)::
+
+    config.yaml             resolved job config
+    finetune.jsonl          job events (seed start/end with metrics)
+    seed-<s>/model/         task model dir (loads with sonofm.load_model; model_type "task_model")
+    seed-<s>/metrics.jsonl  training curve (trainer)
+    seed-<s>/result.json    this seed's val/test metrics, best epoch, data counts
+    results.json            mean +- std over seeds and per-seed metrics
+    report.html             metric tables + figures (overlays / confusion matrices) of each seed
+
+A killed job continues with ``resume=True``: finished seeds (result.json present) are kept,
+an interrupted seed resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from sonofm.config import TrainerConfig, dump_config
+from sonofm.errors import DataError, UserError
+from sonofm.finetune.tasks import FinetuneTask, collate, concat_predictions, get_task
+
+log = logging.getLogger(__name__)
+
+
+class FinetuneDataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    fraction: float = Field(1.0, gt=0, le=1, description="share of training PATIENTS with labels")
+    augment: float = Field(0.5, ge=0, le=1)
+    val_fraction: float = Field(
+        0.15, gt=0, lt=1, description="share of training patients held out when the val split is empty"
+    )
+    eval_batch_size: int = Field(32, ge=1)
+
+
+def _default_train() -> TrainerConfig:
+    return TrainerConfig(
+        epochs=20,
+        batch_size=16,
+        lr=1e-3,
+        weight_decay=0.05,
+        warmup_steps=20,
+        log_every=5,
+        accum_feature_cache=False,
+        grad_clip=1.0,
+    )
+
+
+class FinetuneConfig(BaseModel):
+    """``sonofm finetune``: adapt an image tower to one downstream task, over one or more seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "tiny"  # model preset name (its image section) or a sonofm model directory
+    # "pretrained": the model dir's weights (or the preset's image.pretrained); "random": the same
+    # architecture, randomly initialised (the baseline of an SSL-vs-random comparison).
+    init: Literal["pretrained", "random"] = "pretrained"
+    image: dict[str, Any] = Field(default_factory=dict, description="image tower overrides (presets only)")
+    task: str = "segment"
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    adapter: str = "ht"
+    adapter_options: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [1])
+    data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
+    train: TrainerConfig = Field(default_factory=_default_train)
+    keep_checkpoints: bool = False
+    max_figures: int = Field(8, ge=0)
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    results: Path
+    report: Path
+    summary: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------ the tower
+def build_tower(config: FinetuneConfig) -> nn.Module:
+    """A fresh image tower: from a sonofm model dir (its `.visual`) or a model preset's image section."""
+    from sonofm.models.image_towers import ImageTower
+
+    src = Path(config.model).expanduser()
+    if (src / "config.json").is_file():
+        from sonofm.models.io import load_image_tower
+
+        if config.image:
+            raise UserError(
+                f"image.* overrides apply to model presets, not to the model directory {src} "
+                "(its tower architecture is fixed)"
+            )
+        tower = load_image_tower(src)
+        if getattr(tower, "adapter_kind", None) not in (None, "linear", "full"):
+            raise UserError(
+                f"{src} is a task model whose tower carries a {tower.adapter_kind!r} adapter; "
+                "fine-tune from the base model directory instead"
+            )
+        if config.init == "random":
+            from sonofm.models.task_model import tower_config
+
+            return ImageTower(tower_config(tower), load_pretrained=False)
+        return tower.train()
+    if src.exists():
+        raise UserError(f"--model {src}: a directory without config.json (not a sonofm model dir)")
+    from sonofm.config import _deep_merge
+    from sonofm.models.config import ImageTowerConfig
+    from sonofm.models.factory import load_spec
+
+    spec = load_spec(config.model)
+    image = _deep_merge(dict(spec.get("image") or {}), config.image)
+    try:
+        cfg = ImageTowerConfig.model_validate(image)
+    except ValueError as e:
+        raise UserError(f"invalid image tower for --model {config.model}: {e}") from e
+    return ImageTower(cfg, load_pretrained=config.init == "pretrained")
+
+
+# ------------------------------------------------------------------------------------ data
+def _split_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    return df[df["split"] == split]
+
+
+def plan_splits(
+    task: FinetuneTask, df: pd.DataFrame, config: FinetuneConfig, seed: int
+) -> dict[str, pd.DataFrame]:
+    """Task rows per split: few-shot train subset, val (carved from train if empty), test."""
+    from sonofm.finetune.fewshot import fewshot_subset, sample_patients
+
+    d = config.data
+    sel = task.select(df)
+    train = _split_rows(sel, d.train_split)
+    val = _split_rows(sel, d.val_split)
+    test = _split_rows(sel, d.test_split)
+    if train.empty:
+        raise DataError(f"{task.name}: no {d.train_split!r} rows after selecting the task's rows")
+    if val.empty:
+        held = set(sample_patients(train, d.val_fraction, seed + 10_000, task.strata(train)))
+        if len(held) < train["patient_id"].nunique():
+            val = train[train["patient_id"].astype(str).isin(held)]
+            train = train[~train["patient_id"].astype(str).isin(held)]
+            log.warning(
+                "%s: split %r has no task rows; validating on %d held-out training patients",
+                task.name,
+                d.val_split,
+                len(held),
+            )
+    train = fewshot_subset(train, d.fraction, seed, task.strata(train))
+    return {"train": train, "val": val, "test": test}
+
+
+def _loader(ds: torch.utils.data.Dataset, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
+    )
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: nn.Module,
+    task: FinetuneTask,
+    ds: Any,
+    *,
+    device: torch.device,
+    batch_size: int = 32,
+    workers: int = 0,
+    precision: str = "fp32",
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Run `model` over a task dataset; per-sample predictions and the matching manifest rows."""
+    from sonofm.train.trainer import to_device
+
+    was = model.training
+    model.eval()
+    chunks = []
+    for batch in _loader(ds, batch_size, workers):
+        if "image" not in batch:
+            continue
+        batch = to_device(batch, device)
+        with _autocast(device, precision):
+            outputs = model(batch["image"])
+        chunk = task.predict(outputs, batch)
+        chunk["index"] = batch["index"].cpu().numpy()
+        chunks.append(chunk)
+    model.train(was)
+    if not chunks:
+        raise DataError(f"{task.name}: no decodable images to evaluate")
+    preds = concat_predictions(chunks)
+    rows = ds.table.iloc[preds["index"]].reset_index(drop=True)
+    return preds, rows
+
+
+class TaskStep:
+    """Trainer step: run the task model on the batch images, score with the task's loss."""
+
+    def __init__(self, task: FinetuneTask) -> None:
+        self.task = task
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        return {"outputs": model(batch["image"]), "batch": batch}
+
+    def loss(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.task.loss(outputs["outputs"], outputs["batch"])
+
+
+# ------------------------------------------------------------------------------------ one seed
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    return str(v)
+
+
+def _clean(d: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in d.items()}
+
+
+def run_seed(
+    config: FinetuneConfig,
+    seed: int,
+    df: pd.DataFrame,
+    root: Path,
+    seed_dir: Path,
+    *,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train + select + test one seed; writes seed_dir/{model, result.json}; returns the result."""
+    from sonofm.models.adapters import count_parameters
+    from sonofm.models.io import save_model
+    from sonofm.models.task_model import (
+        TaskModel,
+        TaskModelConfig,
+        feature_geometry,
+        freeze_unused,
+        tower_config,
+    )
+    from sonofm.train.checkpoint import BEST, LATEST, load_checkpoint
+    from sonofm.train.distributed import barrier, init_distributed
+    from sonofm.train.trainer import Trainer
+
+    info = init_distributed(config.train.device)
+    task = get_task(config.task, **config.task_options)
+    splits = plan_splits(task, df, config, seed)
+    task.prepare(splits["train"])
+
+    torch.manual_seed(seed)
+    tower = build_tower(config)
+    channels, strides = feature_geometry(tower)
+    model_cfg = TaskModelConfig(
+        image=tower_config(tower),
+        adapter=config.adapter,
+        adapter_options=dict(config.adapter_options),
+        task=task.name,
+        task_options=dict(task.options),
+        feature_channels=channels,
+        feature_strides=strides,
+        input_frames=task.input_frames,
+    )
+    model = TaskModel(model_cfg, tower=tower)
+    task = model.task  # the instance the model was built with (same options)
+    unused = freeze_unused(model)
+    if unused:
+        log.info("%d parameter tensors cannot affect the output and stay frozen: %s", len(unused), unused[:4])
+    params = count_parameters(model)
+    size = int(model_cfg.image.image_size)
+    d = config.data
+    train_ds = task.dataset(splits["train"], root, "train", size, d.augment)
+    val_ds = task.dataset(splits["val"], root, "val", size, False) if len(splits["val"]) else None
+    test_ds = task.dataset(splits["test"], root, "test", size, False) if len(splits["test"]) else None
+
+    metric = f"val/{task.primary_metric}"
+    train_cfg = config.train.model_copy(
+        update={
+            "seed": seed,
+            "early_stop_metric": metric if val_ds is not None else None,
+            "early_stop_mode": "max" if task.higher_is_better else "min",
+            "batch_size": min(config.train.batch_size, len(train_ds)),
+        }
+    )
+    workers = train_cfg.workers
+
+    def evaluate(m: nn.Module, epoch: int) -> dict[str, float]:
+        preds, rows = predict_dataset(
+            m, task, val_ds, device=info.device, batch_size=d.eval_batch_size, workers=workers
+        )
+        return {f"val/{k}": v for k, v in task.metrics(preds, rows).items()}
+
+    trainer = Trainer(
+        model,
+        TaskStep(task),
+        train_cfg,
+        seed_dir,
+        train_ds,
+        collate_fn=collate,
+        evaluate=evaluate if val_ds is not None else None,
+        dist_info=info,
+        extra_state={"config": config.model_dump(mode="json"), "seed": seed},
+    )
+    latest = seed_dir / "checkpoints" / LATEST
+    t0 = time.perf_counter()
+    fit = trainer.fit(resume="latest" if resume and latest.is_file() else None)
+    train_s = time.perf_counter() - t0
+
+    result: dict[str, Any] = {}
+    if info.is_main:
+        best = seed_dir / "checkpoints" / BEST
+        weights = "final"
+        best_epoch = fit.epoch
+        if val_ds is not None and best.is_file():
+            state = load_checkpoint(best)
+            model.load_state_dict(state["model"])
+            weights = f"best {metric} = {fit.best_metric}"
+            best_epoch = int(state.get("epoch", fit.epoch))
+        val_metrics = evaluate(model, fit.epoch) if val_ds is not None else {}
+        test_metrics: dict[str, float] = {}
+        figures: list[tuple[str, str]] = []
+        if test_ds is not None:
+            preds, rows = predict_dataset(
+                model,
+                task,
+                test_ds,
+                device=info.device,
+                batch_size=d.eval_batch_size,
+                workers=workers,
+                precision=train_cfg.precision,
+            )
+            test_metrics = task.metrics(preds, rows)
+            if config.max_figures:
+                figures = task.figures(preds, rows, root)[: config.max_figures]
+        else:
+            log.warning("%s: split %r has no task rows; no test metrics", task.name, d.test_split)
+        model_dir = seed_dir / "model"
+        training = {
+            "job": "finetune",
+            "config": config.model_dump(mode="json"),
+            "seed": seed,
+            "weights": weights,
+            "best_epoch": best_epoch,
+            "steps": fit.step,
+            "epochs": fit.epoch,
+            "val": val_metrics,
+            "test": test_metrics,
+            "parameters": params,
+            "n_train_images": len(train_ds),
+            "n_train_patients": int(splits["train"]["patient_id"].nunique()),
+        }
+        save_model(model.cpu(), model_dir, training=_clean_tree(training))
+        result = {
+            "seed": seed,
+            "model_dir": str(model_dir),
+            "best_epoch": best_epoch,
+            "epochs": fit.epoch,
+            "steps": fit.step,
+            "train_seconds": round(train_s, 2),
+            "val": _clean(val_metrics),
+            "test": _clean(test_metrics),
+            "parameters": params,
+            "n_images": {k: int(len(v)) for k, v in splits.items()},
+            "n_patients": {k: int(v["patient_id"].nunique()) for k, v in splits.items()},
+            "figures": figures,
+        }
+        _write_json(seed_dir / "result.json", result)
+        if not config.keep_checkpoints:
+            shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)
+    barrier()
+    return result
+
+
+def _clean_tree(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _clean_tree(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+# ------------------------------------------------------------------------------------ all seeds
+def summarise(per_seed: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, Any]]:
+    """name -> {mean, std, values} over seeds (population std; NaN/None values skipped)."""
+    names = sorted({k for r in per_seed for k in r.get(split, {})})
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        vals = [r[split].get(name) for r in per_seed]
+        ok = [float(v) for v in vals if v is not None and np.isfinite(v)]
+        out[name] = {
+            "mean": float(np.mean(ok)) if ok else None,
+            "std": float(np.std(ok)) if ok else None,
+            "values": vals,
+        }
+    return out
+
+
+def finetune(config: FinetuneConfig, out: str | Path, *, resume: bool = False) -> FinetuneResult:
+    """Run the job as ``config`` says (every seed), write results.json and report.html into ``out``."""
+    from sonofm.data.manifest import read_manifest
+    from sonofm.train.distributed import init_distributed
+
+    if config.data.path is None:
+        raise UserError("no data: pass --data DIR (a dataset directory or manifest file)")
+    data = Path(config.data.path)
+    if not data.exists():
+        raise UserError(f"--data {data}: no such dataset directory or manifest")
+    if not config.seeds:
+        raise UserError("seeds: give at least one seed (e.g. --seeds 1,2,3)")
+    get_task(config.task, **config.task_options)  # fail fast on a bad task or options
+    out = Path(out)
+    info = init_distributed(config.train.device)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(config, out / "config.yaml")
+    df = read_manifest(data)
+    root = data if data.is_dir() else data.parent
+    events = out / "finetune.jsonl"
+    per_seed: list[dict[str, Any]] = []
+    for seed in config.seeds:
+        seed_dir = out / f"seed-{seed}"
+        done = seed_dir / "result.json"
+        if resume and done.is_file() and (seed_dir / "model" / "config.json").is_file():
+            log.info("seed %d already finished: %s", seed, done)
+            per_seed.append(json.loads(done.read_text(encoding="utf-8")))
+            continue
+        _event(events, info.is_main, {"event": "seed_start", "seed": seed})
+        res = run_seed(config, seed, df, root, seed_dir, resume=resume)
+        if info.is_main:
+            per_seed.append(res)
+            _event(events, True, {"event": "seed_end", "seed": seed, "val": res["val"], "test": res["test"]})
+    results_path, report_path = out / "results.json", out / "report.html"
+    summary: dict[str, Any] = {}
+    if info.is_main:
+        task = get_task(config.task, **config.task_options)
+        summary = {
+            "task": config.task,
+            "task_options": config.task_options,
+            "adapter": config.adapter,
+            "model": config.model,
+            "data": str(data),
+            "fraction": config.data.fraction,
+            "seeds": list(config.seeds),
+            "primary_metric": task.primary_metric,
+            "higher_is_better": task.higher_is_better,
+            "test": summarise(per_seed, "test"),
+            "val": summarise(per_seed, "val"),
+            "per_seed": [{k: v for k, v in r.items() if k != "figures"} for r in per_seed],
+        }
+        _write_json(results_path, summary)
+        write_report(report_path, summary, per_seed)
+    return FinetuneResult(out, results_path, report_path, summary)
+
+
+def _event(path: Path, enabled: bool, event: dict[str, Any]) -> None:
+    if not enabled:
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"time": time.time(), **event}, default=_json_default) + "\n")
+
+
+# ------------------------------------------------------------------------------------ report
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def write_report(path: Path, summary: dict[str, Any], per_seed: list[dict[str, Any]]) -> Path:
+    """Self-contained HTML (no JavaScript, images inlined): summary table, per-seed tables, figures."""
+    from sonofm.eval.report import CSS
+
+    title = f"sonofm finetune: {summary['task']} / {summary['adapter']}"
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    body.append(
+        f'<p class="meta">model <code>{html.escape(summary["model"])}</code>; data '
+        f"<code>{html.escape(summary['data'])}</code>; label fraction {summary['fraction']:g} "
+        f"(of training patients); seeds {summary['seeds']}; primary metric "
+        f"{html.escape(summary['primary_metric'])} ({'higher' if summary['higher_is_better'] else 'lower'}"
+        " is better)</p>"
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v['mean'])} &plusmn; {_fmt(v['std'])}</td>"
+        f"<td>{', '.join(_fmt(x) for x in v['values'])}</td></tr>"
+        for k, v in summary["test"].items()
+    )
+    body.append(
+        "<h2>Test metrics (mean &plusmn; std over seeds)</h2>"
+        f"<table><tr><th>metric</th><th>mean &plusmn; std</th><th>per seed</th></tr>{rows}</table>"
+    )
+    for res in per_seed:
+        body.append(f"<h2>Seed {res['seed']}</h2>")
+        p = res.get("parameters", {})
+        body.append(
+            f'<p class="meta">best epoch {res.get("best_epoch")} of {res.get("epochs")}; '
+            f"trainable parameters {p.get('trainable', 'n/a')} of {p.get('total', 'n/a')}; "
+            f"images {res.get('n_images')}; patients {res.get('n_patients')}; model "
+            f"<code>{html.escape(str(res.get('model_dir')))}</code></p>"
+        )
+        val, test = res.get("val", {}), res.get("test", {})
+        names = sorted({n.removeprefix("val/") for n in val} | set(test))
+        trs = "".join(
+            f"<tr><td>{html.escape(n)}</td><td>{_fmt(val.get('val/' + n))}</td>"
+            f"<td>{_fmt(test.get(n))}</td></tr>"
+            for n in names
+        )
+        body.append(f"<table><tr><th>metric</th><th>val</th><th>test</th></tr>{trs}</table>")
+        figs = res.get("figures") or []
+        if figs:
+            body.append(
+                '<div class="figs">'
+                + "".join(
+                    f'<figure><img src="{src}" alt="{html.escape(cap)}">'
+                    f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+                    for src, cap in figs
+                )
+                + "</div>"
+            )
+    doc = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<link rel="icon" href="data:,"><title>{html.escape(title)}</title><style>{CSS}</style></head>'
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(doc, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,55 @@
+"""Shared fixtures of the fine-tuning tests: tiny towers and small simulated data sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# A ViT small enough for a loaded 2-core CPU: 32 px, patch 8 (4x4 grid), width 32, 2 blocks.
+TINY_IMAGE = {
+    "kind": "vit",
+    "image_size": 32,
+    "in_chans": 1,
+    "mean": [0.5],
+    "std": [0.5],
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+TINY_OVERRIDES = [
+    f"image.{k}={v}" for k, v in TINY_IMAGE.items() if k not in ("kind", "mean", "std", "in_chans")
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the shared 2-core machine is faster that way and results are stable."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _simulate(out: Path, regions: str, n: int, seed: int) -> Path:
+    from sonofm.sim.generator import simulate_dataset
+
+    simulate_dataset(
+        out, n=n, regions=regions.split(","), size=64, seed=seed, splits=(0.6, 0.2, 0.2), progress=False
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def breast_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~60 breast images (lesion masks), splits 60/20/20 by patient."""
+    return _simulate(tmp_path_factory.mktemp("ft-breast") / "data", "breast", 60, 0)
+
+
+@pytest.fixture(scope="session")
+def heart_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~60 echo images (views, chamber masks), splits 60/20/20 by patient."""
+    return _simulate(tmp_path_factory.mktemp("ft-heart") / "data", "heart", 60, 1)
