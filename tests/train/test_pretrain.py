@@ -308,9 +308,8 @@ def test_siglip_terms_get_a_logit_bias_alone_or_in_a_combination(loss: str, has_
 def test_model_overrides_edit_the_named_preset_instead_of_replacing_it() -> None:
     from sonofm.models.factory import load_spec
 
-    config = resolve_config(
-        PretrainConfig, preset="tiny", overrides=["model.image.pretrained=/runs/ssl/model", "model.embed_dim=128"]
-    )
+    overrides = ["model.image.pretrained=/runs/ssl/model", "model.embed_dim=128"]
+    config = resolve_config(PretrainConfig, preset="tiny", overrides=overrides)
     tiny = load_spec("tiny")
     assert config.model["image"]["pretrained"] == "/runs/ssl/model"
     assert config.model["embed_dim"] == 128
