@@ -387,6 +387,31 @@ class AnalyzeResponse(BaseModel):
 
 
 # ---------------------------------------------------------------- the app
+def _mount_offline_docs(app: FastAPI) -> None:
+    """`/docs` with Swagger UI 5 assets from the `fastapi-offline` package, so the API docs work
+    without internet (hospital networks are often closed; FastAPI's default page loads a CDN).
+    Without that package `/docs` is absent and `/openapi.json` still describes the API."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        log.warning("fastapi-offline is not installed: /docs is off (the schema is at /openapi.json)")
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+
+
 def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> FastAPI:
     """The FastAPI app; models are loaded here (or passed in as `state`) so start-up errors surface early."""
     state = state or load_state(settings)
@@ -416,8 +441,11 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
             "`store_uploads`. Send `Authorization: Bearer <token>` when the server requires a token."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served below from local Swagger UI assets: FastAPI's default loads a CDN
+        redoc_url=None,
     )
     app.state.sonofm = state
+    _mount_offline_docs(app)
     # documents the bearer scheme in OpenAPI; the check itself runs in RequestContextMiddleware,
     # before the body is read
     auth = [Depends(HTTPBearer(auto_error=False, description="Required when the server runs with --token."))]

@@ -99,3 +99,18 @@ def test_page_upload_shows_findings_and_similar_cases(server):
         assert "415" in msg and "expected a PNG, JPEG or DICOM" in msg
         # chromium logs the failed fetch itself as a console error; nothing else may appear
         assert all("status of 415" in e for e in errors), errors
+
+
+def test_api_docs_render_offline(server):
+    """/docs uses local Swagger UI assets: it renders the API with no request leaving loopback."""
+    base, _ = server
+    outside: list[str] = []
+    with chromium_page() as (page, errors):
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
+        page.goto(f"{base}/docs", wait_until="networkidle")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+        paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.dataset.path)")
+        save_screenshot(page, "serve_docs.png")
+    assert "/api/analyze" in paths and "/health" in paths
+    assert errors == []
+    assert [u for u in outside if not u.startswith("data:")] == []
