@@ -22,8 +22,8 @@ from sonofm.config import PretrainConfig, dump_config
 from sonofm.errors import DataError, UserError
 from sonofm.losses import build_contrastive_loss
 from sonofm.losses.compose import build_objective, is_plain
-from sonofm.train.checkpoint import BEST, load_checkpoint
 from sonofm.train.distributed import barrier, init_distributed
+from sonofm.train.finish import save_run_model
 from sonofm.train.steps import ContrastiveStep
 from sonofm.train.trainer import FitResult, Trainer, to_device
 
@@ -114,13 +114,6 @@ def _build_model(config: PretrainConfig) -> nn.Module:
     return build_model(config.model, overrides or None)
 
 
-def _data_card(path: Path) -> dict[str, Any] | None:
-    try:
-        from sonofm.data.card import read_card
-
-        return read_card(path)
-    except UserError:
-        return None
 
 
 def pretrain(config: PretrainConfig, out: str | Path, *, resume: str | None = None) -> PretrainResult:
@@ -207,24 +200,6 @@ def pretrain(config: PretrainConfig, out: str | Path, *, resume: str | None = No
 
     model_dir = out / "model"
     if info.is_main:
-        best = out / "checkpoints" / BEST
-        source = "final"
-        if config.train.early_stop_metric and best.is_file():
-            model.load_state_dict(load_checkpoint(best)["model"])
-            source = f"best {config.train.early_stop_metric} = {fit.best_metric}"
-        from sonofm.models import save_model
-
-        training = {
-            "job": "pretrain",
-            "config": config.model_dump(mode="json"),
-            "data_card": _data_card(data_path),
-            "weights": source,
-            "steps": fit.step,
-            "epochs": fit.epoch,
-            "stopped_early": fit.stopped_early,
-            "val": fit.last_val,
-            "skipped_samples": fit.skipped_samples,
-        }
-        save_model(model, model_dir, training=training)
+        save_run_model(model, out, job="pretrain", config=config, fit=fit, data_path=data_path)
     barrier()
     return PretrainResult(run_dir=out, model_dir=model_dir, metrics=out / "metrics.jsonl", fit=fit)

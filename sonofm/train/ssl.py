@@ -30,8 +30,8 @@ from sonofm.errors import DataError, UserError
 from sonofm.losses.mim import IGNORE_INDEX
 from sonofm.models.config import ImageTowerConfig
 from sonofm.models.ssl import LEVELS, SSLModel, SSLModelConfig, anatomy_labels
-from sonofm.train.checkpoint import BEST, load_checkpoint
 from sonofm.train.distributed import barrier, init_distributed
+from sonofm.train.finish import save_run_model
 from sonofm.train.trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -265,13 +265,6 @@ def evaluate_ssl(model: SSLModel, loader: Any, device: torch.device, seed: int =
     return metrics
 
 
-def _data_card(path: Path) -> dict[str, Any] | None:
-    try:
-        from sonofm.data.card import read_card
-
-        return read_card(path)
-    except UserError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,25 +331,7 @@ def ssl_pretrain(config: SSLConfig, out: str | Path, *, resume: str | None = Non
 
     model_dir = out / "model"
     if info.is_main:
-        best = out / "checkpoints" / BEST
-        source = "final"
-        if config.train.early_stop_metric and best.is_file():
-            model.load_state_dict(load_checkpoint(best)["model"])
-            source = f"best {config.train.early_stop_metric} = {fit.best_metric}"
-        from sonofm.models import save_model
-
-        training = {
-            "job": "ssl",
-            "config": config.model_dump(mode="json"),
-            "data_card": _data_card(data_path),
-            "labelled_rows": coverage,
-            "weights": source,
-            "steps": fit.step,
-            "epochs": fit.epoch,
-            "stopped_early": fit.stopped_early,
-            "val": fit.last_val,
-            "skipped_samples": fit.skipped_samples,
-        }
-        save_model(model, model_dir, training=training)
+        extra = {"labelled_rows": coverage}
+        save_run_model(model, out, job="ssl", config=config, fit=fit, data_path=data_path, extra=extra)
     barrier()
     return SSLResult(run_dir=out, model_dir=model_dir, metrics=out / "metrics.jsonl", fit=fit)
