@@ -259,29 +259,16 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _onnx_log_scale(model: Any) -> float | None:
-    """The learned log logit scale of an ONNX export (export.json; older exports: the source weights)."""
-    info = getattr(model, "info", None) or {}
-    if isinstance(info.get("logit_scale"), int | float):
-        return float(info["logit_scale"])
-    src = Path(str(info.get("model_dir", ""))) / "model.safetensors"
-    if not src.is_file():
-        return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(src), framework="numpy") as f:
-            if "logit_scale" in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                return float(np.asarray(f.get_tensor("logit_scale")).reshape(-1)[0])
-    except Exception as e:  # unreadable source weights: fall back to the configured init
-        log.warning("cannot read logit_scale from %s (%s)", src, e)
-    return None
+    """The learned log logit scale an ONNX export recorded in export.json (None if absent)."""
+    value = (getattr(model, "info", None) or {}).get("logit_scale")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def model_logit_scale(model: Any) -> float:
     """exp(logit_scale) clamped at config.max_logit_scale (as `EvalContext.logit_scale`).
 
-    torch models carry the learned log scale as a parameter; for an ONNX export it is read from
-    the source model's weights, else the configured init is used (and a warning logged).
+    torch models carry the learned log scale as a parameter; an ONNX export records it in
+    export.json; otherwise the configured init is used (and a warning logged).
     """
     cfg = getattr(model, "config", None)
     cap = float(getattr(cfg, "max_logit_scale", 100.0))
