@@ -68,10 +68,23 @@ def sonofm_command() -> list[str]:
     return [sys.executable, "-c", "from sonofm.cli import app; app()"]
 
 
+STAGES = ("simulate", "pretrain-clip", "pretrain-usclip", "eval")
+
+
+def _current_stage(stages_json: Path) -> str:
+    """The stage running now: the first of STAGES not yet in the demo's stages.json (else 'report')."""
+    try:
+        done = json.loads(stages_json.read_text()).get("stages", {})
+    except (OSError, ValueError):
+        done = {}
+    return next((s for s in STAGES if s not in done), "report")
+
+
 def run(out: Path, quick: bool, log_path: Path) -> dict:
     cmd = [*sonofm_command(), "demo", "--out", str(out), *(["--quick"] if quick else [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
     peak_pss = peak_rss = 0
+    stage_peak: dict[str, int] = {}  # which stage holds the memory peak (PSS per stage)
     t0 = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -79,6 +92,8 @@ def run(out: Path, quick: bool, log_path: Path) -> dict:
         while proc.poll() is None:
             pss, rss = _tree_memory(ps)
             peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
+            stage = _current_stage(out / "stages.json")
+            stage_peak[stage] = max(stage_peak.get(stage, 0), pss)
             time.sleep(0.2)
     wall = time.perf_counter() - t0
     # ru_maxrss of the largest waited-for descendant, in KiB on Linux
@@ -90,6 +105,7 @@ def run(out: Path, quick: bool, log_path: Path) -> dict:
         "peak_pss_tree_mib": round(peak_pss / 2**20, 1),
         "peak_rss_sum_tree_mib": round(peak_rss / 2**20, 1),
         "peak_rss_max_process_mib": round(max_proc_kib / 1024, 1),
+        "peak_pss_by_stage_mib": {k: round(v / 2**20, 1) for k, v in stage_peak.items()},
     }
 
 
@@ -149,6 +165,8 @@ def main() -> None:
         f"within budget: {entry['within_budget']}"
     )
     print("stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in entry["stage_seconds"].items()))
+    by_stage = res["peak_pss_by_stage_mib"].items()
+    print("peak PSS by stage: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in by_stage))
     print(f"wrote {args.results}")
     if tmp is not None and not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)

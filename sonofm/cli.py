@@ -12,6 +12,8 @@ from sonofm import __version__
 from sonofm.errors import UserError
 
 console = Console(stderr=True)
+PRECISION_HELP = "fp32, bf16, fp16 (CUDA only) or auto (bf16 where the hardware has it natively, else fp32)."
+
 app = typer.Typer(
     name="sonofm",
     help=(
@@ -72,7 +74,7 @@ def finetune_cmd(
     epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA only)."),
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     resume: bool = typer.Option(False, "--resume", help="Keep finished seeds, resume an interrupted one."),
     overrides: list[str] | None = typer.Argument(
         None, help="key=value overrides (task_options.target=view, task_options.labels=[3,4,5])."
@@ -260,7 +262,7 @@ def ssl_cmd(
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
-    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA only)."),
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     resume: str | None = typer.Option(None, "--resume", help="'latest', 'best' or a checkpoint file."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides (mask_ratio=0.75)."),
 ) -> None:
@@ -775,7 +777,7 @@ def pretrain(
     epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA only)."),
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     resume: str | None = typer.Option(None, "--resume", help="'latest', 'best' or a checkpoint file."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides (train.lr=1e-4)."),
 ) -> None:

@@ -44,13 +44,16 @@ class TrainerConfig(BaseModel):
     warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # auto: sonofm.train.precision
     device: str = "auto"
     compile: bool = False
     grad_checkpointing: bool = False
     find_unused_parameters: bool = False
     seed: int = 0
     workers: int = Field(0, ge=0)
+    # how DataLoader workers start (default: the platform's; forkserver keeps workers from
+    # inheriting the trainer's heap): sonofm.data.loader.worker_context
+    worker_start: Literal["default", "fork", "forkserver", "spawn"] = "default"
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0 = per epoch")
     val_every: int = Field(1, ge=0, description="epochs between validations; 0 = never")

@@ -5,6 +5,8 @@ real acquisitions: depth-dependent attenuation and TGC mistakes, acoustic shadow
 gas, near-field haze/reverberation, scanner speckle reduction, gain/contrast settings, and small
 probe movements. Written here (numpy/scipy) because no library ships ultrasound-specific ones;
 the geometric part uses one affine matrix for image, mask and points so they cannot drift apart.
+Transforms are module-level functions bound with `functools.partial`, so they pickle: DataLoader
+workers started by spawn/forkserver (macOS default, `train.worker_start`) receive them intact.
 
 All transforms take and return a `Sample`: image float32 (H, W) in [0, 1], mask int (H, W) or
 None, points float (N, 2) as (x, y) pixel coordinates (NaN rows = missing landmark).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
@@ -31,74 +34,78 @@ class Sample:
 Transform = Callable[[Sample, np.random.Generator], Sample]
 
 
+def _depth_attenuation(s: Sample, rng: np.random.Generator, max_db: float) -> Sample:
+    h = s.image.shape[0]
+    slope_db = rng.uniform(-max_db, max_db)
+    gain = 10 ** (-slope_db * np.linspace(0, 1, h, dtype=np.float32) / 20)
+    return replace(s, image=np.clip(s.image * gain[:, None], 0, 1))
+
+
 def depth_attenuation(max_db: float = 6.0) -> Transform:
     """Extra (or compensated) attenuation with depth: a TGC mis-setting."""
+    return partial(_depth_attenuation, max_db=max_db)
 
-    def apply(s: Sample, rng: np.random.Generator) -> Sample:
-        h = s.image.shape[0]
-        slope_db = rng.uniform(-max_db, max_db)
-        gain = 10 ** (-slope_db * np.linspace(0, 1, h, dtype=np.float32) / 20)
-        return replace(s, image=np.clip(s.image * gain[:, None], 0, 1))
 
-    return apply
+def _acoustic_shadow(
+    s: Sample, rng: np.random.Generator, max_strength: float, max_width_frac: float
+) -> Sample:
+    h, w = s.image.shape
+    cx = rng.uniform(0, w)
+    half = rng.uniform(0.03, max_width_frac) * w / 2
+    z0 = rng.uniform(0.2, 0.7) * h
+    strength = rng.uniform(0.3, max_strength)
+    xs = np.arange(w, dtype=np.float32)
+    lateral = np.exp(-0.5 * ((xs - cx) / max(half, 1.0)) ** 4)
+    rows = np.arange(h, dtype=np.float32)
+    depth = np.clip((rows - z0) / (0.05 * h), 0, 1)
+    factor = 1 - strength * depth[:, None] * lateral[None, :]
+    return replace(s, image=s.image * factor.astype(np.float32))
 
 
 def acoustic_shadow(max_strength: float = 0.7, max_width_frac: float = 0.15) -> Transform:
     """A dark vertical band below a random depth, as behind a rib or bowel gas."""
+    return partial(_acoustic_shadow, max_strength=max_strength, max_width_frac=max_width_frac)
 
-    def apply(s: Sample, rng: np.random.Generator) -> Sample:
-        h, w = s.image.shape
-        cx = rng.uniform(0, w)
-        half = rng.uniform(0.03, max_width_frac) * w / 2
-        z0 = rng.uniform(0.2, 0.7) * h
-        strength = rng.uniform(0.3, max_strength)
-        xs = np.arange(w, dtype=np.float32)
-        lateral = np.exp(-0.5 * ((xs - cx) / max(half, 1.0)) ** 4)
-        rows = np.arange(h, dtype=np.float32)
-        depth = np.clip((rows - z0) / (0.05 * h), 0, 1)
-        factor = 1 - strength * depth[:, None] * lateral[None, :]
-        return replace(s, image=s.image * factor.astype(np.float32))
 
-    return apply
+def _haze(s: Sample, rng: np.random.Generator, max_level: float) -> Sample:
+    h, w = s.image.shape
+    level = rng.uniform(0.05, max_level)
+    extent = rng.uniform(0.1, 0.4) * h
+    rows = np.arange(h, dtype=np.float32)
+    veil = level * np.exp(-rows / extent)[:, None]
+    noise = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), sigma=max(h / 32, 1))
+    noise /= max(float(np.abs(noise).max()), 1e-6)
+    img = s.image + veil * (1 + 0.5 * noise) * (s.image > 0)
+    return replace(s, image=np.clip(img, 0, 1))
 
 
 def haze(max_level: float = 0.25) -> Transform:
     """Near-field clutter: a bright, smooth veil that fades with depth."""
+    return partial(_haze, max_level=max_level)
 
-    def apply(s: Sample, rng: np.random.Generator) -> Sample:
-        h, w = s.image.shape
-        level = rng.uniform(0.05, max_level)
-        extent = rng.uniform(0.1, 0.4) * h
-        rows = np.arange(h, dtype=np.float32)
-        veil = level * np.exp(-rows / extent)[:, None]
-        noise = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), sigma=max(h / 32, 1))
-        noise /= max(float(np.abs(noise).max()), 1e-6)
-        img = s.image + veil * (1 + 0.5 * noise) * (s.image > 0)
-        return replace(s, image=np.clip(img, 0, 1))
 
-    return apply
+def _speckle_reduction(s: Sample, rng: np.random.Generator, max_sigma: float) -> Sample:
+    sigma = rng.uniform(0.3, max_sigma)
+    return replace(s, image=ndimage.gaussian_filter(s.image, sigma=sigma).astype(np.float32))
 
 
 def speckle_reduction(max_sigma: float = 1.2) -> Transform:
     """Scanner-side speckle smoothing (as SRI/XRES-like filters do)."""
+    return partial(_speckle_reduction, max_sigma=max_sigma)
 
-    def apply(s: Sample, rng: np.random.Generator) -> Sample:
-        sigma = rng.uniform(0.3, max_sigma)
-        return replace(s, image=ndimage.gaussian_filter(s.image, sigma=sigma).astype(np.float32))
 
-    return apply
+def _gain_contrast(
+    s: Sample, rng: np.random.Generator, max_gain: float, gamma_range: tuple[float, float]
+) -> Sample:
+    gamma = float(np.exp(rng.uniform(np.log(gamma_range[0]), np.log(gamma_range[1]))))
+    gain = 1 + rng.uniform(-max_gain, max_gain)
+    img = np.clip(np.power(np.clip(s.image, 0, 1), gamma) * gain, 0, 1)
+    return replace(s, image=img.astype(np.float32))
 
 
 def gain_contrast(max_gain: float = 0.2, gamma_range: tuple[float, float] = (0.7, 1.4)) -> Transform:
     """Overall gain and dynamic-range (gamma) changes of the display map."""
-
-    def apply(s: Sample, rng: np.random.Generator) -> Sample:
-        gamma = float(np.exp(rng.uniform(np.log(gamma_range[0]), np.log(gamma_range[1]))))
-        gain = 1 + rng.uniform(-max_gain, max_gain)
-        img = np.clip(np.power(np.clip(s.image, 0, 1), gamma) * gain, 0, 1)
-        return replace(s, image=img.astype(np.float32))
-
-    return apply
+    return partial(_gain_contrast, max_gain=max_gain, gamma_range=gamma_range)
 
 
 def affine_matrix(
@@ -136,22 +143,24 @@ def apply_affine(s: Sample, out_to_in: np.ndarray) -> Sample:
     return Sample(img.astype(np.float32), mask, pts)
 
 
+def _small_affine(
+    s: Sample, rng: np.random.Generator, max_angle: float, scale_range: tuple[float, float], max_shift: float
+) -> Sample:
+    h, w = s.image.shape
+    m = affine_matrix(
+        (h, w),
+        angle_deg=rng.uniform(-max_angle, max_angle),
+        scale=rng.uniform(*scale_range),
+        shift=(rng.uniform(-max_shift, max_shift) * w, rng.uniform(-max_shift, max_shift) * h),
+    )
+    return apply_affine(s, m)
+
+
 def small_affine(
     max_angle: float = 8.0, scale_range: tuple[float, float] = (0.9, 1.1), max_shift: float = 0.05
-):
+) -> Transform:
     """Small probe movements: rotation, zoom and translation."""
-
-    def apply(s: Sample, rng: np.random.Generator) -> Sample:
-        h, w = s.image.shape
-        m = affine_matrix(
-            (h, w),
-            angle_deg=rng.uniform(-max_angle, max_angle),
-            scale=rng.uniform(*scale_range),
-            shift=(rng.uniform(-max_shift, max_shift) * w, rng.uniform(-max_shift, max_shift) * h),
-        )
-        return apply_affine(s, m)
-
-    return apply
+    return partial(_small_affine, max_angle=max_angle, scale_range=scale_range, max_shift=max_shift)
 
 
 @dataclass

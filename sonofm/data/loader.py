@@ -8,6 +8,7 @@ it is pickled into each worker.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable
 from functools import partial
@@ -20,6 +21,31 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from sonofm.data.augment import default_ultrasound_augment
 from sonofm.data.dataset import TextFn, UltrasoundDataset, collate
+
+# Modules every worker needs; a forkserver imports them once, so each worker starts in ~0.1 s.
+_FORKSERVER_PRELOAD = ["torch", "sonofm.data.dataset", "sonofm.data.augment", "sonofm.losses.compose"]
+
+
+def worker_context(start: str, workers: int) -> Any:
+    """The multiprocessing context DataLoader workers start with (None: the platform default).
+
+    Forking workers from the training process (Linux's default) lets each worker inherit the
+    trainer's whole heap copy-on-write; as the trainer rewrites activations and optimizer state,
+    those pages turn into private copies in every worker, and the trainer re-creates its workers each
+    epoch from an ever larger parent. ``forkserver`` starts workers from a small server process
+    instead (see benchmarks/results/demo.json for the measured difference). Like ``spawn`` (the
+    macOS default) it needs picklable datasets/collates and a ``__main__`` guard in user scripts,
+    so it is opt-in (``train.worker_start=forkserver``); ``sonofm demo`` uses it.
+    """
+    if workers <= 0 or start == "default":
+        return None
+    methods = multiprocessing.get_all_start_methods()
+    if start not in methods:
+        raise ValueError(f"worker start method {start!r} is not available here; expected one of {methods}")
+    ctx = multiprocessing.get_context(start)
+    if start == "forkserver":
+        ctx.set_forkserver_preload(_FORKSERVER_PRELOAD)
+    return ctx
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -75,6 +101,7 @@ def build_loader(
     text: str | TextFn = "report",
     sampler: Sampler[int] | None = None,
     root: str | Path | None = None,
+    worker_start: str = "default",
 ) -> DataLoader[Any]:
     """A DataLoader of collated batches (see `sonofm.data.dataset.collate`).
 
@@ -106,5 +133,6 @@ def build_loader(
         worker_init_fn=_seed_worker if workers > 0 else None,
         generator=gen,
         persistent_workers=workers > 0,
+        multiprocessing_context=worker_context(worker_start, workers),
         pin_memory=torch.cuda.is_available(),
     )

@@ -3,8 +3,10 @@
 Classification: `acc1`, `balanced_accuracy` (mean per-class recall, CLIP_benchmark's
 "mean_per_class_recall"), `macro_auc` (one-vs-rest ROC AUC averaged over classes), `binary_auc`,
 `expected_calibration_error`. Regression: `mae`, `r2`. Retrieval: `retrieval_ranks` (rank of the
-first relevant gallery item per query, exact from chunked fp32 matmuls so a 100k x 100k gallery
-never materialises, or approximate from a FAISS IVF index) and `recall_at_k` / `rank_summary`.
+first relevant gallery item per query: exact from a chunked bf16 screening GEMM with a rigorous
+error bound plus exact re-scoring of the undecided items (`sonofm.eval.exact_ranks`), so a
+100k x 100k gallery never materialises; or approximate from a FAISS IVF index) and
+`recall_at_k` / `rank_summary`.
 
 Every metric is a plain function of per-sample arrays, so `bootstrap_ci` (percentile CIs) and
 `paired_bootstrap` (compare mode) work on all of them by resampling samples / queries.
@@ -197,8 +199,12 @@ def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 # top K (CLIP_benchmark's definition), and an irrelevant item tied with the best positive is
 # resolved in the query's favour (topk-based code breaks such ties arbitrarily). Only one pass
 # over the Q x G scores is made, in query chunks, with no sort: the O(Q*G*D) matmul dominates.
+# "exact" compares the REAL dot products of the float32 inputs (see sonofm.eval.exact_ranks);
+# "fp32" is the former path, deciding on fp32-sgemm scores (same ranks except near-ties within
+# fp32 rounding, ~1e-5 for unit vectors; ~1.7x slower on a CPU with AVX512-BF16: the bf16 GEMM
+# runs at ~2.1x the fp32 rate, minus the counting passes; benchmarks/eval.py measures both).
 
-RETRIEVAL_METHODS = ("exact", "ivf")
+RETRIEVAL_METHODS = ("exact", "fp32", "ivf")
 
 
 @dataclass
@@ -210,6 +216,7 @@ class RankInfo:
     seconds: float = 0.0
     censored_at: int | None = None  # ivf: ranks above this value mean "not in the top k"
     note: str = ""
+    stats: dict[str, Any] | None = None  # exact: pairs re-scored / decided exactly, fallback queries
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -267,12 +274,12 @@ def _count_above(sims: Any, best: Any) -> Any:
     return sims.gt_(best[:, None]).sum(1).to(torch.int64)
 
 
-def _default_chunk(ng: int) -> int:
+def _default_chunk(ng: int) -> int:  # fp32 path
     # ~256 MB of fp32 scores per chunk: big enough for an efficient sgemm, small enough for a laptop
     return int(max(64, min(4096, (64 << 20) // max(ng, 1))))
 
 
-def _ranks_exact(q: Any, g: Any, pairs: Callable, chunk: int, ranks: np.ndarray) -> None:
+def _ranks_fp32(q: Any, g: Any, pairs: Callable, chunk: int, ranks: np.ndarray) -> None:
     """fp32 sgemm per query chunk into one reused buffer; best positive read from the same scores."""
     import torch
 
@@ -359,10 +366,14 @@ def retrieval_ranks(
     counts in the query's favour). Queries without any relevant item get rank 0 and are dropped by
     `recall_at_k` / `rank_summary` with a warning.
 
-    method: "exact" (fp32 sgemm per query chunk into one reused buffer; the best positive and the
-    count above it are read off the same scores, so ties are exact) or "ivf" (FAISS IVF,
-    approximate, ranks censored at `ivf_k` + 1; needs the key form; see `ivf_ranks`). Pass a
-    `RankInfo` as `info` to learn what ran, whether it is exact and how long it took.
+    method: "exact" (default): the comparisons are those of the real-number dot products of the
+    float32-cast inputs, whatever their norms (a bf16 screening GEMM with a proven error bound,
+    then float64 / exactly-rounded re-scoring of the items it cannot decide; see
+    `sonofm.eval.exact_ranks`); "fp32": the same definition evaluated on fp32-sgemm scores (ranks
+    differ only on near-ties within fp32 rounding; slower); "ivf" (FAISS IVF, approximate, ranks
+    censored at `ivf_k` + 1; needs the key form; see `ivf_ranks`). `chunk` = query rows per GEMM.
+    Pass a `RankInfo` as `info` to learn what ran, whether it is exact and how long it took.
+    Embeddings with NaN/inf raise ValueError (exact).
     """
     import time
 
@@ -372,8 +383,8 @@ def retrieval_ranks(
         raise ValueError(f"method must be one of {RETRIEVAL_METHODS}, got {method!r}")
     t0 = time.perf_counter()
     nq, ng = len(query), len(gallery)
-    rec = info if info is not None else RankInfo(method, method == "exact")
-    rec.method, rec.exact = method, method == "exact"
+    rec = info if info is not None else RankInfo(method, method != "ivf")
+    rec.method, rec.exact = method, method != "ivf"
     if method == "ivf":
         if not isinstance(relevance, tuple):
             raise ValueError("method='ivf' needs relevance as (query_keys, gallery_keys)")
@@ -387,7 +398,15 @@ def retrieval_ranks(
         ranks = np.zeros(nq, dtype=np.int64)
         if nq and ng:
             with torch.inference_mode():
-                _ranks_exact(q, g, pairs, int(chunk or _default_chunk(ng)), ranks)
+                if method == "fp32":
+                    _ranks_fp32(q, g, pairs, int(chunk or _default_chunk(ng)), ranks)
+                    rec.note = "full ranks decided on fp32-sgemm scores"
+                else:
+                    from sonofm.eval.exact_ranks import screened_ranks
+
+                    st = screened_ranks(q, g, pairs, ranks, chunk=int(chunk or 1024))
+                    rec.stats = st.to_dict()
+                    rec.note = "exact in real arithmetic: bf16 screen + float64/exact re-check"
     rec.seconds = time.perf_counter() - t0
     log.debug("retrieval ranks %d x %d: %s", nq, ng, rec)
     return ranks

@@ -3,7 +3,13 @@
 Options: ``target`` (a manifest column, or ``malignant`` (benign/malignant) / ``body_system``;
 default ``diagnosis``), ``classes`` (fixed class list; default: the classes of the training rows,
 stored with the model), ``head`` (auto/ht: the hybrid-tuning head; pool: GAP of the deepest map +
-linear), ``dim``, ``dropout``, ``label_smoothing``.
+linear), ``dim``, ``dropout``, ``label_smoothing``, ``class_weight`` (``none``, default, or
+``balanced``: cross-entropy weights ``n / (k * n_c)`` from the training rows' class counts, as
+scikit-learn's ``compute_class_weight("balanced")``; stored with the model as ``class_weights``).
+Balanced weights matter when classes are rare: simulated echo exams hold A4C/A2C/PLAX/PSAX-PM in
+every patient but A3C, SC4C and the mitral/apical short-axis levels in few, and with plain
+cross-entropy a ViT trained from scratch lumps those into their frequent neighbours (A3C -> A2C,
+PSAX_MV/PSAX_AP -> PSAX_PM) for many epochs.
 
 Metrics (scikit-learn): accuracy, balanced accuracy, macro precision/recall/F1 and macro
 one-vs-rest ROC AUC over the classes that have both positives and negatives in the split.
@@ -69,6 +75,22 @@ def macro_auc(y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
+def balanced_class_weights(labels: np.ndarray | list[Any], classes: list[str]) -> list[float]:
+    """Per-class loss weights ``n / (k * n_c)`` over the labelled rows (scikit-learn's "balanced").
+
+    A class of the list that has no training rows gets weight 1.0 (it cannot contribute a loss term).
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.asarray([str(v) for v in labels if v is not None and str(v) in classes])
+    present = [c for c in classes if c in set(y.tolist())]
+    if not present:
+        raise UserError("classify: class_weight=balanced needs labelled training rows")
+    w = compute_class_weight("balanced", classes=np.asarray(present), y=y)
+    lookup = dict(zip(present, w.tolist(), strict=True))
+    return [float(lookup.get(c, 1.0)) for c in classes]
+
+
 def _f1(y: np.ndarray, probs: np.ndarray) -> float:
     return macro_prf(y, probs)[2]
 
@@ -80,9 +102,13 @@ class ClassifyTask(FinetuneTask):
     higher_is_better: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
-        extra = set(options) - {"target", "classes", "head", "dim", "dropout", "label_smoothing"}
+        known = {"target", "classes", "head", "dim", "dropout", "label_smoothing"}
+        extra = set(options) - known - {"class_weight", "class_weights"}
         if extra:
             raise UserError(f"classify: unknown options {sorted(extra)}")
+        weighting = options.get("class_weight", "none")
+        if weighting not in ("none", "balanced"):
+            raise UserError(f"classify: class_weight must be none or balanced; got {weighting!r}")
         head = options.get("head", "auto")
         if head not in ("auto", "ht", "pool"):
             raise UserError(f"classify: head must be one of auto, ht, pool; got {head!r}")
@@ -121,6 +147,8 @@ class ClassifyTask(FinetuneTask):
                     "need at least 2"
                 )
             self.options["classes"] = classes
+        if self.options.get("class_weight", "none") == "balanced" and not self.options.get("class_weights"):
+            self.options["class_weights"] = balanced_class_weights(self.labels(train_df), self.classes)
 
     def dataset(
         self, df: pd.DataFrame, root: Path, split: str, image_size: int, augment: bool | float
@@ -146,7 +174,11 @@ class ClassifyTask(FinetuneTask):
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> dict[str, Tensor]:
         smoothing = float(self.options.get("label_smoothing", 0.0))
-        ce = F.cross_entropy(outputs.float(), batch["label"], ignore_index=IGNORE, label_smoothing=smoothing)
+        weights = self.options.get("class_weights")
+        weight = None if not weights else torch.tensor(weights, dtype=torch.float32, device=outputs.device)
+        ce = F.cross_entropy(
+            outputs.float(), batch["label"], weight=weight, ignore_index=IGNORE, label_smoothing=smoothing
+        )
         return {"ce": ce}
 
     def predict(self, outputs: Any, batch: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -149,6 +149,7 @@ def pretrain(config: PretrainConfig, out: str | Path, *, resume: str | None = No
         workers=config.train.workers,
         seed=config.train.seed,
         text=config.data.text,
+        worker_start=config.train.worker_start,
     )
     _check_text(train_loader.dataset, config.data.text, str(data_path))
 
@@ -165,6 +166,7 @@ def pretrain(config: PretrainConfig, out: str | Path, *, resume: str | None = No
                 workers=config.train.workers,
                 seed=config.train.seed,
                 text=config.data.text,
+                worker_start=config.train.worker_start,
             )
         except DataError as err:
             log.warning("no validation: %s", err)

@@ -63,11 +63,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from sonofm.config import TrainerConfig
+from sonofm.data.loader import worker_context
 from sonofm.errors import DataError, UserError
 from sonofm.train import checkpoint as ckpt
 from sonofm.train.distributed import DistInfo, all_reduce_mean, all_reduce_sum, any_rank, init_distributed
 from sonofm.train.metrics_log import MetricsLogger, Progress
 from sonofm.train.optim import WarmupCosine, build_optimizer, build_scheduler
+from sonofm.train.precision import resolve_precision
 from sonofm.train.sampler import ResumableBatchSampler
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,7 @@ class Trainer:
         self.on_step = list(on_step)
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
+        self.precision = resolve_precision(config.precision, self.device)
         self._check_precision()
 
         if isinstance(train_data, DataLoader):
@@ -266,7 +269,7 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, min(config.warmup_steps, self.total_steps), self.total_steps, config.min_lr_ratio
         )
-        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
 
         # progress counters (all part of the checkpoint)
         self.step = 0
@@ -281,12 +284,12 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
 
     def _check_precision(self) -> None:
-        p = self.config.precision
+        p = self.precision
         if p == "fp16" and self.device.type != "cuda":
             raise UserError("precision fp16 needs a CUDA GPU (GradScaler); use --precision bf16 on CPU")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        p = self.config.precision
+        p = self.precision
         if p == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if p == "bf16" else torch.float16
@@ -316,6 +319,7 @@ class Trainer:
             "num_workers": self.workers,
             "pin_memory": self.device.type == "cuda",
             "generator": gen,
+            "multiprocessing_context": worker_context(self.config.worker_start, self.workers),
         }
         if self.sampler is None:  # a stream: replay and drop what was already trained on
             loader = DataLoader(self.dataset, batch_size=self.config.batch_size, drop_last=True, **common)

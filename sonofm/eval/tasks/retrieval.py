@@ -5,9 +5,11 @@ or by study (all reports of the same acquisition). Computed on the full gallery 
 on a fixed seeded subset (5k by default, as Ultrasound-CLIP reports), with bootstrap CIs over
 queries.
 
-`method: exact` (default) ranks every gallery item with chunked fp32 matmuls (see
-`metrics.retrieval_ranks`); `method: ivf` uses a FAISS IVF index for very large galleries: R@K is
-then approximate and mean/median rank are not reported (ranks are censored past the top 100).
+`method: exact` (default) ranks every gallery item exactly: a bf16 screening matmul with a
+proven error bound, ambiguous pairs re-scored in float64 (see `sonofm.eval.exact_ranks`);
+`method: fp32` is the plain chunked fp32 path (same ranks up to fp32 rounding of near-ties);
+`method: ivf` uses a FAISS IVF index for very large galleries: R@K is then approximate and
+mean/median rank are not reported (ranks are censored past the top 100).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class Retrieval(Task):
         for direction, ranks in (("image_to_text", r_i2t), ("text_to_image", r_t2i)):
             for k in self.ks:
                 ctx.add_metric(res, f"{prefix}{direction}/R@{k}", partial(M.recall_at_k, k=k), ranks)
-            if self.method == "exact":  # censored IVF ranks have no meaningful mean/median
+            if self.method != "ivf":  # censored IVF ranks have no meaningful mean/median
                 ctx.add_metric(
                     res, f"{prefix}{direction}/mean_rank", _mean_rank, ranks, higher_is_better=False
                 )
