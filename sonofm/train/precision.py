@@ -61,5 +61,5 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         chosen = "bf16" if cpu_has_native_bf16() else "fp32"
     else:
         chosen = "fp32"
-    log.info("precision auto -> %s on %s", chosen, device)
+    log.debug("precision auto -> %s on %s", chosen, device)
     return chosen

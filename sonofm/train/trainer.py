@@ -215,6 +215,8 @@ class Trainer:
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         self.precision = resolve_precision(config.precision, self.device)
+        if config.precision == "auto":
+            log.info("precision auto -> %s on %s", self.precision, self.device)
         self._check_precision()
 
         if isinstance(train_data, DataLoader):
