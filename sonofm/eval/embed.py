@@ -91,10 +91,9 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    from sonofm.train.precision import autocast
+
+    return autocast(precision, device)
 
 
 class _DecodeOnly(torch.utils.data.Dataset):

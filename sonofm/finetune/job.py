@@ -183,15 +183,9 @@ def _loader(ds: torch.utils.data.Dataset, batch_size: int, workers: int) -> torc
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
-    import contextlib
+    from sonofm.train.precision import autocast
 
-    from sonofm.train.precision import resolve_precision
-
-    precision = resolve_precision(precision, device)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return autocast(precision, device)
 
 
 @torch.no_grad()

@@ -63,3 +63,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         chosen = "fp32"
     log.debug("precision auto -> %s on %s", chosen, device)
     return chosen
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The autocast context of ``precision`` (``auto`` resolved) on ``device``; fp32 disables autocast."""
+    precision = resolve_precision(precision, device)
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

@@ -69,7 +69,7 @@ from sonofm.train import checkpoint as ckpt
 from sonofm.train.distributed import DistInfo, all_reduce_mean, all_reduce_sum, any_rank, init_distributed
 from sonofm.train.metrics_log import MetricsLogger, Progress
 from sonofm.train.optim import WarmupCosine, build_optimizer, build_scheduler
-from sonofm.train.precision import resolve_precision
+from sonofm.train.precision import autocast, resolve_precision
 from sonofm.train.sampler import ResumableBatchSampler
 
 log = logging.getLogger(__name__)
@@ -291,11 +291,7 @@ class Trainer:
             raise UserError("precision fp16 needs a CUDA GPU (GradScaler); use --precision bf16 on CPU")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        p = self.precision
-        if p == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     def _wrap_model(self) -> None:
         model: nn.Module = self.raw_model
