@@ -9,7 +9,7 @@ import numpy as np
 
 from sonofm import taxonomy as tx
 from sonofm.errors import DataError, UserError
-from sonofm.reports.parser import ParseResult, parse_report
+from sonofm.reports.parser import MAX_REPORT_CHARS, ParseResult, ReportTooLarge, parse_report
 from sonofm.reports.sampling import random_study
 from sonofm.reports.writer import write_report
 
@@ -28,6 +28,11 @@ def parse_source(source: str, region: str | None = None) -> ParseResult:
         path = Path(source)
         if not path.is_file():
             raise UserError(f"report file {source!r} does not exist (give a text file or '-' for stdin)")
+        if path.stat().st_size > 4 * MAX_REPORT_CHARS:  # UTF-8: at most 4 bytes a character
+            raise ReportTooLarge(
+                f"report file {source!r} is {path.stat().st_size:,} bytes, over the limit of "
+                f"{MAX_REPORT_CHARS:,} characters; split it into one report per study"
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:

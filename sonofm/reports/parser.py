@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sonofm import taxonomy as tx
+from sonofm.errors import DataError
 from sonofm.reports import lexicon as lx
 from sonofm.reports.measurements import Quantity, find_quantities, normalise_value, unit_of_measurement
 from sonofm.reports.negation import default_context
@@ -23,6 +24,20 @@ from sonofm.reports.schema import Finding, Status, Study
 from sonofm.reports.text import Token, split_sentences, tokenize
 
 log = logging.getLogger(__name__)
+
+# A long clinical report is ~10k characters; 1M is ~100x that. Larger input is not a report (a
+# pasted log, a binary file) and is refused up front rather than parsed for minutes.
+MAX_REPORT_CHARS = 1_000_000
+# Per-sentence work (ConText scopes, quantity assignment) is quadratic in the sentence length, so
+# a run-on "sentence" is cut into pieces of at most this many characters: total time stays linear.
+MAX_SENTENCE_CHARS = 1_000
+# Unknown terms are a hint list for a human; beyond this many the substring de-duplication (pairwise)
+# would dominate the parse time.
+MAX_UNKNOWN_TERMS = 200
+
+
+class ReportTooLarge(DataError, ValueError):
+    """A report text over `MAX_REPORT_CHARS` (the one input `parse_report` refuses)."""
 
 _SECTION_RE = re.compile(
     r"(?im)^\s*(findings?|impressions?|conclusions?|summary|comments?|indications?|history|"
@@ -563,11 +578,17 @@ def _unmapped_in_scope(tokens: list[Token], mods, matches: list[_Match], known: 
 
 
 def _unknown_terms(text: str, covered: list[tuple[int, int]], known: frozenset[str]) -> list[str]:
+    # one byte per character: "is this character inside a recognised span" in O(1), so the scan is
+    # linear in the text (a list scan per match made long reports quadratic, issue #18)
+    mask = bytearray(len(text) + 1)
+    for a, b in covered:
+        if b > a:
+            mask[a:b] = b"\x01" * (b - a)
     out: list[str] = []
     for pat in _UNKNOWN_PATTERNS:
         for m in pat.finditer(text):
             s, e = m.start(), m.end()
-            if any(a <= s < b or a < e <= b for a, b in covered):
+            if mask[s] or mask[e - 1]:
                 continue
             word = m.group(0)
             lw = word.lower()
@@ -593,6 +614,22 @@ def _finding_from(e: lx.Entry, status: Status, grade: str | None) -> Finding:
     return Finding(e.dimension or e.kind, e.id, status, grade if status is Status.PRESENT else None)
 
 
+def _bounded(spans: list[tuple[int, int]], text: str) -> list[tuple[int, int]]:
+    """Sentence spans with run-ons cut at `MAX_SENTENCE_CHARS` (at a ';' or ',' or space if any)."""
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        while b - a > MAX_SENTENCE_CHARS:
+            lim = a + MAX_SENTENCE_CHARS
+            cut = max(text.rfind(";", a, lim), text.rfind(",", a, lim))
+            if cut <= a:
+                cut = text.rfind(" ", a, lim)
+            cut = cut if cut > a else lim
+            out.append((a, cut))
+            a = cut
+        out.append((a, b))
+    return out
+
+
 def parse_report(text: str, region: str | None = None) -> ParseResult:
     """Parse free report text into a `Study` (never raises on text; see the module docstring).
 
@@ -601,6 +638,11 @@ def parse_report(text: str, region: str | None = None) -> ParseResult:
     """
     if region is not None and region not in tx.REGIONS:
         raise ValueError(f"region {region!r} is not one of: {', '.join(tx.REGIONS)}")
+    if isinstance(text, str) and len(text) > MAX_REPORT_CHARS:
+        raise ReportTooLarge(
+            f"report text has {len(text):,} characters, over the limit of {MAX_REPORT_CHARS:,} "
+            "(a clinical report is a few thousand); split it into one report per study"
+        )
     try:
         return _parse(text if isinstance(text, str) else str(text), region)
     except Exception:  # noqa: BLE001 - contract: parsing arbitrary text must not raise
@@ -629,7 +671,7 @@ def _parse(text: str, region: str | None) -> ParseResult:
             continue
         if kind == "impression":
             impression_parts.append(text[s0:s1].strip())
-        for a, b in split_sentences(text[s0:s1]):
+        for a, b in _bounded(split_sentences(text[s0:s1]), text[s0:s1]):
             a, b = a + s0, b + s0
             sent = text[a:b]
             tokens = tokenize(sent)
@@ -760,7 +802,7 @@ def _parse(text: str, region: str | None) -> ParseResult:
     covered += [(m.start(), m.end()) for m in _SECTION_RE.finditer(text)]
     unknown += _unknown_terms(text, covered, known)
     seen: set[str] = set()
-    uniq = [u for u in unknown if not (u.lower() in seen or seen.add(u.lower()))]
+    uniq = [u for u in unknown if not (u.lower() in seen or seen.add(u.lower()))][:MAX_UNKNOWN_TERMS]
     # a word already reported inside a longer phrase is not repeated ("calcifications" in "no associated ...")
     uniq = [u for u in uniq if not any(u.lower() != v.lower() and u.lower() in v.lower() for v in uniq)]
     return ParseResult(study, uniq, mentions)
