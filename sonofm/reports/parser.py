@@ -39,6 +39,7 @@ MAX_UNKNOWN_TERMS = 200
 class ReportTooLarge(DataError, ValueError):
     """A report text over `MAX_REPORT_CHARS` (the one input `parse_report` refuses)."""
 
+
 _SECTION_RE = re.compile(
     r"(?im)^\s*(findings?|impressions?|conclusions?|summary|comments?|indications?|history|"
     r"clinical (?:history|information|details)|technique|opinion|diagnosis)\s*:"
