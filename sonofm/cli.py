@@ -549,16 +549,24 @@ def ingest_dicom_cmd(
     key_file: str | None = typer.Option(
         None, "--key-file", help="Secret key for pseudonyms (default: created in OUT/.sonofm-deid.key)."
     ),
+    new_key: bool = typer.Option(False, "--new-key", help="Create the --key-file (random, mode 0600)."),
+    append: bool = typer.Option(False, "--append", help="Add these files to an existing OUT (same key)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
     """De-identify and convert ultrasound DICOM into a dataset (PNGs + de-identified DICOM + manifest).
 
     Headers follow the DICOM PS3.15 Basic Profile (keyed pseudonyms, per-patient date shift),
     burned-in text and the scanner UI are masked, and every change goes to OUT/deid_audit.jsonl.
-    Bad files are skipped with a reason (OUT/ingest_report.json); a killed job resumes.
+    Bad files are skipped with a reason (OUT/ingest_report.json); a killed job resumes. Sources
+    are named by keyed hashes, never by file name (map them back with `sonofm ingest locate`).
 
-    Example:
+    Examples:
 
       sonofm ingest dicom /data/export --out data/real --frames ed-es --reports reports.csv
+
+      sonofm ingest dicom /data/export --out data/real --key-file ~/deid.key --new-key
+
+      sonofm ingest dicom /data/export2 --out data/real --key-file ~/deid.key --append
     """
     from rich.progress import Progress
 
@@ -577,12 +585,49 @@ def ingest_dicom_cmd(
             frames=frames,
             keep_doppler=keep_doppler,
             key_file=key_file,
+            new_key=new_key,
+            append=append,
+            overwrite=overwrite,
             progress=tick,
+        )
+    if rep.new_images == 0:
+        raise UserError(
+            f"no image was ingested from {src} ({rep.files} files; skipped: {rep.reasons()}); "
+            f"see {out}/ingest_report.json"
         )
     console.print(f"[green]{rep.images} images[/] from {rep.ingested_files}/{rep.files} files -> {out}")
     if rep.skipped:
         console.print("skipped: " + ", ".join(f"{k}={v}" for k, v in rep.skipped.items()))
     console.print(f"report: {out}/ingest_report.json  audit: {out}/deid_audit.jsonl")
+
+
+@ingest_app.command("locate")
+def ingest_locate_cmd(
+    src: str = typer.Argument(..., help="The source folder (or file) that was ingested."),
+    out: str = typer.Option(..., "--out", help="The dataset directory it was ingested into."),
+    key_file: str | None = typer.Option(
+        None, "--key-file", help="The key it was ingested with (default: OUT/.sonofm-deid.key)."
+    ),
+) -> None:
+    """Map the keyed source hashes of OUT back to the files of SRC (needs the key): hash, status, path.
+
+    Example:
+
+      sonofm ingest locate /data/export --out data/real --key-file ~/deid.key
+    """
+    import json
+    from pathlib import Path
+
+    from sonofm.data.dicom.deid import read_key
+    from sonofm.data.dicom.ingest import locate_sources
+
+    key = read_key(key_file or Path(out) / ".sonofm-deid.key")
+    report = Path(out) / "ingest_report.json"
+    skipped = {}
+    if report.is_file():
+        skipped = {s["source"]: s["reason"] for s in json.loads(report.read_text())["skipped_files"]}
+    for sid, rel in locate_sources(src, key):
+        typer.echo(f"{sid}\t{skipped.get(sid, '-')}\t{rel}")
 
 
 def _make_import_cmd(fmt: str, what: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from sonofm.data.dicom.burnin import apply_mask, boxes_mask, detect_text
+from sonofm.data.dicom.deid import source_id
 from sonofm.data.dicom.read import read_dicom
 from sonofm.data.pngio import read_png
 
@@ -53,7 +54,8 @@ def _exported_full(out, row, shape):
 def test_burned_in_text_masked_scan_kept(ingested, us_files, name):
     _, out, _, _ = ingested
     markers = [json.loads(p.read_text()) for p in (out / ".ingest").glob("*.json")]
-    row = next(m for m in markers if m["file"] == name)["rows"][0]
+    sid = source_id(b"a-test-key-of-more-than-16-bytes", name)  # outputs name sources by keyed hash
+    row = next(m for m in markers if m["source"] == sid)["rows"][0]
     path = next(p for p in us_files if p.name == name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,15 +10,21 @@ import numpy as np
 import pydicom
 import pytest
 
-from sonofm.data.dicom.deid import PROFILE, Deidentifier, resolve_action
+from sonofm.data.dicom.deid import PROFILE, Deidentifier, resolve_action, source_id
 from sonofm.data.dicom.read import read_dicom
+from sonofm.data.dicom.read import testdata_ultrasound_files as _testdata_files
 from sonofm.data.manifest import load_dataset
 
 from .conftest import sha256
 
+KEY = b"a-test-key-of-more-than-16-bytes"
+
 
 def _markers(out):
-    return {m["file"]: m for m in (json.loads(p.read_text()) for p in (out / ".ingest").glob("*.json"))}
+    """Markers by source file name: outputs hold keyed hashes only; the key maps them back."""
+    names = {m["source"]: m for m in (json.loads(p.read_text()) for p in (out / ".ingest").glob("*.json"))}
+    files = [p.name for p in _testdata_files()]
+    return {n: names[source_id(KEY, n)] for n in files if source_id(KEY, n) in names}
 
 
 def test_all_testdata_ultrasound_files_found(us_files):
@@ -139,8 +145,8 @@ def test_pseudonyms_consistent_and_keyed(ingested):
 def test_audit_log_records_every_change(ingested, us_files):
     _, out, _, _ = ingested
     lines = [json.loads(x) for x in (out / "deid_audit.jsonl").read_text().splitlines()]
-    assert {e["file"] for e in lines} == {f.name for f in us_files}
-    names = {e["keyword"] for e in lines if e["file"] == "gdcm-US-ALOKA-16.dcm"}
+    assert {e["file"] for e in lines} == {source_id(KEY, f.name) for f in us_files}
+    names = {e["keyword"] for e in lines if e["file"] == source_id(KEY, "gdcm-US-ALOKA-16.dcm")}
     assert {"PatientName", "AccessionNumber", "SOPInstanceUID", "StudyDate"} <= names
     # the audit never stores an original value
     assert "NAME^PATIENT" not in (out / "deid_audit.jsonl").read_text()

@@ -12,6 +12,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from sonofm.data.dicom.deid import source_id
 from sonofm.data.dicom.ingest import ingest_dicom, parse_frames
 from sonofm.data.manifest import load_dataset
 from sonofm.errors import UserError
@@ -75,7 +76,9 @@ def key(tmp_path):
 
 def test_bad_input_skipped_with_reasons(messy_src, tmp_path, key):
     rep = _run(messy_src, tmp_path / "out", key)
-    reasons = {s["file"]: s["reason"] for s in rep.skipped_files}
+    names = {source_id(key.read_bytes(), str(p.relative_to(messy_src))): str(p.relative_to(messy_src))
+             for p in messy_src.rglob("*") if p.is_file()}
+    reasons = {names[s["source"]]: s["reason"] for s in rep.skipped_files}
     assert reasons["empty.dcm"] == "empty_file"
     assert reasons["notes.txt"] == "not_dicom"
     assert reasons["sr.dcm"] == "non_image_sop"

@@ -121,10 +121,138 @@ PROFILE: dict[str, str] = {
     "StudyInstanceUID": "U",
     "StudyTime": "Z",
     "TimezoneOffsetFromUTC": "X",
+    # Further Table E.1-1 rows: free text, people, places and the sequences that carry them.
+    "AcquisitionContextSequence": "X",
+    "ActualHumanPerformersSequence": "X",
+    "AdmittingDate": "X",
+    "AdmittingTime": "X",
+    "AuthorObserverSequence": "X",
+    "CommentsOnThePerformedProcedureStep": "X",
+    "ConsultingPhysicianName": "X",
+    "ContentSequence": "X",
+    "ContrastBolusAgent": "D",
+    "CustodialOrganizationSequence": "X",
+    "DetectorID": "X/Z/D",
+    "DigitalSignaturesSequence": "X",
+    "DischargeDiagnosisDescription": "X",
+    "DistributionAddress": "X",
+    "DistributionName": "X",
+    "EncryptedAttributesSequence": "X",
+    "FillerOrderNumberImagingServiceRequest": "Z",
+    "GantryID": "X/Z/D",
+    "HL7StructuredDocumentReferenceSequence": "X",
+    "HumanPerformerName": "X",
+    "HumanPerformerOrganization": "X",
+    "IconImageSequence": "X",
+    "ImagingServiceRequestComments": "X",
+    "InsurancePlanIdentification": "X",
+    "InterpretationAuthor": "X",
+    "InterpretationDiagnosisDescription": "X",
+    "InterpretationRecorder": "X",
+    "InterpretationText": "X",
+    "InterpretationTranscriber": "X",
+    "IssuerOfAdmissionIDSequence": "X",
+    "ModifiedAttributesSequence": "X",
+    "OperatorIdentificationSequence": "X",
+    "OrderCallbackPhoneNumber": "X",
+    "OrderEnteredBy": "X",
+    "OrderEntererLocation": "X",
+    "OriginalAttributesSequence": "X",
+    "ParticipantSequence": "X",
+    "PatientInsurancePlanCodeSequence": "X",
+    "PatientPrimaryLanguageCodeSequence": "X",
+    "PatientReligiousPreference": "X",
+    "PatientSexNeutered": "X/Z",
+    "PatientTransportArrangements": "X",
+    "PerformedLocation": "X",
+    "PerformedProcedureStepEndDate": "X",
+    "PerformedProcedureStepEndTime": "X",
+    "PerformedProtocolCodeSequence": "X",
+    "PerformedStationAETitle": "X",
+    "PerformedStationName": "X",
+    "PerformedStationNameCodeSequence": "X",
+    "PerformingPhysicianIdentificationSequence": "X",
+    "PersonIdentificationCodeSequence": "D",
+    "PersonName": "D",
+    "PhysiciansOfRecordIdentificationSequence": "X",
+    "PhysiciansReadingStudyIdentificationSequence": "X",
+    "PlacerOrderNumberImagingServiceRequest": "Z",
+    "PlateID": "X",
+    "ProcedureCodeSequence": "X/Z",
+    "ReasonForStudy": "X",
+    "ReasonForTheRequestedProcedure": "X",
+    "ReferencedImageSequence": "X/Z/U",
+    "ReferencedPatientPhotoSequence": "X",
+    "ReferencedSeriesSequence": "X",
+    "ReferencedVisitSequence": "X",
+    "ReferringPhysicianIdentificationSequence": "X",
+    "RequestedProcedureComments": "X",
+    "RequestedProcedureLocation": "X",
+    "RequestingService": "X",
+    "ResultsComments": "X",
+    "ResultsIDIssuer": "X",
+    "ScheduledHumanPerformersSequence": "X",
+    "ScheduledPatientInstitutionResidence": "X",
+    "ScheduledPerformingPhysicianName": "X",
+    "ScheduledProcedureStepEndDate": "X",
+    "ScheduledProcedureStepEndTime": "X",
+    "ScheduledProcedureStepID": "X",
+    "ScheduledProcedureStepLocation": "X",
+    "ScheduledProcedureStepStartDate": "X",
+    "ScheduledProcedureStepStartTime": "X",
+    "ScheduledStationAETitle": "X",
+    "ScheduledStationName": "X",
+    "ServiceEpisodeDescription": "X",
+    "ServiceEpisodeID": "X",
+    "SourceApplicationEntityTitle": "X",
+    "SpecialNeeds": "X",
+    "StorageMediaFileSetID": "X",
+    "StorageMediaFileSetUID": "U",
+    "StudyComments": "X",
+    "StudyIDIssuer": "X",
+    "TextComments": "X",
+    "TextString": "X",
+    "TopicAuthor": "X",
+    "TopicKeywords": "X",
+    "TopicSubject": "X",
+    "TopicTitle": "X",
+    "VerifyingObserverName": "D",
+    "VerifyingObserverSequence": "D",
+    "VerifyingOrganization": "X",
+    "VisitComments": "X",
 }
 # Person/identifier attributes whose Z/D action gets the patient's pseudonym (a dummy value that
 # keeps images of one patient linkable without revealing who it is).
 PSEUDONYM_KEYWORDS = ("PatientID", "PatientName")
+
+# Attributes the profile does not list are judged by VR (an allow-list, not a block-list): free
+# text and names survive only when known to be safe; dates are shifted; instance UIDs remapped.
+TEXT_VRS = frozenset({"LO", "LT", "ST", "UT", "SH", "PN", "UC", "AE", "UR"})
+SAFE_TEXT = frozenset({
+    "Manufacturer", "ManufacturerModelName", "SoftwareVersions", "TransducerData", "ProcessingFunction",
+    "ImplementationVersionName", "DeidentificationMethod", "ViewName", "StageName",
+    "LUTExplanation", "WindowCenterWidthExplanation", "FrameLabel",
+})
+# Code item attributes are kept only inside code sequences known to hold device/anatomy codes.
+CODE_TEXT = frozenset({
+    "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning", "LongCodeValue",
+    "URNCodeValue", "ContextIdentifier", "MappingResource", "MappingResourceName",
+})
+SAFE_CODE_SEQUENCES = frozenset({
+    "AnatomicRegionSequence", "AnatomicRegionModifierSequence", "PrimaryAnatomicStructureSequence",
+    "PrimaryAnatomicStructureModifierSequence", "ViewCodeSequence", "ViewModifierCodeSequence",
+    "DeidentificationMethodCodeSequence", "TransducerScanPatternCodeSequence",
+    "TransducerGeometryCodeSequence", "TransducerBeamSteeringCodeSequence",
+    "TransducerApplicationCodeSequence", "MeasurementUnitsCodeSequence", "StageCodeSequence",
+    "DerivationCodeSequence", "PurposeOfReferenceCodeSequence", "AcquisitionDeviceTypeCodeSequence",
+})
+BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+SAFE_BINARY = frozenset({
+    "PixelData", "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData",
+    "LUTData", "ICCProfile", "FileMetaInformationVersion",
+})
 DATE_SHIFT_RANGE_DAYS = 3650
 DEID_METHOD = "sonofm PS3.15 Basic Profile, Modified Dates"
 # CID 7050 codes for the options applied.
@@ -217,8 +345,11 @@ class Deidentifier:
             )
 
         self._walk(ds, ctx, note, "")
-        if hasattr(ds, "file_meta") and "MediaStorageSOPInstanceUID" in ds.file_meta:
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            self._walk(meta, ctx, note, "file_meta.")
+            if "MediaStorageSOPInstanceUID" in meta and "SOPInstanceUID" in ds:
+                meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = DEID_METHOD
         from pydicom.dataset import Dataset
@@ -235,25 +366,17 @@ class Deidentifier:
         self.audit.extend(entries)
         return entries
 
-    def _walk(self, ds: Any, ctx: dict[str, Any], note: Any, prefix: str) -> None:
+    def _walk(self, ds: Any, ctx: dict[str, Any], note: Any, prefix: str, parent: str = "") -> None:
         to_delete = []
         for elem in list(ds):
             path = f"{prefix}{elem.keyword or elem.tag}"
-            if elem.tag.is_private or elem.tag.group in range(0x5000, 0x5100, 2) or (
-                elem.tag.group in range(0x6000, 0x6100, 2) and elem.tag != 0x7FE00010
-            ):
-                note(elem, "X", None, path)  # private tags, curves and overlays
-                to_delete.append(elem.tag)
+            action = decide(elem, parent)
+            if action == "walk":
+                for i, item in enumerate(elem.value or []):
+                    self._walk(item, ctx, note, f"{path}[{i}].", elem.keyword)
                 continue
-            code = PROFILE.get(elem.keyword)
-            if code is None:
-                if elem.VR == "SQ":
-                    for i, item in enumerate(elem.value):
-                        self._walk(item, ctx, note, f"{path}[{i}].")
+            if action == "K":
                 continue
-            action = resolve_action(code, elem.VR, elem.keyword)
-            if elem.keyword in PSEUDONYM_KEYWORDS:
-                action = "P"
             if action == "X":
                 note(elem, "X", None, path)
                 to_delete.append(elem.tag)
@@ -266,21 +389,65 @@ class Deidentifier:
                 elem.value = ctx["pseudonym"]
             elif action == "U":
                 new = self._remap_uids(elem.value)
-                note(elem, "U", new, path)
+                if new != elem.value:
+                    note(elem, "U", new, path)
                 elem.value = new
             elif action == "S":
                 new = _shift_date(elem.value, elem.VR, ctx["shift"])
-                note(elem, "shift", new, path)
+                if new != elem.value:
+                    note(elem, "shift", new, path)
                 elem.value = new
         for tag in to_delete:
             del ds[tag]
 
     def _remap_uids(self, value: Any) -> Any:
+        """Instance UIDs -> keyed replacements; registered standard UIDs (SOP classes...) stay."""
         if value in (None, ""):
             return value
         if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-            return [self.uid(str(v)) for v in value]
-        return self.uid(str(value))
+            return [v if is_standard_uid(v) else self.uid(str(v)) for v in value]
+        return value if is_standard_uid(value) else self.uid(str(value))
+
+
+def is_standard_uid(value: Any) -> bool:
+    """A UID registered in the DICOM standard (SOP class, transfer syntax, coding scheme...)."""
+    from pydicom.uid import UID_dictionary
+
+    return str(value).strip() in UID_dictionary
+
+
+def is_overlay_or_curve(tag: Any) -> bool:
+    return tag.group in range(0x5000, 0x5100, 2) or tag.group in range(0x6000, 0x6100, 2)
+
+
+def decide(elem: Any, parent: str = "") -> str:
+    """The action for one element: X, Z, P (pseudonym), U, S (date shift), K (keep) or walk (SQ).
+
+    Profile rows first (at any depth); then private tags, overlays and curves go; then the VR
+    decides, with allow-lists for text and binary values (anything not known safe is removed).
+    """
+    if elem.tag.is_private or is_overlay_or_curve(elem.tag):
+        return "X"
+    kw = elem.keyword
+    code = PROFILE.get(kw)
+    if code is not None:
+        return "P" if kw in PSEUDONYM_KEYWORDS else resolve_action(code, elem.VR, kw)
+    vr = elem.VR
+    if vr == "SQ":
+        return "walk"
+    if vr in TEXT_VRS:
+        if kw in SAFE_TEXT or (kw in CODE_TEXT and parent in SAFE_CODE_SEQUENCES):
+            return "K"
+        return "X"
+    if vr in ("DA", "DT"):
+        return "S"
+    if vr == "UI":
+        return "U"
+    if vr == "AS":
+        return "X"
+    if vr in BINARY_VRS and kw not in SAFE_BINARY:
+        return "X"
+    return "K"
 
 
 def _shift_date(value: Any, vr: str, days: int) -> Any:
@@ -299,28 +466,67 @@ def _shift_date(value: Any, vr: str, days: int) -> Any:
         return None  # an unparseable date cannot be shifted safely: empty it
 
 
-def load_or_create_key(key_file: str | Path | None, out_dir: str | Path) -> bytes:
-    """The HMAC key: from `key_file` (>= 16 bytes), else created once in `<out>/.sonofm-deid.key`.
+def key_fingerprint(key: bytes) -> str:
+    """A short public fingerprint of the key (recorded with a dataset; reveals nothing of the key)."""
+    return hmac.new(key, b"sonofm-key-fingerprint", hashlib.sha256).hexdigest()[:16]
 
-    Re-running ingestion with the same key gives the same pseudonyms; keep the file secret.
+
+def source_id(key: bytes, rel: str) -> str:
+    """Keyed hash of a source file's relative path: how outputs name a source without its name.
+
+    Whoever holds the key maps it back by hashing their own file list (`sonofm ingest locate`).
     """
-    if key_file is not None:
-        p = Path(key_file)
-        if not p.is_file():
-            raise UserError(f"{p}: key file not found (--key-file expects a file of >= 16 secret bytes)")
-        key = p.read_bytes().strip()
-        if len(key) < 16:
-            raise UserError(f"{p}: key file holds {len(key)} bytes; need at least 16")
-        return key
-    p = Path(out_dir) / ".sonofm-deid.key"
-    if p.is_file():
-        return p.read_bytes().strip()
+    return "F" + hmac.new(key, f"source:{rel}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def write_new_key(path: str | Path) -> bytes:
+    """Create a random 32-byte (hex) key at `path`, readable by the owner only (mode 0600)."""
+    p = Path(path)
+    if p.exists():
+        raise UserError(f"--new-key: {p} exists already; drop --new-key to reuse it, or name a new --key-file")
     p.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32).encode()
-    tmp = p.with_name(p.name + f".tmp-{os.getpid()}")
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
-    os.replace(tmp, p)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return key
+
+
+def read_key(key_file: str | Path) -> bytes:
+    """A key file's secret (>= 16 bytes); a missing file says how to create one."""
+    p = Path(key_file)
+    if not p.is_file():
+        raise UserError(
+            f"--key-file {p}: no such key file; add --new-key to create it (a random secret, "
+            "mode 0600), or give the path of your existing key"
+        )
+    key = p.read_bytes().strip()
+    if len(key) < 16:
+        raise UserError(f"--key-file {p}: holds {len(key)} bytes; a key needs at least 16")
+    return key
+
+
+def load_or_create_key(key_file: str | Path | None, out_dir: str | Path, *, new_key: bool = False) -> bytes:
+    """The HMAC key: `key_file` (created first when `new_key`), else `<out>/.sonofm-deid.key`.
+
+    Re-running ingestion with the same key gives the same pseudonyms; keep the file secret and
+    out of any dataset you share (a key beside the data lets anyone re-link pseudonyms).
+    """
+    if key_file is not None:
+        if new_key:
+            key = write_new_key(key_file)
+            log.warning("created a new de-identification key at %s; keep it secret and reuse it", key_file)
+            return key
+        return read_key(key_file)
+    p = Path(out_dir) / ".sonofm-deid.key"
+    if p.is_file():
+        return read_key(p)
+    key = write_new_key(p)
     log.warning("created a new de-identification key at %s; keep it secret and reuse it", p)
     return key

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import numpy as np
 
 from sonofm.atomic import atomic_write_text
 from sonofm.data.dicom.burnin import apply_mask, burnin_mask
-from sonofm.data.dicom.deid import Deidentifier, load_or_create_key
+from sonofm.data.dicom.deid import Deidentifier, key_fingerprint, load_or_create_key, read_key, source_id
 from sonofm.data.dicom.read import CHROMA_THRESHOLD, DicomImage, chroma, is_image_sop, read_dicom
 from sonofm.errors import UserError
 
@@ -52,18 +53,25 @@ class IngestReport:
     ingested_files: int = 0
     images: int = 0
     resumed: int = 0
+    new_images: int = 0  # images from this run's source files (resumed ones included)
     skipped: dict[str, int] = field(default_factory=dict)
-    skipped_files: list[dict[str, str]] = field(default_factory=list)
+    skipped_files: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "files": self.files,
             "ingested_files": self.ingested_files,
             "images": self.images,
+            "new_images": self.new_images,
             "resumed": self.resumed,
             "skipped": self.skipped,
             "skipped_files": self.skipped_files,
+            "sources": "keyed hashes of relative paths; map them back with `sonofm ingest locate`",
         }
+
+    def reasons(self) -> str:
+        """One line: why files were skipped (for the error of an ingest that ingested nothing)."""
+        return ", ".join(f"{k}={v}" for k, v in self.skipped.items()) or "no files found"
 
 
 def parse_frames(spec: str | int) -> str | int:
@@ -218,11 +226,14 @@ def ingest_file(
     x0, y0, x1, y1 = img.scan_box or (0, 0, masked.shape[2], masked.shape[1])
 
     patient = deid.patient_key(ds)
-    entries = deid.deidentify(ds, source=source_name)
+    entries = deid.deidentify(ds, source=source_id(deid.key, source_name))
     pseudo = deid.pseudonym(patient)
     study_id = "S" + hashlib.sha256(str(ds.get("StudyInstanceUID", "")).encode()).hexdigest()[:16]
-    # the source path is part of the id: copies of one instance (re-exports) stay distinct
-    sop_tag = hashlib.sha256(f"{source_name}|{ds.get('SOPInstanceUID', '')}".encode()).hexdigest()[:12]
+    # the (keyed) source path is part of the id: copies of one instance (re-exports) stay distinct,
+    # and without the key nobody can test a guessed file name against it
+    sop_tag = hmac.new(
+        deid.key, f"row:{source_name}|{ds.get('SOPInstanceUID', '')}".encode(), hashlib.sha256
+    ).hexdigest()[:12]
     split = assign_split(deid.key, patient)
     extra = report_fields(report_text) if report_text else {}
 
@@ -259,11 +270,36 @@ def ingest_file(
     return {"rows": rows, "audit": entries}
 
 
-def _marker_path(out: Path, rel: str, path: Path) -> Path:
+def _marker_path(out: Path, key: bytes, src_tag: str, rel: str, path: Path) -> Path:
     """Marker of one source file; a file replaced since (size or mtime changed) is re-ingested."""
     st = path.stat()
-    key = f"{rel}|{st.st_size}|{st.st_mtime_ns}"
-    return out / MARKER_DIR / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+    name = hmac.new(key, f"marker:{src_tag}|{rel}|{st.st_size}|{st.st_mtime_ns}".encode(), hashlib.sha256)
+    return out / MARKER_DIR / (name.hexdigest()[:24] + ".json")
+
+
+def _scrub(text: str, path: Path, rel: str) -> str:
+    """A decoder's message without the file's name or path (names often hold patient names)."""
+    for s in sorted({str(path), str(path.resolve()), rel, path.name, path.stem}, key=len, reverse=True):
+        if s:
+            text = text.replace(s, "<file>")
+    return text
+
+
+def _load_markers(out: Path) -> list[dict[str, Any]]:
+    """Every marker of the dataset (all earlier runs and appends); the newest per source wins."""
+    newest: dict[str, dict[str, Any]] = {}
+    for p in sorted((out / MARKER_DIR).glob("*.json")):
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.warning("%s: unreadable marker, ignored", p)
+            continue
+        if not isinstance(m, dict) or m.get("version") != MARKER_VERSION:
+            continue
+        k = str(m.get("origin", p.name))
+        if k not in newest or m.get("seq", 0) >= newest[k].get("seq", 0):
+            newest[k] = m
+    return sorted(newest.values(), key=lambda m: (m.get("seq", 0), m.get("source_index", 0)))
 
 
 def ingest_dicom(
@@ -274,64 +310,123 @@ def ingest_dicom(
     frames: str | int = "all",
     keep_doppler: bool = False,
     key_file: str | Path | None = None,
+    new_key: bool = False,
+    append: bool = False,
+    overwrite: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> IngestReport:
-    """Ingest every file under `src` (a folder or one file) into the dataset directory `out`."""
+    """Ingest every file under `src` (a folder or one file) into the dataset directory `out`.
+
+    Re-running the same ingest resumes; `append` adds another source to an existing dataset
+    (same key required); `overwrite` replaces it; anything else on an existing folder is refused.
+    Every option is checked before the first byte is written.
+    """
     from sonofm.data.card import build_card, write_card
     from sonofm.data.dicom.reports import load_reports
     from sonofm.data.manifest import read_manifest, write_manifest
+    from sonofm.outdir import fingerprint, open_output, read_record
 
     src, out = Path(src), Path(out)
     if not src.exists():
         raise UserError(f"{src}: source folder not found")
     spec = parse_frames(frames)
+    index = load_reports(reports) if reports is not None else None
+    if key_file is not None and not new_key:
+        key: bytes | None = read_key(key_file)
+    elif key_file is None and new_key:
+        raise UserError("--new-key needs --key-file PATH: where to write the new key")
+    elif new_key and Path(key_file).exists():
+        raise UserError(f"--new-key: {key_file} exists already; drop --new-key to reuse it, or name another")
+    elif key_file is None and (out / ".sonofm-deid.key").is_file():
+        key = read_key(out / ".sonofm-deid.key")
+    else:
+        key = None  # created below, once every check has passed
     files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else [src]
     files = [p for p in files if not p.name.startswith(".")]
-    out.mkdir(parents=True, exist_ok=True)
+    # What makes two runs "the same ingest": key, source folder and options (hashed: the folder
+    # name may itself be a patient's name).
+    src_abs = str(src.resolve())
+    params = {"frames": str(spec), "keep_doppler": keep_doppler, "reports": reports is not None}
+    kfp = key_fingerprint(key) if key is not None else None
+    src_tag = hmac.new(key, f"src:{src_abs}".encode(), hashlib.sha256).hexdigest()[:16] if key else "new"
+    prev = read_record(out) if out.is_dir() else None
+    known_fp = prev.get("key_fingerprint") if prev and prev.get("job") == "ingest dicom" else None
+    if known_fp not in (None, kfp) and kfp is not None and not overwrite:
+        raise UserError(
+            f"--key-file: this key (fingerprint {kfp}) is not the one {out} was made with "
+            f"(fingerprint {known_fp}); use that key, or choose a new --out"
+        )
+    claim = open_output(
+        out, job="ingest dicom", settings={"key": kfp, "src": src_tag, **params},
+        append=append, overwrite=overwrite, options="--append to add these files to it (same key)",
+    )
+    if claim.continues and prev is None:
+        raise UserError(
+            f"--out {out}: holds an ingest without a key fingerprint (made by an older sonofm); "
+            "pass --overwrite to redo it, or choose a new --out"
+        )
+    if claim.mode == "overwrite" and key_file is None:
+        key = None  # the old folder's own key goes with it
+    if key is None:  # a new key: made once every check has passed (the default one lives in out)
+        claim.commit()
+        key = load_or_create_key(key_file, out, new_key=new_key)
+        kfp = key_fingerprint(key)
+        src_tag = hmac.new(key, f"src:{src_abs}".encode(), hashlib.sha256).hexdigest()[:16]
+        claim.fingerprint = fingerprint({"key": kfp, "src": src_tag, **params})
+    claim.commit(key_fingerprint=kfp)
     (out / "images").mkdir(exist_ok=True)
-    deid = Deidentifier(load_or_create_key(key_file, out))
-    index = load_reports(reports) if reports is not None else None
+    deid = Deidentifier(key)
     report = IngestReport(out=out, files=len(files))
-    markers = []
+    seq0 = time.time_ns()
+    this_run: set[str] = set()
     for i, path in enumerate(files):
         rel = str(path.relative_to(src)) if src.is_dir() else path.name
-        mpath = _marker_path(out, rel, path)
+        sid = source_id(key, rel)
+        origin = hmac.new(key, f"origin:{src_tag}|{rel}".encode(), hashlib.sha256).hexdigest()[:24]
+        this_run.add(origin)
+        mpath = _marker_path(out, key, src_tag, rel, path)
         if mpath.is_file():
             try:
                 payload = json.loads(mpath.read_text(encoding="utf-8"))
                 if payload.get("version") == MARKER_VERSION:
-                    markers.append(payload)
                     report.resumed += 1
                     if progress:
                         progress(i + 1, len(files), rel)
                     continue
-            except json.JSONDecodeError:
-                log.warning("%s: unreadable marker, re-ingesting %s", mpath, rel)
+            except (OSError, ValueError):
+                log.warning("%s: unreadable marker, re-ingesting source %s", mpath, sid)
         try:
             payload = ingest_file(
                 path, out, deid, frames=spec, keep_doppler=keep_doppler, reports=index, source_name=rel
             )
         except Skip as s:
-            payload = {"skip": {"file": rel, "reason": s.reason, "detail": s.detail}}
+            payload = {"skip": {"reason": s.reason, "detail": _scrub(s.detail, path, rel)}}
         except Exception as err:  # one bad file must never stop the job
-            log.exception("unexpected error on %s", rel)
-            payload = {"skip": {"file": rel, "reason": "error", "detail": f"{type(err).__name__}: {err}"}}
-        payload["version"] = MARKER_VERSION
-        payload["file"] = rel
+            log.warning("unexpected error on source %s (#%d): %s", sid, i, type(err).__name__)
+            detail = _scrub(f"{type(err).__name__}: {err}", path, rel)
+            payload = {"skip": {"reason": "error", "detail": detail}}
+        if "skip" in payload:
+            payload["skip"].update(source=sid, source_index=i)
+        payload.update(version=MARKER_VERSION, source=sid, source_index=i, origin=origin, seq=seq0 + i)
         atomic_write_text(mpath, json.dumps(payload, sort_keys=True))
-        markers.append(payload)
         if progress:
             progress(i + 1, len(files), rel)
 
-    rows, audit, reasons = [], [], Counter()
-    for m in markers:
+    rows, audit, reasons, seen = [], [], Counter(), set()
+    for m in _load_markers(out):
+        mine = m.get("origin") in this_run
         if "skip" in m:
-            reasons[m["skip"]["reason"]] += 1
-            report.skipped_files.append(m["skip"])
-        else:
-            rows.extend(m["rows"])
-            audit.extend(m["audit"])
+            if mine:
+                reasons[m["skip"]["reason"]] += 1
+                report.skipped_files.append(m["skip"])
+            continue
+        fresh = [r for r in m["rows"] if r["id"] not in seen]  # one row per id, first source wins
+        seen.update(r["id"] for r in fresh)
+        rows.extend(fresh)
+        audit.extend(m["audit"])
+        if mine:
             report.ingested_files += 1
+            report.new_images += len(m["rows"])
     report.skipped = dict(sorted(reasons.items()))
     report.images = len(rows)
     atomic_write_text(out / "deid_audit.jsonl", "".join(json.dumps(a, sort_keys=True) + "\n" for a in audit))
@@ -340,15 +435,20 @@ def ingest_dicom(
         mpath = write_manifest(rows, out)
         card = build_card(
             read_manifest(mpath),
-            created_by={
-                "tool": "sonofm ingest dicom",
-                "parameters": {"frames": str(spec), "keep_doppler": keep_doppler, "reports": bool(reports)},
-            },
+            created_by={"tool": "sonofm ingest dicom", "parameters": params},
             name=out.name,
             description="De-identified ultrasound DICOM (PS3.15 Basic Profile, burned-in text masked).",
             manifest_file=mpath,
         )
         write_card(card, out)
-    else:
-        log.warning("no image was ingested from %s; see %s", src, out / "ingest_report.json")
+    if report.new_images == 0:
+        log.warning("no image was ingested from this source; see %s", out / "ingest_report.json")
     return report
+
+
+def locate_sources(src: str | Path, key: bytes) -> list[tuple[str, str]]:
+    """(source id, relative path) of every file under `src`: maps outputs back to files, with the key."""
+    src = Path(src)
+    files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else [src]
+    rels = [str(p.relative_to(src)) if src.is_dir() else p.name for p in files if not p.name.startswith(".")]
+    return [(source_id(key, r), r) for r in rels]
