@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from sonofm.eval.metrics import reliability_bins
-from sonofm.eval.tables import _ci, _fmt, _p
+from sonofm.eval.reading import alerts_html, model_alerts, task_alerts
+from sonofm.eval.tables import _ci, _fmt, _p, multiple_testing_sentence
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ figcaption{font-size:.8em;color:#555}.ok{color:#167a2c}.bad{color:#b02a2a}
 .ex{display:flex;gap:1em;align-items:flex-start;margin:.6em 0}.ex img{width:96px;height:96px;
 image-rendering:pixelated;border:1px solid #ccc}.ex ol{margin:0;font-size:.85em}
 .meta{font-size:.85em;color:#555}
+.alert{background:#fdecea;border-left:4px solid #c62828;padding:.5em 1em;margin:.6em 0;max-width:70em}
+.alert ul{margin:.3em 0}.alert li{margin:.2em 0}
 """
 
 
@@ -245,34 +248,50 @@ def build_html(doc: dict[str, Any], runs: list[Any]) -> str:
     root = Path(doc["data"]["dir"])
     title = f"sonofm evaluation: {doc['suite']['name']}"
     body = [f"<h1>{html.escape(title)}</h1>"]
-    counts = ", ".join(f"{k}: {v}" for k, v in sorted(doc["data"]["n_images"].items()))
+    pts = doc["data"].get("n_patients", {})
+    counts = ", ".join(
+        f"{k}: {v} images" + (f" of {pts[k]} patients" if k in pts else "")
+        for k, v in sorted(doc["data"]["n_images"].items())
+    )
+    unit = "patients" if doc["suite"].get("bootstrap_unit", "patient") == "patient" else "images"
     body.append(
         f'<p class="meta">data <code>{html.escape(doc["data"]["dir"])}</code> ({html.escape(counts)}); '
-        f"{doc['suite']['n_boot']} bootstrap resamples, 95% percentile CIs; "
+        f"{doc['suite']['n_boot']} bootstrap resamples of whole {unit}, "
+        "95% bias-corrected percentile CIs, each followed by the number of test patients it rests on; "
         f"sonofm {doc['sonofm_version']}</p>"
     )
     for pair, tasks in doc.get("compare", {}).items():
         a, b = pair.split(" vs ", 1)
+
+        def p_cell(r: dict[str, Any]) -> str:
+            if "note" in r:
+                return html.escape(r["note"])
+            return html.escape(r["untestable"]) if "untestable" in r else _p(r.get("p_value"))
+
         rows = "".join(
             f"<tr><td>{html.escape(t)}</td><td>{html.escape(m)}</td><td>{_fmt(r.get('a'))}</td>"
-            f"<td>{_fmt(r.get('b'))}</td><td>{_fmt(r.get('delta'))}</td>"
-            f"<td>{html.escape(r['note']) if 'note' in r else _p(r.get('p_value'))}</td></tr>"
+            f"<td>{_fmt(r.get('b'))}</td><td>{_fmt(r.get('delta'))}</td><td>{_fmt(r.get('n_patients'))}</td>"
+            f"<td>{p_cell(r)}</td><td>{_p(r.get('p_holm'))}</td><td>{_p(r.get('p_bh'))}</td></tr>"
             for t, ms in tasks.items()
             for m, r in ms.items()
         )
         body.append(
-            f"<h2>Compare {html.escape(pair)} (paired bootstrap)</h2><table><tr><th>task</th><th>metric</th>"
-            f"<th>{html.escape(a)}</th><th>{html.escape(b)}</th><th>delta</th><th>p</th></tr>{rows}</table>"
+            f"<h2>Compare {html.escape(pair)} (paired bootstrap over patients)</h2><table><tr><th>task</th>"
+            f"<th>metric</th><th>{html.escape(a)}</th><th>{html.escape(b)}</th><th>delta</th>"
+            f"<th>test patients</th><th>p</th><th>p (Holm)</th><th>p (BH)</th></tr>{rows}</table>"
+            f"<p class='meta'>{html.escape(multiple_testing_sentence(doc, pair))}</p>"
         )
     for run, mdoc in zip(runs, doc["models"], strict=True):
         body.append(f"<h2>Model {html.escape(run.label)}</h2>")
         body.append(f'<p class="meta"><code>{html.escape(run.model_dir)}</code> hash {run.hash[:12]}</p>')
+        body.append(alerts_html(model_alerts(mdoc)))
         for name, res in run.results.items():
             tdoc = mdoc["tasks"][name]
             body.append(f"<h3>{html.escape(name)}</h3>")
             if res.skipped:
                 body.append(f"<p>Skipped: {html.escape(res.skipped)}</p>")
                 continue
+            body.append(alerts_html(task_alerts(name, tdoc)))
             body.append(_metrics_table(tdoc))
             figs = _task_figures(res, root)
             if figs:

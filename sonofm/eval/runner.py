@@ -40,7 +40,7 @@ class Suite:
     tasks: list[Task]
     n_boot: int = 1000
     seed: int = 0
-    bootstrap_unit: str = "sample"
+    bootstrap_unit: str = "patient"
     batch_size: int = 64
     description: str = ""
     source: str = ""
@@ -82,7 +82,7 @@ def load_suite(spec: str | Path) -> Suite:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UserError(f"{source}: duplicate task names {dup}; give each a distinct `name:`")
-    unit = raw.get("bootstrap_unit", "sample")
+    unit = raw.get("bootstrap_unit", "patient")
     if unit not in ("sample", "patient"):
         raise UserError(f"{source}: bootstrap_unit must be 'sample' or 'patient', got {unit!r}")
     return Suite(
@@ -276,7 +276,28 @@ def compare_runs(a: ModelRun, b: ModelRun, n_boot: int, seed: int) -> dict[str, 
             rows[metric]["higher_is_better"] = ra.higher_is_better.get(metric, True)
         if rows:
             out[name] = rows
+    add_corrections(out)
     return out
+
+
+def add_corrections(compare: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Holm and Benjamini-Hochberg adjusted p-values over every test of one comparison (in place).
+
+    Each tested row gets `p_holm` and `p_bh`; returns the raw / Holm / BH counts at p < 0.05, so a
+    reader sees how many of the many metric differences survive the correction.
+    """
+    from sonofm.eval.stats import benjamini_hochberg, count_significant, holm
+
+    tested = [
+        r
+        for rows in compare.values()
+        for r in rows.values()
+        if r.get("p_value") is not None and r["p_value"] == r["p_value"]
+    ]
+    p = np.array([r["p_value"] for r in tested], dtype=np.float64)
+    for r, ph, pb in zip(tested, holm(p), benjamini_hochberg(p), strict=True):
+        r["p_holm"], r["p_bh"] = float(ph), float(pb)
+    return count_significant(p.tolist())
 
 
 def _read_data_card(root: Path) -> dict[str, Any]:
@@ -308,7 +329,7 @@ def run_suite(
     cache_dir: None = `$SONOFM_CACHE_DIR/embeddings` (default ~/.cache/sonofm/embeddings),
     False = no cache. Returns the results.json document.
     """
-    from sonofm.data.manifest import read_manifest
+    from sonofm.data.loader import open_table
     from sonofm.eval.embed import data_hash
 
     if not models:
@@ -318,7 +339,7 @@ def run_suite(
         s.n_boot = int(n_boot)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    df = read_manifest(data)
+    df = open_table(data)  # a dataset dir, manifest or shard directory
     root = Path(df.attrs["root"])
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
     jlog = JsonlLog(out / "eval_log.jsonl")
@@ -347,10 +368,12 @@ def run_suite(
             )
             for m, lab in zip(models, labels, strict=True)
         ]
-        compare = {}
+        compare, corrections = {}, {}
         for other in runs[1:]:
             emit({"event": "compare", "a": runs[0].label, "b": other.label})
-            compare[f"{runs[0].label} vs {other.label}"] = compare_runs(runs[0], other, s.n_boot, s.seed)
+            pair = f"{runs[0].label} vs {other.label}"
+            compare[pair] = compare_runs(runs[0], other, s.n_boot, s.seed)
+            corrections[pair] = add_corrections(compare[pair])
         doc = {
             "sonofm_version": _version(),
             "suite": {
@@ -365,6 +388,7 @@ def run_suite(
                 "dir": str(root),
                 "hash": data_hash(df, root, image_size=0),
                 "n_images": {k: int(v) for k, v in df["split"].value_counts().items()},
+                "n_patients": {k: int(v) for k, v in df.groupby("split")["patient_id"].nunique().items()},
                 "card": _read_data_card(root),
             },
             "models": [
@@ -379,6 +403,8 @@ def run_suite(
                 for r in runs
             ],
             "compare": compare,
+            # raw / Holm / Benjamini-Hochberg counts of differences at p < 0.05, per comparison
+            "multiple_testing": {"alpha": 0.05, "methods": ["holm", "bh"], "counts": corrections},
             "seconds": time.perf_counter() - t0,
         }
         doc = _clean(doc)
@@ -396,9 +422,17 @@ def run_suite(
     return doc
 
 
+def _label(model: str) -> str:
+    """A model's short name: its directory, or the run's name for a run's `model/` folder."""
+    p = Path(model)
+    if p.name == "model" and p.parent.name:
+        return p.parent.name
+    return p.name or str(model)
+
+
 def _labels(models: Sequence[str]) -> list[str]:
-    """Short unique labels for models (directory names, de-duplicated with their parents)."""
-    labs = [Path(m).name or str(m) for m in models]
+    """Short unique labels for models (run or directory names, de-duplicated with their parents)."""
+    labs = [_label(m) for m in models]
     if len(set(labs)) < len(labs):
         labs = ["/".join(Path(m).parts[-2:]) for m in models]
     if len(set(labs)) < len(labs):

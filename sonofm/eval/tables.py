@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sonofm.eval.metrics import MIN_PATIENTS
+
 
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
@@ -14,9 +16,10 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def _ci(m: dict[str, Any]) -> str:
-    val = _fmt(m.get("value"))
-    lo, hi = m.get("ci_low"), m.get("ci_high")
-    return f"{val} [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None and hi is not None else val
+    """Value [95% CI] (k patients): every interval says how many patients it rests on."""
+    from sonofm.eval.reading import ci_text
+
+    return ci_text(m)
 
 
 def _p(p: Any) -> str:
@@ -58,15 +61,35 @@ def results_markdown(doc: dict[str, Any]) -> str:
     for pair, tasks in doc.get("compare", {}).items():
         a, b = pair.split(" vs ", 1)
         lines += [f"## Compare: {pair} (paired bootstrap)", ""]
-        lines += [f"| task | metric | {a} | {b} | delta | p |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"| task | metric | {a} | {b} | delta | patients | p | p (Holm) | p (BH) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for task, rows in tasks.items():
             for metric, r in rows.items():
                 if "note" in r:
-                    lines.append(f"| {task} | {metric} | - | - | - | {r['note']} |")
+                    lines.append(f"| {task} | {metric} | - | - | - | - | {r['note']} | | |")
                     continue
+                p = r.get("untestable") or _p(r.get("p_value"))
                 lines.append(
                     f"| {task} | {metric} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['delta'])} | "
-                    f"{_p(r['p_value'])} |"
+                    f"{_fmt(r.get('n_patients'))} | {p} | {_p(r.get('p_holm'))} | {_p(r.get('p_bh'))} |"
                 )
-        lines.append("")
+        lines += ["", multiple_testing_sentence(doc, pair), ""]
     return "\n".join(lines)
+
+
+def multiple_testing_sentence(doc: dict[str, Any], pair: str) -> str:
+    """How many differences are significant raw, after Holm and after Benjamini-Hochberg."""
+    mt = doc.get("multiple_testing", {})
+    c = mt.get("counts", {}).get(pair)
+    if not c:
+        return ""
+    alpha = mt.get("alpha", 0.05)
+    expected = c["tests"] * alpha
+    return (
+        f"{c['tests']} differences were tested: {c['raw']} have p < {alpha} before correction (about "
+        f"{expected:.1f} would by chance alone if the models were equal); {c['holm']} remain after Holm's "
+        f"correction (family-wise error) and {c['bh']} after Benjamini-Hochberg (false discovery rate). "
+        f"A metric resting on fewer than {MIN_PATIENTS} test patients is not tested."
+    )

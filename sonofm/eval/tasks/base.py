@@ -13,7 +13,7 @@ import logging
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +23,7 @@ import torch
 
 from sonofm.errors import UserError
 from sonofm.eval.embed import SplitEmbeddings, embed_texts
-from sonofm.eval.metrics import CI, MetricWarning, bootstrap_ci
+from sonofm.eval.metrics import CI, MetricWarning, bootstrap_ci, n_groups
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class EvalContext:
     embeddings: dict[str, SplitEmbeddings]
     n_boot: int = 1000
     seed: int = 0
-    bootstrap_unit: str = "sample"  # or "patient": resample whole patients
+    bootstrap_unit: str = "patient"  # or "sample": resample images (patients still counted)
     device: torch.device | None = None
     precision: str = "fp32"
     _rows: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -175,7 +175,10 @@ class EvalContext:
         return w / np.linalg.norm(w, axis=1, keepdims=True).clip(1e-12)
 
     def groups(self, rows: pd.DataFrame) -> np.ndarray | None:
-        return rows["patient_id"].to_numpy() if self.bootstrap_unit == "patient" else None
+        """Patient id per row: the resampling unit (bootstrap_unit "patient") and the count every CI shows."""
+        if "patient_id" not in rows.columns:
+            return None
+        return rows["patient_id"].astype(str).to_numpy()
 
     def add_metric(
         self,
@@ -186,19 +189,26 @@ class EvalContext:
         groups: np.ndarray | None = None,
         higher_is_better: bool = True,
     ) -> CI:
-        """Compute `fn(*arrays)` with its bootstrap CI, store it and its inputs in `res`."""
+        """Compute `fn(*arrays)` with its bootstrap CI, store it and its inputs in `res`.
+
+        `groups` are the rows' patient ids: whole patients are resampled (bootstrap_unit
+        "patient") and the CI records how many patients it rests on either way.
+        """
         arrays = tuple(np.asarray(a) for a in arrays)
+        unit_groups = groups if self.bootstrap_unit == "patient" else None
         # undefined-metric warnings (one class in the split, ...) go into the result, not the console
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MetricWarning)
-            ci = bootstrap_ci(fn, *arrays, n_boot=self.n_boot, seed=self.seed, groups=groups)
+            ci = bootstrap_ci(fn, *arrays, n_boot=self.n_boot, seed=self.seed, groups=unit_groups)
+        if unit_groups is None and groups is not None:
+            ci = replace(ci, n_patients=n_groups(groups))
         msgs = sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)})
         if msgs:
             res.info.setdefault("warnings", {})[name] = msgs
             log.debug("%s/%s: %s", res.name, name, "; ".join(msgs))
         res.metrics[name] = ci
         res.samples[name] = (fn, arrays)
-        res.groups[name] = groups
+        res.groups[name] = unit_groups
         res.higher_is_better[name] = higher_is_better
         return ci
 

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from sonofm.eval import metrics as M
+from sonofm.eval.health import prediction_health
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, label_values, register_task
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,24 @@ def _add_classification_metrics(
     ctx.add_metric(
         res, f"{prefix}ece", M.expected_calibration_error, y, probs, groups=groups, higher_is_better=False
     )
+
+
+def _drop_unseen(res: TaskResult, x: np.ndarray, y: np.ndarray, rows, classes: list[str]):
+    """Test rows whose class is in `classes`; the dropped classes and counts go into res.info."""
+    known = np.isin(y, classes) if len(y) else np.zeros(0, dtype=bool)
+    if len(y) and not known.all():
+        unseen, counts = np.unique(y[~known].astype(str), return_counts=True)
+        res.info["test_unseen_classes"] = {str(c): int(k) for c, k in zip(unseen, counts, strict=True)}
+        res.info["test_unseen_class_dropped"] = int((~known).sum())
+    return x[known], y[known], (rows[known] if rows is not None else rows)
+
+
+def _no_test_left(target: str, res: TaskResult) -> str:
+    unseen = res.info.get("test_unseen_classes")
+    if unseen:
+        names = ", ".join(sorted(unseen))
+        return f"no labelled test image of {target!r} has a class seen in training (test only: {names})"
+    return f"no labelled test images of {target!r}"
 
 
 def sample_patients(patient_ids: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -111,13 +130,15 @@ class LinearProbe(Task):
         xva, yva, _ = _labelled(ctx, "val", self.target)
         xte, yte, rte = _labelled(ctx, "test", self.target)
         classes = sorted(set(ytr) | set(yva))
-        if len(set(ytr)) < 2 or len(yte) == 0:
-            res.skipped = f"needs >= 2 training classes of {self.target!r} and labelled test images"
+        if len(set(ytr)) < 2:
+            res.skipped = f"needs >= 2 training classes of {self.target!r}"
             return res
-        known = np.isin(yte, classes)
-        if not known.all():
-            res.info["test_unseen_class_dropped"] = int((~known).sum())
-        xte, yte, rte = xte[known], yte[known], rte[known]
+        # test images of classes the probe never saw cannot be scored: drop them, say which, and
+        # only then check that something is left (the old order crashed on an empty test set)
+        xte, yte, rte = _drop_unseen(res, xte, yte, rte, classes)
+        if len(yte) == 0:
+            res.skipped = _no_test_left(self.target, res)
+            return res
         y_idx = np.array([classes.index(v) for v in yte])
         g = ctx.groups(rte)
         c, val_scores = self._select_c(ctx, xtr, ytr, xva, yva)
@@ -127,6 +148,7 @@ class LinearProbe(Task):
         probs = _proba_full(clf, xte, classes)
         _add_classification_metrics(ctx, res, "", y_idx, probs, g)
         res.info.update(classes=classes, C=c, val_balanced_accuracy=val_scores, n_train=len(y_fit))
+        res.info.update(n_patients=M.n_groups(g), health=prediction_health(y_idx, probs, classes))
         res.plots.update(y=y_idx, probs=probs, classes=classes)
         pids = rtr["patient_id"].to_numpy()
         for f in self.shots:
@@ -173,16 +195,20 @@ class KNNProbe(Task):
         xtr, ytr, _ = _labelled(ctx, "train", self.target)
         xte, yte, rte = _labelled(ctx, "test", self.target)
         classes = sorted(set(ytr))
-        if len(classes) < 2 or len(yte) == 0:
-            res.skipped = f"needs >= 2 training classes of {self.target!r} and labelled test images"
+        if len(classes) < 2:
+            res.skipped = f"needs >= 2 training classes of {self.target!r}"
             return res
-        known = np.isin(yte, classes)
-        xte, yte, rte = xte[known], yte[known], rte[known]
+        xte, yte, rte = _drop_unseen(res, xte, yte, rte, classes)
+        if len(yte) == 0:
+            res.skipped = _no_test_left(self.target, res)
+            return res
         ytr_i = np.array([classes.index(v) for v in ytr])
         y_idx = np.array([classes.index(v) for v in yte])
         probs = knn_scores(xtr, ytr_i, xte, len(classes), self.k, self.temperature)
-        _add_classification_metrics(ctx, res, "", y_idx, probs, ctx.groups(rte))
+        g = ctx.groups(rte)
+        _add_classification_metrics(ctx, res, "", y_idx, probs, g)
         res.info.update(classes=classes, k=min(self.k, len(xtr)), n_train=len(xtr))
+        res.info.update(n_patients=M.n_groups(g), health=prediction_health(y_idx, probs, classes))
         res.plots.update(y=y_idx, probs=probs, classes=classes)
         return res
 

@@ -67,7 +67,7 @@ class Retrieval(Task):
             t_gal, t_keys = txt[first], uniq
             i_keys = texts
         else:
-            t_gal, t_keys = txt, rows["study_id"].to_numpy()
+            t_gal, t_keys, first = txt, rows["study_id"].to_numpy(), np.arange(len(idx))
             i_keys = rows["study_id"].to_numpy()
         info_i2t, info_t2i = M.RankInfo(self.method, True), M.RankInfo(self.method, True)
         ivf_k = max(100, *self.ks)
@@ -77,15 +77,25 @@ class Retrieval(Task):
         r_t2i = M.retrieval_ranks(
             t_gal, img, (t_keys, i_keys), method=self.method, info=info_t2i, ivf_k=ivf_k
         )
-        for direction, ranks in (("image_to_text", r_i2t), ("text_to_image", r_t2i)):
+        # patient of each query: the image's; a unique report text takes its first image's patient
+        g_img = ctx.groups(rows)
+        g_txt = None if g_img is None else (g_img[first] if self.positives == "report" else g_img)
+        for direction, ranks, g in (("image_to_text", r_i2t, g_img), ("text_to_image", r_t2i, g_txt)):
             for k in self.ks:
-                ctx.add_metric(res, f"{prefix}{direction}/R@{k}", partial(M.recall_at_k, k=k), ranks)
+                ctx.add_metric(
+                    res, f"{prefix}{direction}/R@{k}", partial(M.recall_at_k, k=k), ranks, groups=g
+                )
             if self.method != "ivf":  # censored IVF ranks have no meaningful mean/median
                 ctx.add_metric(
-                    res, f"{prefix}{direction}/mean_rank", _mean_rank, ranks, higher_is_better=False
+                    res, f"{prefix}{direction}/mean_rank", _mean_rank, ranks, groups=g, higher_is_better=False
                 )
                 ctx.add_metric(
-                    res, f"{prefix}{direction}/median_rank", _median_rank, ranks, higher_is_better=False
+                    res,
+                    f"{prefix}{direction}/median_rank",
+                    _median_rank,
+                    ranks,
+                    groups=g,
+                    higher_is_better=False,
                 )
         res.info[f"{prefix}ranking"] = {
             "image_to_text": info_i2t.to_dict(),

@@ -12,6 +12,8 @@ import numpy as np
 
 from sonofm import taxonomy as tx
 from sonofm.eval import metrics as M
+from sonofm.eval.health import prediction_health
+from sonofm.eval.metrics import n_groups
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, label_values, register_task, softmax
 from sonofm.reports import prompts as P
 
@@ -83,7 +85,13 @@ class ZeroShotClassification(Task):
         ctx.add_metric(res, "ece", M.expected_calibration_error, y, probs, groups=g, higher_is_better=False)
         conf = np.zeros((len(classes), len(classes)), dtype=np.int64)
         np.add.at(conf, (y, probs.argmax(1)), 1)
-        res.info.update(classes=classes, n=int(keep.sum()), confusion=conf.tolist())
+        res.info.update(
+            classes=classes,
+            n=int(keep.sum()),
+            n_patients=n_groups(g),
+            confusion=conf.tolist(),
+            health=prediction_health(y, probs, classes),
+        )
         res.plots.update(y=y, probs=probs, classes=classes, confusion=conf)
         return res
 
@@ -234,12 +242,14 @@ class ZeroShotFindings(Task):
             p_mat = np.stack([c[1] for c in parts], 1)
             ctx.add_metric(res, f"mean_auc/{group}", mean_masked_auc, lab_mat, p_mat, groups=g)
             known = lab_mat >= 0
+            g_known = None if g is None else np.broadcast_to(g[:, None], lab_mat.shape)[known]
             ctx.add_metric(
                 res,
                 f"ece/{group}",
                 M.expected_calibration_error,
                 lab_mat[known],
                 p_mat[known],
+                groups=g_known,
                 higher_is_better=False,
             )
         res.info["findings"] = evaluated
