@@ -192,7 +192,7 @@ def train_vlm_cmd(
     for name, fit in result.stages.items():
         val = fit.last_val.get("val/lm_loss")
         console.print(
-            f"[green]stage {name}[/] {fit.step} steps, {fit.epoch} epochs"
+            f"[green]stage {name}[/] {fit.step} steps, {fit.data.get('epochs_done', fit.epoch):g} epochs"
             + (f", val lm_loss {val:.3f}" if val is not None else "")
         )
     console.print(f"  model:   {result.model_dir}\n  routing: {out}/stage*/routing.json\n  config:  {saved}")
@@ -576,7 +576,7 @@ def ingest_dicom_cmd(
         task = bar.add_task("ingesting", total=None)
 
         def tick(i: int, n: int, name: str) -> None:
-            bar.update(task, completed=i, total=n, description=f"ingesting {name[-40:]}")
+            bar.update(task, completed=i, total=n, description=f"ingesting file {i}/{n}")  # never a name
 
         rep = ingest_dicom(
             src,

@@ -450,6 +450,44 @@ def decide(elem: Any, parent: str = "") -> str:
     return "K"
 
 
+IDENTIFYING_KEYWORDS = (
+    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
+    "PatientMotherBirthName", "AccessionNumber", "PatientAddress", "PatientTelephoneNumbers",
+    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "MedicalRecordLocator",
+)
+REDACTED = "[removed]"
+
+
+def scrub_identifiers(text: str, ds: Any) -> str:
+    """Report text with the header's own identifiers (names, IDs, birth date) replaced.
+
+    Free text cannot be de-identified by a profile; this removes what the header says about the
+    patient (every name part, ID and birth-date spelling) wherever it appears in the text. Other
+    identifying free text (a relative's name, an address) is NOT detected.
+    """
+    import re
+
+    needles: set[str] = set()
+    for kw in IDENTIFYING_KEYWORDS:
+        values = ds.get(kw)
+        values = values.value if values is not None and hasattr(values, "value") else values
+        if values in (None, ""):
+            continue
+        multi = isinstance(values, list | tuple) or type(values).__name__ == "MultiValue"
+        for v in values if multi else [values]:
+            parts = re.split(r"[\^=,\s]+", str(v))
+            needles.update(p for p in parts if len(p) >= 2)
+            if len(str(v).strip()) >= 3:
+                needles.add(str(v).strip())
+    birth = str(ds.get("PatientBirthDate", "") or "")
+    if re.fullmatch(r"\d{8}", birth):
+        y, m, d = birth[:4], birth[4:6], birth[6:]
+        needles.update({birth, f"{y}-{m}-{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}", f"{d}.{m}.{y}"})
+    for n in sorted(needles, key=len, reverse=True):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(n)}(?![A-Za-z0-9])", REDACTED, text, flags=re.IGNORECASE)
+    return text
+
+
 def _shift_date(value: Any, vr: str, days: int) -> Any:
     if value in (None, ""):
         return value
@@ -483,7 +521,7 @@ def write_new_key(path: str | Path) -> bytes:
     """Create a random 32-byte (hex) key at `path`, readable by the owner only (mode 0600)."""
     p = Path(path)
     if p.exists():
-        raise UserError(f"--new-key: {p} exists already; drop --new-key to reuse it, or name a new --key-file")
+        raise UserError(f"--new-key: {p} exists already; drop --new-key to reuse it, or name another file")
     p.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32).encode()
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")

@@ -27,7 +27,14 @@ import numpy as np
 
 from sonofm.atomic import atomic_write_text
 from sonofm.data.dicom.burnin import apply_mask, burnin_mask
-from sonofm.data.dicom.deid import Deidentifier, key_fingerprint, load_or_create_key, read_key, source_id
+from sonofm.data.dicom.deid import (
+    Deidentifier,
+    key_fingerprint,
+    load_or_create_key,
+    read_key,
+    scrub_identifiers,
+    source_id,
+)
 from sonofm.data.dicom.read import CHROMA_THRESHOLD, DicomImage, chroma, is_image_sop, read_dicom
 from sonofm.errors import UserError
 
@@ -209,6 +216,8 @@ def ingest_file(
 
     ds = _read_header(path)
     report_text = reports.lookup(ds) if reports is not None else None
+    if report_text:  # the header's own names and IDs never reach the dataset through the report
+        report_text = scrub_identifiers(report_text, ds)
     try:
         img = read_dicom(ds)
     except UserError as err:
