@@ -234,6 +234,12 @@ def random_lesion_study(rng: np.random.Generator, organ: str) -> Study:
     ):
         study.findings.append(Finding("internal", "cystic"))
         present.add("cystic")
+    # an anechoic lesion holds no echoes: debris or a solid part makes it (at most) hypoechoic
+    echoes_inside = {"debris", "mixed_cystic_solid", "solid", "spongiform"}
+    if "anechoic" in present and present & echoes_inside:
+        i = next(i for i, f in enumerate(study.findings) if f.key() == ("echogenicity", "anechoic"))
+        study.findings[i] = Finding("echogenicity", "hypoechoic")
+        present = (present - {"anechoic"}) | {"hypoechoic"}
     extra, p = spec.get("extra", ((), 0.0))
     extra = tuple(c for c in extra if _allowed(c, organ))
     if extra and rng.random() < p:

@@ -18,6 +18,7 @@ import numpy as np
 from sonofm import taxonomy as tx
 from sonofm.reports import lexicon as lx
 from sonofm.reports.attributes import study_attributes
+from sonofm.reports.consistency import word_fits
 from sonofm.reports.measurements import fmt_number, format_dims, format_length, unit_of_measurement
 from sonofm.reports.schema import Finding, Status, Study
 
@@ -251,8 +252,9 @@ def _article(phrase: str) -> str:
 def _lesion_sentences(study: Study, rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """(lesion description sentences, negative/hedge sentences)."""
     pres = [f for f in study.findings if f.status is Status.PRESENT and f.dimension != "echo"]
+    keys = {f.key() for f in pres}
     diag = next((f.tag for f in pres if f.dimension == "diagnosis"), None)
-    diag_word = _pick(rng, _forms("diagnosis", diag)[1]) if diag else "lesion"
+    diag_word = _pick(rng, _fitting(_forms("diagnosis", diag)[1], study.organ, keys)) if diag else "lesion"
     adjs: list[str] = []
     clauses: list[str] = []  # noun phrases for "with ..." / own sentences
     preds: list[str] = []  # adjectives for "It is ..." sentences
@@ -264,7 +266,9 @@ def _lesion_sentences(study: Study, rng: np.random.Generator) -> tuple[list[str]
             word = _pick(rng, ("flow", "vascularity", "colour flow", "Doppler flow"))
             flow_none.append(f"No {word} on colour Doppler." if "flow" in word else f"No {word} is detected.")
             continue
-        adj_forms, noun_forms = _forms(f.dimension, f.tag)
+        adj_forms, noun_forms = (_fitting(x, study.organ, keys, True) for x in _forms(f.dimension, f.tag))
+        if not adj_forms and not noun_forms:
+            adj_forms, noun_forms = _forms(f.dimension, f.tag)
         inline = (f.dimension in _ADJ_DIMS or f.tag in _COMPOSITION) and adj_forms and rng.random() < 0.75
         if inline:
             adjs.append(_pick(rng, adj_forms))
@@ -320,7 +324,7 @@ def _lesion_sentences(study: Study, rng: np.random.Generator) -> tuple[list[str]
     for f in study.findings:
         if f.dimension == "echo" or f.status is Status.PRESENT:
             continue
-        noun = finding_phrase(f, rng)
+        noun = _pick(rng, _fitting(_noun_forms(f), study.organ, keys))
         doppler = " on colour Doppler" if f.dimension == "vascularity" and rng.random() < 0.6 else ""
         if f.status is Status.ABSENT:
             extra.append(
@@ -349,6 +353,20 @@ def _lesion_sentences(study: Study, rng: np.random.Generator) -> tuple[list[str]
                 )
             )
     return sents, extra
+
+
+def _fitting(
+    forms: tuple[str, ...], organ: str | None, present: set[tuple[str, str]], keep_empty: bool = False
+) -> tuple[str, ...]:
+    """The surface forms that fit this organ and lesion (`consistency.word_fits`); never empty
+    unless `keep_empty` (then the caller falls back to another form kind)."""
+    ok = tuple(w for w in forms if word_fits(w, organ, present))
+    return ok if ok or keep_empty else forms[:1]
+
+
+def _noun_forms(f: Finding) -> tuple[str, ...]:
+    adj, noun = _forms(f.dimension, f.tag)
+    return noun or tuple(f"{a} {_HEAD.get(f.dimension, 'appearance')}" for a in adj)
 
 
 def _measure_sentence(mid: str, value: float, rng: np.random.Generator, name: str | None = None) -> str:
@@ -498,7 +516,7 @@ def _write_lesion(study: Study, rng: np.random.Generator) -> str:
         )
         sents += meas
         extra = [
-            f"No {finding_phrase(f, rng)}."
+            f"No {_pick(rng, _fitting(_noun_forms(f), study.organ, set()))}."
             for f in study.findings
             if f.status is Status.ABSENT and f.dimension != "echo"
         ]

@@ -285,7 +285,9 @@ def sample_lesion(
 
     # ---- make the attributes consistent with each other (lexicon rules) ----
     if composition == "cystic":
-        echo = "anechoic"
+        # fluid is anechoic; debris (internal echoes) makes the content hypoechoic, and a report
+        # saying "anechoic ... with debris" contradicts itself (issue #22)
+        echo = "hypoechoic" if "debris" in features else "anechoic"
         features = [f for f in features if f != "microcalcifications"]
         if vascularity in ("internal", "hypervascular"):
             vascularity = "avascular"
