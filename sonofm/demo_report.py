@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from sonofm.atomic import atomic_write_text
+from sonofm.eval.health import chance_relation
+from sonofm.eval.metrics import MIN_PATIENTS
+from sonofm.eval.reading import model_alerts, patients_phrase
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ EXTRA_CSS = """
 .sheet{max-width:100%;border:1px solid #ccc}.legend span{display:inline-block;margin:0 .8em .3em 0;
 font-size:.85em}.legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-1px;
 border:1px solid #888}.win{font-weight:600}.sig{color:#167a2c}.ns{color:#777}
+.warn{color:#b02a2a;font-weight:600}
 .caveat{background:#fff8e1;border-left:4px solid #f0b400;padding:.6em 1em;max-width:60em}
 .evalsec{border-top:3px solid #ddd;margin-top:2em}
 nav a{margin-right:1em}
@@ -47,16 +51,39 @@ def _value(m: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def expand_headline(headline: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Every zero-shot accuracy row gets its macro-AUC row beside it.
+
+    Why: accuracy alone hides the only signal of a model whose argmax collapsed onto one class
+    (region accuracy 0.000 with a region macro AUC of 0.77), and hides anti-correlation (AUC < 0.5).
+    """
+    out: list[tuple[str, str, str]] = []
+    for task, metric, label in headline:
+        out.append((task, metric, label))
+        if task.startswith("zeroshot/") and metric == "acc1":
+            auc_label = label[: -len(" acc")] if label.endswith(" acc") else label
+            out.append((task, "macro_auc", f"{auc_label} macro AUC"))
+    return out
+
+
 def headline_rows(results: dict[str, Any], headline: Sequence[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    """Per headline metric: both models' values (with CI for single metrics), delta (B - A), the
-    paired-bootstrap p-value, direction, and for metric families the per-member significance."""
+    """Per headline metric: both models' values, CIs and patient counts, delta (B - A), the paired
+    bootstrap p-value (raw and Holm-corrected, or why there is no test), the chance level, direction,
+    and for metric families the per-member significance (raw and Holm-corrected counts)."""
     models = results["models"]
     if not models:
         return []
     pair = next(iter(results.get("compare", {}).values()), {})
     rows = []
-    for task, metric, label in headline:
-        row: dict[str, Any] = {"label": label, "task": task, "metric": metric, "values": [], "cis": []}
+    for task, metric, label in expand_headline(headline):
+        row: dict[str, Any] = {
+            "label": label,
+            "task": task,
+            "metric": metric,
+            "values": [],
+            "cis": [],
+            "n_patients": [],
+        }
         for m in models:
             metrics = m["tasks"].get(task, {}).get("metrics", {})
             if metric.endswith("/"):
@@ -65,12 +92,14 @@ def headline_rows(results: dict[str, Any], headline: Sequence[tuple[str, str, st
                 ]
                 row["values"].append(float(np.mean(vals)) if vals else None)
                 row["cis"].append(None)
+                row["n_patients"].append(None)
                 row["family_size"] = len(vals)
             else:
-                x = metrics.get(metric)
-                row["values"].append(_value(x) if x is not None else None)
-                lo, hi = (x or {}).get("ci_low"), (x or {}).get("ci_high")
+                x = metrics.get(metric) or {}
+                row["values"].append(_value(x) if x else None)
+                lo, hi = _value(x.get("ci_low")), _value(x.get("ci_high"))
                 row["cis"].append((lo, hi) if lo is not None and hi is not None else None)
+                row["n_patients"].append(x.get("n_patients"))
         if all(v is None for v in row["values"]):
             continue
         cmp_task = pair.get(task, {})
@@ -80,17 +109,27 @@ def headline_rows(results: dict[str, Any], headline: Sequence[tuple[str, str, st
             members = [
                 r for k, r in cmp_task.items() if k.startswith(prefix) and r.get("p_value") is not None
             ]
+
+            def sig(r: dict[str, Any], key: str) -> bool:
+                return r.get(key) is not None and r[key] < ALPHA
+
             row["higher_is_better"] = True
             row["p_value"] = None
             row["family_sig"] = {
-                "b_better": sum(1 for r in members if r["p_value"] < ALPHA and r["delta"] < 0),
-                "a_better": sum(1 for r in members if r["p_value"] < ALPHA and r["delta"] > 0),
+                "b_better": sum(1 for r in members if sig(r, "p_value") and r["delta"] < 0),
+                "a_better": sum(1 for r in members if sig(r, "p_value") and r["delta"] > 0),
+                "b_better_holm": sum(1 for r in members if sig(r, "p_holm") and r["delta"] < 0),
+                "a_better_holm": sum(1 for r in members if sig(r, "p_holm") and r["delta"] > 0),
                 "n": len(members),
             }
         else:
             c = cmp_task.get(metric, {})
-            row["higher_is_better"] = bool(c.get("higher_is_better", not metric.endswith(("mae", "rank"))))
+            row["higher_is_better"] = bool(
+                c.get("higher_is_better", not metric.endswith(("mae", "rank", "ece")))
+            )
             row["p_value"] = c.get("p_value")
+            row["p_holm"] = c.get("p_holm")
+            row["untestable"] = c.get("untestable")
         a, b = (row["values"] + [None, None])[:2]
         row["delta"] = None if a is None or b is None else b - a
         row["chance"] = _chance(models[0]["tasks"].get(task, {}), metric)
@@ -99,7 +138,7 @@ def headline_rows(results: dict[str, Any], headline: Sequence[tuple[str, str, st
 
 
 def _chance(task: dict[str, Any], metric: str) -> float | None:
-    """What a random model scores: 0.5 AUC, 1/classes accuracy, ~1/gallery retrieval R@1."""
+    """What random guessing scores: 0.5 AUC, 1/classes accuracy, ~1/gallery retrieval R@1."""
     info = task.get("info", {}) or {}
     if "auc" in metric:
         return 0.5
@@ -118,17 +157,57 @@ def _pfmt(p: float | None) -> str:
     return "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
+def _chance_sentence(r: dict[str, Any], names: tuple[str, str]) -> str:
+    """Where each model stands against chance, decided by its CI (or a tolerance without one)."""
+    chance = r.get("chance")
+    if chance is None or not r["higher_is_better"]:
+        return ""
+    cis = (r.get("cis", []) + [None, None])[:2]
+    rels = [
+        chance_relation(v, *(ci if ci else (None, None)), chance)
+        for v, ci in zip((r["values"] + [None, None])[:2], cis, strict=True)
+    ]
+    words = {"below": "below chance", "at": "indistinguishable from chance", "above": "above chance"}
+    below = (
+        "anti-correlated with the truth (worse than guessing)"
+        if "auc" in r["metric"]
+        else "worse than guessing"
+    )
+    c = f"chance is {_fmt(chance)}"
+    if rels[0] == rels[1] and rels[0] is not None:
+        tail = f", i.e. {below}" if rels[0] == "below" else ""
+        return f" Against chance ({c}): both are {words[rels[0]]}{tail}."
+    parts = [
+        f"{html.escape(n)} is {words[x]}" + (f" ({below})" if x == "below" else "")
+        for n, x in zip(names, rels, strict=True)
+        if x is not None
+    ]
+    return f" Against chance ({c}): " + ", ".join(parts) + "." if parts else ""
+
+
+def _patients_text(r: dict[str, Any]) -> str:
+    ks = {k for k in r.get("n_patients", []) if k is not None}
+    return f"; {patients_phrase(min(ks))} in the test split" if ks else ""
+
+
 def reading(
     rows: list[dict[str, Any]],
     names: tuple[str, str],
     *,
     n_test: int | None,
+    n_test_patients: int | None = None,
     n_params: int | None,
     steps: dict[str, int],
     n_images: int | None,
-    n_metrics_compared: int,
+    multiple_testing: dict[str, int] | None = None,
+    alerts: dict[str, list[str]] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """(findings, caveats): short plain-language sentences generated from the headline rows."""
+    """(findings, caveats): plain-language sentences generated from the headline rows.
+
+    A difference is called significant only when its Holm-corrected p (over every metric the
+    comparison tested) is below ALPHA and the test split has at least MIN_PATIENTS patients;
+    `alerts` (per model: collapse, below-chance AUC, too few patients) become sentences too.
+    """
     a_name, b_name = names
     findings: list[str] = []
     wins = {a_name: 0, b_name: 0}
@@ -136,41 +215,52 @@ def reading(
     for r in rows:
         a, b = (r["values"] + [None, None])[:2]
         if a is None or b is None:
-            findings.append(f"{r['label']}: only one model has this number ({_fmt(a)} vs {_fmt(b)}).")
+            findings.append(
+                f"{html.escape(r['label'])}: only one model has this number ({_fmt(a)} vs {_fmt(b)})."
+            )
             continue
-        if a == b:
-            findings.append(f"{r['label']}: a tie at {_fmt(a)}.")
+        if _fmt(a) == _fmt(b):  # equal as printed: calling a winner would contradict the table
+            findings.append(f"{html.escape(r['label'])}: a tie at {_fmt(a)}.{_chance_sentence(r, names)}")
             continue
         b_better = (b > a) == r["higher_is_better"]
         winner, loser = (b_name, a_name) if b_better else (a_name, b_name)
         wv, lv = (b, a) if b_better else (a, b)
         wins[winner] += 1
-        rel = f" ({abs(b - a) / abs(a) * 100:.0f}% relative)" if abs(a) > 1e-9 else ""
-        sentence = f"<b>{html.escape(r['label'])}</b>: {html.escape(winner)} {_fmt(wv)} vs {_fmt(lv)}{rel}"
-        chance = r.get("chance")
-        if chance is not None and max(a, b) < chance + max(0.05, 0.5 * chance):
-            sentence += f" (both close to chance, {_fmt(chance)})"
+        rel = f"{abs(b - a) / abs(a) * 100:.0f}% relative" if abs(a) > 1e-9 else ""
+        extra = "; ".join(x for x in (rel, _patients_text(r).removeprefix("; ")) if x)
+        sentence = f"<b>{html.escape(r['label'])}</b>: {html.escape(winner)} {_fmt(wv)} vs {_fmt(lv)}"
+        sentence += f" ({extra})" if extra else ""
         if r.get("family_sig") is not None:
             fs = r["family_sig"]
             sentence += (
-                f" (mean of {r.get('family_size', '?')} per-dimension AUCs; "
-                f"per-tag differences at p < {ALPHA}: "
-                f"{fs['b_better']} favour {html.escape(b_name)}, "
-                f"{fs['a_better']} favour {html.escape(a_name)}, of {fs['n']})."
+                f" (mean of {r.get('family_size', '?')} per-dimension AUCs). Per-tag differences with "
+                f"p &lt; {ALPHA}: {fs['b_better']} favour {html.escape(b_name)} and {fs['a_better']} favour "
+                f"{html.escape(a_name)}, of {fs['n']}; after Holm correction "
+                f"{fs.get('b_better_holm', 0)} and {fs.get('a_better_holm', 0)}."
             )
+        elif r.get("untestable"):
+            sentence += f": <span class='ns'>not tested</span> ({html.escape(r['untestable'])})."
         elif r.get("p_value") is not None:
-            p = r["p_value"]
-            if p < ALPHA:
+            p, ph = r["p_value"], r.get("p_holm")
+            if p < ALPHA and (ph is None or ph < ALPHA):
                 sig[winner] += 1
-                sentence += f": <span class='sig'>significant</span> (paired bootstrap p = {_pfmt(p)})."
+                sentence += (
+                    f": <span class='sig'>significant</span> (paired bootstrap over patients, p = {_pfmt(p)}"
+                )
+                sentence += f"; Holm-corrected p = {_pfmt(ph)})." if ph is not None else ")."
+            elif p < ALPHA:
+                sentence += (
+                    f": <span class='ns'>not significant after correction</span> (p = {_pfmt(p)} alone, "
+                    f"Holm-corrected p = {_pfmt(ph)} over all the metrics compared)."
+                )
             else:
                 sentence += (
                     f": <span class='ns'>not significant</span> (p = {_pfmt(p)}; "
-                    f"{html.escape(loser)} could equally be ahead on another draw of test images)."
+                    f"{html.escape(loser)} could equally be ahead on another draw of test patients)."
                 )
         else:
             sentence += "."
-        findings.append(sentence)
+        findings.append(sentence + _chance_sentence(r, names))
     scored = wins[a_name] + wins[b_name]
     if scored:
         lead = b_name if wins[b_name] > wins[a_name] else a_name if wins[a_name] > wins[b_name] else None
@@ -180,10 +270,14 @@ def reading(
             else f"The two models split the {scored} headline metrics evenly"
         )
         head += (
-            f"; {sig[b_name] + sig[a_name]} of the single-number differences are significant at p < {ALPHA} "
-            f"({sig[b_name]} for {html.escape(b_name)}, {sig[a_name]} for {html.escape(a_name)})."
+            f"; {sig[b_name] + sig[a_name]} of the single-number differences are significant "
+            f"at p &lt; {ALPHA} after Holm correction ({sig[b_name]} for {html.escape(b_name)}, "
+            f"{sig[a_name]} for {html.escape(a_name)})."
         )
         findings.insert(0, head)
+    for model, items in (alerts or {}).items():
+        for item in items:
+            findings.append(f"<span class='warn'>Warning ({html.escape(model)})</span>: {html.escape(item)}")
     caveats = [
         "The data are <b>simulated</b> (sonofm's physics-based B-mode simulator with exact ground truth): "
         "numbers show the pipeline and the objectives working, not clinical performance.",
@@ -200,16 +294,25 @@ def reading(
     else:
         caveats[-1] += "; training was short, so both models are far from converged."
     if n_test:
+        who = f" of <b>{patients_phrase(n_test_patients)}</b>" if n_test_patients is not None else ""
         caveats.append(
-            f"The test split has only <b>{n_test} images</b>"
+            f"The test split has only <b>{n_test} images</b>{who}"
             + (f" (of {n_images} simulated)" if n_images else "")
-            + ": the 95% intervals are wide and small differences are noise."
+            + ": intervals and tests resample whole patients (a patient's images are near-duplicates), "
+            "so the 95% intervals are wide and small differences are noise."
         )
-    if n_metrics_compared:
+    if n_test_patients is not None and n_test_patients < MIN_PATIENTS:
         caveats.append(
-            f"{n_metrics_compared} metrics were compared without correction for multiple testing: about "
-            f"{max(1, round(n_metrics_compared * ALPHA))} of them would come out 'significant' "
-            f"at p < {ALPHA} by chance alone."
+            f"With fewer than {MIN_PATIENTS} test patients no difference is tested or called significant."
+        )
+    mt = multiple_testing or {}
+    if mt.get("tests"):
+        caveats.append(
+            f"{mt['tests']} metric differences were tested: {mt['raw']} have p &lt; {ALPHA} before "
+            f"correction (about {mt['tests'] * ALPHA:.1f} would by chance alone if the models were equal); "
+            f"{mt['holm']} remain after Holm's correction (family-wise error) and {mt['bh']} after "
+            "Benjamini-Hochberg (false discovery rate). The reading calls a difference significant only "
+            "after Holm's correction."
         )
     return findings, caveats
 
@@ -348,35 +451,67 @@ def eval_body(path: Path) -> str:
 
 # ------------------------------------------------------------------ page
 def _headline_table(rows: list[dict[str, Any]], names: tuple[str, str]) -> str:
-    def cell(v: float | None, ci: Any) -> str:
-        s = _fmt(v)
+    def cell(v: float | None, ci: Any, k: int | None) -> str:
+        out = _fmt(v)
         if ci:
-            s += f" <span class='meta'>[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>"
-        return s
+            out += f" <span class='meta'>[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>"
+        if k is not None:
+            out += f" <span class='meta'>({patients_phrase(k)})</span>"
+        return out
 
     body = []
     for r in rows:
         a, b = (r["values"] + [None, None])[:2]
         ca, cb = (r["cis"] + [None, None])[:2]
+        ka, kb = (r.get("n_patients", []) + [None, None])[:2]
         better = None
-        if a is not None and b is not None and a != b:
+        if a is not None and b is not None and _fmt(a) != _fmt(b):
             better = 1 if (b > a) == r["higher_is_better"] else 0
-        cells = [cell(a, ca), cell(b, cb)]
+        cells = [cell(a, ca, ka), cell(b, cb, kb)]
         if better is not None:
             cells[better] = f"<span class='win'>{cells[better]}</span>"
         p = r.get("p_value")
-        p_txt = _pfmt(p) if p is not None else ("per tag below" if r.get("family_sig") else "n/a")
+        if r.get("untestable"):
+            p_txt = html.escape(r["untestable"])
+        elif p is not None:
+            p_txt = _pfmt(p) + (
+                f" <span class='meta'>(Holm {_pfmt(r['p_holm'])})</span>"
+                if r.get("p_holm") is not None
+                else ""
+            )
+        else:
+            p_txt = "per tag below" if r.get("family_sig") else "n/a"
         arrow = "&uarr;" if r["higher_is_better"] else "&darr;"
         body.append(
-            f"<tr><td>{html.escape(r['label'])} {arrow}</td><td>{cells[0]}</td><td>{cells[1]}</td>"
-            f"<td>{_fmt(r['delta'])}</td><td>{p_txt}</td></tr>"
+            f"<tr><td>{html.escape(r['label'])} {arrow}</td><td>{_fmt(r.get('chance'))}</td>"
+            f"<td>{cells[0]}</td><td>{cells[1]}</td><td>{_fmt(r['delta'])}</td><td>{p_txt}</td></tr>"
         )
     return (
-        f"<table><tr><th>metric (&uarr; higher is better)</th><th>{html.escape(names[0])}</th>"
+        f"<table><tr><th>metric (&uarr; higher is better)</th><th>chance</th><th>{html.escape(names[0])}</th>"
         f"<th>{html.escape(names[1])}</th><th>delta (B &minus; A)</th><th>paired bootstrap p</th></tr>"
         + "".join(body)
         + "</table>"
     )
+
+
+def data_phrase(data: Path, n_images: int | None) -> str:
+    """What was simulated, counted from the manifest (regions and echo views are not hard-coded)."""
+    try:
+        from sonofm.data.manifest import read_manifest
+
+        df = read_manifest(data)
+    except Exception as e:  # the report must render without the data directory
+        log.warning("cannot read manifest of %s (%s)", data, e)
+        return f"{n_images or 'the'} ultrasound images"
+    regions = sorted({str(r) for r in df["region"].dropna()})
+    views = sorted({str(v) for v in df["view"].dropna()}) if "view" in df.columns else []
+    text = (
+        f"{len(df)} ultrasound images of {df['patient_id'].nunique()} patients over {len(regions)} body "
+        f"regions ({', '.join(regions)})"
+    )
+    if views:
+        text += f", with {len(views)} echocardiography views"
+    return text
 
 
 def build_demo_report(
@@ -403,21 +538,17 @@ def build_demo_report(
         if name.startswith("pretrain-") and "steps" in info
     }
     steps = {k.removeprefix("pretrain-"): v for k, v in steps.items()}
-    n_compared = sum(
-        1
-        for tasks in results.get("compare", {}).values()
-        for ms in tasks.values()
-        for r in ms.values()
-        if "p_value" in r
-    )
+    counts = results.get("multiple_testing", {}).get("counts", {})
     findings, caveats = reading(
         rows,
         names,
         n_test=n_images.get("test"),
+        n_test_patients=results.get("data", {}).get("n_patients", {}).get("test"),
         n_params=(models[0].get("card", {}).get("n_parameters") if models else None),
         steps=steps,
         n_images=sum(n_images.values()) or None,
-        n_metrics_compared=n_compared,
+        multiple_testing=next(iter(counts.values()), None),
+        alerts={name: model_alerts(m) for name, m in zip(names, models, strict=False)},
     )
     total_s = sum(float(v.get("seconds", 0)) for v in stages.values())
     stage_txt = ", ".join(f"{html.escape(k)} {float(v.get('seconds', 0)):.0f} s" for k, v in stages.items())
@@ -426,9 +557,8 @@ def build_demo_report(
         "<h1>sonofm demo: plain CLIP vs an ultrasound-aware model</h1>",
         '<nav><a href="#reading">reading</a><a href="#headline">headline numbers</a><a href="#data">data</a>'
         '<a href="#training">training</a><a href="#eval">full evaluation</a></nav>',
-        f"<p class='lead'>This run simulated {sum(n_images.values()) or plan.get('n_images')} "
-        "ultrasound images (seven body regions plus echocardiography views, "
-        f"{plan.get('image_size')} px), pretrained two "
+        f"<p class='lead'>This run simulated {data_phrase(out / 'data', sum(n_images.values()) or None)} "
+        f"({plan.get('image_size')} px), pretrained two "
         f"image-text models with the same tiny architecture and budget ({plan.get('epochs')} epochs): "
         f"<b>{html.escape(names[0])}</b>, the plain CLIP contrastive baseline, and "
         f"<b>{html.escape(names[1])}</b>, "
@@ -439,11 +569,14 @@ def build_demo_report(
         "<h2 id='reading'>What the numbers say</h2>",
         "<ul class='reading'>" + "".join(f"<li>{f}</li>" for f in findings) + "</ul>",
         "<div class='caveat'><b>Caveats.</b><ul>" + "".join(f"<li>{c}</li>" for c in caveats) + "</ul></div>",
-        "<h2 id='headline'>Headline numbers (test split, 95% bootstrap CIs)</h2>",
+        "<h2 id='headline'>Headline numbers (test split, 95% bootstrap CIs over patients)</h2>",
         _headline_table(rows, names),
-        "<p class='meta'>Bold marks the better model. p is a two-sided paired bootstrap over the same test "
-        "images (both models resampled together). Family rows (AUC means) average per-dimension AUCs; "
-        "the per-tag tests are in the comparison table of the full evaluation.</p>",
+        "<p class='meta'>Bold marks the better model. Chance is what random guessing scores (1/classes for "
+        "accuracy, 0.5 for AUC, about 1/gallery for R@1). Intervals and p resample whole test patients "
+        "(both models on the same resamples); each interval shows the patients it rests on, and "
+        f"below {MIN_PATIENTS} patients nothing is tested. p is two-sided, with Holm's correction over "
+        "every metric compared. Family rows (AUC means) average per-dimension AUCs; the per-tag tests are "
+        "in the comparison table of the full evaluation.</p>",
         data_section(out / "data"),
         "<h2 id='training'>Training</h2>",
     ]

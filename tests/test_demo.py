@@ -74,8 +74,11 @@ def _results(data_dir: Path) -> dict:
         "regression_probe": {
             "lvef_pct/mae": {"a": 5.0, "b": 5.5, "delta": -0.5, "p_value": 0.4, "higher_is_better": False}
         },
-        "zeroshot/attributes": {"auc/shape/oval": {"a": 0.6, "b": 0.7, "delta": -0.1, "p_value": 0.01}},
+        "zeroshot/attributes": {"auc/shape/oval": {"a": 0.6, "b": 0.7, "delta": -0.1, "p_value": 0.03}},
     }
+    from sonofm.eval.runner import add_corrections
+
+    add_corrections(compare)
     card = {"n_parameters": 19_000_000}
     return {
         "data": {"dir": str(data_dir), "n_images": {"train": 16, "val": 4, "test": 4}},
@@ -123,18 +126,27 @@ def synthetic_report(tmp_path_factory) -> Path:
     )
 
 
+A, B = "baseline CLIP (clip)", "ultrasound-aware (usclip)"
+
+
 def test_report_reading_follows_the_numbers(synthetic_report) -> None:
     text = synthetic_report.read_text()
     reading = text[text.index("id='reading'") : text.index("id='headline'")]
     # R@1: B ahead by 0.20 (100% relative), significant; EF MAE (lower is better): A ahead, not significant
     assert re.search(r"R@1</b>: ultrasound-aware \(usclip\) 0\.400 vs 0\.200 \(100% relative\)", reading)
-    assert "significant</span> (paired bootstrap p = 0.002)" in reading
+    assert (
+        "significant</span> (paired bootstrap over patients, p = 0.002; Holm-corrected p = 0.006)" in reading
+    )
     assert re.search(r"EF regression MAE \(points\)</b>: baseline CLIP \(clip\) 5\.000 vs 5\.500", reading)
     assert "not significant</span> (p = 0.400" in reading
-    assert "1 favour ultrasound-aware (usclip), 0 favour baseline CLIP (clip), of 1" in reading  # per-tag AUC
+    # per-tag AUC: significant alone (p = 0.03), not after Holm over the 3 tests (2 x 0.03 = 0.06)
+    tag = f"1 favour {B} and 0 favour {A}, of 1; after Holm correction 0 and 0"
+    assert tag in reading
     assert "ahead on 2 of 3 headline metrics" in reading
     for caveat in ("simulated", "tiny", "only 10 steps (clip)", "only <b>4 images</b>"):
         assert caveat in text, caveat
+    # what was simulated is counted from the data, not hard-coded; headings use the run names
+    assert "over 2 body regions (breast, heart)" in text and "seven body regions" not in text
 
 
 def test_report_is_self_contained(synthetic_report) -> None:
@@ -172,7 +184,7 @@ def test_quick_demo_end_to_end_and_resume(quick_demo) -> None:
     res, out = quick_demo, quick_demo.out
     assert res.report == out / "report.html" and res.report.is_file()
     assert (out / "data/preview.png").is_file() and (out / "eval/report.html").is_file()
-    assert {m["label"] for m in res.results["models"]} == {"clip/model", "usclip/model"}
+    assert {m["label"] for m in res.results["models"]} == {"clip", "usclip"}  # run names, not "model"
     assert any(r["metric"] == "image->text R@1" for r in res.summary)
     before = json.loads((out / "stages.json").read_text())
     messages: list[str] = []
@@ -198,25 +210,44 @@ def test_quick_demo_report_in_headless_chromium(quick_demo) -> None:
     assert shot.stat().st_size > 50_000
 
 
-def test_reading_flags_chance_level_and_ties() -> None:
+def test_reading_chance_level_and_ties() -> None:
+    """Chance is judged per model from its CI; equal printed values are a tie, not a win."""
     from sonofm.demo_report import reading
 
     rows = [
         {
             "label": "some AUC",
+            "metric": "macro_auc",
             "values": [0.49, 0.52],
+            "cis": [(0.40, 0.58), (0.45, 0.60)],
             "higher_is_better": True,
             "p_value": 0.5,
             "chance": 0.5,
         },
-        {"label": "acc", "values": [0.3, 0.3], "higher_is_better": True, "p_value": 1.0, "chance": 0.1},
-        {"label": "MAE", "values": [2.0, None], "higher_is_better": False, "p_value": None, "chance": None},
+        {
+            "label": "acc",
+            "metric": "acc1",
+            "values": [0.3, 0.3],
+            "cis": [None, None],
+            "higher_is_better": True,
+            "p_value": 1.0,
+            "chance": 0.1,
+        },
+        {
+            "label": "MAE",
+            "metric": "mae",
+            "values": [2.0, None],
+            "cis": [None, None],
+            "higher_is_better": False,
+            "p_value": None,
+            "chance": None,
+        },
     ]
-    findings, caveats = reading(
-        rows, ("A", "B"), n_test=None, n_params=None, steps={}, n_images=None, n_metrics_compared=0
-    )
+    findings, caveats = reading(rows, ("A", "B"), n_test=None, n_params=None, steps={}, n_images=None)
     text = " ".join(findings)
-    assert "B 0.520 vs 0.490 (6% relative) (both close to chance, 0.500)" in text
-    assert "acc: a tie at 0.300" in text and "only one model has this number" in text
+    assert "B 0.520 vs 0.490 (6% relative)" in text
+    assert "Against chance (chance is 0.500): both are indistinguishable from chance." in text
+    assert "acc: a tie at 0.300. Against chance (chance is 0.100): both are above chance." in text
+    assert "only one model has this number" in text
     assert "B</b> is ahead on 1 of 1 headline metrics" in text
     assert any("simulated" in c for c in caveats)

@@ -35,7 +35,7 @@ def prediction_health(y: np.ndarray, probs: np.ndarray, classes: Sequence[str]) 
         return {"n": n, "collapsed": False}
     hist = np.bincount(pred, minlength=c) / n
     nz = hist[hist > 0]
-    entropy = float(-(nz * np.log(nz)).sum() / math.log(c))
+    entropy = max(0.0, float(-(nz * np.log(nz)).sum() / math.log(c)))
     top = int(hist.argmax())
     true_share = float(np.mean(y == top))
     share = float(hist[top])
