@@ -4,9 +4,11 @@ Contract (what the tests pin down):
 
 * **Patients, not images, are the unit.** Patient ``i`` gets region ``regions[i % len(regions)]``,
   its own random stream ``default_rng([seed, i])`` for the simulator (reports and overlays use
-  the sibling streams ``[seed, i, 1]`` and ``[seed, i, 2]``) and a split drawn per patient, so
-  splits never share a patient. Patients are taken in index order until there are exactly ``n``
-  images; the last patient's images are truncated to fit.
+  the sibling streams ``[seed, i, 1]`` and ``[seed, i, 2]``) and one split per patient, so
+  splits never share a patient. Splits are assigned once all patients are known
+  (`sonofm.sim.splits`): every region and echo view lands in every split when there are enough
+  patients, and the card's ``created_by.split_coverage`` says which could not. Patients are
+  taken in index order until there are exactly ``n`` images; the last patient's images are truncated to fit.
 * **Deterministic.** Everything a patient produces depends only on (seed, i, parameters), PNGs
   and the manifest are written with pinned settings, and nothing time-dependent enters the files
   (timings go to ``logs/simulate.jsonl``). So the same parameters give byte-identical files
@@ -151,6 +153,24 @@ def patient_split(seed: int, index: int, fractions: Sequence[float], block: int 
     labels = np.repeat(np.arange(len(fr)), counts)
     order = np.random.default_rng([seed, 1, b, 0x53504C54]).permutation(block)
     return SPLIT_NAMES[int(labels[order[pos]])]
+
+
+def _assign_splits(rows: list[dict[str, Any]], fractions: Sequence[float], seed: int) -> str:
+    """Rewrite each row's split with `sonofm.sim.splits.stratified_splits` (in place).
+
+    The per-patient draw in the records (`patient_split`) ignores content, which left regions
+    out of val/test in small datasets; this assignment sees every patient's region and views.
+    Returns a note on what could not be covered ("" when every stratum is in every split).
+    """
+    from sonofm.sim.splits import coverage_note, patients_from_rows, stratified_splits
+
+    split_of, missing = stratified_splits(patients_from_rows(rows), fractions, seed)
+    for r in rows:
+        r["split"] = split_of[str(r["patient_id"])]
+    note = coverage_note(missing)
+    if note:
+        log.warning("simulate: %s", note)
+    return note
 
 
 def patient_region(regions: Sequence[str], index: int) -> str:
@@ -598,11 +618,19 @@ def simulate_dataset(
     runner.close()
 
     _cleanup(out, {r["id"] for r in rows}, last, int(seed))
+    coverage = _assign_splits(rows, params["splits"], int(seed))
     staging = out / "records" / ".manifest-staging.parquet"
     write_manifest(rows, staging)
     _replace_if_changed(staging, out / "manifest.parquet")
     df = read_manifest(out / "manifest.parquet")
-    created_by = {"tool": TOOL, "command": canonical_command(params), "seed": int(seed), "parameters": params}
+    created_by = {
+        "tool": TOOL,
+        "command": canonical_command(params),
+        "seed": int(seed),
+        "parameters": params,
+        "split_method": "per patient, stratified: every region and echo view in every split when possible",
+        "split_coverage": coverage or "every region and echo view is in every split",
+    }
     card = build_card(
         df,
         created_by=created_by,
