@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sonofm.errors import UserError
-from sonofm.finetune.fewshot import fewshot_subset, n_patients_for, sample_patients
+from sonofm.finetune.fewshot import fewshot_subset, missing_classes, n_patients_for, sample_patients
 
 
 def _rows(n_patients: int = 50, seed: int = 0) -> pd.DataFrame:
@@ -51,10 +51,43 @@ def test_every_class_kept_when_the_budget_allows() -> None:
         assert len(kept) == 5
         labels = set(df[df["patient_id"].isin(kept)]["label"])
         assert labels == {"a", "b", "c", "rare"}
-    # budget smaller than the number of classes: exactly the budget, distinct classes
-    kept = sample_patients(df, 0.04, 0, strata)
-    assert len(kept) == 2
-    assert df[df["patient_id"].isin(kept)]["label"].nunique() == 2
+    # budget (2 patients) smaller than the number of classes (4): every class still, 4 patients
+    for seed in range(5):
+        kept = sample_patients(df, 0.04, seed, strata)
+        assert len(kept) == 4 and set(df[df["patient_id"].isin(kept)]["label"]) == {"a", "b", "c", "rare"}
+
+
+def _echo_rows(n_patients: int = 60) -> pd.DataFrame:
+    """Echo exams: every patient has the core views, 0-2 of five extra views (as the simulator)."""
+    rng = np.random.default_rng(0)
+    extra = ["PSAX_AP", "PSAX_MV", "PSAX_PM", "SC4C", "SCIVC"]
+    recs = []
+    for p in range(n_patients):
+        views = ["A4C", "A2C", "PLAX"] + list(rng.choice(extra, size=int(rng.integers(0, 3)), replace=False))
+        recs += [{"id": f"p{p}-{v}", "patient_id": f"p{p:03d}", "view": v} for v in views]
+    return pd.DataFrame(recs)
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.05, 0.1])
+def test_every_view_in_every_seed_of_an_echo_fewshot(fraction: float) -> None:
+    """`--fraction 0.1 --seeds 1,2` gave seed 1 no PSAX_AP and seed 2 no PSAX_MV."""
+    df = _echo_rows()
+    classes = set(df["view"])
+    for seed in (1, 2, 3, 4):
+        kept = sample_patients(df, fraction, seed, df["view"])
+        assert set(df[df["patient_id"].isin(kept)]["view"]) == classes, seed
+        assert missing_classes(df, kept, df["view"]) == []
+        assert len(kept) >= n_patients_for(fraction, 60)
+    # few patients beyond the budget: a greedy cover, not one patient per class
+    assert len(sample_patients(df, 0.02, 1, df["view"])) <= 5
+
+
+def test_missing_classes_names_what_a_subset_lacks() -> None:
+    df = _echo_rows()
+    one = sorted(set(df["patient_id"]))[:1]
+    lacking = missing_classes(df, one, df["view"])
+    have = set(df[df["patient_id"].isin(one)]["view"])
+    assert set(lacking) == set(df["view"]) - have and lacking == sorted(lacking)
 
 
 def test_bad_fraction_and_missing_column() -> None:
