@@ -41,7 +41,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from sonofm.config import TrainerConfig, dump_config, load_preset
+from sonofm.config import TrainerConfig, load_preset
 from sonofm.errors import DataError, UserError
 from sonofm.train.checkpoint import LATEST
 from sonofm.train.trainer import FitResult, Trainer, to_device
@@ -413,15 +413,20 @@ def _load_vlm(path: Path) -> nn.Module:
 
 
 # ------------------------------------------------------------------ the job
-def train_vlm(config: VLMTrainConfig, out: str | Path, *, resume: str | None = None) -> VLMTrainResult:
+def train_vlm(
+    config: VLMTrainConfig, out: str | Path, *, resume: str | None = None, overwrite: bool = False
+) -> VLMTrainResult:
     """Run the configured stages; write the run into ``out`` (see the module docstring)."""
     from torch.utils.data import DataLoader
 
     from sonofm.train.distributed import barrier, init_distributed
+    from sonofm.train.rundir import open_run
     from sonofm.vlm.conversations import write_sharegpt
     from sonofm.vlm.data import Collator, ConversationDataset
 
     out = Path(out)
+    run = open_run(out, job="train-vlm", config=config, resume=resume, overwrite=overwrite)
+    resume = run.resume  # the same config re-run skips finished stages and resumes the rest
     info = init_distributed(config.train.device)
     model_cfg = resolve_model_config(config)
     train_recs, root = _conversations(config, config.data.train_split)
@@ -434,8 +439,7 @@ def train_vlm(config: VLMTrainConfig, out: str | Path, *, resume: str | None = N
         except DataError as err:
             log.warning("no validation: %s", err)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(config, out / "config.yaml")
+        run.commit(config)
         write_sharegpt(train_recs, out / "conversations" / "train.json")
         if val_recs:
             write_sharegpt(val_recs, out / "conversations" / "val.json")
