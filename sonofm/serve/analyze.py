@@ -572,5 +572,13 @@ class Analyzer:
         with torch.inference_mode():
             return str(self.vlm.chat([image], question))
 
+    def chat_checked(self, image: np.ndarray, question: str | None) -> dict[str, Any]:
+        """The VLM's answer with its low-confidence flag (`sonofm.models.vlm_confidence`):
+        {text, mean_logprob, low_confidence, reasons}; models without a check pass unflagged."""
+        with torch.inference_mode():
+            if hasattr(self.vlm, "chat_checked"):
+                return self.vlm.chat_checked([image], question).to_dict()
+            return {"text": str(self.vlm.chat([image], question)), "low_confidence": False, "reasons": []}
+
     def preview(self, image: np.ndarray) -> str:
         return png_data_uri(_fit(image))

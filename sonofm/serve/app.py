@@ -380,6 +380,11 @@ class AnalyzeResponse(BaseModel):
     findings: list[FindingOut]
     similar_cases: list[CaseOut] | None = Field(None, description="null when no index is loaded")
     report: str | None = Field(None, description="draft report; null when no VLM is loaded")
+    report_check: dict[str, Any] | None = Field(
+        None,
+        description="the draft's confidence: mean_logprob, low_confidence (show a warning, not the "
+        "text), reasons; null when no VLM is loaded",
+    )
     answer: str | None = Field(None, description="VLM answer to `question`; null without VLM/question")
     segmentation: SegmentationOut | None = Field(
         None, description="null when no segmentation model is loaded"
@@ -551,10 +556,11 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
             lambda: (a.similar_cases(out), a.segmentation(decoded.image, out), a.preview(decoded.image))
         )
         t3 = time.perf_counter()
-        report = answer = None
+        report = answer = report_check = None
         if a.vlm is not None:
             loop = asyncio.get_running_loop()
-            report = await loop.run_in_executor(state.vlm_executor, a.chat, decoded.image, None)
+            report_check = await loop.run_in_executor(state.vlm_executor, a.chat_checked, decoded.image, None)
+            report = report_check.pop("text")
             if question and question.strip():
                 answer = await loop.run_in_executor(
                     state.vlm_executor, a.chat, decoded.image, question.strip()
@@ -572,6 +578,7 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
             **preds,
             "similar_cases": cases,
             "report": report,
+            "report_check": report_check,
             "answer": answer,
             "segmentation": seg,
             "model": {
