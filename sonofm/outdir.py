@@ -71,14 +71,6 @@ class OutputClaim:
         """True when earlier work in the folder is kept and continued (same, resume, append)."""
         return self.mode in ("same", "resume", "append")
 
-    def record(self, **extra: Any) -> dict[str, Any]:
-        return {"job": self.job, "fingerprint": self.fingerprint, **self.extra, **extra}
-
-    def write_record(self, folder: str | Path, **extra: Any) -> None:
-        """Record the job in `folder`: for jobs that build in a temporary folder and swap it in."""
-        text = json.dumps(self.record(**extra), indent=2, sort_keys=True) + "\n"
-        atomic_write_text(Path(folder) / JOB_FILE, text)
-
     def commit(self, **extra: Any) -> Path:
         """Create (or clear, for overwrite) the folder and record this job in it."""
         out = self.path
@@ -86,7 +78,8 @@ class OutputClaim:
             _remove_output(out)
         self._cleared = True  # a second commit (e.g. with a fingerprint known later) only re-records
         out.mkdir(parents=True, exist_ok=True)
-        self.write_record(out, **extra)
+        record = {"job": self.job, "fingerprint": self.fingerprint, **self.extra, **extra}
+        atomic_write_text(out / JOB_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
         return out
 
 

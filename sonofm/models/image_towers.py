@@ -327,6 +327,23 @@ class ImageTower(nn.Module):
         if got != cfg.kind:
             raise UserError(f"{what} is a {got!r} model but image.kind is {cfg.kind!r}; set image.kind={got}")
 
+    @property
+    def tokens(self) -> int | None:
+        """Sequence length of a plain ViT/DINOv2 tower (patches + CLS), else None."""
+        if self.kind not in _TOKEN_KINDS:
+            return None
+        return (self.image_size // int(self.backbone.config.patch_size)) ** 2 + 1
+
+    def set_attention(self, impl: str) -> bool:
+        """Switch a ViT/DINOv2 tower between ``sdpa`` and ``eager`` attention (same maths; speed
+        differs by precision and length, see ``sonofm.train.precision.choose_attention``).
+        Returns whether the tower has such a switch."""
+        if self.kind not in _TOKEN_KINDS:
+            return False
+        if self.backbone.config._attn_implementation != impl:
+            self.backbone.set_attn_implementation(impl)
+        return True
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if self.kind == "monai_swin":
             self.backbone.set_grad_checkpointing(enable)

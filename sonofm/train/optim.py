@@ -4,12 +4,21 @@ Decay is a prior that weights should be small; it is wrong for parameters that s
 an offset (biases, norm gains, the contrastive logit scale/bias) and for lookup tables
 (token/position embeddings, class tokens), where it only drags rare rows to zero. open_clip and
 timm exclude the same families.
+
+The update runs as one fused kernel over all parameters where torch has one for their device
+(CPU, CUDA): measured on the tiny preset (3.8 M trainable parameters, one thread) 6.4 ms per step
+against 25.9 ms for the per-parameter loop and 25.6 ms for ``foreach``. The fused kernel also
+takes a device-side ``found_inf`` flag, which lets the trainer skip a non-finite step without
+reading anything back to the host (see ``Trainer._guard_nonfinite``). Resumes stay bit-identical:
+the grouping of tensors into kernels depends only on the parameter groups, which are rebuilt the
+same way.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -60,20 +69,43 @@ def param_groups(
     ]
 
 
+OptimizerImpl = Literal["auto", "fused", "foreach", "loop"]
+# Devices with a fused AdamW kernel in torch 2.x.
+_FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")
+
+
+def fused_supported(params: Iterable[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW kernel takes all of ``params`` (floating, on a supported device)."""
+    return all(p.device.type in _FUSED_DEVICES and p.is_floating_point() for p in params)
+
+
 def build_optimizer(
     model: nn.Module,
     lr: float,
     weight_decay: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.98),
     eps: float = 1e-6,
+    impl: OptimizerImpl = "auto",
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` (CLIP's betas/eps by default)."""
+    """AdamW over :func:`param_groups` (CLIP's betas/eps by default).
+
+    ``impl``: ``auto`` (fused where supported, else foreach), or one of ``fused``, ``foreach``,
+    ``loop`` (the per-parameter reference). All give the same update up to float rounding.
+    """
     groups = [g for g in param_groups(model, weight_decay) if g["params"]]
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    # foreach=False: the per-parameter loop gives identical results regardless of how tensors
-    # are grouped, which keeps resumed runs bit-identical.
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=False)
+    if impl == "auto":
+        impl = "fused" if fused_supported(p for g in groups for p in g["params"]) else "foreach"
+    kwargs = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
+    if impl not in kwargs:
+        raise ValueError(f"optimizer impl {impl!r}: expected auto, fused, foreach or loop")
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs[impl])
+
+
+def is_fused(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` runs torch's fused kernel (which honours a ``found_inf`` flag)."""
+    return bool(optimizer.defaults.get("fused"))
 
 
 class WarmupCosine:

@@ -72,3 +72,22 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
         return torch.autocast(device.type, enabled=False)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+# Attention kernels of the transformers towers, measured (benchmarks/pretrain.py --attention,
+# one ViT block width 192 / 3 heads, forward + backward, one thread, 2-core AMD EPYC):
+#   tokens   fp32 eager/sdpa   bf16 eager/sdpa    (time ratio, < 1: eager faster)
+#     65          0.94              0.61
+#    197          1.07              0.81
+#    577          1.28              1.11
+# torch's fused CPU attention has a slow bf16 backward at short sequences; at 65 tokens it was
+# 20% of the whole tiny-preset bf16 step. On CUDA the fused kernels win everywhere.
+_CPU_EAGER_MAX_TOKENS = {"fp32": 128, "bf16": 384, "fp16": 384}
+
+
+def choose_attention(precision: str, device: torch.device, tokens: int) -> str:
+    """``sdpa`` or ``eager`` for a transformers tower at ``tokens`` tokens (measured table above)."""
+    precision = resolve_precision(precision, device)
+    if device.type != "cpu":
+        return "sdpa"
+    return "eager" if tokens <= _CPU_EAGER_MAX_TOKENS[precision] else "sdpa"

@@ -5,6 +5,16 @@ compute from the outputs); the loop owns everything else: device and DDP setup, 
 gradient accumulation, clipping, AdamW + warmup/cosine, checkpoints and exact resume, NaN
 detection, validation with early stopping, JSONL/TensorBoard metrics and a progress bar.
 
+Speed
+-----
+A step reads nothing back to the host: loss terms, the gradient norm and the non-finite check
+stay on the device and are materialised only at log steps (and before checkpoints), so a GPU is
+never stalled by ``.item()``. A non-finite step is skipped on the device by the fused AdamW kernel
+(``found_inf``) and reported at the next check; optimizers without that kernel fall back to a
+per-step check. The image tower's attention kernel is picked per precision and sequence length
+(:func:`~sonofm.train.precision.choose_attention`); ``train.compile`` wraps the model in
+``torch.compile`` and falls back to eager, with a warning, where that is unsupported or fails.
+
 Using it from a job::
 
     step = ContrastiveStep(ClipLoss())            # or any object with forward(model, batch) / loss(outputs)
@@ -66,10 +76,11 @@ from sonofm.config import TrainerConfig
 from sonofm.data.loader import worker_context
 from sonofm.errors import DataError, UserError
 from sonofm.train import checkpoint as ckpt
+from sonofm.train.compile import compile_model
 from sonofm.train.distributed import DistInfo, all_reduce_mean, all_reduce_sum, any_rank, init_distributed
 from sonofm.train.metrics_log import MetricsLogger, Progress
-from sonofm.train.optim import WarmupCosine, build_optimizer, build_scheduler
-from sonofm.train.precision import autocast, resolve_precision
+from sonofm.train.optim import WarmupCosine, build_optimizer, build_scheduler, is_fused
+from sonofm.train.precision import autocast, choose_attention, resolve_precision
 from sonofm.train.sampler import ResumableBatchSampler
 
 log = logging.getLogger(__name__)
@@ -138,6 +149,11 @@ def batch_length(batch: Batch) -> int:
         if isinstance(v, Tensor) and v.ndim >= 1:
             return int(v.shape[0])
     return 0
+
+
+def materialise(record: dict[str, Any]) -> dict[str, Any]:
+    """A step record with its tensors read back as Python floats (one host sync per tensor)."""
+    return {k: float(v) if isinstance(v, Tensor) else v for k, v in record.items()}
 
 
 def skipped_in(batch: Batch) -> int:
@@ -263,6 +279,7 @@ class Trainer:
             self.total_steps = min(self.total_steps, config.max_steps)
 
         self.raw_model = model.to(self.device)
+        self._choose_attention()
         if config.grad_checkpointing:
             enable_grad_checkpointing(self.raw_model)
         self.optimizer = build_optimizer(
@@ -272,6 +289,12 @@ class Trainer:
             self.optimizer, min(config.warmup_steps, self.total_steps), self.total_steps, config.min_lr_ratio
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        # Device-side divergence bookkeeping (read back only at log steps and checkpoints).
+        self._bad: Tensor | None = None  # 1.0 once a step had a non-finite loss/gradient
+        self._bad_step: Tensor | None = None  # the first such step (1-based)
+        self._bad_loss: Tensor | None = None  # its loss
+        self._skipped_pending = 0  # skipped samples on this rank not yet summed over ranks
+        self._compiled = False
 
         # progress counters (all part of the checkpoint)
         self.step = 0
@@ -293,6 +316,16 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)
 
+    def _choose_attention(self) -> None:
+        """Give every transformers image tower the faster attention kernel for this precision."""
+        for module in self.raw_model.modules():
+            tokens = getattr(module, "tokens", None)
+            if isinstance(tokens, int) and callable(getattr(module, "set_attention", None)):
+                impl = choose_attention(self.precision, self.device, tokens)
+                if module.set_attention(impl):
+                    name = type(module).__name__
+                    log.debug("%s attention: %s (%s, %d tokens)", name, impl, self.precision, tokens)
+
     def _wrap_model(self) -> None:
         model: nn.Module = self.raw_model
         if self.dist.distributed:
@@ -301,7 +334,9 @@ class Trainer:
                 model, device_ids=ids, find_unused_parameters=self.config.find_unused_parameters
             )
         if self.config.compile:
-            model = torch.compile(model)
+            compiled = compile_model(model, self.device)
+            self._compiled = compiled is not model
+            model = compiled
         self.model = model
 
     def _batches(self) -> Iterator[Batch]:
@@ -377,6 +412,8 @@ class Trainer:
 
     def save(self, *, best: bool = False) -> Path | None:
         """Checkpoint now (every rank takes part in gathering RNG states; rank 0 writes)."""
+        self.check_finite()  # never checkpoint past a diverged step
+        self._sync_skipped()
         state = self.state_dict()
         path = None
         if self.dist.is_main:
@@ -461,10 +498,10 @@ class Trainer:
         total = sum(t.float() for t in terms.values())
         return total, terms
 
-    def _plain_accumulation(self, micro: list[Batch]) -> tuple[dict[str, float], Outputs]:
+    def _plain_accumulation(self, micro: list[Batch]) -> tuple[dict[str, Tensor], Outputs]:
         """Mean of the micro-batch losses (right for losses that are per-sample averages)."""
         k_total = len(micro)
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}
         last_out: Outputs = {}
         for k, batch in enumerate(micro):
             with self._sync_context(k == k_total - 1):
@@ -472,11 +509,12 @@ class Trainer:
                 total, terms = self._loss(out)
                 self._backward(total / k_total)
             for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) / k_total
+                v = value.detach().float() / k_total
+                sums[name] = sums[name] + v if name in sums else v
             last_out = out
         return sums, last_out
 
-    def _cached_accumulation(self, micro: list[Batch]) -> tuple[dict[str, float], Outputs]:
+    def _cached_accumulation(self, micro: list[Batch]) -> tuple[dict[str, Tensor], Outputs]:
         """The whole accumulated batch as one loss (see the module docstring)."""
         k_total = len(micro)
         sizes = [batch_length(b) for b in micro]
@@ -487,7 +525,7 @@ class Trainer:
                 rng_states.append(_rng_snapshot(self.device))
                 out = self._forward(batch)
                 cached.append({k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()})
-        values: dict[str, float] = {}
+        values: dict[str, Tensor] = {}
         last_out: Outputs = {}
         for k, batch in enumerate(micro):
             _rng_restore(rng_states[k], self.device)
@@ -509,12 +547,19 @@ class Trainer:
                 total, terms = self._loss(full)
                 self._backward(total)
             if k == 0:
-                values = {name: float(v.detach()) for name, v in terms.items()}
+                values = {name: v.detach().float() for name, v in terms.items()}
             last_out = out
         return values, last_out
 
     def train_step(self, micro: list[Batch]) -> dict[str, Any]:
-        """Forward/backward over the micro-batches of one optimizer step, then update."""
+        """Forward/backward over the micro-batches of one optimizer step, then update.
+
+        Returns the step's record with tensor values (loss terms, ``grad_norm``, scalar outputs
+        such as the logit scale); :func:`materialise` turns them into floats. Nothing here reads
+        a device value back to the host (except with an optimizer lacking a fused kernel).
+        """
+        if self._compiled and self.step == 0 and not getattr(self, "_compile_checked", False):
+            return self._first_compiled_step(micro)
         self.model.train()
         micro = [to_device(b, self.device) for b in micro]
         for b in micro:
@@ -528,14 +573,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         use_cache = self.config.accum_feature_cache and len(micro) > 1
         values, out = self._cached_accumulation(micro) if use_cache else self._plain_accumulation(micro)
-        loss_value = sum(values.values())
-        if any_rank(not math.isfinite(loss_value), self.device):
-            self.optimizer.zero_grad(set_to_none=True)
-            self._raise_diverged(loss_value, values)
+        loss = torch.stack(list(values.values())).sum()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        max_norm = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm, foreach=False)
+        params = [p for p in self.raw_model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, grad_norm, foreach=True)
+        self._guard_nonfinite(loss, grad_norm)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -543,25 +588,90 @@ class Trainer:
         else:
             self.optimizer.step()
         self.scheduler.step()
-        record: dict[str, Any] = {"lr": lr, "loss": loss_value, "grad_norm": float(grad_norm), **values}
+        record: dict[str, Any] = {"lr": lr, "loss": loss, "grad_norm": grad_norm.detach(), **values}
         for key, value in out.items():  # scalar outputs such as the logit scale are worth watching
             if isinstance(value, Tensor) and value.ndim == 0 and key not in record:
-                record[key] = float(value.detach().float())
+                record[key] = value.detach().float()
         record["_samples"] = n_samples
         record["_skipped"] = skipped
         return record
 
-    def _raise_diverged(self, loss_value: float, values: dict[str, float]) -> None:
+    def _first_compiled_step(self, micro: list[Batch]) -> dict[str, Any]:
+        """Run the first step through ``torch.compile``; on a compiler failure continue eagerly."""
+        self._compile_checked = True
+        rng = _rng_snapshot(self.device)
+        try:
+            return self.train_step(micro)
+        except Exception as err:  # noqa: BLE001 - any compiler/backend failure means: run eagerly
+            if isinstance(err, UserError | DataError):
+                raise
+            why = f"{type(err).__name__}: {err}"
+            log.warning("train.compile: torch.compile failed (%s); training without it", why)
+            self.model = getattr(self.model, "_orig_mod", self.model)
+            self._compiled = False
+            _rng_restore(rng, self.device)
+            return self.train_step(micro)
+
+    def _guard_nonfinite(self, loss: Tensor, grad_norm: Tensor) -> None:
+        """Keep a non-finite step out of the weights without a host sync where possible.
+
+        The flag is identical on every rank (gradients are already all-reduced; the loss flag is
+        max-reduced), so every rank skips the same steps. With the fused AdamW kernel the flag
+        goes to the optimizer as ``found_inf`` (the kernel then leaves weights, moments and step
+        count untouched) and is read back at the next log step or checkpoint; with a GradScaler
+        (fp16) infinite gradients are the scaler's business and only the loss counts; any other
+        optimizer is checked on the host now.
+        """
+        bad = ~torch.isfinite(loss.detach())
+        if self.scaler is None:
+            bad = bad | ~torch.isfinite(grad_norm.detach())
+        bad = bad.float()
+        if self.dist.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if self._bad is None:
+            self._bad = torch.zeros((), device=self.device)
+            self._bad_step = torch.zeros((), device=self.device)
+            self._bad_loss = torch.zeros((), device=self.device)
+        first = (self._bad == 0) & (bad > 0)
+        self._bad_step = torch.where(first, torch.full_like(self._bad_step, self.step + 1), self._bad_step)
+        self._bad_loss = torch.where(first, loss.detach().float(), self._bad_loss)
+        self._bad = torch.maximum(self._bad, bad)
+        if self.scaler is None and is_fused(self.optimizer):
+            self.optimizer.found_inf = bad  # type: ignore[attr-defined]
+        else:
+            if self.scaler is None and hasattr(self.optimizer, "found_inf"):
+                del self.optimizer.found_inf
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Raise :class:`TrainingDiverged` if any step so far had a non-finite loss or gradient."""
+        if self._bad is None or not bool(self._bad):
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        self._raise_diverged(float(self._bad_loss), int(self._bad_step))
+
+    def _sync_skipped(self) -> None:
+        """Add the skipped samples of all ranks since the last call (a collective under DDP)."""
+        self.skipped_samples += int(all_reduce_sum(self._skipped_pending, self.device))
+        self._skipped_pending = 0
+
+    def _raise_diverged(self, loss_value: float, step: int) -> None:
         latest = self.ckpt_dir / ckpt.LATEST
         where = (
             f"the last good checkpoint is {latest}; fix the cause, then continue with --resume latest"
             if latest.is_file()
             else "no checkpoint was written before this step"
         )
-        terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        what = (
+            f"loss became {loss_value}"
+            if not math.isfinite(loss_value)
+            else f"the gradient became non-finite (loss {loss_value:.4g})"
+        )
         raise TrainingDiverged(
-            f"loss became {loss_value} at step {self.step + 1} (epoch {self.epoch}; {terms}); stopped "
-            f"before updating the weights. Lower the learning rate (now {self.config.lr:g}), keep "
+            f"{what} at step {step} (epoch {self.epoch}); the weights were not updated with it and "
+            f"training stopped. Lower the learning rate (now {self.config.lr:g}), keep "
             f"grad_clip on or use --precision fp32. {where}"
         )
 
@@ -630,6 +740,7 @@ class Trainer:
             while self.step < self.total_steps and self.epoch < cfg.epochs and not stopped_early:
                 data = self._batches()
                 t0 = time.perf_counter()
+                window_samples = 0
                 ran_dry = False
                 while (
                     self.batch_in_epoch // cfg.accum_steps < self.steps_per_epoch
@@ -642,12 +753,14 @@ class Trainer:
                     record = self.train_step(micro)
                     self.step += 1
                     self.batch_in_epoch += cfg.accum_steps
-                    self.skipped_samples += int(all_reduce_sum(record.pop("_skipped"), self.device))
-                    samples = record.pop("_samples") * self.dist.world_size
-                    dt = time.perf_counter() - t0
-                    t0 = time.perf_counter()
+                    self._skipped_pending += record.pop("_skipped")
+                    window_samples += record.pop("_samples") * self.dist.world_size
                     if self.step % cfg.log_every == 0 or self.step == 1 or self.step == self.total_steps:
-                        record = {k: all_reduce_mean(v, self.device) for k, v in record.items()}
+                        self.check_finite()  # the one read-back of device values per log window
+                        self._sync_skipped()
+                        record = {k: all_reduce_mean(v, self.device) for k, v in materialise(record).items()}
+                        dt = time.perf_counter() - t0
+                        samples, window_samples, t0 = window_samples, 0, time.perf_counter()
                         record = {
                             "step": self.step,
                             "epoch": self.epoch
@@ -659,7 +772,9 @@ class Trainer:
                         logger.log(record)
                         for cb in self.on_step:
                             cb(self, record)
-                    progress.update(1, info=f"loss {record.get('loss', float('nan')):.4f}")
+                        progress.update(1, info=f"loss {record.get('loss', float('nan')):.4f}")
+                    else:
+                        progress.update(1)
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         last_path = self.save()
                 # epoch finished (or max_steps reached mid-epoch)
@@ -694,6 +809,8 @@ class Trainer:
         finally:
             progress.close()
             logger.close()
+        self.check_finite()
+        self._sync_skipped()
         return FitResult(
             step=self.step,
             epoch=self.epoch,
