@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sonofm import taxonomy as tx
 from sonofm.reports.text import norm_tokens
+from sonofm.taxonomy import findings as cf
 
 # ---- report-phrasing supplements (not taxonomy vocabulary) ---------------------------------
 REPORT_SUPPLEMENT_FRAMES: dict[str, tuple[str, ...]] = {
@@ -176,10 +177,20 @@ REPORT_SUPPLEMENT_LINKS: frozenset[str] = frozenset(
         "globally",
         "visually",
         "also",
+        "diffusely",
     }
 )
 # generic words for "a lesion" that name no diagnosis tag
 REPORT_SUPPLEMENT_LESION_WORDS: tuple[str, ...] = (
+    "sonographic abnormality",
+    "structural abnormality",
+    "focal liver lesion",
+    "focal hepatic lesion",
+    "focal splenic lesion",
+    "focal renal lesion",
+    "focal pancreatic lesion",
+    "testicular abnormality",
+    "focal testicular lesion",
     "lesion",
     "focal lesion",
     "abnormality",
@@ -197,11 +208,126 @@ REPORT_SUPPLEMENT_NORMAL_STUDY: tuple[str, ...] = (
     "normal echocardiographic study",
     "no abnormality detected",
     "within normal limits",
+    "normal size and echotexture",
+    "normal in size and echotexture",
+    "normal in size and echogenicity",
+    "normal size and echogenicity",
+    "normal in size and appearance",
+    "normal size and appearance",
+    "normal in size, shape and echotexture",
+    "normal size, shape and echotexture",
+    "normal appearances",
+    "wnl",
 )
 # tag synonyms reports use that the taxonomy does not list (kept here, reported to the taxonomy owner)
+# A tag id joined with "+" ("internal+peripheral") states several tags of the dimension at once.
 REPORT_SUPPLEMENT_TAG_SYNONYMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("posterior", "enhancement"): ("enhancement", "posterior acoustic enhancement present"),
+    # "echogenic focus" is how a stone, a polyp or a calcification is first described: bright
+    ("echogenicity", "hyperechoic"): (
+        "echogenic focus",
+        "bright echogenic focus",
+        "echogenic foci in the kidney",
+    ),
+    ("echogenicity", "anechoic"): ("echolucent", "echo-lucent"),
+    ("diagnosis", "cyst"): (
+        "microcysts",
+        "microcyst",
+        "clustered microcysts",
+        "baker's cyst",
+        "popliteal cyst",
+        "ganglion cyst",
+        "ganglion",
+        "epidermoid cyst",
+        "epididymal cyst",
+        "spermatocele",
+        "sebaceous cyst",
+        "simple cyst",
+        "complicated cyst",
+        "complex cyst",
+        "cortical cyst",
+        "renal cyst",
+        "ovarian cyst",
+        "hepatic cyst",
+        "splenic cyst",
+        "breast cyst",
+        "thyroid cyst",
+        "follicular cyst",
+        "inclusion cyst",
+        "cystic mass",
+        "colloid cyst",
+        "colloid cysts",
+        "dermoid cyst",
+        "epididymal cysts",
+        "chocolate cyst",
+        "corpus luteal cyst",
+    ),
+    ("diagnosis", "fluid_collection"): (
+        "peripancreatic fluid",
+        "peripancreatic collection",
+        "drainable collection",
+        "perinephric collection",
+        "subcapsular collection",
+        "loculated collection",
+        "pelvic free fluid",
+    ),
+    ("diagnosis", "thrombus"): (
+        "dvt",
+        "deep vein thrombosis",
+        "deep venous thrombosis",
+        "clot",
+        "non-occlusive thrombus",
+        "occlusive thrombus",
+        "mural thrombus",
+        "lv thrombus",
+        "apical thrombus",
+    ),
+    ("diagnosis", "calculus"): ("calculus", "renal calculi", "urolith", "ureteric calculus", "cholelith"),
+    ("diagnosis", "plaque"): (
+        "calcified plaque",
+        "calcified plaques",
+        "ulcerated plaque",
+        "soft plaque",
+        "echolucent plaque",
+        "fibrofatty plaque",
+    ),
+    ("internal", "macrocalcifications"): (
+        "calcified",
+        "calcification",
+        "calcifications",
+        "coarse calcification",
+    ),
+    # O-RADS: a solid component in a cystic lesion makes it multilocular-solid / unilocular-solid
+    ("internal", "mixed_cystic_solid"): (
+        "solid component",
+        "solid components",
+        "solid element",
+        "solid elements",
+        "solid nodular component",
+        "mural nodule",
+    ),
+    ("vascularity", "hypervascular"): (
+        "hyperaemic",
+        "hyperaemia",
+        "hyperemic",
+        "hyperemia",
+        "increased flow",
+        "increased colour flow",
+        "increased color flow",
+        "marked hyperaemia",
+    ),
+    ("vascularity", "peripheral"): ("peripheral hyperaemia", "peripheral hyperemia", "rim hyperaemia"),
+    ("vascularity", "internal+peripheral"): (
+        "internal and peripheral vascularity",
+        "peripheral and internal vascularity",
+        "internal and peripheral flow",
+        "peripheral and internal flow",
+        "central and peripheral vascularity",
+        "mixed vascularity",
+    ),
 }
+# phrases whose synonym in the taxonomy means something else in this context: replace its entries
+REPORT_SUPPLEMENT_OVERRIDES: tuple[tuple[str, str], ...] = (("internal", "mixed_cystic_solid"),)
 # echo finding synonyms reports use that the taxonomy does not list
 REPORT_SUPPLEMENT_ECHO_SYNONYMS: dict[str, tuple[str, ...]] = {
     "reduced_lvef": (
@@ -215,8 +341,29 @@ REPORT_SUPPLEMENT_ECHO_SYNONYMS: dict[str, tuple[str, ...]] = {
         "depressed lv function",
         "depressed systolic function",
     ),
-    "lv_dilation": ("lv cavity dilatation", "dilated lv cavity"),
+    "lv_dilation": ("lv cavity dilatation", "dilated lv cavity", "lv dilated"),
     "la_enlargement": ("la dilated", "dilated la"),
+}
+# phrases that state several echo findings normal at once ("normal biventricular size and function")
+REPORT_SUPPLEMENT_ECHO_NORMAL_COMBOS: dict[str, tuple[str, ...]] = {
+    "lv_dilation+reduced_lvef": (
+        "normal lv size and systolic function",
+        "normal lv size and function",
+        "normal left ventricular size and function",
+        "normal left ventricular size and systolic function",
+        "normal lv cavity size and systolic function",
+    ),
+    "reduced_lvef+rv_dysfunction": (
+        "normal biventricular function",
+        "normal biventricular systolic function",
+        "preserved biventricular function",
+        "preserved biventricular systolic function",
+    ),
+    "lv_dilation+reduced_lvef+rv_dysfunction": (
+        "normal biventricular size and function",
+        "normal biventricular size and systolic function",
+        "normal size and function of both ventricles",
+    ),
 }
 # generic flow words: "no flow" / "no vascularity" right after a negation means the lesion is avascular
 REPORT_SUPPLEMENT_FLOW_WORDS: tuple[str, ...] = (
@@ -237,7 +384,6 @@ REPORT_SUPPLEMENT_FLOW_WORDS: tuple[str, ...] = (
 REPORT_SUPPLEMENT_NEUTRAL: tuple[str, ...] = (
     # TI-RADS "echogenic foci" covers punctate, macro, rim and comet-tail foci: not one tag, not hyperechoic
     "echogenic foci",
-    "echogenic focus",
     "normal in size",
     "normal size",
     "normal limits of size",
@@ -249,6 +395,25 @@ REPORT_SUPPLEMENT_NEUTRAL: tuple[str, ...] = (
     "color doppler",
     "power doppler",
     "on doppler",
+    # a halo or rim around a lesion is not the lesion's echogenicity
+    "hypoechoic halo",
+    "hypoechoic rim",
+    "echogenic halo",
+    # an organ's smooth outline or wall is not a lesion's circumscribed margin
+    "smooth contour",
+    "smooth outline",
+    "smooth surface",
+    "smooth wall",
+    "wall smooth",
+    "smooth liver contour",
+    "smooth liver surface",
+    "smoothly outlined",
+    # valve calcification is not a lesion's calcification
+    "calcified aortic valve",
+    "calcified valve",
+    "calcified mitral annulus",
+    "mitral annular calcification",
+    "aortic valve calcification",
 )
 # dimension-specific context words: an ambiguous phrase goes to the dimension whose cue is nearby
 REPORT_SUPPLEMENT_CUES: dict[str, tuple[str, ...]] = {
@@ -272,9 +437,32 @@ REPORT_SUPPLEMENT_CUES: dict[str, tuple[str, ...]] = {
     "echogenicity": ("echogenicity", "echotexture", "echogenic", "echo pattern", "relative to"),
 }
 # echo finding -> the measurement that sizes it (a number right after the finding belongs to it)
-FINDING_SIZE_MEASUREMENT: dict[str, str] = {"pericardial_effusion": "pe_size_mm"}
+FINDING_SIZE_MEASUREMENT: dict[str, str] = {
+    "pericardial_effusion": "pe_size_mm",
+    **{f.id: f.size for f in cf.CLINICAL_FINDINGS if f.size},
+}
 # organ -> measurement a bare "<organ> measures N cm" sentence gives
-ORGAN_SIZE_MEASUREMENT: dict[str, str] = {"kidney": "kidney_length_mm"}
+ORGAN_SIZE_MEASUREMENT: dict[str, str] = {"kidney": "kidney_length_mm", **cf.ORGAN_SIZE_MEASUREMENTS}
+CLINICAL: dict[str, cf.ClinicalFinding] = {f.id: f for f in cf.CLINICAL_FINDINGS}
+# measurement id -> reporting decimals for the measurements the taxonomy does not own
+REPORT_MEASUREMENT_DECIMALS: dict[str, int] = {m.id: m.decimals for m in cf.REPORT_MEASUREMENTS}
+
+
+@functools.lru_cache(maxsize=1)
+def location_names() -> dict[tuple[str, ...], str]:
+    """normalised location phrase -> its normalised name ("right thyroid lobe" -> "right lobe")."""
+    out: dict[tuple[str, ...], str] = {}
+    organ_words = {norm_tokens(s) for o in tx.ORGANS for s in (o.phrase, *o.synonyms)}
+    for o in tx.ORGANS:
+        for loc in o.locations:
+            side, _, rest = loc.partition(" ")
+            if side in ("right", "left") and norm_tokens(rest) in organ_words:
+                continue  # "right testis" is a side and an organ, not a place in it
+            out.setdefault(norm_tokens(loc), loc)
+    for name, phrases in cf.LOCATION_PHRASES.items():
+        for p in phrases:
+            out[norm_tokens(p)] = name
+    return out
 
 
 @dataclass(frozen=True)
@@ -347,6 +535,32 @@ def phrase_index() -> dict[tuple[str, ...], tuple[Entry, ...]]:
         _add(index, s, Entry("flow", "flow"))
     for s in REPORT_SUPPLEMENT_NORMAL_STUDY:
         _add(index, s, Entry("tag", "normal", "diagnosis"))
+    for (dim, tag), phrases in REPORT_SUPPLEMENT_TAG_SYNONYMS.items():
+        if "+" in tag:
+            for s in phrases:
+                _add(index, s, Entry("tag", tag, dim))
+    for f in cf.CLINICAL_FINDINGS:
+        for s in f.phrases:
+            _add(index, s, Entry("finding", f.id, "finding"))
+    for fid, phrases in cf.CLINICAL_NORMAL_PHRASES.items():
+        for s in phrases:
+            _add(index, s, Entry("finding_normal", fid, "finding"))
+    for fid, phrases in REPORT_SUPPLEMENT_ECHO_NORMAL_COMBOS.items():
+        for s in phrases:
+            _add(index, s, Entry("echo_normal", fid, "echo"))
+    for m in cf.REPORT_MEASUREMENTS:
+        for s in m.phrases:
+            key = norm_tokens(s)
+            if not any(e.kind == "measurement" for e in index.get(key, ())):
+                _add(index, s, Entry("measurement", m.id))
+    for name, phrases in cf.LOCATION_PHRASES.items():
+        for s in phrases:
+            key = norm_tokens(s)
+            if key and not index.get(key):
+                _add(index, s, Entry("place", name))
+    for dim, tag in REPORT_SUPPLEMENT_OVERRIDES:
+        for s in REPORT_SUPPLEMENT_TAG_SYNONYMS.get((dim, tag), ()):
+            index[norm_tokens(s)] = [Entry("tag", tag, dim)]
     return {k: tuple(v) for k, v in index.items()}
 
 
@@ -367,7 +581,7 @@ def predicate_index() -> dict[tuple[str, ...], tuple[str, tuple[Entry, ...]]]:
     out: dict[tuple[str, ...], tuple[str, tuple[Entry, ...]]] = {}
     for key, entries in phrase_index().items():
         if len(key) >= 2 and key[0] in REPORT_SUPPLEMENT_PREDICATES:
-            ents = tuple(e for e in entries if e.kind in ("echo", "echo_normal"))
+            ents = tuple(e for e in entries if e.kind in ("echo", "echo_normal", "finding"))
             if ents:
                 out.setdefault(key[1:] + (key[0],), (key[0], ents))
     return out
@@ -385,7 +599,9 @@ def known_words() -> frozenset[str]:
 
 
 def grades_for(finding_id: str) -> tuple[str, ...]:
-    """Grade ids the taxonomy allows for an echo finding (empty when ungraded)."""
+    """Grade ids the taxonomy allows for an echo or clinical finding (empty when ungraded)."""
+    if finding_id in CLINICAL:
+        return CLINICAL[finding_id].grades
     f = tx.ECHO_FINDINGS.get(finding_id)
     g = getattr(f, "grades", None) if f is not None else None
     if not g:

@@ -17,7 +17,10 @@ import re
 from dataclasses import dataclass
 
 NUM = r"\d+(?:[.,]\d+)?"
-_UNIT = r"(?:ml/m2|ml/m²|mL/m2|mL/m²|ml/m\^2|cm/s|m/s|mm|cm|mls?|mL|cc|%|percent)(?![A-Za-z])"
+_UNIT = (
+    r"(?:ml/m2|ml/m²|mL/m2|mL/m²|ml/m\^2|cm/s|m/s|mmHg|mmhg|mm Hg|bpm|beats/min|mm|cm|mls?|mL|cc|%|percent)"
+    r"(?![A-Za-z])"
+)
 _SEP = r"\s*(?:x|×|X|\*|by)\s*"
 _QTY_RE = re.compile(
     rf"(?<![\w.])(?P<a>{NUM})\s*(?P<ua>{_UNIT})?"
@@ -40,6 +43,10 @@ _UNITS: dict[str, tuple[str, float]] = {
     "ml/m^2": ("ml_m2", 1.0),
     "m/s": ("m_s", 1.0),
     "cm/s": ("m_s", 0.01),
+    "mmhg": ("mmhg", 1.0),
+    "mm hg": ("mmhg", 1.0),
+    "bpm": ("bpm", 1.0),
+    "beats/min": ("bpm", 1.0),
 }
 
 
@@ -52,7 +59,7 @@ def canonical_unit(unit: str | None) -> tuple[str | None, float]:
 
 def unit_of_measurement(measurement_id: str) -> str:
     """The canonical unit encoded in a measurement id ("lvidd_mm" -> "mm", "e_e_prime_ratio" -> "ratio")."""
-    for suffix in ("ml_m2", "mm", "ml", "pct", "ratio", "m_s"):
+    for suffix in ("ml_m2", "mmhg", "mm", "ml", "pct", "ratio", "m_s", "bpm"):
         if measurement_id.endswith("_" + suffix):
             return suffix
     return measurement_id.rsplit("_", 1)[-1]

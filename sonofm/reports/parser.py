@@ -22,6 +22,7 @@ from sonofm.reports.measurements import Quantity, find_quantities, normalise_val
 from sonofm.reports.negation import default_context
 from sonofm.reports.schema import Finding, Status, Study
 from sonofm.reports.text import Token, split_sentences, tokenize
+from sonofm.taxonomy import findings as cf
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ def _resolve(m: _Match, norms: list[str]) -> lx.Entry:
         cues = lx.REPORT_SUPPLEMENT_CUES.get(e.dimension or "", ())
         hit = any(f" {c} " in joined or f" {c}" in joined for c in cues)
         s = 2.0 if hit else (-1.0 if cues else 0.0)
-        return s + (0.5 if e.kind in ("echo", "measurement") else 0.0)
+        return s + (0.5 if e.kind in ("echo", "measurement") else 0.6 if e.kind == "finding" else 0.0)
 
     return max(m.entries, key=score)
 
@@ -327,6 +328,8 @@ _DIAG_LESION = {"nodule", "cyst", "mass", "fluid_collection", "plaque", "thrombu
 
 
 def _is_lesion(e: lx.Entry) -> bool:
+    if e.kind == "finding":
+        return e.id in lx.CLINICAL and lx.CLINICAL[e.id].lesion
     return e.kind == "lesion" or (e.kind == "tag" and e.dimension == "diagnosis" and e.id in _DIAG_LESION)
 
 
@@ -348,18 +351,28 @@ def _assign_quantity(
     sizeable = q.unit == "mm" or (q.unit is None and len(q.values) >= 2)
 
     # 1. nearest preceding measurement name (or sized finding / organ) within 7 tokens
+    where = {
+        i for mm, x in resolved if x.kind in ("location", "place", "organ") for i in range(mm.start, mm.end)
+    }
     for m, e in reversed(resolved):
         if m.end > qi:
             continue
-        if qi - m.end > 7 or blocked(m.end, qi):
+        gap = sum(
+            1 for i in range(m.end, qi) if i not in where
+        )  # "cyst in the left lobe of the liver, 14 mm"
+        if gap > 7 or blocked(m.end, qi):
             break
         if e.kind == "measurement":
             return e.id, list(q.values[:1])
-        if e.kind in ("echo", "echo_normal"):
+        if e.kind in ("echo", "echo_normal") and e.id in tx.ECHO_FINDINGS:
             mid = lx.FINDING_SIZE_MEASUREMENT.get(e.id) or next(
                 iter(tx.ECHO_FINDINGS[e.id].measurements), None
             )
             if mid is not None and _compatible(q, mid):
+                return mid, list(q.values[:1])
+        if e.kind == "finding":
+            mid = lx.FINDING_SIZE_MEASUREMENT.get(e.id)
+            if mid is not None and _compatible(q, mid) and not (_is_lesion(e) and len(q.values) > 1):
                 return mid, list(q.values[:1])
         if _is_lesion(e):
             if sizeable:
@@ -367,17 +380,35 @@ def _assign_quantity(
             continue
         if e.kind == "organ" and e.id in lx.ORGAN_SIZE_MEASUREMENT and len(q.values) == 1:
             after = [x for x in resolved if x[0].start >= qj and x[0].start - qj <= 10 and _is_lesion(x[1])]
-            if not after:
+            # an organ is centimetres long: "Left kidney: 6 mm echogenic focus" is not the kidney
+            plausible = (q.values[0] * (q.factor if q.unit == "mm" else 10.0)) >= 40.0
+            if not after and plausible:
                 return lx.ORGAN_SIZE_MEASUREMENT[e.id], list(q.values)
+        if (
+            e.kind in ("organ", "location")
+            and len(q.values) >= 2
+            and e.id != "lymph_node"
+            and not any(_is_lesion(x) and mm.end <= qi for mm, x in resolved)
+            and not any(_is_lesion(x) and 0 <= mm.start - qj <= 3 for mm, x in resolved)
+        ):
+            # "Uterus 8.2 x 4.5 x 5.1 cm", "R testis 4.2 x 2.5 x 3.0 cm": the organ's size, not a lesion
+            return "organ_dims", list(q.values)
     # 2. a lesion word following the number ("a 1.2 x 0.8 cm hypoechoic nodule")
     for m, e in resolved:
         if m.start >= qj and m.start - qj <= 20 and not blocked(qj, m.start):
+            if e.kind == "finding" and m.start - qj <= 1:
+                mid = lx.FINDING_SIZE_MEASUREMENT.get(e.id)
+                if mid is not None and _compatible(q, mid):  # "50-69% stenosis"
+                    return mid, list(q.values[:1])
             if _is_lesion(e) and sizeable:
                 return "lesion", list(q.values)
             if e.kind == "measurement":
                 return e.id, list(q.values[:1])
     # 3. any lesion mention earlier in the sentence, for dimension triples
     if len(q.values) >= 2 and sizeable and any(_is_lesion(e) for m, e in resolved if m.end <= qi):
+        return "lesion", list(q.values)
+    # 3b. one length after a lesion named earlier in the sentence ("Epidermoid cyst ..., 1.6 cm")
+    if len(q.values) == 1 and q.unit == "mm" and any(_is_lesion(e) for m, e in resolved if m.end <= qi):
         return "lesion", list(q.values)
     # 4. "It measures 12 x 8 mm." after a sentence that named the lesion
     if lesion_before and q.unit in ("mm", None) and (len(q.values) >= 2 or q.unit == "mm") and measure_cue:
@@ -603,15 +634,117 @@ def _unknown_terms(text: str, covered: list[tuple[int, int]], known: frozenset[s
     return out
 
 
+_FINDING_KINDS = ("tag", "echo", "echo_normal", "finding", "finding_normal")
+_LARGEST = frozenset({"largest", "biggest", "dominant"})
+_FN_RE = re.compile(r"(?i)\b\d+(?:[.,]\d+)?\s*(?:cm|mm)\s*(?:fn\b|from\s+(?:the\s+)?nipple)")
+_CLOCK_RE = re.compile(
+    r"(?i)\b(1[0-2]|0?[1-9])(?::([0-5]\d))?\s*(?:o\s*['’]?\s*clock)|\b(1[0-2]|0?[1-9]):([0-5]\d)\b"
+)
+_SEGMENT_RE = re.compile(r"(?i)\bsegments?\s+([1-8]|iv[ab]?|v?i{1,3}|iv|v)\b")
+_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "iva": 4, "ivb": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8}
+_BOTH_OF = frozenset(
+    {
+        "kidney",
+        "ovarie",
+        "ovary",
+        "teste",
+        "testis",
+        "lobe",
+        "breast",
+        "side",
+        "carotid",
+        "ica",
+        "cca",
+        "axilla",
+        "groin",
+        "jugular",
+        "ijv",
+        "thyroid",
+    }
+)
+
+
+def _sides(norms: list[str]) -> list[tuple[int, str]]:
+    """(token index, "right"|"left"|"bilateral") of the side words that name a side of the body."""
+    out: list[tuple[int, str]] = []
+    for i, w in enumerate(norms):
+        nxt = norms[i + 1] if i + 1 < len(norms) else ""
+        if w in ("right", "left") and nxt not in cf.NOT_A_SIDE_AFTER and (i == 0 or norms[i - 1] != "fetal"):
+            out.append((i, w))
+        elif w in ("bilateral", "bilaterally") or (w in ("both", "either") and nxt in _BOTH_OF):
+            out.append((i, "bilateral"))
+    return out
+
+
+def _pattern_places(sent: str) -> list[tuple[int, str, int]]:
+    """(start, name, end) of clock-face positions ("2 o'clock", "10:30") and liver segments
+    ("segment VII" -> "segment 7"); their numbers are not measurements."""
+    out: list[tuple[int, str, int]] = []
+    for m in _CLOCK_RE.finditer(sent):
+        h, mins = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        hour = str(int(h))
+        name = f"{hour} o'clock" if mins in (None, "00") else f"{hour}:{mins} o'clock"
+        out.append((m.start(), name, m.end()))
+    for m in _SEGMENT_RE.finditer(sent):
+        g = m.group(1).lower()
+        out.append((m.start(), f"segment {g if g.isdigit() else _ROMAN.get(g, g)}", m.end()))
+    return out
+
+
+def _inequality(sent: str, start: int) -> bool:
+    """A number after "<", ">", "≥" ... is a bound, not a value ("<50% stenosis")."""
+    before = sent[:start].rstrip()
+    return bool(before) and before[-1] in "<>≤≥="
+
+
+def _extras(norms: list[str], m: _Match, e: lx.Entry) -> list[lx.Entry]:
+    """Further entries a match states: tags inside a diagnosis ("solid mass" -> solid), calcification
+    inside a finding ("calcified granulomas"), and tag meanings of a finding phrase."""
+    if e.kind == "tag" and e.dimension == "diagnosis":
+        return _sub_tags(norms, m)
+    if e.kind == "finding":
+        subs = [x for x in _sub_tags(norms, m) if x.dimension == "internal"]
+        return subs + [x for x in m.entries if x.kind == "tag" and x not in subs]
+    return []
+
+
+def _organs_inside(norms: list[str], m: _Match) -> list[str]:
+    """Organs named inside a longer phrase ("renal length", "gallbladder wall thickening")."""
+    index = lx.phrase_index()
+    out = [x.id for x in m.entries if x.kind in ("organ", "location")]
+    for i in range(m.start, m.end):
+        for j in range(m.end, i, -1):
+            for x in index.get(tuple(norms[i:j]), ()):
+                if x.kind == "organ" and x.id not in out:
+                    out.append(x.id)
+    return out
+
+
+def _derive_echo_findings(study: Study) -> None:
+    """Guideline findings from the measurements ("LVEF 35%" -> reduced EF) that the text left unstated."""
+    stated = {f.key() for f in study.findings}
+    for r in tx.evaluate_guidelines(study.measurements, study.sex):
+        if ("echo", r.finding) not in stated:
+            st = Status.PRESENT if r.present else Status.ABSENT
+            study.findings.append(Finding("echo", r.finding, st, r.grade if r.present else None))
+
+
+def _findings_from(e: lx.Entry, status: Status, grade: str | None) -> list[Finding]:
+    """The findings one entry states ("ra_collapse+rv_collapse" states two)."""
+    if "+" not in e.id:
+        return [_finding_from(e, status, grade)]
+    return [_finding_from(lx.Entry(e.kind, i, e.dimension), status, None) for i in e.id.split("+")]
+
+
 def _finding_from(e: lx.Entry, status: Status, grade: str | None) -> Finding:
-    if e.kind == "echo_normal":
+    if e.kind in ("echo_normal", "finding_normal"):
         st = (
             Status.UNCERTAIN
             if status is Status.UNCERTAIN
             else (Status.PRESENT if status is Status.ABSENT else Status.ABSENT)
         )
         # "LV systolic function is not normal" -> present; "normal LV size" -> absent
-        return Finding("echo", e.id, st, None)
+        return Finding(e.dimension or "echo", e.id, st, None)
     return Finding(e.dimension or e.kind, e.id, status, grade if status is Status.PRESENT else None)
 
 
@@ -665,6 +798,8 @@ def _parse(text: str, region: str | None) -> ParseResult:
     lesion_q: Quantity | None = None
     lesion_seen = False
     no_lesion = False  # "No focal lesion."
+    places: list[tuple[int, str]] = []  # (char offset, location name)
+    sides: list[tuple[int, str]] = []  # (char offset, laterality)
 
     for kind, s0, s1 in _sections(text):
         if kind == "skip":
@@ -686,9 +821,18 @@ def _parse(text: str, region: str | None) -> ParseResult:
             statuses = [ctx.status_of(mods, (m.start, m.end))[0] for m in matches]
             unknown += _unmapped_in_scope(tokens, mods, matches, known)
             named = {e.id for _m, e in resolved if e.kind == "organ"}
+            named_in = {
+                o for m_, e in resolved if e.kind in ("finding", "echo") for o in _organs_inside(norms, m_)
+            }
             # a sentence about another organ ("The axillary lymph nodes are normal." in a breast report)
-            # says nothing about this study's findings
-            off_topic = allowed_organs is not None and bool(named) and not (named & allowed_organs)
+            # says nothing about this study's findings; an organ inside a finding ("prostate enlarged
+            # ... into the bladder") keeps it on topic
+            off_topic = (
+                allowed_organs is not None
+                and bool(named)
+                and not (named & allowed_organs)
+                and not (named_in & allowed_organs)
+            )
             resolved_ok = [(m, e) for m, e in resolved if not _is_part_normal(m, e, norms, resolved)]
             if len(resolved_ok) != len(resolved):
                 keep = [i for i, x in enumerate(resolved) if x in resolved_ok]
@@ -699,25 +843,47 @@ def _parse(text: str, region: str | None) -> ParseResult:
                 covered.append((cs, ce))
                 if m.negated:
                     st = Status.ABSENT if st is Status.PRESENT else st
-                grade = _grade(e.id, norms, m) if e.kind == "echo" else None
+                grade = _grade(e.id, norms, m) if e.kind in ("echo", "finding") else None
                 mentions.append(Mention(e.kind, e.id, e.dimension, st, grade, text[cs:ce], cs, ce, kind))
-                extra = _sub_tags(norms, m) if e.kind == "tag" and e.dimension == "diagnosis" else []
+                extra = _extras(norms, m, e)
+                if len(m.entries) > 1 or m.end - m.start > 1:
+                    for o in _organs_inside(norms, m):
+                        if allowed_organs is None or o in allowed_organs:
+                            organs.append((o, True))
                 for e2 in [e, *extra]:
-                    if e2.kind not in ("tag", "echo", "echo_normal") or off_topic:
+                    if e2.kind not in _FINDING_KINDS or off_topic:
                         continue
-                    f = _finding_from(e2, st, grade)
-                    if kind == "impression" and f.key() in findings:
-                        continue
-                    prev = findings.get(f.key())
-                    if prev is None or (
-                        prev.grade is None and f.grade is not None and prev.status is f.status
-                    ):
-                        findings[f.key()] = f
-                if e.kind in ("tag", "echo", "echo_normal"):
+                    for f in _findings_from(e2, st, grade):
+                        if kind == "impression" and f.key() in findings:
+                            continue
+                        prev = findings.get(f.key())
+                        if prev is None or (
+                            prev.grade is None and f.grade is not None and prev.status is f.status
+                        ):
+                            findings[f.key()] = f
+                if e.kind in ("location", "place"):
+                    name = lx.location_names().get(tuple(norms[m.start : m.end]))
+                    if name and not (e.kind == "location" and e.id == "heart"):
+                        places.append((cs, name))
+                if e.kind in _FINDING_KINDS:
                     continue
                 trig = ctx.status_of(mods, (m.start, m.end))[1]
                 adjacent_neg = st is Status.ABSENT and trig is not None and trig.end == m.start
-                if e.kind == "flow" and adjacent_neg and not off_topic:
+                # in a vessel "no flow" is an occlusion, not an avascular lesion (a plaque may be avascular)
+                lesion_here = lesion_seen or any(_is_lesion(x) for _m, x in resolved)
+                vessel_ctx = any(
+                    x.kind == "finding" and x.id in ("occlusion", "stenosis") for _m, x in resolved
+                ) or (
+                    not lesion_here
+                    and (
+                        region == "vessel"
+                        or any(
+                            x.kind == "organ" and x.id in ("carotid_artery", "jugular_vein")
+                            for _m, x in resolved
+                        )
+                    )
+                )
+                if e.kind == "flow" and adjacent_neg and not off_topic and not vessel_ctx:
                     # "no flow" / "without vascularity": an avascular lesion
                     f = Finding("vascularity", "avascular", Status.PRESENT)
                     if f.key() not in findings:
@@ -737,15 +903,40 @@ def _parse(text: str, region: str | None) -> ParseResult:
                     study.sex = e.id
             if any(_is_lesion(e) for _m, e in resolved):
                 lesion_seen = True
+            sides += [(a + tokens[i].start, side) for i, side in _sides(norms)]
+            pat_places = _pattern_places(sent)
+            places += [(a + pos, name) for pos, name, _end in pat_places]
             # numbers
-            qs = find_quantities(sent)
+            fn_spans = []
+            for mfn in _FN_RE.finditer(sent):
+                q_fn = find_quantities(mfn.group(0))
+                if q_fn and q_fn[0].unit == "mm":
+                    study.measurements.setdefault(
+                        "distance_from_nipple_mm", q_fn[0].values[0] * q_fn[0].factor
+                    )
+                    fn_spans.append((mfn.start(), mfn.end()))
+                    covered.append((a + mfn.start(), a + mfn.end()))
+            qs = [
+                q
+                for q in find_quantities(sent)
+                if not any(x <= q.start < y for x, y in fn_spans)
+                and not any(x <= q.start < y for x, _n, y in pat_places)
+                and not _inequality(sent, q.start)
+            ]
             qtoks = [(_tok_at(tokens, q.start), _tok_at(tokens, max(q.start, q.end - 1)) + 1) for q in qs]
             for q, (qi, qj) in zip(qs, qtoks, strict=True):
                 cue = any(
                     t.norm.startswith(("measur", "size", "dimension")) or t.norm in ("it", "lesion")
                     for t in tokens[max(0, qi - 4) : qi]
                 )
-                got = _assign_quantity(q, qi, qj, resolved, qtoks, lesion_seen, cue)
+                largest = any(t.norm in _LARGEST for t in tokens[max(0, qi - 3) : qi])
+                if largest and (q.unit == "mm" or len(q.values) >= 2):
+                    got: tuple[str, list[float]] | None = ("lesion", list(q.values))
+                else:
+                    got = _assign_quantity(q, qi, qj, resolved, qtoks, lesion_seen, cue)
+                if got is not None and got[0] == "organ_dims":
+                    covered.append((a + q.start, a + q.end))
+                    continue
                 if got is None:
                     if q.unit is not None:
                         name = _name_before(tokens, qi)
@@ -779,7 +970,23 @@ def _parse(text: str, region: str | None) -> ParseResult:
 
     if no_lesion and not any(k[0] == "diagnosis" for k in findings):
         findings[("diagnosis", "normal")] = Finding("diagnosis", "normal", Status.PRESENT)
+    # "cystic lesion ... with a solid component": the explicit composition wins over the word "cystic"
+    if ("internal", "cystic") in findings and any(
+        ("internal", t) in findings and findings[("internal", t)].status is Status.PRESENT
+        for t in ("mixed_cystic_solid", "solid", "spongiform")
+    ):
+        del findings[("internal", "cystic")]
     study.findings = list(findings.values())
+    if not organs:
+        # no organ named: the organ a finding belongs to ("moderate hydronephrosis" -> kidney)
+        for f in study.findings:
+            cands = lx.CLINICAL[f.tag].organs if f.dimension == "finding" and f.tag in lx.CLINICAL else ()
+            cands = tuple(o for o in cands if allowed_organs is None or o in allowed_organs)
+            if len(cands) == 1 or (cands and allowed_organs is not None):
+                organs.append((cands[0], False))
+                break
+        if not organs and any(n.startswith("segment ") for _p, n in places):
+            organs.append(("liver", False))
     if organs:
         direct = [o for o, d in organs if d]
         study.organ = (direct or [o for o, _ in organs])[0]
@@ -793,6 +1000,17 @@ def _parse(text: str, region: str | None) -> ParseResult:
             study.organ = "heart"
     elif study.organ is None and region == "heart":
         study.organ = "heart"
+    if "organ_volume_ml" in study.measurements:
+        v = study.measurements.pop("organ_volume_ml")
+        study.measurements.setdefault(
+            cf.ORGAN_VOLUME_MEASUREMENTS.get(study.organ or "", "organ_volume_ml"), v
+        )
+    if study.region == "heart":
+        _derive_echo_findings(study)
+    if places:
+        study.location = min(places)[1]
+    if sides and study.organ not in cf.UNPAIRED_ORGANS and study.region != "heart":
+        study.laterality = min(sides)[1]
     for name, pat in _ASSESS_RES:
         m = pat.search(text)
         if m:

@@ -54,7 +54,11 @@ class Study:
     """Everything a report says about one image (or one echo view/frame).
 
     `measurements` maps taxonomy measurement ids (unit in the name: "lvef_pct",
-    "lesion_width_mm") to values in that unit.
+    "lesion_width_mm") to values in that unit. `laterality` is the side of a paired organ or of
+    the thyroid lobe ("right" | "left" | "bilateral"); `location` the place within the organ as
+    a normalised phrase ("right lobe", "2 o'clock", "upper outer quadrant", "lower pole").
+    Findings of dimension "finding" are clinical findings outside the 9 attribute dimensions
+    (`sonofm.taxonomy.findings`: hydronephrosis, stenosis, tamponade, ...).
     """
 
     region: str
@@ -67,6 +71,8 @@ class Study:
     impression: str | None = None
     # risk categories a report states, lexicon -> category ({"TI-RADS": "TR4"}, {"BI-RADS": "4A"})
     assessment: dict[str, str] = field(default_factory=dict)
+    laterality: str | None = None
+    location: str | None = None
 
     def present(self, dimension: str | None = None) -> list[Finding]:
         return [
@@ -93,6 +99,8 @@ class Study:
             "measurements": dict(self.measurements),
             "impression": self.impression,
             "assessment": dict(self.assessment),
+            "laterality": self.laterality,
+            "location": self.location,
         }
 
     @classmethod
@@ -107,4 +115,6 @@ class Study:
             measurements={k: float(v) for k, v in (d.get("measurements") or {}).items()},
             impression=d.get("impression"),
             assessment={str(k): str(v) for k, v in (d.get("assessment") or {}).items()},
+            laterality=d.get("laterality"),
+            location=d.get("location"),
         )

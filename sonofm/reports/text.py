@@ -58,6 +58,24 @@ ABBREVIATIONS: dict[str, str] = {
     "vasc": "vascularity",
     "het": "heterogeneous",
     "neg": "negative",
+    "hypoech": "hypoechoic",
+    "hyperech": "hyperechoic",
+    "isoech": "isoechoic",
+    "mod": "moderate",
+    "sev": "severe",
+    "lge": "large",
+    "sml": "small",
+    "nl": "normal",
+    "ext": "extension",
+    "hypervasc": "hypervascular",
+    "avasc": "avascular",
+    "lns": "lymph nodes",
+    "ln": "lymph node",
+    "bilaterally": "bilaterally",
+    "sept": "septation",
+    "septs": "septation",
+    "prox": "proximal",
+    "dist": "distal",
 }
 
 
@@ -74,6 +92,15 @@ def tokenize(text: str) -> list[Token]:
         s = m.group(0)
         if s in {"-", "‐", "‑", "–"} and out and m.start() == out[-1].end:
             # intra-word hyphen ("taller-than-wide", "non-shadowing"): a plain separator
+            continue
+        if s == "/" and out and out[-1].norm == "c" and out[-1].end == m.start():
+            # "c/w" = consistent with: one token, so the "w" is not read as "with" + a finding
+            w = out.pop()
+            out.append(Token(text[w.start : m.end()], "c/", w.start, m.end()))
+            continue
+        if out and out[-1].norm == "c/" and s.lower() == "w" and m.start() == out[-1].end:
+            w = out.pop()
+            out.append(Token(text[w.start : m.end()], "c/w", w.start, m.end()))
             continue
         if s == "/" and out and out[-1].norm == "w" and out[-1].end == m.start():
             # "w/" = with, "w/o" = without
@@ -99,9 +126,9 @@ def norm_tokens(phrase: str) -> tuple[str, ...]:
     return tuple(t.norm for t in tokenize(phrase))
 
 
-# Sentence boundaries: a full stop not between digits, "!" , newlines; "?" is NOT a boundary
+# Sentence boundaries: a full stop not between digits, "!", ";", newlines; "?" is NOT a boundary
 # because ConText uses it as an uncertainty cue ("septation?").
-_SENT_RE = re.compile(r"(?<!\d)\.(?!\d)|(?<=\d)\.(?=\s|$)|!|\n+")
+_SENT_RE = re.compile(r"(?<!\d)\.(?!\d)|(?<=\d)\.(?=\s|$)|!|;|\n+")
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:

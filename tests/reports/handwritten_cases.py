@@ -403,3 +403,63 @@ CASES += [
         {"present": {("diagnosis", "mass"), ("internal", "solid"), ("vascularity", "avascular")}},
     ),
 ]
+
+
+# Expectations added with the issue-#22 lexicon: clinical findings outside the 9 dimensions
+# (dimension "finding"), guideline-derived echo findings from measurements ("EF 55-60%" -> EF not
+# reduced), distance from the nipple, "calcification" as a (macro)calcification.
+_GROWN: dict[str, dict[str, set]] = {
+    "EF 55-60%.": {"absent": {("echo", "reduced_lvef")}},
+    "Small pericardial effusion, no tamponade physiology.": {"absent": {("finding", "tamponade")}},
+    "E/e' 15, TAPSE 14mm - RV function reduced.": {"present": {("echo", "elevated_filling_pressure")}},
+    "Kidneys: RK 10.8 cm bipolar length, simple cyst upper pole 14 x 12 mm. No hydronephrosis.": {
+        "absent": {("finding", "hydronephrosis")}
+    },
+    "Normal LV size, normal wall thickness. LVEF 62%. No regional wall motion abnormality.": {
+        "absent": {("finding", "rwma"), ("echo", "reduced_lvef")}
+    },
+    "Heterogeneous mass w/o calcification, internal flow on colour doppler.": {
+        "absent": {("internal", "macrocalcifications")}
+    },
+    "Liver normal in size with a 2.3cm echogenic lesion, probable haemangioma.": {
+        "uncertain": {("finding", "haemangioma")}
+    },
+    "Testis: round hypoechoic solid lesion 9 x 7 mm w/ increased vascularity. Possible seminoma.": {
+        "uncertain": {("finding", "malignancy")}
+    },
+    "Female. Subcostal view end-systole, E/e' ratio 9.": {"absent": {("echo", "elevated_filling_pressure")}},
+    "Findings: indistinct margins, however no shadowing. Impression: suspicious for malignancy.": {
+        "uncertain": {("finding", "malignancy")}
+    },
+    "Lymph node with preserved fatty hilum, cortex 2mm, no abnormal vascularity; reactive.": {
+        "present": {("finding", "reactive_node"), ("finding", "fatty_hilum")}
+    },
+    "The endometrium is thin. Uterine fibroid 3.4 x 2.9 x 3.1 cm, hypoechoic with shadowing.": {
+        "present": {("finding", "fibroid")}
+    },
+}
+
+
+def _grow(cases: list[tuple[str, str | None, dict]]) -> list[tuple[str, str | None, dict]]:
+    out = []
+    for text, region, exp in cases:
+        exp = dict(exp)
+        for key, extra in _GROWN.get(text, {}).items():
+            exp[key] = set(exp.get(key, set())) | extra
+        # words the grown lexicon now reads are no longer unknown
+        known = {"tamponade", "hydronephrosis", "haemangioma", "seminoma", "fibroid", "calcifications"}
+        if "unknown" in exp:
+            exp["unknown"] = [u for u in exp["unknown"] if u.lower() not in known]
+        if text.startswith("CLINICAL HISTORY: palpable lump"):
+            exp["absent"] = set(exp.get("absent", set())) | {
+                ("finding", "lymphadenopathy"),  # "The axillary lymph nodes are normal."
+                ("internal", "macrocalcifications"),  # "No associated calcifications."
+            }
+            exp["measurements"] = {**exp.get("measurements", {}), "distance_from_nipple_mm": 30.0}
+        if text.startswith("Thyroid: normal size. R lobe mid pole"):
+            exp["present"] = set(exp.get("present", set())) | {("finding", "colloid_cyst")}
+        out.append((text, region, exp))
+    return out
+
+
+CASES = _grow(CASES)

@@ -19,7 +19,7 @@ def test_report_help_lists_commands():
 def test_parse_file_and_stdin(tmp_path):
     f = tmp_path / "r.txt"
     f.write_text(
-        "Findings: Hypoechoic nodule 1.2 x 0.8 cm, no shadowing. No hydronephrosis.\n", encoding="utf-8"
+        "Findings: Hypoechoic nodule 1.2 x 0.8 cm, no shadowing. No nephrocalcinosis.\n", encoding="utf-8"
     )
     r = runner.invoke(app, ["report", "parse", str(f), "--region", "thyroid"])
     assert r.exit_code == 0, r.output
@@ -28,7 +28,7 @@ def test_parse_file_and_stdin(tmp_path):
     assert {"dimension": "posterior", "tag": "shadowing", "status": "absent", "grade": None} in data["study"][
         "findings"
     ]
-    assert "hydronephrosis" in data["unknown_terms"]
+    assert "nephrocalcinosis" in data["unknown_terms"]
     r = runner.invoke(app, ["report", "parse", "-"], input="LVEF 35%.")
     assert json.loads(r.stdout)["study"]["measurements"] == {"lvef_pct": 35.0}
 
