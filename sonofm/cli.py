@@ -755,6 +755,7 @@ report_app = typer.Typer(
         "Structured reports: parse report text into findings, or sample studies with written reports.\n\n"
         "Examples:\n\n"
         "  sonofm report parse report.txt --region thyroid\n\n"
+        "  sonofm report eval tests/reports/data/corpus.jsonl\n\n"
         "  echo 'Hypoechoic nodule, no shadowing.' | sonofm report parse -\n\n"
         "  sonofm report sample --region thyroid --n 3 --seed 0"
     ),
@@ -784,6 +785,30 @@ def report_parse(
     typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     if result.unknown_terms:
         console.print(f"[yellow]unknown terms:[/] {', '.join(result.unknown_terms)}", highlight=False)
+
+
+@report_app.command("eval")
+def report_eval(
+    corpus: str = typer.Argument(..., help="JSON-lines corpus: text, region and the expected findings."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON instead of tables."),
+) -> None:
+    """Score the parser on hand-written report sentences: precision/recall/F1 per field and region.
+
+    Fields: finding (dimension, tag and status), measurement, laterality, location, organ; plus
+    the negated and uncertain findings. Corpus format: `sonofm.reports.corpus`.
+
+    Examples:
+
+      sonofm report eval tests/reports/data/corpus.jsonl
+
+      sonofm report eval my_reports.jsonl --json
+    """
+    import json
+
+    from sonofm.reports.corpus import evaluate, format_result, load_corpus
+
+    result = evaluate(load_corpus(corpus))
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_result(result))
 
 
 @report_app.command("sample")
