@@ -64,12 +64,25 @@ class OutputClaim:
     fingerprint: str
     previous: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    accumulate: bool = False  # appendable outputs remember every run that added to them
     _cleared: bool = False
 
     @property
     def continues(self) -> bool:
         """True when earlier work in the folder is kept and continued (same, resume, append)."""
         return self.mode in ("same", "resume", "append")
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        rec = {"job": self.job, "fingerprint": self.fingerprint, **self.extra, **extra}
+        if self.accumulate:
+            earlier = _fingerprints(self.previous) if self.continues else []
+            rec["fingerprints"] = [*(f for f in earlier if f != self.fingerprint), self.fingerprint]
+        return rec
+
+    def write_record(self, folder: str | Path, **extra: Any) -> None:
+        """Record the job in `folder`: for jobs that build in a temporary folder and swap it in."""
+        text = json.dumps(self.record(**extra), indent=2, sort_keys=True) + "\n"
+        atomic_write_text(Path(folder) / JOB_FILE, text)
 
     def commit(self, **extra: Any) -> Path:
         """Create (or clear, for overwrite) the folder and record this job in it."""
@@ -78,8 +91,7 @@ class OutputClaim:
             _remove_output(out)
         self._cleared = True  # a second commit (e.g. with a fingerprint known later) only re-records
         out.mkdir(parents=True, exist_ok=True)
-        record = {"job": self.job, "fingerprint": self.fingerprint, **self.extra, **extra}
-        atomic_write_text(out / JOB_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        self.write_record(out, **extra)
         return out
 
 
@@ -93,15 +105,30 @@ def open_output(
     append: bool = False,
     options: str = "--resume to continue it",
     legacy_same: bool = False,
+    accumulate: bool = False,
 ) -> OutputClaim:
     """Decide what `job` does with the folder `out`; writes nothing, raises UserError to refuse.
 
     `options` names how this job continues an existing folder (e.g. "--append to add to it");
     `legacy_same` says a folder without a job record is recognisably the same job (e.g. an
-    identical config.yaml), so it continues like one.
+    identical config.yaml), so it continues like one; `accumulate` (appendable outputs such as
+    an ingest) makes re-running any earlier run of the folder count as the same job.
     """
-    out = Path(out)
-    fp = fingerprint(settings)
+    claim = _decide(Path(out), job, fingerprint(settings), resume, overwrite, append, options, legacy_same)
+    claim.accumulate = accumulate
+    return claim
+
+
+def _fingerprints(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return []
+    return [str(f) for f in record.get("fingerprints", [])] or [str(record.get("fingerprint"))]
+
+
+def _decide(
+    out: Path, job: str, fp: str, resume: bool, overwrite: bool, append: bool, options: str,
+    legacy_same: bool,
+) -> OutputClaim:
     if sum((resume, overwrite, append)) > 1:
         raise UserError("choose one of --resume, --append and --overwrite")
     if out.exists() and not out.is_dir():
@@ -128,7 +155,7 @@ def open_output(
         return OutputClaim(out, job, "resume", fp, prev)
     if append:
         return OutputClaim(out, job, "append", fp, prev)
-    if (prev is not None and prev.get("fingerprint") == fp) or (prev is None and legacy_same):
+    if (prev is not None and fp in _fingerprints(prev)) or (prev is None and legacy_same):
         return OutputClaim(out, job, "same", fp, prev)
     what = f"a {job} output with other settings" if known else "files sonofm did not write"
     raise UserError(

@@ -368,6 +368,7 @@ def ingest_dicom(
     claim = open_output(
         out, job="ingest dicom", settings={"key": kfp, "src": src_tag, **params},
         append=append, overwrite=overwrite, options="--append to add these files to it (same key)",
+        accumulate=True,
     )
     if claim.continues and prev is None:
         raise UserError(
