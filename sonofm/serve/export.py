@@ -296,7 +296,9 @@ def export_onnx(
             # learned temperature (log value) and bias: zero-shot probabilities need them, and the
             # export dir holds no torch weights
             "logit_scale": float(model.logit_scale.detach().reshape(-1)[0]),
-            "logit_bias": None if getattr(model, "logit_bias", None) is None else float(model.logit_bias),
+            "logit_bias": (
+                None if getattr(model, "logit_bias", None) is None else float(model.logit_bias.detach())
+            ),
             "opset": opset,
             "exporter": exporters,
             "files": {"image": IMAGE_FILE, "text": TEXT_FILE},

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -262,7 +263,9 @@ def apply_stage2(model: nn.Module, lora: LoRASettings, *, train_visual: bool = F
         peft_cfg = LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none"
         )
-        model.lm = get_peft_model(model.lm, peft_cfg)
+        with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated alias (FutureWarning)
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            model.lm = get_peft_model(model.lm, peft_cfg)
         for n, p in model.lm.named_parameters():
             if "lora_" in n:
                 p.requires_grad_(True)

@@ -182,9 +182,10 @@ def test_export_carries_the_learned_temperature(tiny, tmp_path) -> None:
     from sonofm.serve.export import OnnxDualEncoder
 
     model, _, out, info = tiny
-    assert info["logit_scale"] == pytest.approx(float(model.logit_scale))
+    assert info["logit_scale"] == pytest.approx(float(model.logit_scale.detach()))
     moved = tmp_path / "moved"
     shutil.copytree(out, moved)
     onnx = OnnxDualEncoder.load(moved)
     onnx.info["model_dir"] = str(tmp_path / "no-such-model")  # as on a server without the torch weights
-    assert model_logit_scale(onnx) == pytest.approx(min(float(model.logit_scale.exp()), 100.0), rel=1e-6)
+    scale = float(model.logit_scale.detach().exp())
+    assert model_logit_scale(onnx) == pytest.approx(min(scale, 100.0), rel=1e-6)
