@@ -7,14 +7,18 @@ log (init log(1/0.07)) and exponentiated then clamped at 100 in `forward`; an op
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import nn
 
+from sonofm.errors import UserError
 from sonofm.models.config import DualEncoderConfig
 from sonofm.models.image_towers import ImageTower
+from sonofm.models.io import CONFIG_NAME, WEIGHTS_NAME, load_weights
 from sonofm.models.text_towers import TextTokenizer, TextTower, load_tokenizer
 
 
@@ -98,3 +102,19 @@ class DualEncoder(nn.Module):
     @property
     def preprocess(self) -> dict[str, Any]:
         return self.config.preprocess
+
+
+def load_dual_encoder(
+    model_dir: Path, cfg_json: dict[str, Any], device: str | torch.device | None = None
+) -> nn.Module:
+    """Loader for `model_type == "dual_encoder"`: no pretrained sources are touched."""
+    try:
+        config = DualEncoderConfig.model_validate(cfg_json.get("config", {}))
+    except ValidationError as e:
+        raise UserError(f"{model_dir / CONFIG_NAME}: invalid 'config': {e}") from e
+    if config.image.arch is None or config.text.arch is None:
+        raise UserError(f"{model_dir / CONFIG_NAME}: config.image.arch / config.text.arch missing")
+    tokenizer = load_tokenizer(str(model_dir))
+    model = DualEncoder(config, tokenizer=tokenizer, load_pretrained=False)
+    load_weights(model, model_dir / WEIGHTS_NAME)
+    return model.to(device) if device is not None else model

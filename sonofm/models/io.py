@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sonofm._version import __version__
 from sonofm.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ HUB_PREFIX = "hf-hub:"
 Loader = Callable[[Path, dict[str, Any]], nn.Module]
 # model_type -> loader, or "module:function" (imported on first use, so registering costs nothing).
 _LOADERS: dict[str, Loader | str] = {
-    "dual_encoder": "sonofm.models.io:load_dual_encoder",
+    "dual_encoder": "sonofm.models.dual_encoder:load_dual_encoder",
     "attribute_graph_dual_encoder": "sonofm.models.attribute_graph:load_attribute_graph_dual_encoder",
     "ssl_image_model": "sonofm.models.ssl:load_ssl_model",
     "task_model": "sonofm.models.task_model:load_task_model",
@@ -80,12 +81,7 @@ def _config_json(model: nn.Module) -> dict[str, Any]:
     if cfg is None or not model_type:
         raise TypeError(f"{type(model).__name__} needs `config` and `model_type` attributes to be saved")
     out: dict[str, Any] = {"model_type": model_type}
-    try:
-        from sonofm import __version__
-
-        out["sonofm_version"] = __version__
-    except ImportError:  # pragma: no cover - sonofm is always importable here
-        pass
+    out["sonofm_version"] = __version__
     out["config"] = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else dict(cfg)
     if hasattr(cfg, "preprocess"):
         out["preprocess"] = cfg.preprocess  # for readers that only need preprocessing (serve, eval)
@@ -273,25 +269,3 @@ def load_training_info(model_dir: str | Path) -> dict[str, Any] | None:
         return json.loads(f.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot parse {f}: {e}") from e
-
-
-def load_dual_encoder(
-    model_dir: Path, cfg_json: dict[str, Any], device: str | torch.device | None = None
-) -> nn.Module:
-    """Loader for `model_type == "dual_encoder"`: no pretrained sources are touched."""
-    from pydantic import ValidationError
-
-    from sonofm.models.config import DualEncoderConfig
-    from sonofm.models.dual_encoder import DualEncoder
-    from sonofm.models.text_towers import load_tokenizer
-
-    try:
-        config = DualEncoderConfig.model_validate(cfg_json.get("config", {}))
-    except ValidationError as e:
-        raise UserError(f"{model_dir / CONFIG_NAME}: invalid 'config': {e}") from e
-    if config.image.arch is None or config.text.arch is None:
-        raise UserError(f"{model_dir / CONFIG_NAME}: config.image.arch / config.text.arch missing")
-    tokenizer = load_tokenizer(str(model_dir))
-    model = DualEncoder(config, tokenizer=tokenizer, load_pretrained=False)
-    load_weights(model, model_dir / WEIGHTS_NAME)
-    return model.to(device) if device is not None else model
