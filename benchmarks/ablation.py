@@ -1,4 +1,4 @@
-"""Ablation of the ultrasound-aware objectives on the simulated benchmark (METHODS.md sections 1-2).
+"""Ablation of the ultrasound-aware objectives on the simulated benchmark (docs/methods.md sections 1-2).
 
 Variants, all trained with the same model preset, data, batch size and number of optimizer steps
 (equal samples seen; the graph and the hard negatives add some FLOPs per step, so wall time is

@@ -45,7 +45,7 @@ class DemoPlan:
 QUICK = DemoPlan(n_images=240, image_size=128, epochs=2, batch_size=32, suite="quick", workers=2, log_every=1)
 DEFAULT = DemoPlan(n_images=2400, image_size=128, epochs=4, batch_size=64, suite="quick", workers=2)
 
-# Baseline vs ultrasound-aware objective (METHODS sections 1-2): soft-label CLIP + semantic loss +
+# Baseline vs ultrasound-aware objective (docs/methods.md sections 1-2): soft-label CLIP + semantic loss +
 # attribute graph, plus the view-informed and negation-aware terms.
 MODELS = {"clip": "clip", "usclip": "soft_clip+semantic+graph+view+negation"}
 

@@ -7,7 +7,7 @@ the metrics and the report figures. Everything else (adapters, few-shot sampling
 loop, model saving, seeds, evaluation) is shared by `sonofm.finetune.job` and the eval kind
 `finetune`, so a new task is one class here plus a head.
 
-Contract (see INTERFACES2.md "B + C"):
+Contract (summarised in docs/design.md, "Fine-tuning tasks"):
 
 - Items are dicts of tensors/scalars/strings; they must include ``image`` (C, S, S) float in
   [0, 1] (C = 1, or ``input_frames`` for multi-frame tasks such as EF on the ED/ES pair),

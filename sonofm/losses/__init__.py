@@ -1,7 +1,7 @@
 """Training losses. Each returns a dict of named terms; the trainer sums and logs them.
 
 The contrastive losses import eagerly (every job needs them); the ultrasound-aware objectives
-(METHODS.md sections 1-2) and the composer load on first access, so `import sonofm.losses`
+(docs/methods.md sections 1-2) and the composer load on first access, so `import sonofm.losses`
 stays cheap.
 """
 

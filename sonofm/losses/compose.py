@@ -2,7 +2,7 @@
 
 ``--loss`` accepts a preset or a ``+``-joined list of ``term[:weight]``:
 
-* ``usclip`` = ``soft_clip + semantic:<lambda> + graph`` (Ultrasound-CLIP, METHODS.md section 1;
+* ``usclip`` = ``soft_clip + semantic:<lambda> + graph`` (Ultrasound-CLIP, docs/methods.md section 1;
   lambda = ``loss.semantic_lambda``, default 1.0)
 * ``echo`` = ``clip + view + negation`` (measurement-grounded echo VLM, section 2)
 * e.g. ``clip+semantic:0.5+view:1``

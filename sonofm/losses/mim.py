@@ -6,7 +6,7 @@ pixels, and the loss is the L1 (or L2) error on the *masked* patches only. With 
 target of every patch is normalised by its own mean and standard deviation (MAE's ``norm_pix_loss``),
 which stresses local structure such as speckle and edges over overall brightness.
 
-Hierarchical classifier (EchoCare's representation-level branch, as sonofm decides it, METHODS.md
+Hierarchical classifier (EchoCare's representation-level branch, as sonofm decides it, docs/methods.md
 section 3): region -> organ (and view for echo) on the pooled feature. Organs are scored
 *within* their region: ``log P(organ) = log P(region(organ)) + log P(organ | region(organ))``,
 where ``P(organ | region)`` is a softmax over the organs of that region only

@@ -1,4 +1,4 @@
-"""Negation-aware contrastive loss with report-derived hard negatives (METHODS.md section 2).
+"""Negation-aware contrastive loss with report-derived hard negatives (docs/methods.md section 2).
 
 For each caption, K hard negatives are written by ``sonofm.reports.negated_captions``: the
 sample's structured report (``Study``) with one finding's polarity flipped or one measurement

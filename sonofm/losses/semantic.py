@@ -1,6 +1,6 @@
 """Ultrasound-CLIP's semantic objectives: tag similarity, the batch target matrix S, L_SM, soft CLIP.
 
-METHODS.md section 1. Every sample carries a (possibly empty) tag list in each of the 9 attribute
+docs/methods.md section 1. Every sample carries a (possibly empty) tag list in each of the 9 attribute
 dimensions. Per dimension k a tag-similarity matrix ``M_k`` (values in [0, 1], identity diagonal)
 says how alike two tags are; for samples i, j
 

@@ -1,4 +1,4 @@
-"""Echo view-informed multi-positive InfoNCE (METHODS.md section 2).
+"""Echo view-informed multi-positive InfoNCE (docs/methods.md section 2).
 
 Positives of sample i are ``P(i) = {i} U {j : same view and same study}``: the other frames of the
 same view in one exam show the same anatomy and are described by equivalent captions, so pushing

@@ -3,7 +3,7 @@
 `apply_adapter(tower, kind)` freezes what must stay frozen and inserts what trains:
 
 - ``ht``: a :class:`HybridTuningAdapter` after every transformer block of a ViT/DINOv2 tower
-  (METHODS.md section 4), tower frozen. The adapters are inserted with forward hooks on the
+  (docs/methods.md section 4), tower frozen. The adapters are inserted with forward hooks on the
   Hugging Face encoder layers, registered with ``prepend=True`` so they run before the
   hidden-state capture hooks of transformers: ``feature_maps`` (which reads the per-block hidden
   states) and the pooled ``forward`` both see the adapted tokens. The adapter modules live in
@@ -27,7 +27,7 @@ The hybrid-tuning math (per block, tokens x (B, N, D), P prefix tokens (CLS + re
                                                       out equal to the pretrained one
 
 Note on f: a real gain per channel commutes with the 2-D FFT, so ``fft_gain="channel"`` (the
-METHODS.md form, the default) is a learnable per-channel scale computed in the frequency domain.
+docs/methods.md form, the default) is a learnable per-channel scale computed in the frequency domain.
 ``fft_gain="frequency"`` learns one gain per channel *and* frequency (GFNet-style global filter,
 needs the grid size), which makes the spectral branch a learnable global convolution.
 """

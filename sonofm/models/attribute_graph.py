@@ -1,6 +1,6 @@
 """Ultrasound-CLIP's attribute heterograph encoder and its gated fusion into the text embedding.
 
-METHODS.md section 1. Per sample, a bipartite graph joins the diagnosis-tag nodes (T1) to the
+docs/methods.md section 1. Per sample, a bipartite graph joins the diagnosis-tag nodes (T1) to the
 descriptor-tag nodes (T2-T9: body system, organ, shape, margin, echogenicity, internal,
 posterior, vascularity) with relations ``described_by`` (diagnosis -> descriptor) and
 ``rev_described_by`` (the reverse). Node features are learnt embeddings of the tag id
@@ -53,7 +53,7 @@ MODEL_TYPE = "attribute_graph_dual_encoder"
 
 
 class AttributeGraphConfig(BaseModel):
-    """Graph encoder and fusion settings (METHODS.md section 1 values by default)."""
+    """Graph encoder and fusion settings (docs/methods.md section 1 values by default)."""
 
     model_config = ConfigDict(extra="forbid")
 

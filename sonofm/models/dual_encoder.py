@@ -23,7 +23,7 @@ from sonofm.models.text_towers import TextTokenizer, TextTower, load_tokenizer
 
 
 class DualEncoder(nn.Module):
-    """Image-text dual encoder (see INTERFACES section 6).
+    """Image-text dual encoder (docs/design.md, "Models").
 
     `config` is the resolved `DualEncoderConfig` (tower `arch` filled in), so
     `DualEncoder(model.config, tokenizer=model.tokenizer, load_pretrained=False)` rebuilds the

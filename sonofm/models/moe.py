@@ -1,6 +1,6 @@
 """EchoVLM's dual-path mixture-of-experts block, inserted beside each decoder layer's dense MLP.
 
-For the post-attention-normalised hidden state x of one token (METHODS.md section 5):
+For the post-attention-normalised hidden state x of one token (docs/methods.md section 5):
 
     p      = softmax(W_g x)                                   router over N routed experts
     MoE(x) = sum_{e in top-k(p)} p_e * FFN_e(x) + sigmoid(w_s . x) * FFN_shared(x)

@@ -1,6 +1,6 @@
 """Self-supervised image model: SimMIM masked image modelling + a hierarchical anatomy classifier.
 
-EchoCare's recipe as sonofm implements it (METHODS.md section 3): the image tower sees images
+EchoCare's recipe as sonofm implements it (docs/methods.md section 3): the image tower sees images
 whose masked patches were replaced by a learnable mask token right after the patch embedding;
 a light decoder (SimMIM: one 1x1 convolution + pixel shuffle from the last feature map) predicts
 the pixels, and the loss counts masked patches only (:mod:`sonofm.losses.mim`). Beside it,

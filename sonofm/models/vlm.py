@@ -1,4 +1,4 @@
-"""SonoVLM: image tower -> projector -> causal LM with dual-path MoE (EchoVLM, METHODS.md section 5).
+"""SonoVLM: image tower -> projector -> causal LM with dual-path MoE (EchoVLM, docs/methods.md section 5).
 
 Data flow (LLaVA-style):
 

@@ -1,4 +1,4 @@
-"""Clinical-correctness scores between structured studies or report texts (METHODS.md section 5).
+"""Clinical-correctness scores between structured studies or report texts (docs/methods.md section 5).
 
 A study is reduced to a set of facts: (dimension, tag, status, grade) per finding, the organ,
 view, frame, sex and risk categories, plus its measurements (matched within reporting precision).

@@ -4,7 +4,7 @@
   prompt ensembles (CLIP-style: the class embedding is the mean over templates and synonyms).
 - `prompt_pair` / `all_prompt_pairs`: paired positive/negated prompts per finding (attribute tags
   and echo findings) for the softmax-over-{pos, neg} zero-shot disease classification of
-  METHODS.md section 2.
+  docs/methods.md section 2.
 - `negated_captions`: the negation-aware loss's hard negatives: flip one finding's polarity or move
   one measurement across its guideline threshold, re-derive the findings, re-write the text with
   the writer, and keep it only if re-parsing shows a real change of meaning.

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ServeSettings(BaseModel):
-    """Everything `create_app` needs (INTERFACES2 section F)."""
+    """Everything `create_app` needs (docs/design.md, "Serving")."""
 
     model_config = ConfigDict(extra="forbid")
 

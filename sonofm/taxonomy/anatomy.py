@@ -114,7 +114,7 @@ REGIONS: tuple[str, ...] = (
     "superficial",
     "obstetric",
 )
-# EchoVLM's seven report-generation regions (METHODS.md section 5).
+# EchoVLM's seven report-generation regions (docs/methods.md section 5).
 CORE_REGIONS: tuple[str, ...] = ("breast", "gynaecology", "heart", "kidney", "liver", "thyroid", "vessel")
 
 ORGANS: tuple[Organ, ...] = (

@@ -1,4 +1,4 @@
-"""The 9 attribute dimensions (METHODS.md section 1) and their tag vocabularies.
+"""The 9 attribute dimensions (docs/methods.md section 1) and their tag vocabularies.
 
 Sources of the descriptor vocabularies:
 - BI-RADS: ACR BI-RADS Atlas, 5th ed. (2013), ultrasound lexicon (shape, orientation, margin,

@@ -582,7 +582,7 @@ class GuidelineRule:
 
 # Every cut-off below is copied from the cited guideline table; see module docstring for the keys.
 GUIDELINE_RULES: dict[str, GuidelineRule] = {
-    # LANG2015 severity partitions, cut-off fixed by METHODS.md section 2: LVEF < 50%
+    # LANG2015 severity partitions, cut-off fixed by docs/methods.md section 2: LVEF < 50%
     # is reduced; 41-49 mildly, 30-40 moderately, < 30 severely abnormal.
     "reduced_lvef": GuidelineRule(
         "reduced_lvef",

@@ -1,4 +1,4 @@
-"""The generative VLM's data, training stages, metrics and eval tasks (METHODS.md section 5).
+"""The generative VLM's data, training stages, metrics and eval tasks (docs/methods.md section 5).
 
 - `conversations`: ShareGPT conversations from a dataset directory; EchoVLM JSON read/write.
 - `data`: torch dataset + collate over conversations (prompt format of `sonofm.models.vlm_prompt`).

@@ -1,4 +1,4 @@
-"""ShareGPT-style instruction conversations built from a dataset directory (METHODS.md section 5).
+"""ShareGPT-style instruction conversations built from a dataset directory (docs/methods.md section 5).
 
 A record is ``{"id", "image": [relative paths], "conversations": [{"from": "human"|"gpt",
 "value"}]}``, the JSON EchoVLM trains on; each user turn starts with one ``<image>`` line per

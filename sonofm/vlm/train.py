@@ -1,4 +1,4 @@
-"""The VLM training job behind ``sonofm train-vlm`` (EchoVLM's two stages, METHODS.md section 5).
+"""The VLM training job behind ``sonofm train-vlm`` (EchoVLM's two stages, docs/methods.md section 5).
 
 config -> conversations (`sonofm.vlm.conversations`, or an EchoVLM ShareGPT JSON) -> tokenizer
 (BPE trained on the training conversations when no pretrained LM is given) -> `SonoVLM`

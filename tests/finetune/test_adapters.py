@@ -25,7 +25,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 def reference_adapter(ad: HybridTuningAdapter, x: np.ndarray) -> np.ndarray:
-    """METHODS.md section 4 written out in numpy/scipy, independent of the module's code path."""
+    """docs/methods.md section 4 written out in numpy/scipy, independent of the module's code path."""
     b, n, d = x.shape
     p = ad.num_prefix_tokens
     side = int(round(np.sqrt(n - p)))

@@ -1,4 +1,4 @@
-"""Negation-aware contrastive loss (METHODS.md section 2) and its report-derived hard negatives."""
+"""Negation-aware contrastive loss (docs/methods.md section 2) and its report-derived hard negatives."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ultrasound-CLIP semantic objectives against brute-force implementations of METHODS.md section 1."""
+"""Ultrasound-CLIP semantic objectives against brute-force implementations of docs/methods.md section 1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""View-informed multi-positive InfoNCE (METHODS.md section 2) against CLIP and a brute-force sum."""
+"""View-informed multi-positive InfoNCE (docs/methods.md section 2) against CLIP and a brute-force sum."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attribute heterograph encoder and gated fusion (METHODS.md section 1)."""
+"""Attribute heterograph encoder and gated fusion (docs/methods.md section 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dual-path MoE (METHODS.md section 5) against direct per-token computations."""
+"""Dual-path MoE (docs/methods.md section 5) against direct per-token computations."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _swiglu_ref(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.T
 
 
 def _reference(block: DualPathMoE, x: torch.Tensor) -> torch.Tensor:
-    """Token-by-token computation of METHODS.md section 5, written independently of the module."""
+    """Token-by-token computation of docs/methods.md section 5, written independently of the module."""
     out = torch.empty_like(x)
     flat = x.reshape(-1, x.shape[-1])
     res = out.view(-1, x.shape[-1])

@@ -8,7 +8,7 @@ import pytest
 
 from sonofm import taxonomy as T
 
-# Tag ids of INTERFACES.md section 1, copied literally: a rename anywhere breaks this test.
+# Taxonomy contract tag ids (docs/design.md "Taxonomy"), copied literally: a rename anywhere breaks this test.
 CONTRACT_TAGS = {
     "diagnosis": ["nodule", "cyst", "mass", "fluid_collection", "normal"],
     "body_system": [

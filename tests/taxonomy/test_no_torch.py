@@ -1,4 +1,4 @@
-"""sonofm.taxonomy must stay importable without torch (DESIGN.md dependency rule)."""
+"""sonofm.taxonomy must stay importable without torch (docs/design.md, "Layers")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Classification follows CLIP / CLIP_benchmark: class weight = mean of the class's normalised
 prompt embeddings, renormalised; logits = logit_scale * image . weight; acc1, balanced accuracy
-(mean per-class recall) and macro one-vs-rest AUC. Finding detection follows METHODS.md section 2:
+(mean per-class recall) and macro one-vs-rest AUC. Finding detection follows docs/methods.md section 2:
 paired positive/negated prompts, p(finding) = softmax over {pos, neg} with the model's logit scale.
 """
 
