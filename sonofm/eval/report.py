@@ -163,10 +163,10 @@ def tsne_figures(
 
 
 def _thumb(path: Path, size: int = 96) -> str | None:
-    try:
-        from PIL import Image
+    from sonofm.data.decode import open_image
 
-        with Image.open(path) as im:
+    try:
+        with open_image(path) as im:  # one pixel limit; any decoder failure is a ValueError
             im = im.convert("L")
             im.thumbnail((size, size))
             buf = io.BytesIO()
