@@ -76,6 +76,7 @@ def finetune_cmd(
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     resume: bool = typer.Option(False, "--resume", help="Keep finished seeds, resume an interrupted one."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in OUT."),
     overrides: list[str] | None = typer.Argument(
         None, help="key=value overrides (task_options.target=view, task_options.labels=[3,4,5])."
     ),
@@ -122,7 +123,7 @@ def finetune_cmd(
     config = resolve_config(
         FinetuneConfig, preset=base, kind="finetune", values=values, overrides=list(overrides or [])
     )
-    result = finetune(config, out, resume=resume)
+    result = finetune(config, out, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     s = result.summary
@@ -149,6 +150,7 @@ def train_vlm_cmd(
     stage: str | None = typer.Option(None, "--stage", help="1 (MoE + projector), 2 (LoRA + MoE) or both."),
     preset: str = typer.Option("train-tiny", "--preset", help="VLM training preset or a YAML file."),
     resume: str | None = typer.Option(None, "--resume", help="'latest': skip finished stages, go on."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in OUT."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides (stage2.lr=1e-4)."),
 ) -> None:
     """Train the generative VLM (image tower -> projector -> MoE LM) in EchoVLM's two stages.
@@ -186,7 +188,7 @@ def train_vlm_cmd(
     base = str(saved) if resume is not None and saved.is_file() else preset
     extra = list(overrides or [])
     config = resolve_config(VLMTrainConfig, preset=base, kind="vlm", values=values, overrides=extra)
-    result = train_vlm(config, out, resume=resume)
+    result = train_vlm(config, out, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     for name, fit in result.stages.items():
@@ -264,6 +266,7 @@ def ssl_cmd(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     resume: str | None = typer.Option(None, "--resume", help="'latest', 'best' or a checkpoint file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in OUT."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides (mask_ratio=0.75)."),
 ) -> None:
     """Self-supervised image pretraining: masked image modelling + region/organ/view classifier.
@@ -299,7 +302,7 @@ def ssl_cmd(
     base = str(saved) if resume is not None and saved.is_file() else preset
     extra = list(overrides or [])
     config = resolve_config(SSLConfig, preset=base, kind="ssl", values=values, overrides=extra)
-    result = ssl_pretrain(config, out, resume=resume)
+    result = ssl_pretrain(config, out, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     fit = result.fit
@@ -360,7 +363,9 @@ app.add_typer(index_app, name="index")
 def index_build(
     model: str = typer.Option(..., "--model", "-m", help="Dual-encoder model dir, or an ONNX export dir."),
     data: str = typer.Option(..., "--data", help="Dataset directory or manifest file."),
-    out: str = typer.Option(..., "--out", help="Index directory to write (replaced atomically)."),
+    out: str = typer.Option(
+        ..., "--out", help="Index directory to write (the same build replaces it atomically)."
+    ),
     split: str | None = typer.Option(None, "--split", help="Index one split only (default: all rows)."),
     kind: str = typer.Option(
         "auto", "--kind", help="auto (flat below 50k vectors, else IVF), flat, ivf or hnsw."
@@ -368,6 +373,7 @@ def index_build(
     batch_size: int = typer.Option(64, "--batch-size", help="Images per embedding batch."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if any)."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes for image decoding."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index built from other inputs."),
 ) -> None:
     """Embed a dataset's images and write a FAISS case index (index.faiss, meta.parquet, thumbs/).
 
@@ -393,6 +399,7 @@ def index_build(
             device=device,
             workers=workers,
             progress=lambda n: bar.advance(task, n),
+            overwrite=overwrite,
         )
     info = CaseIndex.load(path).info
     console.print(
@@ -468,11 +475,14 @@ app.add_typer(export_app, name="export")
 @export_app.command("onnx")
 def export_onnx_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Dual-encoder model directory."),
-    out: str = typer.Option(..., "--out", help="Export directory to write (replaced atomically)."),
+    out: str = typer.Option(
+        ..., "--out", help="Export directory to write (the same export replaces it atomically)."
+    ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
     check: bool = typer.Option(
         True, "--check/--no-check", help="Compare onnxruntime with torch (max abs diff <= 1e-4)."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an export of another model."),
 ) -> None:
     """Export the image and text encoders to ONNX, checked against torch with onnxruntime.
 
@@ -484,7 +494,7 @@ def export_onnx_cmd(
     """
     from sonofm.serve.export import export_onnx
 
-    info = export_onnx(model, out, opset=opset, check=check)
+    info = export_onnx(model, out, opset=opset, check=check, overwrite=overwrite)
     worst = max(info["max_abs_diff"].values(), default=float("nan"))
     exporters = ", ".join(f"{k}: {v}" for k, v in info["exporter"].items())
     console.print(f"[green]exported[/] {model} (exporter {exporters}; max |onnx - torch| = {worst:.2e})")
@@ -849,6 +859,7 @@ def pretrain(
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     resume: str | None = typer.Option(None, "--resume", help="'latest', 'best' or a checkpoint file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in OUT."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides (train.lr=1e-4)."),
 ) -> None:
     """Contrastive image-text pretraining (CLIP or SigLIP) of a dual encoder.
@@ -881,7 +892,7 @@ def pretrain(
     # Resuming continues the saved run: its resolved config is the base, options still override.
     base = str(saved) if resume is not None and saved.is_file() else preset
     config = resolve_config(PretrainConfig, preset=base, values=values, overrides=list(overrides or []))
-    result = run_pretrain(config, out, resume=resume)
+    result = run_pretrain(config, out, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun only rank 0 reports
     fit = result.fit

@@ -71,19 +71,16 @@ def _resize(arr: np.ndarray, size: int, resample: int) -> np.ndarray:
 
 
 def read_grayscale(path: Path | BinaryIO) -> np.ndarray:
-    """8-bit grayscale array of a PNG/JPEG; colour images are converted to luminance."""
-    with Image.open(path) as im:
-        if im.mode not in ("L", "I;16", "I"):
-            im = im.convert("L")
-        arr = np.asarray(im)
-    if arr.dtype != np.uint8:  # 16-bit grayscale: scale to 8 bits
-        arr = (arr.astype(np.float32) / max(float(arr.max()), 1.0) * 255).astype(np.uint8)
-    return arr
+    """8-bit grayscale array of a PNG/JPEG (colour -> luminance); see :mod:`sonofm.data.decode`."""
+    from sonofm.data.decode import decode_image
+
+    return decode_image(path, "gray")
 
 
 def read_mask(path: Path | BinaryIO) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L") if im.mode not in ("L", "P") else im).astype(np.uint8)
+    from sonofm.data.decode import decode_image
+
+    return decode_image(path, "mask")
 
 
 class UltrasoundDataset(torch.utils.data.Dataset):

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sonofm.errors import DataError
-
 PNG_COMPRESS_LEVEL = 6
 
 
@@ -52,17 +50,11 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
 
 
 def read_png(path: str | Path) -> np.ndarray:
-    """A PNG as a uint8 array: (H, W) for grayscale/label maps, (H, W, 3) for colour."""
-    from PIL import Image, UnidentifiedImageError
+    """A PNG as a uint8 array: (H, W) for grayscale/label maps, (H, W, 3) for colour.
 
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("L", "P"):  # P: palette label maps keep their indices
-                return np.asarray(img).copy()
-            if img.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
-                return np.asarray(img.convert("RGB")).copy()
-            return np.asarray(img.convert("L")).copy()
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"{path}: not a readable image ({err})") from None
+    Decoded by :func:`sonofm.data.decode.decode_image` (one pixel limit; failures raise
+    ImageDecodeError, a DataError).
+    """
+    from sonofm.data.decode import decode_image
+
+    return decode_image(path, "keep")

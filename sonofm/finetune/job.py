@@ -39,7 +39,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from sonofm.config import TrainerConfig, dump_config
+from sonofm.config import TrainerConfig
 from sonofm.errors import DataError, UserError
 from sonofm.finetune.tasks import FinetuneTask, collate, concat_predictions, get_task
 
@@ -431,7 +431,9 @@ def summarise(per_seed: list[dict[str, Any]], split: str = "test") -> dict[str, 
     return out
 
 
-def finetune(config: FinetuneConfig, out: str | Path, *, resume: bool = False) -> FinetuneResult:
+def finetune(
+    config: FinetuneConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False
+) -> FinetuneResult:
     """Run the job as ``config`` says (every seed), write results.json and report.html into ``out``."""
     from sonofm.data.manifest import read_manifest
     from sonofm.train.distributed import init_distributed
@@ -444,11 +446,19 @@ def finetune(config: FinetuneConfig, out: str | Path, *, resume: bool = False) -
     if not config.seeds:
         raise UserError("seeds: give at least one seed (e.g. --seeds 1,2,3)")
     get_task(config.task, **config.task_options)  # fail fast on a bad task or options
+    from sonofm.models.adapters import ADAPTER_KINDS
+    from sonofm.train.rundir import open_run
+
+    if config.adapter not in ADAPTER_KINDS:  # checked before the run folder exists
+        raise UserError(f"--adapter {config.adapter!r}: choose one of {', '.join(ADAPTER_KINDS)}")
     out = Path(out)
+    run = open_run(
+        out, job="finetune", config=config, resume=resume, overwrite=overwrite, continue_value=True
+    )
+    resume = bool(run.resume)  # the same config re-run keeps finished seeds and resumes the rest
     info = init_distributed(config.train.device)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(config, out / "config.yaml")
+        run.commit(config)
     df = read_manifest(data)
     root = data if data.is_dir() else data.parent
     events = out / "finetune.jsonl"

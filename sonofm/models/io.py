@@ -127,6 +127,8 @@ def save_model(model: nn.Module, path: str | Path, *, training: dict[str, Any] |
     try:
         _write_json(tmp / CONFIG_NAME, _config_json(model))
         save_file(_state_dict_for_safetensors(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        # safetensors writes its file private (0600); a model dir is shared like any other file
+        os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~umask)
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))

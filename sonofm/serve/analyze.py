@@ -31,11 +31,12 @@ import numpy as np
 import torch
 
 from sonofm import taxonomy as tx
+from sonofm.data.decode import MAX_PIXELS as DECODE_MAX_PIXELS
 from sonofm.errors import UserError
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 64_000_000  # larger decoded images are refused (decompression-bomb guard)
+MAX_PIXELS = DECODE_MAX_PIXELS  # one pixel limit for the toolkit (decompression-bomb guard)
 PREVIEW_SIZE = 384  # longest side of the preview/overlay PNGs in responses
 ATTRIBUTE_DIMS = ("diagnosis", "shape", "margin", "echogenicity", "internal", "posterior", "vascularity")
 
@@ -110,34 +111,13 @@ def sniff_kind(data: bytes, filename: str = "", content_type: str = "") -> str:
 
 
 def _decode_raster(data: bytes, kind: str, filename: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """PNG/JPEG bytes -> uint8 (H, W) through the shared decoder (one pixel limit, one failure)."""
+    from sonofm.data.decode import ImageDecodeError, decode_image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise UploadError(
-                    422, f"{filename!r}: image is {w}x{h} pixels, more than {MAX_PIXELS} allowed"
-                )
-            im.load()
-            if im.mode not in ("L", "I;16", "I"):
-                im = im.convert("L")
-            arr = np.asarray(im)
-    except UploadError:
-        raise
-    except UnidentifiedImageError:
-        raise UploadError(
-            422, f"{filename!r}: corrupt {kind.upper()} image (Pillow cannot identify the data)"
-        ) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UploadError(
-            422, f"{filename!r}: corrupt {kind.upper()} image ({type(e).__name__}: {e})"
-        ) from None
-    if arr.dtype != np.uint8:  # 16-bit grayscale: scale by its used range, like the data loader
-        arr = (arr.astype(np.float32) / max(float(arr.max()), 1.0) * 255).astype(np.uint8)
-    if arr.ndim != 2 or min(arr.shape) < 1:
-        raise UploadError(422, f"{filename!r}: decoded to an unusable array of shape {arr.shape}")
-    return arr
+        return decode_image(data, "gray", name=repr(filename), max_pixels=MAX_PIXELS)
+    except ImageDecodeError as e:
+        raise UploadError(422, f"corrupt {kind.upper()} image: {e}") from None
 
 
 def _decode_dicom(data: bytes, filename: str, deid: Any) -> DecodedUpload:
@@ -591,6 +571,14 @@ class Analyzer:
         """The VLM's answer (a draft report when `question` is None)."""
         with torch.inference_mode():
             return str(self.vlm.chat([image], question))
+
+    def chat_checked(self, image: np.ndarray, question: str | None) -> dict[str, Any]:
+        """The VLM's answer with its low-confidence flag (`sonofm.models.vlm_confidence`):
+        {text, mean_logprob, low_confidence, reasons}; models without a check pass unflagged."""
+        with torch.inference_mode():
+            if hasattr(self.vlm, "chat_checked"):
+                return self.vlm.chat_checked([image], question).to_dict()
+            return {"text": str(self.vlm.chat([image], question)), "low_confidence": False, "reasons": []}
 
     def preview(self, image: np.ndarray) -> str:
         return png_data_uri(_fit(image))

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import secrets
 import tempfile
@@ -55,7 +56,9 @@ access_log = logging.getLogger("sonofm.serve.access")
 STATIC_DIR = Path(__file__).parent / "static"
 MULTIPART_SLACK = 64 * 1024  # multipart boundaries + the small form fields on top of the file
 OPEN_PATHS = ("/health", "/ready", "/api/info")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# a client's X-Request-ID is echoed only when it is a plain token: it starts with a letter or
+# digit and holds no "..", so it can never name a path (anything else gets a generated id)
+_REQUEST_ID = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # the page loads only its own files and inline data: URIs (thumbnails, overlays)
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -377,6 +380,11 @@ class AnalyzeResponse(BaseModel):
     findings: list[FindingOut]
     similar_cases: list[CaseOut] | None = Field(None, description="null when no index is loaded")
     report: str | None = Field(None, description="draft report; null when no VLM is loaded")
+    report_check: dict[str, Any] | None = Field(
+        None,
+        description="the draft's confidence: mean_logprob, low_confidence (show a warning, not the "
+        "text), reasons; null when no VLM is loaded",
+    )
     answer: str | None = Field(None, description="VLM answer to `question`; null without VLM/question")
     segmentation: SegmentationOut | None = Field(
         None, description="null when no segmentation model is loaded"
@@ -531,7 +539,9 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
         data = await file.read(limit + 1)
         if len(data) > limit:
             return _json_error(413, f"upload too large: the limit is {settings.max_upload_mb:g} MB", rid)
-        name = file.filename or "upload"
+        # the client's file name is never echoed or logged (PACS exports are named after patients):
+        # only whether it says DICOM, which sniffing needs for files without the DICM preamble
+        name = upload_name(file.filename)
         try:
             decoded, job = await run_in_threadpool(_decode, state, data, name, file.content_type or "", k)
         except UploadError as e:
@@ -546,10 +556,11 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
             lambda: (a.similar_cases(out), a.segmentation(decoded.image, out), a.preview(decoded.image))
         )
         t3 = time.perf_counter()
-        report = answer = None
+        report = answer = report_check = None
         if a.vlm is not None:
             loop = asyncio.get_running_loop()
-            report = await loop.run_in_executor(state.vlm_executor, a.chat, decoded.image, None)
+            report_check = await loop.run_in_executor(state.vlm_executor, a.chat_checked, decoded.image, None)
+            report = report_check.pop("text")
             if question and question.strip():
                 answer = await loop.run_in_executor(
                     state.vlm_executor, a.chat, decoded.image, question.strip()
@@ -567,6 +578,7 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
             **preds,
             "similar_cases": cases,
             "report": report,
+            "report_check": report_check,
             "answer": answer,
             "segmentation": seg,
             "model": {
@@ -642,12 +654,32 @@ def _decode(
     return decoded, state.analyzer.make_job(decoded.image, k)
 
 
-def _store(root: Path, rid: str, decoded: DecodedUpload) -> None:
-    """Keep the de-identified image (PNG) and its non-identifying facts (JSON), written atomically."""
+def upload_name(filename: str | None) -> str:
+    """The neutral name an upload goes by in messages and logs: 'upload' or 'upload.dcm'."""
+    return "upload.dcm" if (filename or "").lower().endswith((".dcm", ".dicom")) else "upload"
+
+
+def _store(root: Path, rid: str, decoded: DecodedUpload) -> Path:
+    """Keep the de-identified image (PNG) and its non-identifying facts (JSON), written atomically.
+
+    Files are named by a server-generated id, never by the client's request id, and an existing
+    file is never replaced: two requests with the same X-Request-ID keep both uploads.
+    """
     from sonofm.atomic import atomic_write_text
     from sonofm.data.pngio import write_png
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    write_png(root / f"{rid}.png", decoded.image)
-    atomic_write_text(root / f"{rid}.json", json.dumps({"request_id": rid, **decoded.info}, default=str))
+    while True:
+        stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:16]}"
+        try:  # claim the name first (O_EXCL): no other request can ever write the same files
+            fd = os.open(root / f"{stem}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        break
+    write_png(root / f"{stem}.png", decoded.image)
+    atomic_write_text(
+        root / f"{stem}.json", json.dumps({"request_id": rid, "stored_as": stem, **decoded.info}, default=str)
+    )
+    return root / f"{stem}.png"

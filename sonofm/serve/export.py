@@ -216,8 +216,23 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _same_legacy_export(out: str | Path, settings: dict[str, Any]) -> bool:
+    """An export written before job records: the same export when its export.json says so."""
+    try:
+        info = json.loads((Path(out).expanduser() / EXPORT_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return info.get("opset") == settings["opset"] and info.get("model_dir") == settings["model"]
+
+
 def export_onnx(
-    model_dir: str | Path, out: str | Path, *, opset: int = 17, check: bool = True, seed: int = 0
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    opset: int = 17,
+    check: bool = True,
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export a dual encoder's image and text encoders to ONNX in `out`; returns export.json's content.
 
@@ -231,8 +246,15 @@ def export_onnx(
 
     from sonofm.eval.embed import model_hash
     from sonofm.models.io import WEIGHTS_NAME, load_model, resolve_model_dir
+    from sonofm.outdir import open_output
 
     src = resolve_model_dir(model_dir)
+    # an existing export is redone only by the same export (same model, opset)
+    settings = {"model": str(Path(src).resolve()), "opset": opset}
+    claim = open_output(
+        Path(out).expanduser(), job="export onnx", settings=settings, overwrite=overwrite,
+        options="the same --model and --opset to redo it", legacy_same=_same_legacy_export(out, settings),
+    )
     model = load_model(src, device="cpu").eval()
     for attr in ("encode_image", "encode_text", "tokenize"):
         if not callable(getattr(model, attr, None)):
@@ -316,6 +338,7 @@ def export_onnx(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        claim.write_record(tmp)
         if target.exists():
             old = target.parent / f".{target.name}.old-{os.getpid()}"
             os.replace(target, old)

@@ -453,13 +453,15 @@ def _thumb_name(case_id: str, used: set[str]) -> str:
 def _write_thumb(src: Path, dst: Path) -> bool:
     from PIL import Image
 
+    from sonofm.data.decode import ImageDecodeError, open_image
+
     try:
-        with Image.open(src) as im:
+        with open_image(src) as im:
             im = im.convert("RGB" if im.mode in ("RGB", "RGBA", "P") else "L")
             im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
             im.save(dst, format="JPEG", quality=85, optimize=True)
         return True
-    except (OSError, ValueError) as e:
+    except (OSError, ImageDecodeError) as e:
         log.warning("no thumbnail for %s (%s)", src, e)
         return False
 
@@ -499,6 +501,19 @@ def _swap_in(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
+def _same_legacy_index(out: Path, settings: dict[str, Any]) -> bool:
+    """An index written before job records: the same build when its index.json says so."""
+    try:
+        info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    data_dir = str(info.get("data_dir", ""))
+    return (
+        info.get("model_dir") == settings["model"] and info.get("split") == settings["split"]
+        and settings["data"] in (data_dir, str(Path(data_dir).parent))
+    )
+
+
 def build_index(
     model_dir: str | Path,
     data_dir: str | Path,
@@ -511,6 +526,7 @@ def build_index(
     workers: int = 0,
     thumbnails: bool = True,
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Embed the images of `data_dir` (one split, or all rows) with a model and write an index dir.
 
@@ -523,9 +539,18 @@ def build_index(
     from sonofm import __version__
     from sonofm.data.manifest import load_dataset
     from sonofm.eval.embed import embed_images
+    from sonofm.outdir import open_output
 
     if kind not in KINDS:
         raise UserError(f"index kind {kind!r} is not one of {', '.join(KINDS)}")
+    # an existing index is rebuilt only by the same build (same model, data, split, kind)
+    settings = {"model": str(Path(model_dir).expanduser().resolve()),
+                "data": str(Path(data_dir).expanduser().resolve()), "split": split, "kind": kind}
+    claim = open_output(
+        Path(out).expanduser(), job="index build", settings=settings, overwrite=overwrite,
+        options="the same --model, --data, --split and --kind to rebuild it",
+        legacy_same=_same_legacy_index(Path(out).expanduser(), settings),
+    )
     t_start = time.perf_counter()
     ds = load_dataset(data_dir)
     df = ds.manifest
@@ -609,6 +634,7 @@ def build_index(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        claim.write_record(tmp)
         _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sonofm.config import PretrainConfig, dump_config
+from sonofm.config import PretrainConfig
 from sonofm.errors import DataError, UserError
 from sonofm.losses import build_contrastive_loss
 from sonofm.losses.compose import build_objective, is_plain
@@ -116,13 +116,16 @@ def _build_model(config: PretrainConfig) -> nn.Module:
 
 
 
-def pretrain(config: PretrainConfig, out: str | Path, *, resume: str | None = None) -> PretrainResult:
+def pretrain(
+    config: PretrainConfig, out: str | Path, *, resume: str | None = None, overwrite: bool = False
+) -> PretrainResult:
     """Train a dual encoder as ``config`` says; write the run into ``out``.
 
     Works the same in one process and under ``torchrun`` (each rank draws its own shard of every
     batch; the contrastive loss gathers features across ranks).
     """
     from sonofm.data import loader as data_loader
+    from sonofm.train.rundir import open_run
 
     if config.data.path is None:
         raise UserError("no training data: pass --data DIR (a dataset directory or manifest file)")
@@ -130,10 +133,11 @@ def pretrain(config: PretrainConfig, out: str | Path, *, resume: str | None = No
     if not data_path.exists():
         raise UserError(f"--data {data_path}: no such dataset directory or manifest")
     out = Path(out)
+    run = open_run(out, job="pretrain", config=config, resume=resume, overwrite=overwrite)
+    resume = run.resume  # the same config re-run continues from its latest checkpoint
     info = init_distributed(config.train.device)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(config, out / "config.yaml")
+        run.commit(config)
 
     torch.manual_seed(config.train.seed)  # same initial weights on every rank
     model = _build_model(config)

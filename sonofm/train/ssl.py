@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
-from sonofm.config import TrainerConfig, dump_config
+from sonofm.config import TrainerConfig
 from sonofm.errors import DataError, UserError
 from sonofm.losses.mim import IGNORE_INDEX
 from sonofm.models.config import ImageTowerConfig
@@ -271,7 +271,9 @@ def evaluate_ssl(model: SSLModel, loader: Any, device: torch.device, seed: int =
 # the job
 
 
-def ssl_pretrain(config: SSLConfig, out: str | Path, *, resume: str | None = None) -> SSLResult:
+def ssl_pretrain(
+    config: SSLConfig, out: str | Path, *, resume: str | None = None, overwrite: bool = False
+) -> SSLResult:
     """Pretrain an image tower as ``config`` says; write the run (and ``out/model``) into ``out``."""
     if config.data.path is None:
         raise UserError("no training data: pass --data DIR (a dataset directory or manifest file)")
@@ -280,11 +282,14 @@ def ssl_pretrain(config: SSLConfig, out: str | Path, *, resume: str | None = Non
         raise UserError(f"--data {data_path}: no such dataset directory or manifest")
     if config.weights.mim == 0 and not any(getattr(config.weights, lv) > 0 for lv in LEVELS):
         raise UserError("every loss weight is 0 (weights.mim, weights.region, ...): nothing to train")
+    from sonofm.train.rundir import open_run
+
     out = Path(out)
+    run = open_run(out, job="ssl", config=config, resume=resume, overwrite=overwrite)
+    resume = run.resume  # the same config re-run continues from its latest checkpoint
     info = init_distributed(config.train.device)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(config, out / "config.yaml")
+        run.commit(config)
 
     torch.manual_seed(config.train.seed)  # same initial weights on every rank
     model = SSLModel(build_model_config(config))

@@ -177,3 +177,39 @@ class Collator:
 
     def __call__(self, batch: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         return collate_conversations(batch, self.pad_id, self.padding_side)
+
+
+class LengthGroupedBatches(Dataset):
+    """Items are whole batches of conversations of similar token length (HF's group_by_length).
+
+    Why: a report is about five times longer than a VQA answer, so a random batch pads every row
+    to its report and spends most of its compute on padding (measured on the demo set: 4x the
+    tokens of length-grouped batches). Groups are fixed once (sorted by length, random tie-break
+    with `seed`); the trainer shuffles their order every epoch. Use with `GroupCollator` and a
+    trainer batch size of 1 (one group per step).
+    """
+
+    def __init__(self, base: ConversationDataset, batch_size: int, seed: int = 0) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        lengths = np.array([len(ids) for ids, _ in base.encoded])
+        rng = np.random.default_rng(seed)
+        order = np.lexsort((rng.random(len(lengths)), lengths))
+        self.base = base
+        self.groups = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> list[dict[str, Any] | None]:
+        return [self.base[j] for j in self.groups[i]]
+
+
+class GroupCollator:
+    """Collate a batch of `LengthGroupedBatches` items (lists) as one flat batch."""
+
+    def __init__(self, collator: Collator) -> None:
+        self.collator = collator
+
+    def __call__(self, batch: Sequence[list[dict[str, Any] | None]]) -> dict[str, Any]:
+        return self.collator([item for group in batch for item in group])

@@ -30,10 +30,12 @@ an interrupted stage continues from its latest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +44,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from sonofm.config import TrainerConfig, dump_config, load_preset
+from sonofm.config import TrainerConfig, load_preset
 from sonofm.errors import DataError, UserError
 from sonofm.train.checkpoint import LATEST
 from sonofm.train.trainer import FitResult, Trainer, to_device
@@ -50,7 +52,19 @@ from sonofm.vlm.conversations import TASKS
 
 log = logging.getLogger(__name__)
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Llama/Qwen names, then BERT's (a MiniLM decoder): the ones an LM lacks are skipped.
+LORA_TARGETS = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "query",
+    "key",
+    "value",
+)
 
 
 class VLMDataConfig(BaseModel):
@@ -66,6 +80,10 @@ class VLMDataConfig(BaseModel):
     max_images: int = Field(4, ge=2)
     report_questions: int = Field(1, ge=1, description="report records per image, each worded differently")
     val_max: int = Field(128, ge=1, description="validation conversations scored each epoch (lm loss)")
+    group_by_length: bool = Field(
+        True,
+        description="batches of similar-length conversations (far less padding; see LengthGroupedBatches)",
+    )
     seed: int = 0
 
 
@@ -234,11 +252,17 @@ def _aux_weight(model: nn.Module) -> float | None:
 
 
 def freeze_for_stage1(model: nn.Module) -> list[str]:
-    """Stage 1: only MoE parameters and the projector train; returns the trainable names."""
+    """Stage 1: only MoE parameters, the projector and the LM's freshly initialised parts train.
+
+    Fresh parts are what a pretrained checkpoint lacked (a BERT encoder has no next-token head
+    transform); left frozen at random they would scramble every prediction of stage 1.
+    """
     model.requires_grad_(False)
     for p in model.moe_parameters():
         p.requires_grad_(True)
     model.projector.requires_grad_(True)
+    for p in model.fresh_lm_parameters():
+        p.requires_grad_(True)
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
@@ -278,6 +302,8 @@ def apply_stage2(model: nn.Module, lora: LoRASettings, *, train_visual: bool = F
     for p in model.moe_parameters():
         p.requires_grad_(True)
     model.projector.requires_grad_(True)
+    for p in model.fresh_lm_parameters():
+        p.requires_grad_(True)
     if train_visual:
         model.visual.requires_grad_(True)
     return [n for n, p in model.named_parameters() if p.requires_grad]
@@ -307,6 +333,16 @@ class RoutingLog:
             record["step"],
             "; ".join(f"{r} {[round(x, 2) for x in fr]}" for r, fr in window.items()),
         )
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
 
 
 def _val_fn(model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
@@ -350,6 +386,8 @@ def _run_stage(
             "max_steps": stage.max_steps,
             "lr": stage.lr,
             "accum_feature_cache": False,  # an LM loss is a per-token mean: plain accumulation is exact
+            # length-grouped data: one item is a whole batch of train.batch_size conversations
+            **({"batch_size": 1} if config.data.group_by_length else {}),
             "warmup_steps": 0,
             # experts that received no token in a batch have no gradient: DDP must allow that
             "find_unused_parameters": True,
@@ -388,6 +426,13 @@ def _run_stage(
         "stage %s: %d trainable parameters, %d steps (warmup %d)", name, n_train, trainer.total_steps, warmup
     )
     fit = trainer.fit(resume="latest" if resume and has_ckpt else None)
+    # max_steps usually ends a stage mid-epoch: report the fraction of epochs actually run, and
+    # score the validation set once at the end when no epoch boundary did it.
+    fit.data["epochs_done"] = round(fit.step / max(1, trainer.steps_per_epoch), 3)
+    if not fit.last_val and val_loader is not None:
+        with torch.no_grad(), _eval(model):
+            fit.last_val = _val_fn(model, val_loader, info.device)
+        log.info("stage %s: val lm_loss %.4f", name, fit.last_val["val/lm_loss"])
     if info.is_main:
         total = {
             r: {"counts": c, "fraction": [x / max(1, sum(c)) for x in c]} for r, c in routing.total.items()
@@ -416,15 +461,20 @@ def _load_vlm(path: Path) -> nn.Module:
 
 
 # ------------------------------------------------------------------ the job
-def train_vlm(config: VLMTrainConfig, out: str | Path, *, resume: str | None = None) -> VLMTrainResult:
+def train_vlm(
+    config: VLMTrainConfig, out: str | Path, *, resume: str | None = None, overwrite: bool = False
+) -> VLMTrainResult:
     """Run the configured stages; write the run into ``out`` (see the module docstring)."""
     from torch.utils.data import DataLoader
 
     from sonofm.train.distributed import barrier, init_distributed
+    from sonofm.train.rundir import open_run
     from sonofm.vlm.conversations import write_sharegpt
     from sonofm.vlm.data import Collator, ConversationDataset
 
     out = Path(out)
+    run = open_run(out, job="train-vlm", config=config, resume=resume, overwrite=overwrite)
+    resume = run.resume  # the same config re-run skips finished stages and resumes the rest
     info = init_distributed(config.train.device)
     model_cfg = resolve_model_config(config)
     train_recs, root = _conversations(config, config.data.train_split)
@@ -437,8 +487,7 @@ def train_vlm(config: VLMTrainConfig, out: str | Path, *, resume: str | None = N
         except DataError as err:
             log.warning("no validation: %s", err)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(config, out / "config.yaml")
+        run.commit(config)
         write_sharegpt(train_recs, out / "conversations" / "train.json")
         if val_recs:
             write_sharegpt(val_recs, out / "conversations" / "val.json")
@@ -452,6 +501,13 @@ def train_vlm(config: VLMTrainConfig, out: str | Path, *, resume: str | None = N
         from sonofm.models.vlm import build_vlm
 
         model = build_vlm(model_cfg, tokenizer)
+        from sonofm.models.vlm_prompt import safe_no_repeat_ngram
+
+        answers = [t["value"] for r in train_recs for t in r["conversations"][1::2]]
+        model.config.no_repeat_ngram = safe_no_repeat_ngram(tokenizer, answers)
+        log.info(
+            "decoding: no n-gram of %d tokens repeats in any training answer", model.config.no_repeat_ngram
+        )
     mc = model.config
     common = {
         "num_image_tokens": mc.num_image_tokens,
@@ -460,10 +516,18 @@ def train_vlm(config: VLMTrainConfig, out: str | Path, *, resume: str | None = N
     }
     train_ds = ConversationDataset(train_recs, root, tokenizer, **common)
     collate = Collator(tokenizer.pad_token_id, "right")
+    val_collate = collate
+    if config.data.group_by_length:
+        from sonofm.vlm.data import GroupCollator, LengthGroupedBatches
+
+        train_ds = LengthGroupedBatches(train_ds, config.train.batch_size, seed=config.data.seed)
+        collate = GroupCollator(collate)
     val_loader = None
     if val_recs:
         val_ds = ConversationDataset(val_recs, root, tokenizer, **common)
-        val_loader = DataLoader(val_ds, batch_size=config.train.batch_size, shuffle=False, collate_fn=collate)
+        val_loader = DataLoader(
+            val_ds, batch_size=config.train.batch_size, shuffle=False, collate_fn=val_collate
+        )
 
     stages = ["1", "2"] if config.stage == "both" else [config.stage]
     result = VLMTrainResult(run_dir=out, model_dir=out / "model")
@@ -489,7 +553,7 @@ def train_vlm(config: VLMTrainConfig, out: str | Path, *, resume: str | None = N
             "stage": name,
             "config": config.model_dump(mode="json"),
             "steps": fit.step,
-            "epochs": fit.epoch,
+            "epochs": fit.data.get("epochs_done", fit.epoch),
             "val": fit.last_val,
             "parameters": model.parameter_counts(),
         }
@@ -502,7 +566,8 @@ def train_vlm(config: VLMTrainConfig, out: str | Path, *, resume: str | None = N
             "stages": stages,
             "config": config.model_dump(mode="json"),
             "fit": {
-                k: {"steps": f.step, "epochs": f.epoch, "val": f.last_val} for k, f in result.stages.items()
+                k: {"steps": f.step, "epochs": f.data.get("epochs_done", f.epoch), "val": f.last_val}
+                for k, f in result.stages.items()
             },
             "parameters": model.parameter_counts(),
         }

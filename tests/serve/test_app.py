@@ -229,8 +229,9 @@ def test_analyze_dicom_is_deidentified_and_not_echoed(assets, state, tmp_path):
     assert res["input"]["kind"] == "dicom" and res["input"]["deidentified"] is True
     assert res["input"]["frames"] == 1 and res["input"]["modality"] == "US"
     # nothing identifying comes back or is stored (PatientName CompressedSamples^US1, ID 13US1)
-    kept = sorted(p.name for p in store.iterdir())
-    assert kept == [f"{res['request_id']}.json", f"{res['request_id']}.png"]
+    kept = sorted(p.name for p in store.iterdir())  # named by the server, never by the client
+    assert len(kept) == 2 and kept[0].endswith(".json") and kept[1] == kept[0][:-5] + ".png"
+    assert json.loads((store / kept[0]).read_text())["request_id"] == res["request_id"]
     for text in (r.text, (store / kept[0]).read_text()):
         assert "CompressedSamples" not in text and "13US1" not in text
     # the stored image is the masked scan-area crop the model saw

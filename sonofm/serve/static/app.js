@@ -215,7 +215,18 @@
   function renderReport(res) {
     const has = typeof res.report === "string";
     $("report-card").hidden = !has;
-    $("report").textContent = has ? res.report : "";
+    // a low-confidence draft is not shown as a report: the warning and its reasons are
+    const check = res.report_check || {};
+    const low = has && check.low_confidence === true;
+    $("report-warning").hidden = !low;
+    $("report-warning").textContent = low
+      ? "Low confidence: the model could not write a reliable report for this image (" +
+        (check.reasons || []).join("; ") + "). The text is hidden below."
+      : "";
+    $("report-lowconf").hidden = !low;
+    $("report-lowconf-text").textContent = low ? res.report : "";
+    $("report").hidden = low;
+    $("report").textContent = has && !low ? res.report : "";
     const ans = typeof res.answer === "string";
     $("answer-block").hidden = !ans;
     $("answer").textContent = ans ? res.answer : "";
