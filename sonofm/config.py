@@ -50,6 +50,9 @@ class TrainerConfig(BaseModel):
     grad_checkpointing: bool = False
     find_unused_parameters: bool = False
     seed: int = 0
+    # an epoch that does not fill whole optimizer steps: repeat samples from its start ("pad",
+    # every sample every epoch) or leave the rest out ("drop"); sonofm.train.sampler.plan_epoch
+    tail: Literal["pad", "drop"] = "pad"
     workers: int = Field(0, ge=0)
     # how DataLoader workers start (default: the platform's; forkserver keeps workers from
     # inheriting the trainer's heap): sonofm.data.loader.worker_context

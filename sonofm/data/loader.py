@@ -1,5 +1,10 @@
 """DataLoader factory: one call that gives training and evaluation batches.
 
+`--data` is resolved here and only here: a dataset directory or manifest file opens as an
+`UltrasoundDataset`, a shard directory (`sonofm data shard`) as a streaming `ShardDataset`
+(`build_dataset`); jobs that need a whole table with random access get one from `open_table`
+(shards are unpacked once into a cache directory for that).
+
 Workers are seeded from the loader seed, sampling can be distributed (DDP), and tokenisation
 happens in the collate function so worker processes do it in parallel with training. Pass a
 light tokenizer callable (texts -> dict of tensors), not a bound method of a whole model, since
@@ -8,6 +13,7 @@ it is pickled into each worker.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -17,10 +23,12 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Sampler
 
 from sonofm.data.augment import default_ultrasound_augment
 from sonofm.data.dataset import TextFn, UltrasoundDataset, collate
+from sonofm.data.shards import ShardDataset, is_shard_dir, unpack_shards
+from sonofm.errors import UserError
 
 # Modules every worker needs; a forkserver imports them once, so each worker starts in ~0.1 s.
 _FORKSERVER_PRELOAD = ["torch", "sonofm.data.dataset", "sonofm.data.augment", "sonofm.losses.compose"]
@@ -60,6 +68,40 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def data_path(data: str | Path | None, flag: str = "--data") -> Path:
+    """The path behind ``--data``, or a clear error when there is none or it does not exist."""
+    if data is None:
+        raise UserError(f"no data: pass {flag} DIR (a dataset directory, manifest file or shard directory)")
+    path = Path(data)
+    if not path.exists():
+        raise UserError(f"{flag} {path}: no such dataset directory, manifest or shard directory")
+    return path
+
+
+def shard_cache_dir(shard_dir: str | Path) -> Path:
+    """Where `open_table` unpacks a shard directory (keyed on its path and index)."""
+    shard_dir = Path(shard_dir).resolve()
+    digest = hashlib.sha256(str(shard_dir).encode() + (shard_dir / "shards.json").read_bytes()).hexdigest()
+    base = Path(os.environ.get("SONOFM_CACHE_DIR", Path.home() / ".cache" / "sonofm"))
+    return base / "unpacked-shards" / digest[:16]
+
+
+def open_table(data: str | Path) -> pd.DataFrame:
+    """The whole manifest of ``--data`` (``df.attrs["root"]`` is where its images are).
+
+    A shard directory is unpacked once into `shard_cache_dir` (eval and fine-tuning resample
+    patients and need random access, which a stream cannot give).
+    """
+    from sonofm.data.manifest import read_manifest
+
+    if is_shard_dir(data):
+        dest = shard_cache_dir(data)
+        if not (dest / "manifest.jsonl").is_file():
+            unpack_shards(data, dest)
+        return read_manifest(dest)
+    return read_manifest(data)
+
+
 def build_dataset(
     data: str | Path | pd.DataFrame,
     split: str | None,
@@ -70,9 +112,26 @@ def build_dataset(
     seed: int = 0,
     root: str | Path | None = None,
     with_masks: bool = True,
-) -> UltrasoundDataset:
+    shuffle: bool | None = None,
+) -> UltrasoundDataset | ShardDataset:
+    """One split of ``--data``: a map-style dataset, or a stream for a shard directory.
+
+    ``shuffle`` only matters for streams (map-style order is the sampler's); it defaults to
+    shuffling the train split.
+    """
     strength = float(augment) if not isinstance(augment, bool) else (1.0 if augment else 0.0)
     aug = default_ultrasound_augment(strength) if strength > 0 else None
+    if not isinstance(data, pd.DataFrame) and is_shard_dir(data):
+        return ShardDataset(
+            data,
+            split or "train",
+            image_size=image_size,
+            augment=aug,
+            text=text,
+            with_masks=with_masks,
+            shuffle=split == "train" if shuffle is None else shuffle,
+            seed=seed,
+        )
     return UltrasoundDataset(
         data,
         split,
@@ -86,7 +145,7 @@ def build_dataset(
 
 
 def build_loader(
-    data: str | Path | pd.DataFrame | UltrasoundDataset,
+    data: str | Path | pd.DataFrame | UltrasoundDataset | ShardDataset,
     split: str | None = "train",
     batch_size: int = 32,
     *,
@@ -106,17 +165,27 @@ def build_loader(
     """A DataLoader of collated batches (see `sonofm.data.dataset.collate`).
 
     shuffle defaults to True for the train split. With `distributed=True` a DistributedSampler
-    splits the data across ranks (call `loader.sampler.set_epoch(e)` each epoch).
+    splits the data across ranks (call `loader.sampler.set_epoch(e)` each epoch). A shard
+    directory streams (`ShardDataset`: it orders and splits itself; the trainer configures it).
     """
-    ds = (
-        data
-        if isinstance(data, UltrasoundDataset)
-        else build_dataset(
-            data, split, image_size=image_size, augment=augment, text=text, seed=seed, root=root
-        )
-    )
     if shuffle is None:
         shuffle = split == "train"
+    ds = (
+        data
+        if isinstance(data, UltrasoundDataset | ShardDataset)
+        else build_dataset(
+            data,
+            split,
+            image_size=image_size,
+            augment=augment,
+            text=text,
+            seed=seed,
+            root=root,
+            shuffle=shuffle,
+        )
+    )
+    if isinstance(ds, IterableDataset):
+        shuffle, sampler, distributed = False, None, False
     if sampler is None and distributed:
         sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
     gen = torch.Generator()

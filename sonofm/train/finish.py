@@ -58,5 +58,7 @@ def save_run_model(
         "stopped_early": fit.stopped_early,
         "val": fit.last_val,
         "skipped_samples": fit.skipped_samples,
+        # world size, backend, per-rank and global batch, and what padding did to each epoch
+        "distributed": fit.data,
     }
     return save_model(model, out / "model", training=training)

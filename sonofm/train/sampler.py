@@ -1,25 +1,125 @@
-"""A batch sampler whose order is a pure function of (seed, epoch, rank) and can start mid-epoch.
+"""Epoch plans: which samples each rank trains on, in which order, from which batch on.
 
 ``DistributedSampler`` gives deterministic per-epoch shuffles but cannot resume inside an epoch
-without re-reading the batches already seen; this sampler can (``set_start``), so a resumed run
-sees exactly the batches an uninterrupted run would, without decoding the skipped ones.
+without re-reading the batches already seen, and ``drop_last`` throws away whatever does not fill
+a global batch (237 images at global batch 128 lost 109 each epoch). Here the epoch is padded to
+whole global batches by repeating samples from its start (``tail="pad"``, the default), so every
+sample is seen every epoch; the repeats are counted in :class:`EpochPlan` and recorded in
+``training.json``. ``tail="drop"`` keeps the old behaviour and says how many samples it drops.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 from torch.utils.data import Sampler
+
+from sonofm.errors import DataError
+
+log = logging.getLogger(__name__)
+
+Tail = Literal["pad", "drop"]
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """The arithmetic of one epoch: ``steps`` micro-batches per rank of ``batch_size`` each
+    (a multiple of ``accum_steps``, so the epoch ends on an optimizer step).
+
+    ``used = steps * batch_size * world_size`` slots are filled from ``samples``; ``padded``
+    slots repeat samples from the start of the epoch's order, ``dropped`` samples are left out.
+    """
+
+    samples: int
+    batch_size: int
+    world_size: int
+    accum_steps: int
+    tail: Tail
+    steps: int
+    used: int
+    padded: int
+    dropped: int
+
+    def as_dict(self) -> dict[str, int | str]:
+        return asdict(self)
+
+
+def plan_epoch(
+    samples: int, batch_size: int, world_size: int = 1, tail: Tail = "pad", accum_steps: int = 1
+) -> EpochPlan:
+    """How many micro-batches each rank draws per epoch, and what is padded or dropped.
+
+    Padding never puts one sample twice into a global batch (a contrastive loss would score it
+    as its own negative), so an epoch smaller than one global batch is an error either way.
+    """
+    if min(batch_size, world_size, accum_steps) < 1:
+        raise ValueError(f"batch/world/accum must be >= 1: {batch_size}, {world_size}, {accum_steps}")
+    if tail not in ("pad", "drop"):
+        raise ValueError(f"tail must be 'pad' or 'drop', got {tail!r}")
+    global_batch = batch_size * world_size * accum_steps
+    if samples < global_batch:
+        raise DataError(
+            f"the training set has {samples} samples but one optimizer step needs {global_batch} "
+            f"(batch_size {batch_size} x accum_steps {accum_steps} x {world_size} processes); "
+            "lower --batch-size"
+        )
+    updates = math.ceil(samples / global_batch) if tail == "pad" else samples // global_batch
+    used = updates * global_batch
+    return EpochPlan(
+        samples=samples,
+        batch_size=batch_size,
+        world_size=world_size,
+        accum_steps=accum_steps,
+        tail=tail,
+        steps=updates * accum_steps,
+        used=used,
+        padded=max(used - samples, 0),
+        dropped=max(samples - used, 0),
+    )
+
+
+def padded_order(order: list[int], used: int) -> list[int]:
+    """``order`` cut or wrapped around to ``used`` entries (the repeats come from its start)."""
+    if not order:
+        return []
+    reps = math.ceil(used / len(order))
+    return (order * reps)[:used]
+
+
+def report_plan(plan: EpochPlan, what: str = "training set") -> None:
+    """Say once what the epoch arithmetic does to the data (nothing is dropped silently)."""
+    if plan.padded:
+        log.info(
+            "%s: %d samples fill %d micro-batches per rank at global batch %d; %d repeat (tail=pad)",
+            what,
+            plan.samples,
+            plan.steps,
+            plan.batch_size * plan.world_size * plan.accum_steps,
+            plan.padded,
+        )
+    if plan.dropped:
+        log.warning(
+            "%s: %d of %d samples are left out of each epoch (tail=drop, global batch %d); "
+            "use train.tail=pad to see every sample",
+            what,
+            plan.dropped,
+            plan.samples,
+            plan.batch_size * plan.world_size * plan.accum_steps,
+        )
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
     """Shuffled, rank-sharded, fixed-size batches of dataset indices.
 
-    Each epoch permutes ``range(n)`` with a generator seeded by ``seed + epoch``, drops the tail
-    that does not split evenly over ranks, gives rank ``r`` every ``world_size``-th index starting
-    at ``r`` (as ``DistributedSampler`` does) and cuts that into ``batch_size`` batches, dropping
-    a ragged last batch so every rank and step has the same batch shape.
+    Each epoch permutes ``range(n)`` with a generator seeded by ``seed + epoch``, pads (or cuts)
+    it to whole global batches (:func:`plan_epoch`), gives rank ``r`` every ``world_size``-th index
+    starting at ``r`` (as ``DistributedSampler`` does) and cuts that into ``batch_size`` batches,
+    so every rank and step has the same batch shape.
     """
 
     def __init__(
@@ -31,9 +131,10 @@ class ResumableBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        tail: Tail = "pad",
+        accum_steps: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.plan = plan_epoch(n, batch_size, world_size, tail, accum_steps)
         self.n = n
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -57,11 +158,10 @@ class ResumableBatchSampler(Sampler[list[int]]):
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
-        usable = (self.n // self.world_size) * self.world_size
-        return order[:usable][self.rank :: self.world_size]
+        return padded_order(order, self.plan.used)[self.rank :: self.world_size]
 
     def __len__(self) -> int:
-        return (self.n // self.world_size) // self.batch_size
+        return self.plan.steps
 
     def __iter__(self) -> Iterator[list[int]]:
         idx = self._rank_indices()

@@ -25,9 +25,11 @@ Data order and exact resume
 ---------------------------
 Map-style datasets are drawn through :class:`~sonofm.train.sampler.ResumableBatchSampler`:
 the order is a function of (seed, epoch, rank) and a resumed run starts at the saved batch
-without decoding the skipped ones. Streams (``IterableDataset`` with ``__len__``, such as
-``sonofm.data.shards.ShardDataset``) must shard themselves over ranks; they are replayed up to
-the saved position. With the model, optimizer, scheduler, scaler and every rank's RNG restored,
+without decoding the skipped ones. Streams (``IterableDataset`` with ``__len__``) shard
+themselves over ranks; one with ``configure``/``set_start`` (``sonofm.data.shards.ShardDataset``)
+follows the same epoch plan and starts at the saved sample position, any other is replayed up
+to it. Epochs are padded to whole optimizer steps (``train.tail``, :func:`plan_epoch`).
+With the model, optimizer, scheduler, scaler and every rank's RNG restored,
 a resumed CPU run is bit-identical to an uninterrupted one (given deterministic augmentation,
 which ``sonofm.data`` keys on (seed, epoch, index)).
 
@@ -81,7 +83,7 @@ from sonofm.train.distributed import DistInfo, all_reduce_mean, all_reduce_sum, 
 from sonofm.train.metrics_log import MetricsLogger, Progress
 from sonofm.train.optim import WarmupCosine, build_optimizer, build_scheduler, is_fused
 from sonofm.train.precision import autocast, choose_attention, resolve_precision
-from sonofm.train.sampler import ResumableBatchSampler
+from sonofm.train.sampler import EpochPlan, ResumableBatchSampler, plan_epoch, report_plan
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ class FitResult:
     last_val: dict[str, float] = field(default_factory=dict)
     skipped_samples: int = 0
     checkpoint: Path | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # world size, batches, backend, epoch plan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +258,13 @@ class Trainer:
                     f"{type(self.dataset).__name__} is a stream without __len__; the trainer needs "
                     "the sample count to plan epochs and the LR schedule"
                 ) from err
-            micro_per_epoch = n // (self.dist.world_size * config.batch_size)
+            configure = getattr(self.dataset, "configure", None)
+            tail = config.tail if configure is not None else "drop"  # a plain stream cannot pad
+            self.plan: EpochPlan = plan_epoch(
+                n, config.batch_size, self.dist.world_size, tail, config.accum_steps
+            )
+            if configure is not None:
+                configure(self.plan, rank=self.dist.rank, seed=config.seed)
         else:
             self.sampler = ResumableBatchSampler(
                 len(self.dataset),
@@ -264,16 +273,13 @@ class Trainer:
                 seed=config.seed,
                 rank=self.dist.rank,
                 world_size=self.dist.world_size,
+                tail=config.tail,
+                accum_steps=config.accum_steps,
             )
-            micro_per_epoch = len(self.sampler)
-        self.steps_per_epoch = micro_per_epoch // config.accum_steps
-        if self.steps_per_epoch == 0:
-            need = config.batch_size * config.accum_steps * self.dist.world_size
-            raise DataError(
-                f"the training set has {len(self.dataset)} samples but one optimizer step needs {need} "
-                f"(batch_size {config.batch_size} x accum_steps {config.accum_steps} x "
-                f"{self.dist.world_size} processes); lower --batch-size"
-            )
+            self.plan = self.sampler.plan
+        if self.dist.is_main:
+            report_plan(self.plan)
+        self.steps_per_epoch = self.plan.steps // config.accum_steps
         self.total_steps = config.epochs * self.steps_per_epoch
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
@@ -354,10 +360,13 @@ class Trainer:
             "generator": gen,
             "multiprocessing_context": worker_context(self.config.worker_start, self.workers),
         }
-        if self.sampler is None:  # a stream: replay and drop what was already trained on
+        if self.sampler is None:  # a stream: start at the saved position, or replay up to it
+            seekable = hasattr(self.dataset, "set_start")
+            if seekable:
+                self.dataset.set_start(self.batch_in_epoch)
             loader = DataLoader(self.dataset, batch_size=self.config.batch_size, drop_last=True, **common)
             it = iter(loader)
-            for _ in range(self.batch_in_epoch):
+            for _ in range(0 if seekable else self.batch_in_epoch):
                 next(it, None)
             return it
         self.sampler.set_epoch(self.epoch)
@@ -395,6 +404,9 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            # global sample position in this epoch's (padded) order, for people and tools
+            "sample_in_epoch": self.batch_in_epoch * self.config.batch_size * self.dist.world_size,
+            "epoch_plan": self.plan.as_dict(),
             "world_size": self.dist.world_size,
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -819,4 +831,21 @@ class Trainer:
             last_val=self.last_val,
             skipped_samples=self.skipped_samples,
             checkpoint=last_path,
+            data=self.data_summary(),
         )
+
+    def data_summary(self) -> dict[str, Any]:
+        """How this run split its data: what ``training.json`` records under ``distributed``."""
+        import torch.distributed as dist
+
+        cfg = self.config
+        return {
+            "world_size": self.dist.world_size,
+            "backend": dist.get_backend() if dist.is_initialized() else None,
+            "per_rank_batch": cfg.batch_size,
+            "accum_steps": cfg.accum_steps,
+            "global_batch": cfg.batch_size * cfg.accum_steps * self.dist.world_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "streaming": self.streaming,
+            "epoch_plan": self.plan.as_dict(),
+        }
