@@ -453,7 +453,8 @@ def finetune(
         raise UserError(f"--adapter {config.adapter!r}: choose one of {', '.join(ADAPTER_KINDS)}")
     out = Path(out)
     run = open_run(
-        out, job="finetune", config=config, resume=resume, overwrite=overwrite, continue_value=True
+        out, job="finetune", config=config, resume=resume, overwrite=overwrite, continue_value=True,
+        needs_checkpoint=False,
     )
     resume = bool(run.resume)  # the same config re-run keeps finished seeds and resumes the rest
     info = init_distributed(config.train.device)

@@ -48,11 +48,14 @@ def open_run(
     resume: Any = None,
     overwrite: bool = False,
     continue_value: Any = "latest",
+    needs_checkpoint: bool = True,
 ) -> RunDir:
     """Decide what the job does with `out` (writes nothing); UserError with one line to refuse.
 
     `resume` is the job's own resume argument (a checkpoint spec, or True); `continue_value` is
-    what it becomes when the same config is re-run in a folder that has a checkpoint.
+    what it becomes when the same config is re-run in the folder: always, or with
+    `needs_checkpoint` only when a checkpoint exists (jobs that also keep finished parts without
+    checkpoints, such as finetune's finished seeds or train-vlm's finished stages, pass False).
     """
     out = Path(out)
     settings = config.model_dump(mode="json")
@@ -61,7 +64,7 @@ def open_run(
         legacy_same=_same_config(out, settings),
     )
     checkpoints = sorted(out.glob("**/checkpoints/" + LATEST)) if claim.continues else []
-    if claim.mode == "same" and not resume and checkpoints:
+    if claim.mode == "same" and not resume and (checkpoints or not needs_checkpoint):
         resume = continue_value
     if resume:
         explicit = Path(str(resume))

@@ -473,7 +473,9 @@ def train_vlm(
     from sonofm.vlm.data import Collator, ConversationDataset
 
     out = Path(out)
-    run = open_run(out, job="train-vlm", config=config, resume=resume, overwrite=overwrite)
+    run = open_run(
+        out, job="train-vlm", config=config, resume=resume, overwrite=overwrite, needs_checkpoint=False
+    )
     resume = run.resume  # the same config re-run skips finished stages and resumes the rest
     info = init_distributed(config.train.device)
     model_cfg = resolve_model_config(config)
