@@ -8,6 +8,8 @@
 - `sampling.random_study`: realistic random studies over every region and organ.
 - `prompts`: zero-shot prompt ensembles, positive/negated pairs, negated captions, refiner.
 - `metrics`: clinical-correctness micro P/R/F1 between studies or report texts.
+- `consistency`: checks that a generated study and its report do not contradict each other.
+- `corpus`: scores the parser on hand-written sentences (`sonofm report eval`).
 """
 
 from __future__ import annotations
