@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Sa
 
 from sonofm.data.augment import default_ultrasound_augment
 from sonofm.data.dataset import TextFn, UltrasoundDataset, collate
-from sonofm.data.shards import ShardDataset, is_shard_dir, unpack_shards
+from sonofm.data.shards import ShardDataset, is_shard_dir, read_index, unpack_shards
 from sonofm.errors import UserError
 
 # Modules every worker needs; a forkserver imports them once, so each worker starts in ~0.1 s.
@@ -99,6 +99,19 @@ def open_table(data: str | Path) -> pd.DataFrame:
         if not (dest / "manifest.jsonl").is_file():
             unpack_shards(data, dest)
         return read_manifest(dest)
+    return read_manifest(data)
+
+
+def manifest_rows(data: str | Path) -> pd.DataFrame:
+    """Every manifest row of ``--data`` without touching images (a shard directory: its rows files).
+
+    For whole-dataset label vocabularies (e.g. supervised head classes), where unpacking would be waste.
+    """
+    from sonofm.data.manifest import read_manifest
+
+    if is_shard_dir(data):
+        splits = read_index(data)["splits"]
+        return pd.concat([ShardDataset(data, split).table for split in splits], ignore_index=True)
     return read_manifest(data)
 
 

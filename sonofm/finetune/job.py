@@ -435,14 +435,10 @@ def finetune(
     config: FinetuneConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False
 ) -> FinetuneResult:
     """Run the job as ``config`` says (every seed), write results.json and report.html into ``out``."""
-    from sonofm.data.manifest import read_manifest
+    from sonofm.data.loader import data_path, open_table
     from sonofm.train.distributed import init_distributed
 
-    if config.data.path is None:
-        raise UserError("no data: pass --data DIR (a dataset directory or manifest file)")
-    data = Path(config.data.path)
-    if not data.exists():
-        raise UserError(f"--data {data}: no such dataset directory or manifest")
+    data = data_path(config.data.path)
     if not config.seeds:
         raise UserError("seeds: give at least one seed (e.g. --seeds 1,2,3)")
     get_task(config.task, **config.task_options)  # fail fast on a bad task or options
@@ -460,8 +456,8 @@ def finetune(
     info = init_distributed(config.train.device)
     if info.is_main:
         run.commit(config)
-    df = read_manifest(data)
-    root = data if data.is_dir() else data.parent
+    df = open_table(data)  # a dataset dir, manifest or shard directory (unpacked once)
+    root = Path(df.attrs["root"])
     events = out / "finetune.jsonl"
     per_seed: list[dict[str, Any]] = []
     for seed in config.seeds:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from sonofm.config import PretrainConfig
-from sonofm.errors import DataError, UserError
+from sonofm.errors import DataError
 from sonofm.losses import build_contrastive_loss
 from sonofm.losses.compose import build_objective, is_plain
 from sonofm.train.distributed import barrier, init_distributed
@@ -127,11 +127,7 @@ def pretrain(
     from sonofm.data import loader as data_loader
     from sonofm.train.rundir import open_run
 
-    if config.data.path is None:
-        raise UserError("no training data: pass --data DIR (a dataset directory or manifest file)")
-    data_path = Path(config.data.path)
-    if not data_path.exists():
-        raise UserError(f"--data {data_path}: no such dataset directory or manifest")
+    data_path = data_loader.data_path(config.data.path)  # a dataset dir, manifest or shard directory
     out = Path(out)
     run = open_run(out, job="pretrain", config=config, resume=resume, overwrite=overwrite)
     resume = run.resume  # the same config re-run continues from its latest checkpoint

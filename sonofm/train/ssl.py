@@ -275,15 +275,12 @@ def ssl_pretrain(
     config: SSLConfig, out: str | Path, *, resume: str | None = None, overwrite: bool = False
 ) -> SSLResult:
     """Pretrain an image tower as ``config`` says; write the run (and ``out/model``) into ``out``."""
-    if config.data.path is None:
-        raise UserError("no training data: pass --data DIR (a dataset directory or manifest file)")
-    data_path = Path(config.data.path)
-    if not data_path.exists():
-        raise UserError(f"--data {data_path}: no such dataset directory or manifest")
-    if config.weights.mim == 0 and not any(getattr(config.weights, lv) > 0 for lv in LEVELS):
-        raise UserError("every loss weight is 0 (weights.mim, weights.region, ...): nothing to train")
+    from sonofm.data.loader import data_path as resolve_data
     from sonofm.train.rundir import open_run
 
+    data_path = resolve_data(config.data.path)  # a dataset dir, manifest or shard directory
+    if config.weights.mim == 0 and not any(getattr(config.weights, lv) > 0 for lv in LEVELS):
+        raise UserError("every loss weight is 0 (weights.mim, weights.region, ...): nothing to train")
     out = Path(out)
     run = open_run(out, job="ssl", config=config, resume=resume, overwrite=overwrite)
     resume = run.resume  # the same config re-run continues from its latest checkpoint

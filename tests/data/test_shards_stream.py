@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from sonofm.data.dataset import UltrasoundDataset, collate
-from sonofm.data.loader import build_dataset, build_loader, open_table
+from sonofm.data.loader import build_dataset, build_loader, manifest_rows, open_table
 from sonofm.data.manifest import write_manifest
 from sonofm.data.shards import ShardDataset, export_shards, is_shard_dir
 from sonofm.train.sampler import plan_epoch
@@ -134,6 +134,8 @@ def test_loader_and_table_accept_a_shard_directory(data, tmp_path, monkeypatch) 
     assert isinstance(ds, ShardDataset) and ds.shuffle  # the train split streams shuffled
     val = build_loader(shards, "val", batch_size=4, image_size=16)
     assert sorted(i for b in val for i in b["id"]) == [f"s{i:03d}" for i in range(30, 36)]
+    rows = manifest_rows(shards)  # metadata only, no unpacking
+    assert sorted(rows["id"]) == sorted(open_table(root)["id"])
     df = open_table(shards)  # unpacked once for jobs that need random access
     ref = open_table(root)
     assert list(df["id"]) == list(ref["id"]) and list(df["report"]) == list(ref["report"])
