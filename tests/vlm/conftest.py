@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+
+from tests.tiny_models import TINY_VIT
 
 # A tiny VLM (ViT 32 px / width 32, Qwen2 width 64 x 2 layers) used by the data/train tests.
 TINY_VLM = {
     "name": "unit",
-    "image": {
-        "kind": "vit",
-        "image_size": 32,
-        "in_chans": 1,
-        "mean": [0.5],
-        "std": [0.5],
-        "patch_size": 8,
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
+    "image": copy.deepcopy(TINY_VIT),
     "lm": {
         "model_type": "qwen2",
         "hidden_size": 64,
