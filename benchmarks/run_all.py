@@ -44,7 +44,7 @@ class Bench:
     args: tuple[str, ...]
     # import name -> the pyproject extra that provides it: missing means skip
     requires: dict[str, str] = field(default_factory=dict)
-    # import name -> (extra, arguments that run without it): missing means run degraded
+    # import name -> (how to install it, arguments that run without it): missing means run degraded
     optional: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     # why the benchmark has no quick mode (then it is listed and skipped)
     no_quick: str | None = None
@@ -53,7 +53,10 @@ class Bench:
 # Cheapest first, so an interrupted run has the most results.
 BENCHMARKS: dict[str, Bench] = {
     "report_parser": Bench(("--quick",)),
-    "simulate": Bench(("--quick",), optional={"pymust": ("bench", ("--no-simus",))}),
+    "report_context": Bench(
+        (), optional={"medspacy": ("a separate --target dir, see the script's docstring", ())}
+    ),
+    "simulate": Bench(("--quick",), optional={"pymust": ("pip install -e '.[bench]'", ("--no-simus",))}),
     "index": Bench(("--n", "20000", "--clusters", "500", "--queries", "100", "--hnsw-n", "5000")),
     "eval": Bench(("--images", "64", "--gallery", "5000", "--repeats", "1", "--workers", "0")),
     "pretrain": Bench(("--seconds", "3")),
@@ -85,9 +88,10 @@ def plan(name: str, bench: Bench) -> tuple[list[str] | None, str]:
         return None, f"needs {', '.join(gone)}: pip install -e '.[{','.join(extras)}]'"
     args, notes = list(bench.args), []
     for module in missing(bench.optional):
-        extra, fallback = bench.optional[module]
+        install, fallback = bench.optional[module]
         args += fallback
-        notes.append(f"without {module} ({' '.join(fallback)}; pip install -e '.[{extra}]' for the full run)")
+        how = f"{' '.join(fallback)}; " if fallback else ""
+        notes.append(f"without {module} ({how}for the full run: {install})")
     return args, "; ".join(notes)
 
 
