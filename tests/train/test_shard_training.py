@@ -122,3 +122,17 @@ def test_pretrain_cli_streams_shards(data, tmp_path: Path) -> None:
     assert dist["world_size"] == 1 and dist["streaming"] and dist["global_batch"] == 8
     assert dist["epoch_plan"]["padded"] == 2 and dist["epoch_plan"]["dropped"] == 0  # 30 -> 4 x 8
     assert any("val/r_mean" in x for x in (run / "metrics.jsonl").read_text().splitlines())
+
+
+def test_ssl_streams_shards_through_loader_workers(data, tmp_path: Path) -> None:
+    from sonofm.config import resolve_config
+    from sonofm.train.ssl import SSLConfig, ssl_pretrain
+    from tests.train.test_ssl_job import TINY
+
+    _, shards = data
+    overrides = [f"data.path={shards}", *TINY, "train.workers=2", "train.batch_size=8", "train.epochs=2"]
+    config = resolve_config(SSLConfig, preset="tiny", kind="ssl", overrides=overrides)
+    ssl_pretrain(config, tmp_path / "ssl")
+    training = json.loads((tmp_path / "ssl" / "model" / "training.json").read_text())
+    assert training["distributed"]["streaming"] and training["steps"] == 8  # 30 -> 4 steps of 8, 2 epochs
+    assert training["distributed"]["epoch_plan"]["padded"] == 2
