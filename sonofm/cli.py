@@ -725,6 +725,59 @@ def eval_cmd(
         console.print(f"  {name}: {out}/{name}")
 
 
+@app.command("diagnose")
+def diagnose_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model directory."),
+    data: str = typer.Option(..., "--data", help="Dataset directory or manifest file."),
+    out: str | None = typer.Option(None, "--out", help="Write the full diagnostic as JSON here."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if any)."),
+) -> None:
+    """Is text, image or data the limit? Zero-shot scores beside their floor and ceilings.
+
+    Prints, per zero-shot task, an untrained model of the same architecture (floor), the model,
+    and the caption oracle (each test image replaced by its own caption's embedding: the best
+    any image tower could do with this text side); per lesion attribute, the image-side bounds
+    (linear probe on the model's image embeddings, supervised head when the model has one).
+
+    Examples:
+
+      sonofm diagnose --model runs/clip/model --data data/sim
+
+      sonofm diagnose --model runs/clip/model --data data/sim --out runs/clip/diagnose.json
+    """
+    import json
+
+    from rich.table import Table
+
+    from sonofm.atomic import atomic_write_text
+    from sonofm.eval.diagnose import diagnose
+
+    result = diagnose(model, data, device=device)
+    columns = list(result["scores"])
+    table = Table(title=f"zero-shot diagnostic: {model} on {result['n_test']} {result['split']} images")
+    table.add_column("metric")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for row in result["rows"]:
+        table.add_row(row["metric"], *(_fmt(row.get(c)) for c in columns))
+    console.print(table)
+    attrs = Table(title="lesion attributes: zero-shot AUC vs image-side bounds")
+    bound_cols = ["model", "caption oracle", "linear_probe_auc", "head_auc"]
+    attrs.add_column("tag")
+    for c in bound_cols:
+        attrs.add_column(c.replace("_auc", "").replace("_", " "), justify="right")
+    for tag, entry in sorted(result["attributes"].items()):
+        attrs.add_row(tag, *(_fmt(entry.get(c)) for c in bound_cols))
+    console.print(attrs)
+    if out:
+        atomic_write_text(out, json.dumps(result, indent=2))
+        console.print(f"  diagnostic: {out}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 data_app = typer.Typer(
     help=(
         "Dataset utilities.\n\n"

@@ -87,6 +87,10 @@ class LossConfig(BaseModel):
     similarity_cache: str | None = Field(None, description="tag-similarity cache dir (default ~/.cache)")
     similarity_rescale: Literal["minmax", "affine"] = "minmax"  # cosine -> [0, 1] for M_k
     graph: dict[str, Any] = Field(default_factory=dict, description="AttributeGraphConfig overrides")
+    supervised_targets: list[str] = Field(
+        default_factory=lambda: ["region", "view", "attributes"],
+        description="manifest labels the 'supervised' term's heads learn (attributes = lesion descriptors)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LossConfig:
@@ -109,6 +113,9 @@ class PretrainDataConfig(BaseModel):
     image_size: int | None = Field(None, ge=8, description="default: the model's own image size")
     augment: float = Field(0.0, ge=0, le=1)
     val_batch_size: int = Field(128, ge=1)
+    # "data": measure the training images' mean/std (up to 512 images) and store them as the model's
+    # preprocessing in config.json; "model": keep the preset's values
+    normalize: Literal["model", "data"] = "model"
 
 
 class PretrainConfig(BaseModel):

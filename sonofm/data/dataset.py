@@ -86,8 +86,9 @@ def read_mask(path: Path | BinaryIO) -> np.ndarray:
 class UltrasoundDataset(torch.utils.data.Dataset):
     """Map-style dataset over one split of a dataset directory.
 
-    text: "report" (the manifest's report), or a function (row, rng) -> str, e.g. a caption
-    sampler. Augmentation randomness is a pure function of (seed, epoch, index): call
+    text: "report" (the manifest's report), "caption" (the contrastive caption of the row's
+    structured study or parsed report, :mod:`sonofm.reports.captions`), another manifest column,
+    or a function (row, rng) -> str, e.g. a caption sampler. Augmentation randomness is a pure function of (seed, epoch, index): call
     `set_epoch` each epoch so runs (and resumed runs) are reproducible.
     """
 
@@ -129,6 +130,10 @@ class UltrasoundDataset(torch.utils.data.Dataset):
     def _text(self, row: dict[str, Any], rng: np.random.Generator) -> str:
         if callable(self.text):
             return self.text(row, rng)
+        if self.text == "caption":
+            from sonofm.reports.captions import caption_for_row
+
+            return caption_for_row(row)
         value = row.get(self.text)
         return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 

@@ -7,7 +7,8 @@
 * ``echo`` = ``clip + view + negation`` (measurement-grounded echo VLM, section 2)
 * e.g. ``clip+semantic:0.5+view:1``
 
-Terms: ``clip``, ``siglip``, ``soft_clip``, ``semantic``, ``view``, ``negation``; ``graph`` is
+Terms: ``clip``, ``siglip``, ``soft_clip``, ``semantic``, ``view``, ``negation``, ``supervised``
+(the model's supervised heads on region/view/attribute labels); ``graph`` is
 a model flag (fuse the attribute heterograph into the text embedding), not a loss term. Each
 term's *weighted* value is returned under its own name (``contrastive_loss``,
 ``soft_clip_loss``, ``semantic_loss``, ``view_loss``, ``negation_loss``), so the trainer sums
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-LOSS_TERMS = ("clip", "siglip", "soft_clip", "semantic", "view", "negation")
+LOSS_TERMS = ("clip", "siglip", "soft_clip", "semantic", "view", "negation", "supervised")
 FLAGS = ("graph",)
 PRESETS = {"usclip": "soft_clip+semantic:{semantic_lambda}+graph", "echo": "clip+view+negation"}
 _ALIASES = {"softclip": "soft_clip", "soft": "soft_clip", "sm": "semantic", "neg": "negation"}
@@ -61,6 +62,10 @@ class LossSpec:
     @property
     def needs_negatives(self) -> bool:
         return "negation" in self.names
+
+    @property
+    def needs_labels(self) -> bool:
+        return "supervised" in self.names
 
     def __str__(self) -> str:
         parts = [f"{n}:{w:g}" for n, w in self.terms] + (["graph"] if self.graph else [])
@@ -155,6 +160,7 @@ def build_composite_loss(
     semantic_tau: float = 0.07,
     gather_with_grad: bool = True,
     local_loss: bool = False,
+    heads: Mapping[str, Sequence[str]] | None = None,
 ) -> CompositeLoss:
     """The loss modules of ``spec``; ``matrices`` (tag similarity M_k) is needed by soft_clip/semantic."""
     from sonofm.losses.contrastive import build_contrastive_loss
@@ -179,6 +185,12 @@ def build_composite_loss(
             module = SemanticLoss(matrices, vocab, tau=semantic_tau, gather_with_grad=gather_with_grad)
         elif name == "view":
             module = ViewNCELoss(gather_with_grad=gather_with_grad)
+        elif name == "supervised":
+            from sonofm.losses.supervised import SupervisedHeadsLoss
+
+            if not heads:
+                raise ValueError("loss term 'supervised' needs a model with supervised heads")
+            module = SupervisedHeadsLoss(list(heads))
         else:
             module = NegationNCELoss()
         modules.append((name, weight, module))
@@ -209,6 +221,9 @@ class ObjectiveStep:
         out = dict(model(batch["image"], batch["input_ids"], batch["attention_mask"], **kwargs))
         for key in ("attributes_multi_hot", "view_code", "study_code", "neg_valid"):
             if key in batch:
+                out[key] = batch[key]
+        for key in batch:
+            if key.startswith("label/"):
                 out[key] = batch[key]
         if self.spec.needs_negatives and "neg_input_ids" in batch:
             b, k = batch["neg_valid"].shape
@@ -245,10 +260,12 @@ class ObjectiveCollate:
         structured: Mapping[str, Any] | None = None,
         dataset: Any = None,
         seed: int = 0,
+        heads: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         from sonofm.losses.semantic import TagVocabulary
 
         self.spec = spec
+        self.heads = {t: list(c) for t, c in (heads or {}).items()} if spec.needs_labels else {}
         self.tokenizer = tokenizer
         self.negatives = int(negatives) if spec.needs_negatives else 0
         self.structured = dict(structured or {})
@@ -287,6 +304,10 @@ class ObjectiveCollate:
             return out
         if self.vocab is not None:
             out["attributes_multi_hot"] = self.vocab.multi_hot(out["attributes"])
+        if self.heads:
+            from sonofm.losses.supervised import head_labels
+
+            out.update(head_labels(out, self.heads))
         if self.spec.needs_views:
             out["view_code"] = label_codes(out["view"])
             out["study_code"] = label_codes(out["study_id"])
@@ -373,6 +394,7 @@ def build_objective(
         semantic_tau=getattr(loss_config, "semantic_tau", 0.07),
         gather_with_grad=getattr(loss_config, "gather_with_grad", True),
         local_loss=getattr(loss_config, "local_loss", False),
+        heads=getattr(getattr(model, "config", None), "heads", None),
     )
     structured = None
     if spec.needs_negatives:
@@ -384,6 +406,7 @@ def build_objective(
         structured=structured,
         dataset=dataset,
         seed=seed,
+        heads=getattr(getattr(model, "config", None), "heads", None),
     )
     log.info("objective: %s", spec)
     return Objective(spec, model, ObjectiveStep(loss, spec), collate_fn)

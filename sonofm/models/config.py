@@ -84,6 +84,9 @@ class TextTowerConfig(BaseModel):
     pool: Literal["mean", "cls"] = "mean"
     num_layers: int | None = None
     freeze_layers: int = 0  # -1 freezes the whole tower; N>0 freezes embeddings + first N layers
+    # With the whole tower frozen (freeze_layers=-1): remember up to this many pooled text features
+    # (keyed by token ids), so a caption is encoded once per run instead of once per step. 0 = off.
+    cache: int = Field(0, ge=0)
     arch: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -116,6 +119,10 @@ class DualEncoderConfig(BaseModel):
     init_logit_scale: float | None = None
     init_logit_bias: float | None = None
     max_logit_scale: float = 100.0
+    # Supervised heads on the image embedding: target -> class names (a manifest label such as
+    # region or view; "attributes" is multi-label over "dimension:tag"). Trained by the
+    # "supervised" loss term; empty = none.
+    heads: dict[str, list[str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> DualEncoderConfig:

@@ -47,6 +47,11 @@ class DualEncoder(nn.Module):
         self.text_proj = nn.Linear(self.text.width, config.embed_dim, bias=False)
         nn.init.normal_(self.image_proj.weight, std=self.visual.width**-0.5)
         nn.init.normal_(self.text_proj.weight, std=self.text.width**-0.5)
+        self.heads = (
+            nn.ModuleDict({t: nn.Linear(config.embed_dim, len(c)) for t, c in config.heads.items()})
+            if config.heads
+            else None
+        )
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
         self.logit_bias = (
             nn.Parameter(torch.tensor(float(config.logit_bias_init))) if config.logit_bias else None
@@ -87,12 +92,25 @@ class DualEncoder(nn.Module):
     def forward(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> dict[str, torch.Tensor | None]:
+        image_features = self.encode_image(images)
         return {
-            "image_features": self.encode_image(images),
+            "image_features": image_features,
             "text_features": self.encode_text(input_ids, attention_mask),
             "logit_scale": self.logit_scale.exp().clamp(max=self.config.max_logit_scale),
             "logit_bias": self.logit_bias,
+            **self.head_logits(image_features),
         }
+
+    def head_logits(self, image_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"head/<target>": (B, n_classes)}`` of the supervised heads (empty without heads).
+
+        The heads read the unit-norm joint embedding scaled by sqrt(dim) (unit variance per
+        coordinate), so what they learn shapes the space zero-shot prompts are matched in.
+        """
+        if self.heads is None:
+            return {}
+        x = image_features * self.config.embed_dim**0.5
+        return {f"head/{t}": head(x) for t, head in self.heads.items()}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Trade compute for memory in both towers (non-reentrant activation checkpointing)."""

@@ -10,6 +10,7 @@ import contextlib
 import inspect
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,17 @@ class TextTower(nn.Module):
                 f"text.max_length={cfg.max_length} exceeds the tower's max_position_embeddings="
                 f"{hc.max_position_embeddings}"
             )
+        self._frozen: list[nn.Module] = []
         self._freeze(cfg.freeze_layers)
+        self.train(self.training)  # frozen parts start in eval mode too, not only after .train()
+        self._cache: OrderedDict[tuple[int, ...], torch.Tensor] | None = None
+        self.cache_size = int(cfg.cache) if cfg.freeze_layers == -1 else 0
+        if cfg.cache and cfg.freeze_layers != -1:
+            log.warning("text.cache is only used when the whole text tower is frozen (freeze_layers=-1)")
+        if self.cache_size:
+            self._cache = OrderedDict()
+            # new weights make every remembered feature stale
+            self._register_load_state_dict_pre_hook(lambda *args, **kwargs: self.clear_cache())
 
     @staticmethod
     def _build(cfg: TextTowerConfig, vocab_size: int, load_pretrained: bool) -> nn.Module:
@@ -211,6 +222,7 @@ class TextTower(nn.Module):
             return
         if n == -1:
             self.encoder.requires_grad_(False)
+            self._frozen = [self.encoder]
             return
         layers = _layers(self.encoder)
         if layers is None or not hasattr(self.encoder, "embeddings"):
@@ -220,11 +232,70 @@ class TextTower(nn.Module):
         self.encoder.embeddings.requires_grad_(False)
         for layer in layers[:n]:
             layer.requires_grad_(False)
+        self._frozen = [self.encoder.embeddings, *layers[:n]]
+
+    def train(self, mode: bool = True) -> TextTower:
+        """Frozen parts stay in eval mode: dropout in layers that do not learn only adds noise
+        (and costs 7-9% of a CLIP step on CPU)."""
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
+
+    def clear_cache(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         set_hf_checkpointing(self.encoder, enable)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if self._cache is not None and not tracing:
+            return self._cached_forward(input_ids, attention_mask)
+        return self._encode(input_ids, attention_mask)
+
+    def _cached_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled features from the cache; the misses are encoded together in one batch.
+
+        A text's features do not depend on the padding of the batch it came in (attention mask +
+        masked pooling), so the key is the unpadded token sequence.
+        """
+        assert self._cache is not None
+        ids, mask = input_ids.tolist(), attention_mask.tolist()
+        keys = [
+            tuple(t for t, m in zip(row, mrow, strict=True) if m) for row, mrow in zip(ids, mask, strict=True)
+        ]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if missing:
+            width = max(len(k) for k in missing)
+            pad = self.encoder.config.pad_token_id or 0
+            miss_ids = torch.tensor(
+                [list(k) + [pad] * (width - len(k)) for k in missing], device=input_ids.device
+            )
+            miss_mask = torch.tensor(
+                [[1] * len(k) + [0] * (width - len(k)) for k in missing], device=input_ids.device
+            )
+            with torch.no_grad():
+                feats = self._encode(miss_ids, miss_mask).float()
+            for key, feat in zip(missing, feats, strict=True):
+                self._cache[key] = feat
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        out = []
+        for key in keys:
+            feat = self._cache.get(key)
+            if feat is None:  # evicted by this very batch (cache smaller than a batch): encode again
+                feat = self._encode(
+                    torch.tensor([list(key)], device=input_ids.device),
+                    torch.ones(1, len(key), dtype=attention_mask.dtype, device=input_ids.device),
+                ).float()[0]
+            else:
+                self._cache.move_to_end(key)
+            out.append(feat)
+        return torch.stack(out)
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
         if self.pool == "cls":
             return h[:, 0]

@@ -82,6 +82,13 @@ def embed_pairs(model: nn.Module, loader: Any, device: torch.device) -> tuple[Te
 def _check_text(dataset: Any, column: str, where: str) -> None:
     """A dataset without text cannot train a contrastive model: say so before any compute."""
     table = getattr(dataset, "table", None)
+    if column == "caption":  # captions come from the structured study, else from the parsed report
+        has = [c for c in ("structured", "report") if table is not None and c in table.columns]
+        if not has:
+            raise DataError(
+                f"{where}: data.text=caption needs a 'structured' or 'report' column in the manifest"
+            )
+        column = "report" if "report" in has else "structured"
     if table is None or column not in table.columns:
         raise DataError(f"{where}: the manifest has no {column!r} column, so there is no text to train on")
     text = table[column].astype("string").fillna("").str.strip()
@@ -111,7 +118,46 @@ def _build_model(config: PretrainConfig) -> nn.Module:
     overrides: dict[str, Any] = {}
     if uses_siglip(config.loss):
         overrides["logit_bias"] = True  # SigLIP learns a bias next to the scale (alone or in a combination)
+    if config.data.normalize == "data":
+        overrides.update(_data_normalisation(config))
+    if _uses_term(config.loss, "supervised"):
+        overrides["heads"] = _head_classes(config)
     return build_model(config.model, overrides or None)
+
+
+def _uses_term(loss: Any, term: str) -> bool:
+    from sonofm.losses.compose import parse_loss_spec
+
+    if is_plain(loss.name):
+        return False
+    return term in parse_loss_spec(loss.name, semantic_lambda=loss.semantic_lambda).names
+
+
+def _head_classes(config: PretrainConfig) -> dict[str, list[str]]:
+    """Supervised head classes from the whole manifest (the class set must not depend on the split)."""
+    from sonofm.data.manifest import read_manifest
+    from sonofm.losses.supervised import head_classes
+
+    heads = head_classes(read_manifest(config.data.path), config.loss.supervised_targets)
+    if not heads:
+        raise DataError(
+            f"{config.data.path}: loss term 'supervised' needs labels, but none of "
+            f"{list(config.loss.supervised_targets)} has >= 2 classes in the manifest"
+        )
+    return heads
+
+
+def _data_normalisation(config: PretrainConfig) -> dict[str, Any]:
+    """image.mean/std overrides measured on the training split (stored in the model's config.json)."""
+    from sonofm.data.stats import image_mean_std
+    from sonofm.models.factory import resolve_config as resolve_model_config
+
+    image = resolve_model_config(config.model).image
+    size = config.data.image_size or image.image_size
+    mean, std = image_mean_std(
+        config.data.path, config.data.train_split, image_size=size, seed=config.train.seed
+    )
+    return {"image.mean": [round(mean, 4)] * image.in_chans, "image.std": [round(std, 4)] * image.in_chans}
 
 
 
