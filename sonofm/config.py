@@ -215,8 +215,14 @@ def resolve_config(
     """Defaults <- preset <- ``values`` (from named CLI options) <- ``key=value`` overrides."""
     data: dict[str, Any] = load_preset(kind, preset) if preset else {}
     data = _deep_merge(data, values or {})
-    data = _expand_model_spec(cls, data, overrides or [])
-    data = apply_overrides(data, overrides or [])
+    overrides = list(overrides or [])
+    whole = [o for o in overrides if o.split("=", 1)[0].strip() == "model"]
+    if whole and any(o.split("=", 1)[0].strip().startswith("model.") for o in overrides):
+        # `model=FILE model.image.x=1`: the named spec is the base the field overrides edit
+        data = apply_overrides(data, whole[-1:])
+        overrides = [o for o in overrides if o not in whole]
+    data = _expand_model_spec(cls, data, overrides)
+    data = apply_overrides(data, overrides)
     try:
         return cls.model_validate(data)
     except ValidationError as err:

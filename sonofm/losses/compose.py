@@ -261,9 +261,13 @@ class ObjectiveCollate:
         dataset: Any = None,
         seed: int = 0,
         heads: Mapping[str, Sequence[str]] | None = None,
+        text: str = "report",
     ) -> None:
         from sonofm.losses.semantic import TagVocabulary
 
+        # hard negatives must be written like the positives: captions for caption training, else
+        # the style alone tells them apart and the term teaches nothing about findings
+        self.caption_negatives = text == "caption"
         self.spec = spec
         self.heads = {t: list(c) for t, c in (heads or {}).items()} if spec.needs_labels else {}
         self.tokenizer = tokenizer
@@ -285,7 +289,11 @@ class ObjectiveCollate:
             if record:
                 rng = np.random.default_rng([self.seed, epoch, zlib.crc32(str(sid).encode())])
                 try:
-                    caps = negated_captions(Study.from_dict(record), rng, self.negatives)[: self.negatives]
+                    study = Study.from_dict(record)
+                    if self.caption_negatives:
+                        caps = _negated_contrastive_captions(study, rng, self.negatives)
+                    else:
+                        caps = negated_captions(study, rng, self.negatives)[: self.negatives]
                 except (ValueError, KeyError, TypeError) as err:  # a malformed record: no negatives
                     log.warning(
                         "sample %s: cannot write hard negatives from its structured report (%s)", sid, err
@@ -318,6 +326,22 @@ class ObjectiveCollate:
             out["neg_attention_mask"] = tok["attention_mask"]
             out["neg_valid"] = valid
         return out
+
+
+def _negated_contrastive_captions(study: Any, rng: np.random.Generator, k: int) -> list[str]:
+    """Up to ``k`` captions of structurally negated studies that read differently from the original."""
+    from sonofm.reports.captions import contrastive_caption
+    from sonofm.reports.prompts import negated_studies
+
+    original = contrastive_caption(study)
+    out: list[str] = []
+    for new in negated_studies(study, rng, k=k * 2):
+        caption = contrastive_caption(new)
+        if caption != original and caption not in out:
+            out.append(caption)
+        if len(out) >= k:
+            break
+    return out
 
 
 def structured_by_id(table: Any, where: str) -> dict[str, Any]:
@@ -365,6 +389,7 @@ def build_objective(
     *,
     seed: int = 0,
     where: str = "dataset",
+    text: str = "report",
 ) -> Objective:
     """Model (graph-wrapped if asked), step and collate for ``loss_config.name`` (see module doc).
 
@@ -407,6 +432,7 @@ def build_objective(
         dataset=dataset,
         seed=seed,
         heads=getattr(getattr(model, "config", None), "heads", None),
+        text=text,
     )
     log.info("objective: %s", spec)
     return Objective(spec, model, ObjectiveStep(loss, spec), collate_fn)

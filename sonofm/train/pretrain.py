@@ -230,7 +230,13 @@ def pretrain(
         step: Any = ContrastiveStep(loss)
     else:  # usclip / echo / weighted combinations (sonofm.losses.compose)
         objective = build_objective(
-            config.loss, model, train_loader.dataset, tokenizer, seed=config.train.seed, where=str(data_path)
+            config.loss,
+            model,
+            train_loader.dataset,
+            tokenizer,
+            seed=config.train.seed,
+            where=str(data_path),
+            text=config.data.text,
         )
         model, step, collate_fn = objective.model, objective.step, objective.collate_fn
     trainer = Trainer(

@@ -1,0 +1,79 @@
+"""The learning recipe end to end: captions, measured normalisation, supervised heads, text cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from sonofm.config import PretrainConfig, resolve_config
+from tests.tiny_models import tiny_dual_encoder
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sonofm.sim.generator import simulate_dataset
+
+    out = tmp_path_factory.mktemp("recipe") / "data"
+    simulate_dataset(
+        out,
+        48,
+        size=32,
+        seed=5,
+        splits=(0.7, 0.15, 0.15),
+        progress=False,
+        regions="breast,heart,liver,thyroid",
+    )
+    return out
+
+
+def test_model_file_override_is_the_base_of_field_overrides(tmp_path: Path) -> None:
+    spec = tmp_path / "m.yaml"
+    spec.write_text(yaml.safe_dump(tiny_dual_encoder("file-spec")))
+    config = resolve_config(
+        PretrainConfig, preset="tiny", overrides=[f"model={spec}", "model.image.patch_size=4"]
+    )
+    assert config.model["name"] == "file-spec" and config.model["image"]["patch_size"] == 4
+
+
+def test_pretrain_with_the_recipe_stores_data_statistics_and_heads(sim: Path, tmp_path: Path) -> None:
+    from sonofm.models import load_model
+    from sonofm.train.pretrain import pretrain
+
+    model = tiny_dual_encoder("recipe", text={"freeze_layers": -1, "cache": 1000})
+    config = resolve_config(
+        PretrainConfig,
+        values={
+            "model": model,
+            "loss": {"name": "clip+supervised"},
+            "data": {"path": str(sim), "text": "caption", "normalize": "data"},
+            "train": {"epochs": 1, "batch_size": 8, "workers": 0, "progress": False, "log_every": 1},
+        },
+    )
+    run = pretrain(config, tmp_path / "run")
+    saved = json.loads((run.model_dir / "config.json").read_text())["config"]
+    # statistics recomputed independently from the training PNGs (32 px: no resizing)
+    df = pd.read_parquet(sim / "manifest.parquet")
+    pixels = np.concatenate(
+        [
+            np.asarray(Image.open(sim / p), dtype=np.float64).ravel() / 255
+            for p in df[df.split == "train"].image
+        ]
+    )
+    assert saved["image"]["mean"][0] == pytest.approx(pixels.mean(), abs=1e-3)
+    assert saved["image"]["std"][0] == pytest.approx(pixels.std(), abs=1e-3)
+    assert saved["heads"]["region"] == sorted(df.region.unique())
+    rows = [json.loads(x) for x in (run.metrics).read_text().splitlines()]
+    assert any("supervised_loss" in r for r in rows)
+    loaded = load_model(run.model_dir)
+    import torch
+
+    logits = loaded.head_logits(
+        torch.nn.functional.normalize(torch.randn(3, loaded.config.embed_dim), dim=-1)
+    )
+    assert logits["head/region"].shape == (3, len(saved["heads"]["region"]))
