@@ -357,7 +357,8 @@ def unpack_shards(shard_dir: str | Path, dest: str | Path) -> Path:
     """Write a shard directory back out as a dataset directory (images/, masks/, manifest.jsonl).
 
     For jobs that need random access to a whole split (evaluation statistics per patient,
-    few-shot sampling in fine-tuning). Atomic: a temp dir renamed to ``dest`` at the end.
+    few-shot sampling in fine-tuning). Atomic: a temp dir renamed to ``dest`` at the end; when
+    several processes (DDP ranks) unpack at once, the first rename wins and the others keep it.
     """
     shard_dir, dest = Path(shard_dir), Path(dest)
     index = read_index(shard_dir)
@@ -384,9 +385,12 @@ def unpack_shards(shard_dir: str | Path, dest: str | Path) -> Path:
         (tmp / "manifest.jsonl").write_text("".join(f"{line}\n" for line in lines))
         if (shard_dir / "dataset.json").exists():
             shutil.copy2(shard_dir / "dataset.json", tmp / "dataset.json")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not (dest / "manifest.jsonl").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process (rank) unpacked it first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -141,3 +141,14 @@ def test_loader_and_table_accept_a_shard_directory(data, tmp_path, monkeypatch) 
     assert list(df["id"]) == list(ref["id"]) and list(df["report"]) == list(ref["report"])
     img = Image.open(Path(df.attrs["root"]) / df["image"].iloc[0])
     assert np.array_equal(np.asarray(img), np.asarray(Image.open(root / ref["image"].iloc[0])))
+
+
+def test_a_second_unpack_keeps_the_first(data, tmp_path) -> None:
+    from sonofm.data.shards import unpack_shards
+
+    _, shards = data
+    first = unpack_shards(shards, tmp_path / "u")
+    stamp = (first / "manifest.jsonl").stat().st_mtime_ns
+    assert unpack_shards(shards, tmp_path / "u") == first  # as when two ranks race
+    assert (first / "manifest.jsonl").stat().st_mtime_ns == stamp
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".unpack-")]
