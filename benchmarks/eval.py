@@ -135,6 +135,44 @@ def bench_embedding(model, data: Path, batch_size: int, repeats: int, workers: l
     }
 
 
+def bench_attention(model, data: Path, batch_size: int, repeats: int, precisions: list[str]) -> dict:
+    """CPU-s per image of ``encode_image`` (inference) per precision and image-tower attention kernel.
+
+    Interleaved (every combination once per repeat, best of repeats) so load hits all alike; the
+    trainer's choice (``sonofm.train.precision.choose_attention``) is recorded beside each row.
+    """
+    from sonofm.data.dataset import UltrasoundDataset
+    from sonofm.data.manifest import read_manifest
+    from sonofm.train.precision import autocast, choose_attention
+
+    size = int(model.config.image.image_size)
+    ds = UltrasoundDataset(read_manifest(data), None, image_size=size, root=data)
+    x = torch.stack([ds[i]["image"] for i in range(min(len(ds), 4 * batch_size))])
+    cpu = torch.device("cpu")
+    combos = [(p, a) for p in precisions for a in ("sdpa", "eager")]
+    times: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
+    for r in range(repeats + 1):
+        for p, a in combos:
+            model.visual.set_attention(a)
+            c0 = time.process_time()
+            with torch.inference_mode(), autocast(p, cpu):
+                for i in range(0, len(x), batch_size):
+                    model.encode_image(x[i : i + batch_size])
+            if r:  # the first pass warms up
+                times[(p, a)].append(time.process_time() - c0)
+    model.visual.set_attention("sdpa")
+    tokens = model.visual.tokens
+    rows = {}
+    for p in precisions:
+        ms = {a: 1e3 * min(times[(p, a)]) / len(x) for a in ("sdpa", "eager")}
+        rows[p] = {
+            "cpu_ms_per_image": ms,
+            "eager_over_sdpa": ms["eager"] / ms["sdpa"],
+            "trainer_choice": choose_attention(p, cpu, tokens) if tokens else None,
+        }
+    return {"images": len(x), "tokens": tokens, "threads": torch.get_num_threads(), "precisions": rows}
+
+
 def clustered_gallery(n_query: int, n_gallery: int, dim: int, seed: int = 0):
     """Unit vectors in 2000 clusters (real embeddings cluster by region/diagnosis/view); query i is
     a noisy copy of gallery item i % G (cosine ~0.3, about as close as its cluster-mates), so
@@ -255,6 +293,9 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--skip-embedding", action="store_true", help="keep the embedding part of --out as it is")
+    ap.add_argument(
+        "--attention", default="fp32,bf16", help="precisions for the sdpa/eager inference A/B ('' to skip)"
+    )
     ap.add_argument("--skip-retrieval", action="store_true", help="keep the retrieval part of --out as it is")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
@@ -273,6 +314,16 @@ def main() -> None:
                 simulate_dataset(data, args.images, size=128, seed=0, progress=False)
             workers = [int(w) for w in args.workers.split(",") if w.strip()]
             emb = bench_embedding(model, data, args.batch_size, args.repeats, workers)
+            precisions = [p for p in args.attention.split(",") if p.strip()]
+            if precisions:
+                emb["attention"] = bench_attention(model, data, args.batch_size, args.repeats, precisions)
+                for p, r in emb["attention"]["precisions"].items():
+                    ms = r["cpu_ms_per_image"]
+                    print(
+                        f"encode_image {p}: sdpa {ms['sdpa']:.2f} / eager {ms['eager']:.2f} CPU-ms per image "
+                        f"({emb['attention']['tokens']} tokens; trainer picks {r['trainer_choice']})",
+                        flush=True,
+                    )
         for w, r in emb["suite"].items():
             print(
                 f"embedding: raw model {emb['raw_model_images_per_s']:.1f} img/s, suite workers={w} "

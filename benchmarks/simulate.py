@@ -219,6 +219,95 @@ def bench_render(sizes: list[int], repeats: int) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------- per stage
+
+
+class _StageClock:
+    """CPU seconds spent inside named functions (wrapped in place; nested stages are subtracted)."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._stack: list[float] = []  # child CPU accumulated by the enclosing stage
+        self._undo: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, attr: str, stage: str) -> None:
+        original = getattr(owner, attr, None)
+        if original is None:  # an older tree without this function (A/B against a past commit)
+            return
+
+        def timed(*args, **kwargs):
+            self._stack.append(0.0)
+            c0 = time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = time.process_time() - c0
+                inner = self._stack.pop()
+                self.cpu[stage] = self.cpu.get(stage, 0.0) + spent - inner
+                self.calls[stage] = self.calls.get(stage, 0) + 1
+                if self._stack:
+                    self._stack[-1] += spent
+
+        setattr(owner, attr, timed)
+        self._undo.append((owner, attr, original))
+
+    def wrap_everywhere(self, original: object, stage: str) -> None:
+        """Wrap ``original`` in every loaded sonofm module that bound it by name."""
+        for mod in list(sys.modules.values()):
+            if getattr(mod, "__name__", "").startswith("sonofm"):
+                for attr, value in list(vars(mod).items()):
+                    if value is original:
+                        self.wrap(mod, attr, stage)
+
+    def restore(self) -> None:
+        for owner, attr, original in reversed(self._undo):
+            setattr(owner, attr, original)
+
+
+def bench_stages(n: int, size: int) -> dict:
+    """CPU-ms per image by stage of the in-process (1-worker) generator.
+
+    Stages: anatomy/phantom (the region simulator minus the physics), physics (``render_bmode``),
+    PNG encoding, report writing, the per-patient record (normalise + JSON + atomic write), the
+    rest of each patient (overlays, bookkeeping), and the dataset-level work (manifest, splits,
+    card) outside the patients.
+    """
+    import sonofm.data.manifest as manifest
+    import sonofm.data.pngio as pngio
+    import sonofm.reports as reports
+    import sonofm.sim.generator as gen
+    import sonofm.sim.physics as physics
+    import sonofm.sim.registry as registry
+    from sonofm.sim.registry import registered_regions
+
+    registered_regions()  # import every region module so their bound names can be wrapped
+    clock = _StageClock()
+    clock.wrap_everywhere(physics.render_bmode, "physics")
+    clock.wrap(registry, "simulate_patient", "anatomy")
+    clock.wrap(pngio, "write_png", "png")
+    clock.wrap(reports, "write_report", "report")
+    clock.wrap(reports, "study_attributes", "report")
+    clock.wrap(manifest, "normalize_records", "record")
+    clock.wrap(manifest, "dumps_json", "record")
+    clock.wrap(gen, "_atomic_text", "record")
+    clock.wrap(gen, "simulate_one_patient", "patient_other")
+    tmp = Path(tempfile.mkdtemp(prefix="sonofm_bench_"))
+    try:
+        gen.simulate_dataset(tmp / "warm", 4, size=size, workers=1, seed=0, progress=False)
+        clock.cpu.clear()
+        clock.calls.clear()
+        c0 = time.process_time()
+        gen.simulate_dataset(tmp / "ds", n, size=size, workers=1, seed=0, progress=False)
+        total = time.process_time() - c0
+    finally:
+        clock.restore()
+        shutil.rmtree(tmp, ignore_errors=True)
+    stages = {k: round(1e3 * v / n, 3) for k, v in sorted(clock.cpu.items())}
+    stages["dataset_other"] = round(1e3 * (total - sum(clock.cpu.values())) / n, 3)
+    return {"size": size, "images": n, "cpu_ms_per_image": round(1e3 * total / n, 3), "stages": stages}
+
+
 # ----------------------------------------------------------------------------- SIMUS reference
 
 
@@ -320,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-simus", action="store_true", help="skip the pymust SIMUS comparison")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--stages-only", action="store_true", help="only the CPU-ms per image by stage (quick, load-robust)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     n = args.n or (24 if args.quick else 300)
@@ -336,6 +428,16 @@ def main(argv: list[str] | None = None) -> int:
         "generator" if use_generator else "fallback (no regions registered: render_bmode + label_map + PNG)"
     )
     print(f"mode: {mode}; regions: {', '.join(regions) or '-'}")
+
+    command = " ".join(["python", "benchmarks/simulate.py", *(argv if argv is not None else sys.argv[1:])])
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    stages = [bench_stages(n, size) for size in args.sizes]
+    for row in stages:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in row["stages"].items())
+        print(f"{row['size']:4d} px: {row['cpu_ms_per_image']:.2f} CPU-ms/image in process ({parts})")
+    if args.stages_only:
+        _write(args.out, {"stages": stages, "command": command, "load_before": load_before}, merge=True)
+        return 0
 
     render = bench_render(args.sizes, repeats=3 if args.quick else 15)
     for r in render:
@@ -374,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     ru_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result = {
         "mode": mode,
+        "command": command,
+        "date": _now(),
+        "load_before": load_before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "stages": stages,
         "quick": args.quick,
         "machine": {
             "python": sys.version.split()[0],
@@ -392,12 +499,26 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mb": 2048,
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    _write(args.out, result)
     return 0
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write(out: Path, result: dict, merge: bool = False) -> None:
+    """Write the result file atomically; ``merge`` updates only the given keys of an existing one."""
+    if merge and out.is_file():
+        old = json.loads(out.read_text())
+        result = {**old, "stages_run": {**result, "date": _now(), "load_after": list(os.getloadavg())}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
