@@ -24,18 +24,20 @@ def patients_phrase(k: int | None) -> str:
     return "" if k is None else f"{k} patient{'s' if k != 1 else ''}"
 
 
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
 def ci_text(m: dict[str, Any] | None) -> str:
-    """ "0.512 [0.401, 0.623] (12 patients)"; "0.7 (1 patient: no interval)" when there is none."""
-    if not m or m.get("value") is None:
+    """"0.512 [0.401, 0.623] (12 patients)"; "2.000 (1 patient: no interval)" when there is none."""
+    if not m or _num(m.get("value")) is None:
         return "n/a"
-    lo, hi, k = m.get("ci_low"), m.get("ci_high"), m.get("n_patients")
+    lo, hi, k = _num(m.get("ci_low")), _num(m.get("ci_high")), m.get("n_patients")
     out = fmt(m["value"])
     if lo is not None and hi is not None:
         out += f" [{fmt(lo)}, {fmt(hi)}]"
-    elif k is not None and k < 2:
-        out += " (no interval)"
     if k is not None:
-        out += f" ({patients_phrase(k)})"
+        out += f" ({patients_phrase(k)}{': no interval' if k < 2 else ''})"
     return out
 
 

@@ -93,8 +93,15 @@ def test_cli_single_then_compare(tmp_path, sim_data, model_a, model_b, suite_fil
         assert doc2["models"][0]["tasks"][task]["metrics"] == doc["models"][0]["tasks"][task]["metrics"]
     (pair,) = doc2["compare"]
     row = doc2["compare"][pair]["zeroshot/region"]["acc1"]
-    assert 0 < row["p_value"] <= 1
+    # patient-level test: a p-value from >= 10 test patients, else no test and the reason
+    k = doc2["data"]["n_patients"]["test"]
+    assert row["n_patients"] == k == acc["n_patients"]
+    if k >= 10:
+        assert 0 < row["p_value"] <= 1 and 0 < row["p_holm"] <= 1
+    else:
+        assert row["p_value"] is None and "no test" in row["untestable"]
     assert row["delta"] == pytest.approx(row["a"] - row["b"])
+    assert doc2["multiple_testing"]["counts"][pair]["tests"] >= 0
     assert "Compare:" in (out2 / "results.md").read_text()
     assert len(sorted((tmp_path / "cache" / "embeddings").glob("*.safetensors"))) == 6
 
