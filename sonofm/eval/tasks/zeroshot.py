@@ -38,6 +38,33 @@ def class_prompts(target: str, cls: str) -> list[str]:
     return P.refine_class_name(cls)
 
 
+def class_members(target: str, cls: str) -> list[list[str]]:
+    """The prompt ensembles whose best match scores class `cls`: one per organ for a region.
+
+    A region is a set of organs (abdomen: gallbladder, spleen, pancreas, ...). Averaging their
+    prompts into one class vector points between organs, where no image lies; scoring a region
+    by its best-matching organ is the hierarchy read the way it is defined.
+    """
+    if target == "region":
+        organs = tx.organs_in(cls)
+        if organs:
+            return [P.organ_prompts(o.id) for o in organs]
+    return [class_prompts(target, cls)]
+
+
+def class_logits(ctx: EvalContext, img: np.ndarray, target: str, classes: list[str]) -> np.ndarray:
+    """(N, C) cosine logits: for each class, the best of its members' prompt-ensemble weights."""
+    members = [class_members(target, c) for c in classes]
+    w = ctx.class_weights([m for ms in members for m in ms])
+    scores = img @ w.T
+    out = np.empty((img.shape[0], len(classes)), dtype=scores.dtype)
+    start = 0
+    for j, ms in enumerate(members):
+        out[:, j] = scores[:, start : start + len(ms)].max(axis=1)
+        start += len(ms)
+    return out
+
+
 def _lesion_mask(rows) -> np.ndarray:
     """Rows with any descriptor tag: the population on which attribute AUCs are meaningful."""
     return np.array([any((a or {}).get(d) for d in DESCRIPTOR_DIMS) for a in rows["attributes"]], dtype=bool)
@@ -74,9 +101,8 @@ class ZeroShotClassification(Task):
         if len(classes) < 2 or not keep.any():
             res.skipped = f"needs >= 2 classes of {self.target!r} and labelled {self.split} images"
             return res
-        w = ctx.class_weights([class_prompts(self.target, c) for c in classes])
         img = ctx.embeddings[self.split].image[keep]
-        probs = softmax(ctx.logit_scale * img @ w.T)
+        probs = softmax(ctx.logit_scale * class_logits(ctx, img, self.target, classes))
         y = np.array([classes.index(v) for v in labels[keep]])
         g = ctx.groups(rows[keep])
         ctx.add_metric(res, "acc1", M.acc1, y, probs, groups=g)
