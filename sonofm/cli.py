@@ -339,11 +339,14 @@ def generate_cmd(
     """
     from sonofm.models.vlm import generate_from_files
 
-    text = generate_from_files(
+    out = generate_from_files(
         model, image, question, device=device, max_new_tokens=max_new_tokens, num_beams=beams,
         do_sample=sample, temperature=temperature, top_p=top_p, seed=seed, use_cache=not no_cache,
+        checked=True,
     )
-    typer.echo(text)
+    typer.echo(out.text)
+    if out.low_confidence:  # on stderr: the text stays pipeable, the warning is never lost
+        typer.echo(f"warning: low confidence ({'; '.join(out.reasons)}); review before use", err=True)
 
 
 index_app = typer.Typer(

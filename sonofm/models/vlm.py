@@ -865,13 +865,19 @@ def generate_from_files(
     images: Sequence[str | Path],
     question: str | None = None,
     device: str | None = None,
+    checked: bool = False,
     **gen: Any,
-) -> str:
-    """Load a VLM directory, read the image files and answer (question None = write the report)."""
+) -> str | GeneratedText:
+    """Load a VLM directory, read the image files and answer (question None = write the report).
+
+    `checked`: return a `GeneratedText` (text + mean token log-prob + low-confidence flag).
+    """
     from sonofm.models.io import load_model
 
     model = load_model(model_dir, device=device)
     if not isinstance(model, SonoVLM):
         raise UserError(f"{model_dir} holds a {type(model).__name__}, not a generative VLM (sono_vlm)")
     arrays = [read_image_file(p) for p in images]
+    if checked:
+        return model.chat_checked(arrays, question, **gen)
     return model.chat(arrays, question, **gen)

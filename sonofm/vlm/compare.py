@@ -44,12 +44,14 @@ def item_scores(preds: Sequence[str], refs: Sequence[str], regions: Sequence[str
         "rougeL": VM.rouge_scores(preds, refs)["rougeL"],
         "clinical": VM.clinical_counts(preds, refs, list(regions)),
     }
+    ref_attrs = [_attrs(r, g) for r, g in zip(refs, regions, strict=True)]
+    pred_attrs = [_attrs(p, g) for p, g in zip(preds, regions, strict=True)]
     for dim in ATTRIBUTE_DIMS:
         ok = np.full(len(refs), np.nan)
-        for i, (p, r, g) in enumerate(zip(preds, refs, regions, strict=True)):
-            want = _attrs(r, g).get(dim) or set()
+        for i, (pa, ra) in enumerate(zip(pred_attrs, ref_attrs, strict=True)):
+            want = ra.get(dim) or set()
             if want:  # scored only where the reference states this dimension
-                ok[i] = float((_attrs(p, g).get(dim) or set()) == want)
+                ok[i] = float((pa.get(dim) or set()) == want)
         out[f"attr/{dim}"] = ok
     return out
 
