@@ -60,7 +60,9 @@ def _root(
 @app.command("finetune")
 def finetune_cmd(
     out: str = typer.Option(..., "--out", help="Run dir: seed-<s>/model, results.json, report.html."),
-    data: str | None = typer.Option(None, "--data", help="Dataset dir or manifest (optional on resume)."),
+    data: str | None = typer.Option(
+        None, "--data", help="Dataset dir, manifest or shard dir (optional on resume)."
+    ),
     model: str | None = typer.Option(
         None, "--model", help="Model preset (tiny, small, ...) or a sonofm model dir (SSL/CLIP run's model/)."
     ),
@@ -257,7 +259,9 @@ def serve_cmd(
 @app.command("ssl")
 def ssl_cmd(
     out: str = typer.Option(..., "--out", help="Run directory: model/, checkpoints/, metrics.jsonl."),
-    data: str | None = typer.Option(None, "--data", help="Dataset dir or manifest (optional on resume)."),
+    data: str | None = typer.Option(
+        None, "--data", help="Dataset dir, manifest or shard dir (optional on resume)."
+    ),
     preset: str = typer.Option("tiny", "--preset", help="SSL preset: tiny, small or a YAML file."),
     model: str | None = typer.Option(
         None, "--model", help="Tower to pretrain: a model preset, config file or sonofm model dir."
@@ -680,7 +684,7 @@ def eval_cmd(
     model: list[str] = typer.Option(
         ..., "--model", "-m", help="Model directory (repeat to compare: each is tested against the first)."
     ),
-    data: str = typer.Option(..., "--data", help="Dataset directory or manifest file."),
+    data: str = typer.Option(..., "--data", help="Dataset directory, manifest file or shard directory."),
     out: str = typer.Option(
         ..., "--out", help="Output dir: results.json, results.md, report.html, eval_log.jsonl."
     ),
@@ -902,7 +906,9 @@ def report_sample(
 @app.command("pretrain")
 def pretrain(
     out: str = typer.Option(..., "--out", help="Run directory: model/, checkpoints/, metrics.jsonl."),
-    data: str | None = typer.Option(None, "--data", help="Dataset dir or manifest (optional on resume)."),
+    data: str | None = typer.Option(
+        None, "--data", help="Dataset dir, manifest or shard dir (optional on resume)."
+    ),
     preset: str = typer.Option("tiny", "--preset", help="Preset: tiny, small, base or a YAML file."),
     loss: str | None = typer.Option(
         None,
