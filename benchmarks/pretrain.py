@@ -25,6 +25,10 @@ Usage::
     python benchmarks/pretrain.py                          # all parts (~6 min on 2 loaded cores)
     python benchmarks/pretrain.py --part ab --rounds 8     # sonofm vs open_clip only
     python benchmarks/pretrain.py --part job --job-precisions bf16
+    python benchmarks/pretrain.py --quick                  # smoke run (make bench)
+
+The open_clip anchor is pip-installed on first use (``--no-deps``, into ``.sonofm-cache``); where
+no package index is reachable the A/B part records why and the other parts still run.
 """
 
 from __future__ import annotations
@@ -147,7 +151,10 @@ def measure_ab(data: Path, precision: str, rounds: int, extra: tuple[str, ...]) 
     from openclip_anchor import OPEN_CLIP_VERSION, AnchorStep, build_anchor
 
     trainer, batches, model = _setup(data, precision, extra)
-    anchor = AnchorStep(build_anchor(model), precision)
+    try:
+        anchor = AnchorStep(build_anchor(model), precision)
+    except (ImportError, OSError, subprocess.CalledProcessError) as err:  # e.g. no package index
+        return {"precision": precision, "error": f"open_clip anchor unavailable: {err}"}
     steps = {
         "sonofm": lambda b: trainer.train_step([b]),
         "open_clip": anchor,
@@ -340,8 +347,11 @@ def main() -> None:
     parser.add_argument("--job-images", type=int, default=960, help="simulated images for the job")
     parser.add_argument("--data", default=None, help="dataset dir (default: simulate --job-images at 128 px)")
     parser.add_argument("--override", action="append", help="sonofm key=value, e.g. train.compile=true")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 A/B round, a 1-epoch job")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.job_images, args.job_epochs = 1, min(args.seconds, 3.0), 320, 1
     if args.child:
         _child(args)
         return
@@ -362,6 +372,9 @@ def main() -> None:
                 r = _run_child(f"ab-{p}", args, data, args.threads)
                 r["load_after"] = loadavg()
                 parts["ab"][p] = r
+                if "error" in r:
+                    _log(f"  {r['error']}")
+                    continue
                 _log(f"  open_clip/sonofm CPU-s ratio {r['ratio_cpu']:.3f} (wall {r['ratio_wall']:.3f})")
         if args.part in ("all", "job"):
             parts["job"] = {}
@@ -405,6 +418,9 @@ def main() -> None:
     }
     _write(result)
     for p, r in parts.get("ab", {}).items():
+        if "error" in r:
+            print(f"{p}: {r['error']}")
+            continue
         s, a = r["sonofm"], r["open_clip"]
         print(
             f"{p}: sonofm {s['cpu_s_per_step']:.3f} CPU-s/step ({s['images_per_cpu_s']:.1f} img/CPU-s, "

@@ -59,7 +59,7 @@ BENCHMARKS: dict[str, Bench] = {
     "simulate": Bench(("--quick",), optional={"pymust": ("pip install -e '.[bench]'", ("--no-simus",))}),
     "index": Bench(("--n", "20000", "--clusters", "500", "--queries", "100", "--hnsw-n", "5000")),
     "eval": Bench(("--images", "64", "--gallery", "5000", "--repeats", "1", "--workers", "0")),
-    "pretrain": Bench(("--seconds", "3")),
+    "pretrain": Bench(("--quick",)),
     "ssl_pretrain": Bench(("--seconds", "3")),
     "serve": Bench(
         ("--clients", "1,4", "--requests", "32", "--cases", "1000"),
