@@ -75,7 +75,7 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
 
 
 # Attention kernels of the transformers towers, measured (benchmarks/pretrain.py --attention,
-# one ViT block width 192 / 3 heads, forward + backward, one thread, 2-core AMD EPYC):
+# one ViT block width 192 / 3 heads, forward + backward, one thread, 2-core Intel Xeon with AMX-BF16):
 #   tokens   fp32 eager/sdpa   bf16 eager/sdpa    (time ratio, < 1: eager faster)
 #     65          0.94              0.61
 #    197          1.07              0.81
