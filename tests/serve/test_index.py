@@ -225,8 +225,8 @@ def test_interrupted_build_leaves_no_partial_index(sim, tiny_model_dir, tmp_path
     before = (out / "index.json").read_bytes()
     calls["n"] = 0
     monkeypatch.setattr(index_mod, "_write_thumb", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        build_index(tiny_model_dir, sim, out, split="train")
+    with pytest.raises(KeyboardInterrupt):  # another split into OUT needs --overwrite
+        build_index(tiny_model_dir, sim, out, split="train", overwrite=True)
     assert (out / "index.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
 
