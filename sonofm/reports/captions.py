@@ -98,7 +98,8 @@ def contrastive_caption(study: Study, *, absent: bool = False) -> str:
     """
     organ = _organ_phrase(study)
     is_echo = study.region == "heart" or bool(study.view)
-    head = "echocardiogram" if is_echo else f"ultrasound of the {organ}"
+    # echo reports never say "heart"; the caption does, so echo images meet the heart's prompts
+    head = "echocardiogram of the heart" if is_echo else f"ultrasound of the {organ}"
     view = _view_phrase(study)
     if view:
         head = f"{head}, {view}"

@@ -55,7 +55,7 @@ def test_echo_caption_names_view_phase_and_present_findings_first() -> None:
     )
     cap = contrastive_caption(study)
     assert cap == (
-        "Echocardiogram, parasternal long-axis view, end-systole: "
+        "Echocardiogram of the heart, parasternal long-axis view, end-systole: "
         "severe reduced left ventricular ejection fraction."
     )
     with_absent = contrastive_caption(study, absent=True)
