@@ -92,7 +92,7 @@ def readable_check(text: str, row: Any) -> dict[str, Any]:
     """Does the generated report name the right organ (region) and the right lesion (diagnosis)?"""
     from sonofm.reports import parse_report, study_attributes
 
-    attrs = study_attributes(parse_report(text, row["region"]).study)
+    attrs = study_attributes(parse_report(text).study)  # no region hint: the text must name it
     want = dict(row["attributes"]) if isinstance(row["attributes"], dict) else {}
     organ_ok = row["organ"] in (attrs.get("organ") or [])
     want_dx = set(want.get("diagnosis") or [])

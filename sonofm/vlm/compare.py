@@ -3,7 +3,8 @@
 Per item: BLEU-1 sufficient statistics (exact corpus BLEU on every resample), ROUGE-L,
 clinical-correctness counts (both texts parsed by `sonofm.reports.parse_report`), and per-attribute
 correctness: for each dimension the reference states (organ, diagnosis, shape, margin, ...), whether
-the generated text's parsed PRESENT tags equal the reference's. Intervals come from
+the generated text's parsed PRESENT tags equal the reference's (the generated text is parsed
+without the region hint, which would otherwise hand it the region's default organ). Intervals come from
 `sonofm.eval.metrics.bootstrap_ci` with patient ids as groups (whole patients are resampled, never
 single images), and the difference between two systems gets the same patient-level interval.
 """
@@ -45,7 +46,8 @@ def item_scores(preds: Sequence[str], refs: Sequence[str], regions: Sequence[str
         "clinical": VM.clinical_counts(preds, refs, list(regions)),
     }
     ref_attrs = [_attrs(r, g) for r, g in zip(refs, regions, strict=True)]
-    pred_attrs = [_attrs(p, g) for p, g in zip(preds, regions, strict=True)]
+    # the generated text is parsed WITHOUT the region hint: naming the organ must be its own doing
+    pred_attrs = [_attrs(p, None) for p in preds]
     for dim in ATTRIBUTE_DIMS:
         ok = np.full(len(refs), np.nan)
         for i, (pa, ra) in enumerate(zip(pred_attrs, ref_attrs, strict=True)):

@@ -183,9 +183,10 @@ class LengthGroupedBatches(Dataset):
     """Items are whole batches of conversations of similar token length (HF's group_by_length).
 
     Why: a report is about five times longer than a VQA answer, so a random batch pads every row
-    to its report and spends most of its compute on padding (measured on the demo set: 4x the
-    tokens of length-grouped batches). Groups are fixed once (sorted by length, random tie-break
-    with `seed`); the trainer shuffles their order every epoch. Use with `GroupCollator` and a
+    to its report and spends most of its compute on padding (measured on a 1000-image demo set,
+    4494 conversations, batch 16: 929k padded tokens in random batches vs 259k grouped, 257k
+    real). Groups are fixed once (sorted by length, random tie-break with `seed`); the trainer
+    shuffles their order every epoch. Use with `GroupCollator` and a
     trainer batch size of 1 (one group per step).
     """
 

@@ -134,7 +134,7 @@ def clinical_counts(
     """(N, 3) int array of per-report (tp, fp, fn) facts of the generated vs the reference report.
 
     An empty generated report states nothing: every reference fact is a miss (the parser would
-    otherwise credit it with the region's default organ).
+    otherwise credit it with the region's default organ). `regions` help parse the REFERENCE only.
     """
     from sonofm.reports import parse_report, study_score
     from sonofm.reports.metrics import study_facts
@@ -146,7 +146,9 @@ def clinical_counts(
         if not str(p).strip():
             out[i] = (0, 0, len(study_facts(ref)) + len(ref.measurements))
             continue
-        s = study_score(ref, parse_report(p, g).study)
+        # the generated text is parsed without the region hint: the hint would hand it the
+        # region's organ (and override a wrong one it names), crediting facts it never stated
+        s = study_score(ref, parse_report(p).study)
         out[i] = (s.tp, s.fp, s.fn)
     return out
 
