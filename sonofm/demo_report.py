@@ -232,12 +232,16 @@ def reading(
         sentence += f" ({extra})" if extra else ""
         if r.get("family_sig") is not None:
             fs = r["family_sig"]
-            sentence += (
-                f" (mean of {r.get('family_size', '?')} per-dimension AUCs). Per-tag differences with "
-                f"p &lt; {ALPHA}: {fs['b_better']} favour {html.escape(b_name)} and {fs['a_better']} favour "
-                f"{html.escape(a_name)}, of {fs['n']}; after Holm correction "
-                f"{fs.get('b_better_holm', 0)} and {fs.get('a_better_holm', 0)}."
-            )
+            sentence += f" (mean of {r.get('family_size', '?')} per-dimension AUCs)."
+            if fs["n"]:
+                sentence += (
+                    f" Per-tag differences with p &lt; {ALPHA}: {fs['b_better']} favour "
+                    f"{html.escape(b_name)} and {fs['a_better']} favour {html.escape(a_name)}, "
+                    f"of {fs['n']}; after Holm correction "
+                    f"{fs.get('b_better_holm', 0)} and {fs.get('a_better_holm', 0)}."
+                )
+            else:
+                sentence += " No per-tag difference was tested (too few test patients)."
         elif r.get("untestable"):
             sentence += f": <span class='ns'>not tested</span> ({html.escape(r['untestable'])})."
         elif r.get("p_value") is not None:
@@ -275,9 +279,14 @@ def reading(
             f"{sig[a_name]} for {html.escape(a_name)})."
         )
         findings.insert(0, head)
+    # one warning per text, naming every model it applies to
+    who: dict[str, list[str]] = {}
     for model, items in (alerts or {}).items():
         for item in items:
-            findings.append(f"<span class='warn'>Warning ({html.escape(model)})</span>: {html.escape(item)}")
+            who.setdefault(item, []).append(model)
+    for item, models in who.items():
+        label = "both models" if len(models) == 2 and len(alerts or {}) == 2 else ", ".join(models)
+        findings.append(f"<span class='warn'>Warning ({html.escape(label)})</span>: {html.escape(item)}")
     caveats = [
         "The data are <b>simulated</b> (sonofm's physics-based B-mode simulator with exact ground truth): "
         "numbers show the pipeline and the objectives working, not clinical performance.",

@@ -17,7 +17,7 @@ import numpy as np
 # A model "collapsed" when it puts at least this share of images in one class, and that class is
 # predicted at least COLLAPSE_EXCESS more often than it truly occurs (so an imbalanced test set
 # that the model follows is not called collapse).
-COLLAPSE_SHARE = 0.8
+COLLAPSE_SHARE = 0.7
 COLLAPSE_EXCESS = 0.2
 
 

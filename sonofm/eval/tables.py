@@ -40,7 +40,7 @@ def results_markdown(doc: dict[str, Any]) -> str:
     lines += [
         f"- {doc['suite']['n_boot']} bootstrap resamples per metric "
         f"(unit: {doc['suite']['bootstrap_unit']}); "
-        "values are point estimates with 95% percentile CIs.",
+        "values are point estimates with 95% bias-corrected bootstrap CIs (and the patients they rest on).",
         "",
     ]
     task_names = list(dict.fromkeys(t for m in models for t in m["tasks"]))
