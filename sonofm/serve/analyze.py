@@ -276,6 +276,30 @@ def _class_weights(emb_of: dict[str, np.ndarray], prompts: list[list[str]]) -> n
     return (w / np.linalg.norm(w, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
 
 
+# Descriptor tags named after one organ's anatomy (TI-RADS terms for the thyroid) are offered
+# only for that region; echo findings only for the heart, and lesion descriptors never for it.
+ORGAN_SPECIFIC_TAGS: dict[tuple[str, str], frozenset[str]] = {
+    ("margin", "extrathyroidal_extension"): frozenset({"thyroid"}),
+    ("echogenicity", "very_hypoechoic"): frozenset({"thyroid"}),
+    ("internal", "spongiform"): frozenset({"thyroid"}),
+    ("internal", "comet_tail"): frozenset({"thyroid"}),
+}
+
+
+def in_region_vocabulary(region: str, dimension: str, tag: str) -> bool:
+    """Whether finding (dimension, tag) can be reported for an image of `region`.
+
+    Why: scoring every finding for every image listed "reduced left ventricular ejection
+    fraction" and "extrathyroidal extension" for a breast image.
+    """
+    if dimension == "echo":
+        return region == "heart"
+    if region == "heart":
+        return False
+    allowed = ORGAN_SPECIFIC_TAGS.get((dimension, tag))
+    return allowed is None or region in allowed
+
+
 @dataclass
 class TextBank:
     """All zero-shot weights, cached once at start-up: class heads + finding pairs."""
@@ -499,8 +523,15 @@ class Analyzer:
         return Job(to_model_input(image, self.image_size), k, seg_image)
 
     # ----- stage 3: the response (request side) -----
-    def predictions(self, out: ForwardOut) -> dict[str, Any]:
-        """region/organ/diagnosis tops, per-dimension attribute softmaxes, findings sorted by p."""
+    def predictions(self, out: ForwardOut, region: str | None = None) -> dict[str, Any]:
+        """region/organ/diagnosis tops, per-dimension attribute softmaxes, and the findings of one
+        region's vocabulary sorted by p: the given `region`, else the predicted one.
+
+        `findings_region` says which region the findings are for and that region's own probability,
+        so a reader sees how sure the model is of the context the findings assume.
+        """
+        if region is not None and region not in tx.REGIONS:
+            raise UserError(f"unknown region {region!r}; expected one of {', '.join(tx.REGIONS)}")
         res: dict[str, Any] = {"attributes": {}}
         for h in self.bank.heads:
             p = _softmax(out.class_logits[h.start : h.stop])
@@ -514,12 +545,21 @@ class Analyzer:
                 res["attributes"][h.name] = scores
         pl = out.pair_logits.reshape(-1, 2)
         p_pos = _softmax(pl)[:, 0]
+        scope = region or res["region"]["tag"]
+        p_scope = next(s["probability"] for s in res["region"]["scores"] if s["tag"] == scope)
         findings = [
             {"dimension": d, "tag": t, "label": lab, "probability": round(float(p), 5)}
             for (d, t, lab), p in zip(self.bank.findings, p_pos, strict=True)
+            if in_region_vocabulary(scope, d, t)
         ]
         findings.sort(key=lambda f: -f["probability"])
         res["findings"] = findings
+        res["findings_region"] = {
+            "region": scope,
+            "label": scope.replace("_", " "),
+            "probability": p_scope,
+            "source": "given" if region else "predicted",
+        }
         return res
 
     def thumbnail(self, path: Path) -> str | None:
