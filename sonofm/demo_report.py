@@ -201,6 +201,7 @@ def reading(
     n_images: int | None,
     multiple_testing: dict[str, int] | None = None,
     alerts: dict[str, list[str]] | None = None,
+    preset: str = "tiny",
 ) -> tuple[list[str], list[str]]:
     """(findings, caveats): plain-language sentences generated from the headline rows.
 
@@ -290,9 +291,9 @@ def reading(
     caveats = [
         "The data are <b>simulated</b> (sonofm's physics-based B-mode simulator with exact ground truth): "
         "numbers show the pipeline and the objectives working, not clinical performance.",
-        f"The model is the <b>tiny</b> preset ({n_params / 1e6:.1f} M parameters)"
+        f"The model is the <b>{html.escape(preset)}</b> preset ({n_params / 1e6:.1f} M parameters)"
         if n_params
-        else "The model is the <b>tiny</b> preset",
+        else f"The model is the <b>{html.escape(preset)}</b> preset",
     ]
     if steps:
         caveats[-1] += (
@@ -558,6 +559,7 @@ def build_demo_report(
         n_images=sum(n_images.values()) or None,
         multiple_testing=next(iter(counts.values()), None),
         alerts={name: model_alerts(m) for name, m in zip(names, models, strict=False)},
+        preset=str(plan.get("model", "tiny")),
     )
     total_s = sum(float(v.get("seconds", 0)) for v in stages.values())
     stage_txt = ", ".join(f"{html.escape(k)} {float(v.get('seconds', 0)):.0f} s" for k, v in stages.items())
@@ -568,7 +570,7 @@ def build_demo_report(
         '<a href="#training">training</a><a href="#eval">full evaluation</a></nav>',
         f"<p class='lead'>This run simulated {data_phrase(out / 'data', sum(n_images.values()) or None)} "
         f"({plan.get('image_size')} px), pretrained two "
-        f"image-text models with the same tiny architecture and budget ({plan.get('epochs')} epochs): "
+        f"image-text models with the same small architecture and budget ({plan.get('epochs')} epochs): "
         f"<b>{html.escape(names[0])}</b>, the plain CLIP contrastive baseline, and "
         f"<b>{html.escape(names[1])}</b>, "
         "which adds ultrasound-aware objectives (soft labels from report similarity, a semantic loss, the "
