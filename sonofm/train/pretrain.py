@@ -135,10 +135,10 @@ def _uses_term(loss: Any, term: str) -> bool:
 
 def _head_classes(config: PretrainConfig) -> dict[str, list[str]]:
     """Supervised head classes from the whole manifest (the class set must not depend on the split)."""
-    from sonofm.data.manifest import read_manifest
+    from sonofm.data.loader import manifest_rows
     from sonofm.losses.supervised import head_classes
 
-    heads = head_classes(read_manifest(config.data.path), config.loss.supervised_targets)
+    heads = head_classes(manifest_rows(config.data.path), config.loss.supervised_targets)
     if not heads:
         raise DataError(
             f"{config.data.path}: loss term 'supervised' needs labels, but none of "

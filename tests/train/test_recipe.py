@@ -77,3 +77,17 @@ def test_pretrain_with_the_recipe_stores_data_statistics_and_heads(sim: Path, tm
         torch.nn.functional.normalize(torch.randn(3, loaded.config.embed_dim), dim=-1)
     )
     assert logits["head/region"].shape == (3, len(saved["heads"]["region"]))
+
+
+def test_statistics_and_head_classes_read_shards_like_the_folder(sim: Path, tmp_path: Path) -> None:
+    from sonofm.data.loader import manifest_rows
+    from sonofm.data.shards import export_shards
+    from sonofm.data.stats import image_mean_std
+    from sonofm.losses.supervised import head_classes
+
+    shards = tmp_path / "shards"
+    export_shards(sim, shards)
+    folder = image_mean_std(sim, image_size=32, limit=10_000)
+    stream = image_mean_std(shards, image_size=32, limit=10_000)
+    assert stream == pytest.approx(folder, abs=1e-6)  # every train image either way
+    assert head_classes(manifest_rows(shards)) == head_classes(manifest_rows(sim))
