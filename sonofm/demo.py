@@ -44,10 +44,11 @@ class DemoPlan:
 
 
 QUICK = DemoPlan(n_images=240, image_size=64, epochs=2, batch_size=32, suite="quick", workers=2, log_every=1)
-# 64 px, ConvNeXt tower, frozen cached text: 15 epochs (~450 steps) per model fit the 15-minute budget
-# on 2 cores, and the models learn (README "Learning at demo scale").
+# 64 px, ConvNeXt tower, frozen cached text: 10 epochs (300 steps) per model fit the 15-minute budget
+# on 2 cores (12 epochs took 6.3 min for the CLIP stage alone), and the models learn (README
+# "Learning at demo scale").
 DEFAULT = DemoPlan(
-    n_images=2400, image_size=64, epochs=15, batch_size=64, suite="quick", workers=2, log_every=5
+    n_images=2400, image_size=64, epochs=10, batch_size=64, suite="quick", workers=2, log_every=5
 )
 
 # Baseline vs ultrasound-aware objective (docs/methods.md sections 1-2): soft-label CLIP + semantic
@@ -127,9 +128,10 @@ def _pretrain(data: Path, run: Path, loss: str, plan: DemoPlan) -> dict[str, Any
                 "log_every": plan.log_every,
                 # bf16 where the CPU/GPU computes it natively (~1.5x faster here), else fp32
                 "precision": "auto",
-                # workers from a small server process, not forked from the growing trainer
-                # (each forked worker ends up holding a private copy of the trainer's heap)
-                "worker_start": "forkserver",
+                # forked workers: the trainer starts a loader every epoch (train and validation),
+                # and forkserver workers pay a fresh interpreter + torch import each time (~11 s
+                # an epoch measured with the 64 px model, whose heap is small enough to fork)
+                "worker_start": "fork",
             },
         },
     )

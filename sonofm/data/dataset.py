@@ -88,8 +88,9 @@ class UltrasoundDataset(torch.utils.data.Dataset):
 
     text: "report" (the manifest's report), "caption" (the contrastive caption of the row's
     structured study or parsed report, :mod:`sonofm.reports.captions`), another manifest column,
-    or a function (row, rng) -> str, e.g. a caption sampler. Augmentation randomness is a pure function of (seed, epoch, index): call
-    `set_epoch` each epoch so runs (and resumed runs) are reproducible.
+    or a function (row, rng) -> str, e.g. a caption sampler. Augmentation randomness is a pure
+    function of (seed, epoch, index): call `set_epoch` each epoch so runs (and resumed runs) are
+    reproducible.
     """
 
     def __init__(

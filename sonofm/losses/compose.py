@@ -248,7 +248,8 @@ class ObjectiveCollate:
     * ``view_code``/``study_code`` (B,) int64 (view): crc32 codes, -1 when missing.
     * ``neg_input_ids``/``neg_attention_mask`` (B*K, L) and ``neg_valid`` (B, K) (negation): K hard
       negatives per caption from the sample's structured report (``sonofm.reports.negated_captions``),
-      seeded by (seed, epoch, sample id) so runs and resumed runs see the same negatives.
+      seeded by (seed, epoch, sample id) so runs and resumed runs see the same negatives (caption
+      negatives by (seed, sample id) only, so a frozen text tower encodes them once).
     """
 
     def __init__(
@@ -287,7 +288,10 @@ class ObjectiveCollate:
             record = self.structured.get(str(sid))
             caps: list[str] = []
             if record:
-                rng = np.random.default_rng([self.seed, epoch, zlib.crc32(str(sid).encode())])
+                # caption negatives are drawn once per sample (not per epoch): a frozen text tower
+                # then encodes them once (its cache), instead of ~150 new captions every step
+                draw = [self.seed, zlib.crc32(str(sid).encode())]
+                rng = np.random.default_rng(draw if self.caption_negatives else [self.seed, epoch, *draw[1:]])
                 try:
                     study = Study.from_dict(record)
                     if self.caption_negatives:

@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sonofm import __version__
+from sonofm import taxonomy as tx
 from sonofm.errors import UserError
 from sonofm.serve.analyze import Analyzer, DecodedUpload, UploadError, decode_upload, new_deidentifier
 from sonofm.serve.batching import MicroBatcher
@@ -530,12 +531,20 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
         file: Annotated[UploadFile, File(description="PNG, JPEG or DICOM (.dcm) image")],
         question: Annotated[str | None, Form(max_length=500, description="a question for the VLM")] = None,
         k: Annotated[int | None, Form(ge=1, description="number of similar cases")] = None,
+        region: Annotated[
+            str | None,
+            Form(max_length=40, description="the body region, if known: findings use its vocabulary"),
+        ] = None,
     ) -> Any:
         rid = request.state.request_id
         t0 = time.perf_counter()
         k = settings.default_k if k is None else k
         if k > settings.max_k:
             return _json_error(422, f"field 'k': must be <= {settings.max_k}, got {k}", rid)
+        if region is not None and region not in tx.REGIONS:
+            return _json_error(
+                422, f"field 'region': must be one of {', '.join(tx.REGIONS)}, got {region!r}", rid
+            )
         data = await file.read(limit + 1)
         if len(data) > limit:
             return _json_error(413, f"upload too large: the limit is {settings.max_upload_mb:g} MB", rid)
@@ -551,7 +560,7 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
         out = await state.batcher.submit(job)
         t2 = time.perf_counter()
         a = state.analyzer
-        preds = a.predictions(out)
+        preds = a.predictions(out, region=region)
         cases, seg, preview = await run_in_threadpool(
             lambda: (a.similar_cases(out), a.segmentation(decoded.image, out), a.preview(decoded.image))
         )

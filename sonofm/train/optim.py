@@ -104,8 +104,14 @@ def build_optimizer(
 
 
 def is_fused(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``optimizer`` runs torch's fused kernel (which honours a ``found_inf`` flag)."""
-    return bool(optimizer.defaults.get("fused"))
+    """Whether ``optimizer`` runs torch's fused kernel (which honours a ``found_inf`` flag).
+
+    Read from the parameter groups, not the constructor defaults: loading a checkpoint written by
+    a non-fused optimizer replaces the groups' ``fused`` flag, and torch then takes the foreach
+    path, which refuses a ``found_inf``.
+    """
+    groups = optimizer.param_groups
+    return bool(groups) and all(bool(g.get("fused")) for g in groups)
 
 
 class WarmupCosine:

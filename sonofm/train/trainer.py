@@ -440,6 +440,10 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the kernel is this run's choice, not the checkpoint's
+            for key in ("fused", "foreach"):
+                if key in self.optimizer.defaults:
+                    group[key] = self.optimizer.defaults[key]
         self.scheduler.load_state_dict(state["scheduler"])
         self._apply_schedule_config()
         if self.scaler is not None and state.get("scaler") is not None:

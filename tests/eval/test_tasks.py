@@ -162,8 +162,11 @@ def test_zeroshot_classification_prompt_ensemble_math(real_ctx):
     cols = []
     for c in classes:
         best = None
-        for organ in tx.organs_in(c):
-            tok = ctx.model.tokenize(P.organ_prompts(organ.id))
+        ensembles = [P.organ_prompts(o.id) for o in tx.organs_in(c)]
+        if c == "heart":  # echo views are heart images
+            ensembles += [P.view_prompts(v) for v in tx.VIEWS]
+        for prompts in ensembles:
+            tok = ctx.model.tokenize(prompts)
             with torch.inference_mode():
                 e = ctx.model.encode_text(tok["input_ids"], tok["attention_mask"]).numpy()
             m = e.mean(0)

@@ -25,6 +25,8 @@ def test_region_members_are_its_organs() -> None:
     members = class_members("region", "abdomen")
     assert len(members) == len(tx.organs_in("abdomen")) >= 2
     assert class_members("view", "A4C") == [P.view_prompts("A4C")]
+    heart = class_members("region", "heart")
+    assert P.organ_prompts("heart") in heart and P.view_prompts("PLAX") in heart  # views are heart images
 
 
 def test_an_image_of_one_organ_scores_its_region_fully() -> None:

@@ -586,3 +586,13 @@ def test_model_failure_is_a_json_500_and_server_recovers(assets, state, sample_p
         assert r.json()["request_id"] == r.headers["x-request-id"]
         fail["on"] = False
         assert _post(c, sample_png).status_code == 200
+
+
+def test_given_region_scopes_the_findings_and_a_bad_one_is_refused(client, sample_png):
+    r = _post(client, sample_png, data={"region": "breast"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["findings_region"]["region"] == "breast" and body["findings_region"]["source"] == "given"
+    assert not any(f["dimension"] == "echo" for f in body["findings"])
+    bad = _post(client, sample_png, data={"region": "elbow"})
+    assert bad.status_code == 422 and "field 'region'" in bad.json()["detail"]

@@ -196,3 +196,17 @@ def test_a_failing_compile_falls_back_to_eager(tmp_path: Path, monkeypatch, capl
     assert result.step == 6
     assert "torch.compile failed" in caplog.text
     assert trainer.model is trainer.raw_model
+
+
+def test_resume_from_a_non_fused_checkpoint_does_not_pass_found_inf_to_foreach() -> None:
+    """A checkpoint written by a foreach optimizer turns the groups' fused flag off on load."""
+    from sonofm.train.optim import is_fused
+
+    w = torch.nn.Parameter(torch.ones(3))
+    old = torch.optim.AdamW([w], lr=0.1, foreach=True)
+    w.grad = torch.ones(3)
+    old.step()
+    new = torch.optim.AdamW([w], lr=0.1, fused=True)
+    assert is_fused(new)
+    new.load_state_dict(old.state_dict())
+    assert not is_fused(new)  # the trainer must not hand this optimizer a found_inf

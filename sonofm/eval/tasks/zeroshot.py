@@ -46,9 +46,13 @@ def class_members(target: str, cls: str) -> list[list[str]]:
     by its best-matching organ is the hierarchy read the way it is defined.
     """
     if target == "region":
-        organs = tx.organs_in(cls)
-        if organs:
-            return [P.organ_prompts(o.id) for o in organs]
+        members = [P.organ_prompts(o.id) for o in tx.organs_in(cls)]
+        if cls == "heart":
+            # an echocardiogram in any standard view is an image of the heart, and echo reports and
+            # captions say "echocardiogram ... view" far more often than "ultrasound of the heart"
+            members += [P.view_prompts(v) for v in tx.VIEWS]
+        if members:
+            return members
     return [class_prompts(target, cls)]
 
 

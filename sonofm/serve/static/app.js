@@ -125,6 +125,11 @@
   function renderFindings(res) {
     const ol = $("findings");
     ol.replaceChildren();
+    // findings are scored in one region's vocabulary: say which, and how sure the model is of it
+    const scope = res.findings_region;
+    $("findings-region").textContent = scope
+      ? "Findings of the " + scope.label + " vocabulary (" + scope.source + " region, p = " + pct(scope.probability) + ")"
+      : "";
     const list = state.findingsAll ? res.findings : res.findings.slice(0, TOP_FINDINGS);
     for (const f of list) {
       const li = bar(f.label, f.probability, f.probability >= 0.5 ? "hi" : "");

@@ -1,0 +1,48 @@
+"""Hard negatives for caption training: written as captions, and the same every epoch."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sonofm.losses.compose import ObjectiveCollate, parse_loss_spec
+from sonofm.reports import Study
+from sonofm.reports.captions import contrastive_caption
+from sonofm.reports.schema import Finding
+
+STUDY = Study(
+    region="breast",
+    organ="breast",
+    findings=[
+        Finding("diagnosis", "mass"),
+        Finding("echogenicity", "hypoechoic"),
+        Finding("shape", "irregular"),
+        Finding("margin", "spiculated"),
+        Finding("posterior", "shadowing"),
+    ],
+)
+
+
+def _negatives(text: str, epoch: int) -> list[str]:
+    dataset = SimpleNamespace(epoch=epoch)
+    collate = ObjectiveCollate(
+        parse_loss_spec("clip+negation"),
+        tokenizer=lambda texts: {},
+        negatives=3,
+        structured={"s1": STUDY.to_dict()},
+        dataset=dataset,
+        text=text,
+    )
+    texts, valid = collate._negatives(["s1"])
+    return [t for t, ok in zip(texts, valid[0].tolist(), strict=True) if ok]
+
+
+def test_caption_negatives_are_captions_that_differ_from_the_positive() -> None:
+    negs = _negatives("caption", epoch=0)
+    positive = contrastive_caption(STUDY)
+    assert negs and all(n.startswith("Ultrasound of the breast:") and n != positive for n in negs)
+
+
+def test_caption_negatives_do_not_change_with_the_epoch_but_report_negatives_do() -> None:
+    assert _negatives("caption", 0) == _negatives("caption", 5)
+    reports = [_negatives("report", e) for e in range(4)]
+    assert any(r != reports[0] for r in reports[1:])
