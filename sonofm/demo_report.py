@@ -574,7 +574,8 @@ def build_demo_report(
         f"<b>{html.escape(names[0])}</b>, the plain CLIP contrastive baseline, and "
         f"<b>{html.escape(names[1])}</b>, "
         "which adds ultrasound-aware objectives (soft labels from report similarity, a semantic loss, the "
-        "attribute graph, view-aware and negation-aware terms), then evaluated both on the same held-out "
+        "attribute graph, view-aware and negation-aware terms, supervised heads on the region, view and "
+        "attribute labels), then evaluated both on the same held-out "
         "test images with the same suite.</p>",
         f"<p class='meta'>Stages: {stage_txt} (total {total_s / 60:.1f} min). Machine: {mach}.</p>",
         "<h2 id='reading'>What the numbers say</h2>",

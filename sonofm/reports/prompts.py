@@ -71,7 +71,7 @@ ORGAN_TEMPLATES: tuple[str, ...] = (
     "sonographic view of the {}.",
 )
 VIEW_TEMPLATES: tuple[str, ...] = (
-    "an echocardiogram in the {} view.",
+    "an echocardiogram in the {}.",
     "echocardiography, {}.",
     "a transthoracic echo image, {}.",
     "cardiac ultrasound in the {}.",

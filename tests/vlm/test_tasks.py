@@ -63,16 +63,29 @@ def test_vqa_scores_known_answers(df, sim_dir):
     recs = conversations_from_rows(
         rows, seed=0, tasks=("vqa_closed", "vqa_open", "diagnosis"), questions_per_image=2
     )
-    truth = {
-        r["conversations"][0]["value"].replace("<image>\n", ""): r["conversations"][1]["value"] for r in recs
-    }
-    model = Oracle(truth.__getitem__)
+    # answers in question order: two images can share a question text with different answers
+    truth = [
+        (r["conversations"][0]["value"].replace("<image>\n", ""), r["conversations"][1]["value"])
+        for r in recs
+    ]
+
+    def in_order(pairs):
+        it = iter(pairs)
+
+        def answer(q):
+            expected, a = next(it)
+            assert q == expected  # the task asks the records' questions in their order
+            return a
+
+        return answer
+
+    model = Oracle(in_order(truth))
     res = vt.VQA(split="test", seed=0).run(_ctx(model, df, sim_dir))
     assert res.metrics["closed_accuracy"].value == 1.0
     assert res.metrics["open_token_f1"].value == 1.0 and res.metrics["diagnosis_token_f1"].value == 1.0
     # flip every yes/no: closed accuracy drops to the share of multiple-choice questions
-    flipped = {q: {"Yes": "No", "No": "Yes"}.get(a, a) for q, a in truth.items()}
-    res2 = vt.VQA(split="test", seed=0).run(_ctx(Oracle(flipped.__getitem__), df, sim_dir))
+    flipped = [(q, {"Yes": "No", "No": "Yes"}.get(a, a)) for q, a in truth]
+    res2 = vt.VQA(split="test", seed=0).run(_ctx(Oracle(in_order(flipped)), df, sim_dir))
     closed = [r for r in recs if r["meta"]["task"] == "vqa_closed"]
     mc = sum(r["conversations"][1]["value"] not in ("Yes", "No") for r in closed)
     assert res2.metrics["closed_accuracy"].value == pytest.approx(mc / len(closed))
