@@ -260,14 +260,9 @@ class AttributeGraphDualEncoder(DualEncoder):
         attention_mask: Tensor,
         attributes: Sequence[Mapping[str, Sequence[str]] | None] | None = None,
     ) -> dict[str, Tensor | None]:
-        image_features = self.encode_image(images)
-        return {
-            "image_features": image_features,
-            "text_features": self.encode_text(input_ids, attention_mask, attributes=attributes),
-            "logit_scale": self.logit_scale.exp().clamp(max=self.config.max_logit_scale),
-            "logit_bias": self.logit_bias,
-            **self.head_logits(image_features),
-        }
+        return self.outputs(
+            self.encode_image(images), self.encode_text(input_ids, attention_mask, attributes=attributes)
+        )
 
 
 def _matching(old: nn.Module, new: nn.Module) -> list[nn.Parameter | None]:

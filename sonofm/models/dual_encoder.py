@@ -92,10 +92,13 @@ class DualEncoder(nn.Module):
     def forward(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> dict[str, torch.Tensor | None]:
-        image_features = self.encode_image(images)
+        return self.outputs(self.encode_image(images), self.encode_text(input_ids, attention_mask))
+
+    def outputs(self, image_features: torch.Tensor, text_features: torch.Tensor) -> dict[str, Any]:
+        """The forward contract every dual encoder returns (features, scale, bias, head logits)."""
         return {
             "image_features": image_features,
-            "text_features": self.encode_text(input_ids, attention_mask),
+            "text_features": text_features,
             "logit_scale": self.logit_scale.exp().clamp(max=self.config.max_logit_scale),
             "logit_bias": self.logit_bias,
             **self.head_logits(image_features),
