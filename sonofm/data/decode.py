@@ -39,16 +39,10 @@ def _label(src: Source, name: str | None) -> str:
     return str(src) if isinstance(src, str | Path) else "image"
 
 
-@contextmanager
-def open_image(src: Source, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Iterator[Any]:
-    """A fully loaded PIL image, size-checked before decoding; any failure is ImageDecodeError.
-
-    `name` is what messages call the image (pass a neutral one, e.g. "upload", where the real
-    file name must not be shown).
-    """
+def _open_checked(src: Source, label: str, max_pixels: int) -> Any:
+    """An opened PIL image whose header passed the pixel limit; its pixels are not decoded yet."""
     from PIL import Image
 
-    label = _label(src, name)
     fh = io.BytesIO(src) if isinstance(src, bytes) else src
     try:
         im = Image.open(fh)
@@ -69,12 +63,42 @@ def open_image(src: Source, *, name: str | None = None, max_pixels: int = MAX_PI
             )
         if w < 1 or h < 1:
             raise ImageDecodeError(f"{label}: image has no pixels ({w}x{h})")
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+@contextmanager
+def open_image(src: Source, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Iterator[Any]:
+    """A fully loaded PIL image, size-checked before decoding; any failure is ImageDecodeError.
+
+    `name` is what messages call the image (pass a neutral one, e.g. "upload", where the real
+    file name must not be shown).
+    """
+    label = _label(src, name)
+    im = _open_checked(src, label, max_pixels)
+    try:
         im.load()
         yield im
     except ImageDecodeError:
         raise
     except Exception as err:  # truncated data, bad CRCs, broken palettes, conversions
         raise ImageDecodeError(f"{label}: not a readable image ({_why(err)})") from None
+    finally:
+        im.close()
+
+
+def image_size(src: Source, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the file header alone, under the same pixel limit and errors as `open_image`.
+
+    For callers that need only the geometry (e.g. mapping predictions back to stored pixels):
+    no pixel is decoded, yet a bomb or unreadable file fails the same way as everywhere else.
+    """
+    im = _open_checked(src, _label(src, name), max_pixels)
+    try:
+        w, h = im.size
+        return int(w), int(h)
     finally:
         im.close()
 

@@ -55,11 +55,14 @@ def _present(v: Any) -> bool:
 
 
 def stored_size(root: Path, rel: str) -> tuple[int, int]:
-    """(width, height) of a stored image, from its header only."""
-    from PIL import Image
+    """(width, height) of a stored image, from its header only.
 
-    with Image.open(root / rel) as im:
-        return im.size
+    Read through the one decoding home (`sonofm.data.decode`), so a hostile file (a
+    decompression bomb, a non-image) is one ImageDecodeError naming the file, never a PIL traceback.
+    """
+    from sonofm.data.decode import image_size
+
+    return image_size(Path(root) / rel)
 
 
 def to_stored_pixels(points: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -181,6 +181,30 @@ def test_no_landmarks_is_a_clear_error(heart):
         get_task("landmarks", region="breast").select(df)
 
 
+def test_stored_size_reads_through_the_decoding_home(tmp_path):
+    """A bomb PNG (small file, huge declared size) is one clear error naming the file, not a PIL
+    DecompressionBombError traceback (or, under PIL's own limit, a silently accepted size)."""
+    from PIL import Image
+
+    from sonofm.data.decode import MAX_PIXELS, ImageDecodeError
+    from sonofm.finetune.landmarks import stored_size
+    from tests.security.corpus import bomb_png
+
+    (tmp_path / "images").mkdir()
+    Image.new("L", (48, 32)).save(tmp_path / "images" / "ok.png")
+    assert stored_size(tmp_path, "images/ok.png") == (48, 32)
+    for side in (30000, 9000):  # over PIL's own guard; under it but over sonofm's one pixel limit
+        assert side * side > MAX_PIXELS
+        bomb = tmp_path / "images" / f"bomb{side}.png"
+        bomb.write_bytes(bomb_png(side))
+        assert bomb.stat().st_size < 200_000
+        with pytest.raises(ImageDecodeError, match=f"bomb{side}.png: .*pixel limit") as err:
+            stored_size(tmp_path, f"images/bomb{side}.png")
+        assert "\n" not in str(err.value)
+    with pytest.raises(ImageDecodeError, match="missing.png: image file not found"):
+        stored_size(tmp_path, "images/missing.png")
+
+
 # ----------------------------------------------------------------------------- training
 
 
