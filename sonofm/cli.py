@@ -698,8 +698,14 @@ def eval_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached embeddings."),
     no_html: bool = typer.Option(False, "--no-html", help="Skip report.html."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes for image decoding."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an --out folder that holds another evaluation."
+    ),
 ) -> None:
     """Evaluate a model (zero-shot, retrieval, probes) with 95% bootstrap CIs; compare models.
+
+    Re-running the same evaluation into --out redoes it there; an --out that holds another
+    evaluation (other models, data, suite, --n-boot or --precision) is refused unless --overwrite.
 
     Examples:
 
@@ -726,6 +732,7 @@ def eval_cmd(
             workers=workers,
             html=not no_html,
             on_event=progress,
+            overwrite=overwrite,
         )
     console.print(f"[green]evaluated[/] {len(model)} model(s) on {len(s.tasks)} tasks (suite {s.name})")
     for name in ("results.json", "results.md", *(() if no_html else ("report.html",)), "eval_log.jsonl"):

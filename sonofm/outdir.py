@@ -1,7 +1,7 @@
 """Output folders: a job starts a new folder, continues its own, appends when asked, or refuses.
 
-Every job that writes a directory (ingest, pretrain, ssl, finetune, train-vlm, index build,
-export) records what it is in ``<out>/.sonofm-job.json``: the job name and a fingerprint of its
+Every job that writes a directory (ingest, pretrain, ssl, finetune, train-vlm, eval, index
+build, export) records what it is in ``<out>/.sonofm-job.json``: the job name and a fingerprint of its
 settings. Opening the folder again then has one of four outcomes, decided *before* anything is
 written (so a bad option never leaves a half-made or damaged folder behind):
 
@@ -35,6 +35,7 @@ JOB_FILE = ".sonofm-job.json"
 KNOWN_OUTPUTS = (
     JOB_FILE, "config.yaml", "manifest.parquet", "dataset.json", "index.json", "export.json",
     "metrics.jsonl", "results.json", ".ingest", "checkpoints", "model.safetensors",
+    "eval_log.jsonl",
 )
 
 

@@ -2,7 +2,9 @@
 
 Outputs in OUT: `results.json` (metrics with 95% CIs, model and data cards, compare-mode paired
 bootstrap p-values), `results.md` (tables), `report.html` (see `sonofm.eval.report`) and
-`eval_log.jsonl` (one JSON event per line: embedding, task start/end with timings).
+`eval_log.jsonl` (one JSON event per line: embedding, task start/end with timings). OUT is
+claimed like every job's output folder (`sonofm.outdir`): the same evaluation re-run redoes it
+there, another one is refused unless `overwrite`.
 """
 
 from __future__ import annotations
@@ -323,14 +325,21 @@ def run_suite(
     workers: int = 0,
     html: bool = True,
     on_event: Event | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one model (or compare several: each against the first) and write OUT's files.
 
     cache_dir: None = `$SONOFM_CACHE_DIR/embeddings` (default ~/.cache/sonofm/embeddings),
     False = no cache. Returns the results.json document.
+
+    OUT follows the output-folder rule (`sonofm.outdir`): the same evaluation (models, data,
+    suite, n_boot, precision) re-run into it redoes it there; another one is refused before
+    anything is written, unless `overwrite` (then OUT is replaced).
     """
     from sonofm.data.loader import open_table
     from sonofm.eval.embed import data_hash
+    from sonofm.models.io import HUB_PREFIX, read_model_config, resolve_model_dir
+    from sonofm.outdir import open_output
 
     if not models:
         raise UserError("give at least one --model")
@@ -338,10 +347,22 @@ def run_suite(
     if n_boot is not None:
         s.n_boot = int(n_boot)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings = eval_settings(models, data, s, precision)
+    claim = open_output(
+        out,
+        job="eval",
+        settings=settings,
+        overwrite=overwrite,
+        options="the same --model, --data, --suite, --n-boot and --precision to redo it",
+        legacy_same=_same_legacy_eval(out, settings),
+    )
     df = open_table(data)  # a dataset dir, manifest or shard directory
     root = Path(df.attrs["root"])
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
+    for m in models:  # a missing or non-model folder fails here, before OUT is touched
+        if not str(m).startswith(HUB_PREFIX):
+            read_model_config(resolve_model_dir(m))
+    claim.commit()  # every option is valid: only now is OUT created (or cleared, for overwrite)
     jlog = JsonlLog(out / "eval_log.jsonl")
 
     def emit(ev: dict[str, Any]) -> None:
@@ -420,6 +441,63 @@ def run_suite(
     finally:
         jlog.close()
     return doc
+
+
+EVAL_OUTPUTS = ("results.json", "results.md", "report.html", "eval_log.jsonl")
+
+
+def eval_settings(models: Sequence[str], data: str | Path, suite: Suite, precision: str) -> dict[str, Any]:
+    """What makes two evaluations the same one (the output folder's fingerprint).
+
+    Paths are resolved, so the same folders named differently are the same evaluation; the
+    device, workers, cache and HTML switch do not change the numbers and are left out.
+    """
+    return {
+        "models": [_model_key(m) for m in models],
+        "data": str(Path(data).expanduser().resolve()),
+        "suite": {
+            "name": suite.name,
+            "n_boot": suite.n_boot,
+            "seed": suite.seed,
+            "bootstrap_unit": suite.bootstrap_unit,
+            "tasks": suite.raw.get("tasks") or [t.name for t in suite.tasks],
+        },
+        "precision": precision,
+    }
+
+
+def _model_key(model: str | Path) -> str:
+    """A model as the fingerprint names it: a hub id as given, a folder by its resolved path."""
+    from sonofm.models.io import HUB_PREFIX
+
+    m = str(model)
+    return m if m.startswith(HUB_PREFIX) else str(Path(m).expanduser().resolve())
+
+
+def _same_legacy_eval(out: Path, settings: dict[str, Any]) -> bool:
+    """Is a folder written before job records existed this same evaluation?
+
+    Only eval outputs in it, and either no results.json (an interrupted run: its append-only log
+    is all there is, nothing to lose) or a results.json of the same models, data and suite.
+    """
+    if not out.is_dir() or not all(p.name in EVAL_OUTPUTS for p in out.iterdir()):
+        return False
+    path = out / "results.json"
+    if not path.is_file():
+        return True
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        suite = doc["suite"]
+        models = [_model_key(m["dir"]) for m in doc["models"]]
+        data = str(Path(doc["data"]["dir"]).expanduser().resolve())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    want = settings["suite"]
+    return (
+        models == settings["models"]
+        and data in (settings["data"], str(Path(settings["data"]).parent))  # a manifest file's folder
+        and all(suite.get(k) == want[k] for k in ("name", "n_boot", "seed", "bootstrap_unit", "tasks"))
+    )
 
 
 def _label(model: str) -> str:

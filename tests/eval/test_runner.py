@@ -123,3 +123,79 @@ def test_cli_bad_model_dir_is_user_error(tmp_path, sim_data, suite_file):
     )
     assert r.exit_code != 0
     assert isinstance(r.exception, UserError) and "does not exist" in str(r.exception)
+    assert not (tmp_path / "o").exists()  # a bad --model is refused before --out is created
+
+
+FAST_SUITE = """
+name: fast
+n_boot: 10
+seed: 0
+tasks:
+  - {type: zeroshot_classification, target: region}
+"""
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_eval_follows_the_output_folder_rule(tmp_path, sim_data, model_a, model_b):
+    """#18: `sonofm eval --out EXISTING` used to overwrite another evaluation's results silently."""
+    from sonofm.outdir import JOB_FILE
+
+    suite = tmp_path / "fast.yaml"
+    suite.write_text(FAST_SUITE)
+    out = tmp_path / "ev"
+    base = ["eval", "--data", str(sim_data), "--suite", str(suite), "--no-html", "--no-cache"]
+
+    def run(*extra: str, to=out):
+        return CliRunner().invoke(app, [*base, "--out", str(to), *extra])
+
+    r = run("--model", str(model_a))
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / JOB_FILE).read_text())["job"] == "eval"
+    first = _snapshot(out)
+    log_lines = (out / "eval_log.jsonl").read_text().splitlines()
+
+    # another model, another bootstrap: refused with one line naming the folder; nothing touched
+    for extra in (("--model", str(model_b)), ("--model", str(model_a), "--n-boot", "20")):
+        r = run(*extra)
+        assert r.exit_code != 0 and isinstance(r.exception, UserError), r.output
+        msg = str(r.exception)
+        assert str(out) in msg and "--overwrite" in msg and "new --out" in msg and "\n" not in msg
+        assert _snapshot(out) == first
+
+    # the same evaluation again (the folder named another way) redoes it: the log is appended to
+    r = run("--model", str(model_a), to=out / ".." / "ev")
+    assert r.exit_code == 0, r.output
+    again = (out / "eval_log.jsonl").read_text().splitlines()
+    assert again[: len(log_lines)] == log_lines and len(again) > len(log_lines)
+    task = json.loads((out / "results.json").read_text())["models"][0]["tasks"]["zeroshot/region"]
+    assert (
+        task["metrics"]
+        == json.loads(first["results.json"])["models"][0]["tasks"]["zeroshot/region"]["metrics"]
+    )
+
+    # --overwrite replaces it with the other evaluation
+    r = run("--model", str(model_b), "--overwrite")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "results.json").read_text())
+    assert [m["dir"] for m in doc["models"]] == [str(model_b)]
+    assert len((out / "eval_log.jsonl").read_text().splitlines()) < len(again)
+
+    # a folder written before job records: the same evaluation continues, another is refused
+    (out / JOB_FILE).unlink()
+    r = run("--model", str(model_b))
+    assert r.exit_code == 0, r.output
+    (out / JOB_FILE).unlink()
+    r = run("--model", str(model_a))
+    assert isinstance(r.exception, UserError) and str(out) in str(r.exception)
+
+    # a folder sonofm did not write is never replaced, even with --overwrite
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    for extra in ((), ("--overwrite",)):
+        r = run("--model", str(model_a), *extra, to=mine)
+        assert isinstance(r.exception, UserError) and str(mine) in str(r.exception), r.output
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]

@@ -79,7 +79,7 @@ def tiny_model_dir(tmp_path_factory):
     return save_model(build_model(TINY_DUAL_ENCODER), tmp_path_factory.mktemp("m") / "model")
 
 
-@pytest.mark.parametrize("job", ["ssl", "finetune", "train-vlm", "index build", "export onnx"])
+@pytest.mark.parametrize("job", ["ssl", "finetune", "train-vlm", "eval", "index build", "export onnx"])
 def test_every_job_refuses_an_existing_output(job, blob_data, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     before = _foreign_run(out, job)
@@ -87,6 +87,7 @@ def test_every_job_refuses_an_existing_output(job, blob_data, tiny_model_dir, tm
         "ssl": ["ssl", "--data", blob_data, "--out", out],
         "finetune": ["finetune", "--data", blob_data, "--out", out, "--task", "classify"],
         "train-vlm": ["train-vlm", "--data", blob_data, "--out", out],
+        "eval": ["eval", "--model", tiny_model_dir, "--data", blob_data, "--out", out],
         "index build": ["index", "build", "--model", tiny_model_dir, "--data", blob_data, "--out", out],
         "export onnx": ["export", "onnx", "--model", tiny_model_dir, "--out", out],
     }[job]
