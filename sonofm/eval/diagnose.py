@@ -190,7 +190,7 @@ def diagnose(
 
     from sonofm.data.dataset import manifest_root
     from sonofm.data.manifest import read_manifest
-    from sonofm.eval.embed import embed_split, model_hash, pick_device
+    from sonofm.eval.embed import embed_split, model_hash, pick_device, training_text_field
     from sonofm.eval.tasks.base import EvalContext
     from sonofm.models import load_model
 
@@ -200,15 +200,30 @@ def diagnose(
     model = load_model(model_dir).to(dev).eval()
     splits = [s for s in ("train", split) if s in set(df["split"])]
 
+    task_objs = _tasks(tasks)
+    # zero-shot tasks and probes read image embeddings only; texts just where a task asks for them
+    text_splits = {s for t in task_objs if t.needs_texts for s in t.splits}
+    text_field = training_text_field(model_dir)
+
     def context(m: Any, mid: str) -> Any:
         embeddings = {
-            s: embed_split(m, df, root, s, model_id=mid, device=dev, workers=workers) for s in splits
+            s: embed_split(
+                m,
+                df,
+                root,
+                s,
+                model_id=mid,
+                device=dev,
+                workers=workers,
+                text_field=text_field,
+                texts=s in text_splits,
+            )
+            for s in splits
         }
         return EvalContext(
             model=m, df=df, root=root, embeddings=embeddings, n_boot=n_boot, seed=seed, device=dev
         )
 
-    task_objs = _tasks(tasks)
     ctx = context(model, model_hash(model, model_dir))
     columns = {"model": _scores(ctx, task_objs)}
 

@@ -4,8 +4,11 @@ Images are decoded (PNG -> uint8, resized exactly as `UltrasoundDataset` does, n
 by a decode-only dataset, batched as uint8 by the DataLoader (optionally in worker processes, so
 decoding overlaps the model), converted to [0, 1] floats once per batch and pushed through
 `encode_image` under `torch.inference_mode`: no per-image model call, tensor op or metadata dict.
-Report texts are de-duplicated before encoding. The cache is a safetensors file (tensors + JSON
-metadata with the row ids): never pickle.
+Texts are de-duplicated before encoding. Which text a row has depends on what the model was
+trained to read (`text_field`: the report, or the contrastive caption written from it, see
+`sonofm.reports.captions`); splits whose texts no task reads (a probe's training split) skip the
+text tower altogether (`texts=False`). The cache is a safetensors file (tensors + JSON metadata
+with the row ids): never pickle.
 """
 
 from __future__ import annotations
@@ -36,8 +39,40 @@ class SplitEmbeddings:
 
     ids: list[str]
     image: np.ndarray  # (N, D) float32, L2-normalised
-    text: np.ndarray  # (N, D) float32, L2-normalised embedding of each row's report
+    text: np.ndarray  # (N, D) float32, L2-normalised embedding of each row's text; (N, 0) when not embedded
     timing: dict[str, float] = field(default_factory=dict)
+    text_field: str = "report"  # which text `text` embeds (see `row_texts`)
+
+
+TEXT_FIELDS = ("report", "caption")
+
+
+def row_texts(rows: pd.DataFrame, text_field: str = "report") -> list[str]:
+    """Each row's text as a model trained on `text_field` reads it.
+
+    "caption": the contrastive caption of the row's structured study or parsed report (what
+    `data.text=caption` trains on), the report itself where no caption can be written.
+    """
+    reports = rows["report"].fillna("").astype(str).tolist() if "report" in rows else [""] * len(rows)
+    if text_field == "report":
+        return reports
+    if text_field != "caption":
+        raise ValueError(f"text_field must be one of {TEXT_FIELDS}, got {text_field!r}")
+    from sonofm.reports.captions import caption_for_row
+
+    return [caption_for_row(r) or rep for r, rep in zip(rows.to_dict("records"), reports, strict=True)]
+
+
+def training_text_field(model_dir: str | Path | None) -> str:
+    """The text field a model directory's training run used (training.json), else "report"."""
+    if model_dir is None:
+        return "report"
+    path = Path(model_dir) / "training.json"
+    try:
+        text = json.loads(path.read_text())["config"]["data"]["text"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "report"
+    return text if text in TEXT_FIELDS else "report"
 
 
 def _sha256_file(path: Path, h: Any) -> None:
@@ -275,18 +310,25 @@ def embed_split(
     device: str | torch.device | None = None,
     precision: str = "fp32",
     progress: Callable[[int], None] | None = None,
+    text_field: str = "report",
+    texts: bool = True,
 ) -> SplitEmbeddings:
-    """Image and report embeddings of `df`'s rows of `split`, from the cache when it matches.
+    """Image and text embeddings of `df`'s rows of `split`, from the cache when it matches.
 
-    model_id is the `model_hash`; the data part of the key is `data_hash` of the split's rows.
+    model_id is the `model_hash`; the data part of the key is `data_hash` of the split's rows and
+    the texts embedded (`text_field`; none when `texts` is False).
     """
     rows = df[df["split"] == split].reset_index(drop=True)
     size = int(model.config.image.image_size)
-    dhash = data_hash(rows, root, image_size=size)
-    path = _cache_path(Path(cache_dir), model_id, dhash, split) if cache_dir is not None else None
+    row_text = row_texts(rows, text_field) if texts else [""] * len(rows)
+    keyed = rows.assign(_eval_text=row_text)
+    dhash = data_hash(keyed, root, image_size=size, text_field="_eval_text")
+    tag = f"{split}-{text_field}" if texts else f"{split}-images"
+    path = _cache_path(Path(cache_dir), model_id, dhash, tag) if cache_dir is not None else None
     if path is not None and path.is_file():
         cached = _load_cache(path)
         if cached is not None:
+            cached.text_field = text_field
             log.info("embeddings of %s from cache %s", split, path)
             if progress is not None:
                 progress(len(cached.ids))
@@ -305,11 +347,18 @@ def embed_split(
         progress=progress,
     )
     t1 = time.perf_counter()
-    text_of = dict(zip(rows["id"], rows["report"].fillna("").astype(str), strict=True))
-    txt = embed_texts(model, [text_of[i] for i in ids], device=device, precision=precision)
+    if texts:
+        text_of = dict(zip(rows["id"], row_text, strict=True))
+        txt = embed_texts(model, [text_of[i] for i in ids], device=device, precision=precision)
+    else:
+        txt = np.zeros((len(ids), 0), dtype=np.float32)
     t2 = time.perf_counter()
     emb = SplitEmbeddings(
-        ids, img, txt, {"images_s": t1 - t0, "texts_s": t2 - t1, "n_images": float(len(ids))}
+        ids,
+        img,
+        txt,
+        {"images_s": t1 - t0, "texts_s": t2 - t1, "n_images": float(len(ids))},
+        text_field,
     )
     if path is not None:
         _save_cache(path, emb, {"model_hash": model_id, "data_hash": dhash, "split": split})

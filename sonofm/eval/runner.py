@@ -26,7 +26,7 @@ import yaml
 
 from sonofm.atomic import atomic_write_text
 from sonofm.errors import DataError, UserError
-from sonofm.eval.embed import embed_split, model_hash, pick_device
+from sonofm.eval.embed import embed_split, model_hash, pick_device, training_text_field
 from sonofm.eval.metrics import MetricWarning, paired_bootstrap
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, build_task
 
@@ -196,6 +196,10 @@ def evaluate_model(
         )
     mhash = model_hash(model, model_dir)
     needed = sorted({s for t in suite.tasks if t.needs_embeddings for s in t.splits} & set(df["split"]))
+    # only splits some task reads texts of go through the text tower (a probe's train split does not)
+    text_splits = {s for t in suite.tasks if t.needs_embeddings and t.needs_texts for s in t.splits}
+    # evaluate the text the model was trained to read (its training.json): captions or reports
+    text_field = training_text_field(model_dir)
     embeddings = {}
     t0 = time.perf_counter()
     for split in needed:
@@ -213,6 +217,8 @@ def evaluate_model(
             device=dev,
             precision=precision,
             progress=lambda n, s=split: emit({"event": "embed_advance", "model": label, "split": s, "n": n}),
+            text_field=text_field,
+            texts=split in text_splits,
         )
         embeddings[split] = emb
         emit({"event": "embed_end", "model": label, "split": split, "n": len(emb.ids), **emb.timing})

@@ -101,3 +101,38 @@ def test_workers_same_result_and_bad_images_skipped(model, sim_data, tmp_path):
     ids2, emb2 = E.embed_images(model, data, split="train", batch_size=8, workers=1)
     assert ids2 == [i for i in ids0 if i != bad["id"]]
     np.testing.assert_allclose(emb2, emb0[[i != bad["id"] for i in ids0]], atol=1e-6)  # other batches
+
+
+def test_caption_texts_and_image_only_splits(model, sim_data, tmp_path):
+    """A caption-trained model is evaluated on captions; a split nobody reads texts of skips them."""
+    from sonofm.reports.captions import caption_for_row
+
+    df = read_manifest(sim_data)
+    root = df.attrs["root"]
+    rows = df[df["split"] == "test"].reset_index(drop=True)
+    captions = E.row_texts(rows, "caption")
+    assert captions == [caption_for_row(r) or r["report"] for r in rows.to_dict("records")]
+    assert captions != E.row_texts(rows, "report")  # captions are not the reports
+    with pytest.raises(ValueError, match="text_field"):
+        E.row_texts(rows, "impression")
+    emb = E.embed_split(model, df, root, "test", model_id="m", text_field="caption")
+    want = E.embed_texts(model, [dict(zip(rows["id"], captions, strict=True))[i] for i in emb.ids])
+    np.testing.assert_allclose(emb.text, want, atol=1e-5)
+    assert emb.text_field == "caption"
+    bare = E.embed_split(model, df, root, "test", model_id="m", texts=False, cache_dir=tmp_path)
+    assert bare.text.shape == (len(emb.ids), 0)
+    np.testing.assert_allclose(bare.image, emb.image, atol=1e-6)
+    # the image-only cache entry is not served for a request that needs texts
+    again = E.embed_split(model, df, root, "test", model_id="m", text_field="caption", cache_dir=tmp_path)
+    np.testing.assert_allclose(again.text, emb.text, atol=1e-6)
+
+
+def test_training_text_field(tmp_path):
+    import json
+
+    assert E.training_text_field(None) == "report"
+    assert E.training_text_field(tmp_path) == "report"  # no training.json: an imported model
+    (tmp_path / "training.json").write_text(json.dumps({"config": {"data": {"text": "caption"}}}))
+    assert E.training_text_field(tmp_path) == "caption"
+    (tmp_path / "training.json").write_text("{not json")
+    assert E.training_text_field(tmp_path) == "report"

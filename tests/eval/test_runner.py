@@ -81,6 +81,13 @@ def test_cli_single_then_compare(tmp_path, sim_data, model_a, model_b, suite_fil
     assert sum(e["event"] == "task_end" for e in events) == 5
     cached = sorted((tmp_path / "cache" / "embeddings").glob("*.safetensors"))
     assert len(cached) == 3  # train / val / test
+    # only retrieval reads texts (of test); the probes' train split never runs the text tower
+    assert sorted(p.name.split("-", 3)[3] for p in cached) == [
+        "test-report.safetensors",
+        "train-images.safetensors",
+        "val-images.safetensors",
+    ]
+    assert m["tasks"]["retrieval"]["info"]["text_field"] == "report"  # model_a has no training.json
 
     # compare mode: A vs B (B is a different random init); model A comes from the cache
     out2 = tmp_path / "two"

@@ -58,6 +58,7 @@ class Task(ABC):
     kind: ClassVar[str] = ""
     splits: tuple[str, ...] = ("test",)  # splits whose embeddings must exist before `run`
     needs_embeddings: ClassVar[bool] = True  # False for dense tasks that run the model on pixels themselves
+    needs_texts: ClassVar[bool] = False  # True if `run` reads the rows' text embeddings (of `splits`)
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind

@@ -19,6 +19,7 @@ from functools import partial
 import numpy as np
 
 from sonofm.eval import metrics as M
+from sonofm.eval.embed import row_texts
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
 
 
@@ -35,6 +36,7 @@ class Retrieval(Task):
     """Image->text and text->image retrieval on `split` (full gallery + fixed subset)."""
 
     kind = "retrieval"
+    needs_texts = True
 
     def __init__(
         self,
@@ -59,7 +61,8 @@ class Retrieval(Task):
     def _score(self, ctx: EvalContext, res: TaskResult, prefix: str, idx: np.ndarray) -> None:
         emb = ctx.embeddings[self.split]
         rows = ctx.rows(self.split).iloc[idx]
-        texts = rows["report"].fillna("").astype(str).to_numpy()
+        # the texts the embeddings are of: reports, or captions for a caption-trained model
+        texts = np.asarray(row_texts(rows, emb.text_field), dtype=object)
         img, txt = emb.image[idx], emb.text[idx]
         if self.positives == "report":
             # gallery of unique texts; an image's positives are the entries equal to its report
@@ -102,6 +105,7 @@ class Retrieval(Task):
             "text_to_image": info_t2i.to_dict(),
         }
         res.info[f"{prefix}n_images"] = len(idx)
+        res.info["text_field"] = emb.text_field
         res.info[f"{prefix}n_texts"] = len(t_gal)
         if not prefix and self.examples:
             rng = np.random.default_rng(ctx.seed)
