@@ -1,0 +1,63 @@
+"""What every verb module of the CLI shares: the console, option help, the job-launch sequence."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+console = Console(stderr=True)
+PRECISION_HELP = "fp32, bf16, fp16 (CUDA only) or auto (bf16 where the hardware has it natively, else fp32)."
+
+ResultT = TypeVar("ResultT")
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The named options the user gave (those not None), as config values."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def saved_config(out: str) -> Path:
+    """Where a run keeps its resolved config (the base of a resumed run)."""
+    return Path(out) / "config.yaml"
+
+
+def launch(
+    job: Callable[..., ResultT],
+    config_cls: type,
+    *,
+    kind: str,
+    out: str,
+    preset: str,
+    values: dict[str, Any],
+    overrides: list[str] | None,
+    resume: Any,
+    resuming: bool,
+    overwrite: bool,
+) -> ResultT | None:
+    """Resolve a training job's config and run it into OUT; the result on rank 0, else None.
+
+    The config is preset <- named options (``values``) <- ``key=value`` overrides. Resuming
+    continues the saved run: its resolved config (OUT/config.yaml) is the base, options still
+    override. The job itself applies the output-folder rule (``resume``/``overwrite``). Under
+    torchrun only rank 0 reports, so the caller prints only when a result comes back.
+    """
+    from sonofm.config import resolve_config  # deferred: pydantic + yaml would slow `sonofm --help`
+
+    saved = saved_config(out)
+    base = str(saved) if resuming and saved.is_file() else preset
+    config = resolve_config(
+        config_cls, preset=base, kind=kind, values=values, overrides=list(overrides or [])
+    )
+    result = job(config, out, resume=resume, overwrite=overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    return result
+
+
+def print_outputs(**paths: object) -> None:
+    """Print where a job's outputs went, one aligned `name: path` line each."""
+    console.print("\n".join(f"  {name + ':':<9}{path}" for name, path in paths.items()))

@@ -1,0 +1,49 @@
+"""The generate verb: a report for, or an answer about, ultrasound images from a generative VLM."""
+
+from __future__ import annotations
+
+import typer
+
+
+def generate_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Generative VLM model directory (sono_vlm)."),
+    image: list[str] = typer.Option(..., "--image", help="Image file (PNG/JPEG/DICOM); repeat for a study."),
+    question: str | None = typer.Option(
+        None, "--question", "-q", help="Question (default: write the report)."
+    ),
+    beams: int = typer.Option(1, "--beams", help="Beam-search width (1 = greedy)."),
+    sample: bool = typer.Option(False, "--sample", help="Sample (temperature/top-p) instead of greedy/beam."),
+    temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (with --sample)."),
+    top_p: float = typer.Option(0.9, "--top-p", help="Nucleus sampling mass (with --sample)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed for --sample."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Most tokens to generate."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Disable the KV cache (slower; for checks)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cpu)."),
+) -> None:
+    """Write a report for, or answer a question about, one or more ultrasound images.
+
+    Examples:
+
+      sonofm generate --model runs/vlm/model --image scan.png
+
+      sonofm generate --model runs/vlm/model --image a.png --image b.png --question "Which view?" --beams 3
+    """
+    from sonofm.models.vlm import generate_from_files
+
+    out = generate_from_files(
+        model,
+        image,
+        question,
+        device=device,
+        max_new_tokens=max_new_tokens,
+        num_beams=beams,
+        do_sample=sample,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        use_cache=not no_cache,
+        checked=True,
+    )
+    typer.echo(out.text)
+    if out.low_confidence:  # on stderr: the text stays pipeable, the warning is never lost
+        typer.echo(f"warning: low confidence ({'; '.join(out.reasons)}); review before use", err=True)
