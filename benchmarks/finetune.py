@@ -1,7 +1,7 @@
 """Benchmark `sonofm finetune` on simulated data: quality targets per task, and SSL vs random init.
 
 Each row is one ``sonofm finetune`` command (run as a subprocess, exactly as a user would) on a
-simulated data set; the row's test metrics (mean +- std over its seeds), the wall time, the CPU
+simulated data set; the row's test metrics (seed mean, patient-level 95% CI), the wall time, the CPU
 time and the exact command are written to ``benchmarks/results/finetune.json`` (rows from earlier
 runs are kept, so rows can be measured separately). Targets (issue #9): lesion segmentation Dice
 >= 0.85, view classification accuracy >= 98% (EF MAE <= 5, landmark MRE <= 2 mm: rows added by
@@ -38,6 +38,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "finetune.json"
+# What a row keeps of each pooled test metric: seed-mean, patient-level 95% CI, its patient count.
+TEST_FIELDS = ("mean", "ci_low", "ci_high", "n_patients", "note")
 
 # Simulated data sets: name -> `sonofm simulate` settings (built once into --work).
 DATA: dict[str, dict[str, Any]] = {
@@ -167,7 +169,7 @@ def run_finetune(
         "model": model,
         "fraction": fraction,
         "seeds": [int(s) for s in seeds.split(",")],
-        "test": {k: {"mean": v["mean"], "std": v["std"]} for k, v in res["test"].items()},
+        "test": {k: {f: v.get(f) for f in TEST_FIELDS} for k, v in res["test"].items()},
         "target": {"metric": metric, "op": op, "value": value, "got": got, "passed": passed},
         "per_seed": [
             {

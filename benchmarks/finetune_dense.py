@@ -126,7 +126,7 @@ def record_run(name: str, run_dir: Path, command: str) -> dict[str, Any]:
         "model": res["model"],
         "fraction": res["fraction"],
         "seeds": res["seeds"],
-        "test": {k: {"mean": v["mean"], "std": v["std"]} for k, v in res["test"].items()},
+        "test": {k: {f: v.get(f) for f in base.TEST_FIELDS} for k, v in res["test"].items()},
         "target": {
             "metric": metric,
             "op": op,

@@ -202,11 +202,15 @@ def finetune_cmd(
     )
     if result is None:
         return
+    from sonofm.finetune.job import format_ci
+
     s = result.summary
     console.print(f"[green]finetune[/] {s['task']} / {s['adapter']}, seeds {s['seeds']}")
     for name, v in s["test"].items():
         if v["mean"] is not None and name != "n_images":
-            console.print(f"  test {name} = {v['mean']:.4f} +- {v['std']:.4f}")
+            console.print(f"  test {name} = {format_ci(v)}")  # seeds pooled, CI over test patients
+    if s.get("missing_classes"):
+        console.print(f"  [yellow]no test rows of[/] {', '.join(s['missing_classes'])} (not measured)")
     print_outputs(models=f"{Path(out)}/seed-<s>/model", results=result.results, report=result.report)
 
 

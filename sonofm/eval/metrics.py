@@ -560,13 +560,17 @@ def paired_bootstrap(
     seed: int = 0,
     groups: np.ndarray | None = None,
     min_patients: int = MIN_PATIENTS,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """Two-sided paired-bootstrap p-value for H0: metric(A) == metric(B) on the same samples.
 
     Both models are evaluated on the SAME resampled rows (whole patients with `groups`);
     p = 2 * min(P(d <= 0), P(d >= 0)) with d = metric(A) - metric(B) over resamples
-    ((count + 1) / (B + 1) correction), capped at 1. With `groups` and fewer than `min_patients`
-    patients no test is made: p_value is NaN and `untestable` says why.
+    ((count + 1) / (B + 1) correction), capped at 1. The same resampled d give the
+    (1 - alpha) bias-corrected interval of the difference (`delta_ci_low` / `delta_ci_high`),
+    so the p-value and the CI never disagree about which resamples they saw. With `groups` and
+    fewer than `min_patients` patients no test is made: p_value and the CI are NaN and
+    `untestable` says why.
     """
     arrays_a = tuple(np.asarray(a) for a in arrays_a)
     arrays_b = tuple(np.asarray(a) for a in arrays_b)
@@ -577,7 +581,17 @@ def paired_bootstrap(
         raise ValueError(f"groups has {len(groups)} entries for {n} samples")
     a0, b0 = float(fn(*arrays_a)), float(fn(*arrays_b))
     k = n_groups(groups)
-    out: dict[str, Any] = {"a": a0, "b": b0, "delta": a0 - b0, "p_value": float("nan"), "n_boot": 0, "n": n}
+    nan = float("nan")
+    out: dict[str, Any] = {
+        "a": a0,
+        "b": b0,
+        "delta": a0 - b0,
+        "p_value": nan,
+        "delta_ci_low": nan,
+        "delta_ci_high": nan,
+        "n_boot": 0,
+        "n": n,
+    }
     if k is not None:
         out["n_patients"] = k
         if k < min_patients:
@@ -596,5 +610,8 @@ def paired_bootstrap(
     nb = d_arr.size
     p_le = (np.sum(d_arr <= 0) + 1) / (nb + 1)
     p_ge = (np.sum(d_arr >= 0) + 1) / (nb + 1)
-    out.update(p_value=float(min(1.0, 2 * min(p_le, p_ge))), n_boot=nb)
+    lo, hi, note = bias_corrected_interval(d_arr, a0 - b0, alpha)
+    out.update(p_value=float(min(1.0, 2 * min(p_le, p_ge))), n_boot=nb, delta_ci_low=lo, delta_ci_high=hi)
+    if note:
+        out["delta_ci_note"] = note
     return out

@@ -13,9 +13,18 @@ Run layout (``out``)::
     finetune.jsonl          job events (seed start/end with metrics)
     seed-<s>/model/         task model dir (loads with sonofm.load_model; model_type "task_model")
     seed-<s>/metrics.jsonl  training curve (trainer)
-    seed-<s>/result.json    this seed's val/test metrics, best epoch, data counts
-    results.json            mean +- std over seeds and per-seed metrics
+    seed-<s>/result.json    this seed's val/test metrics, best epoch, data counts, classes it lacked
+    seed-<s>/test_predictions.npz  this seed's test predictions (arrays, row ids; no pickle)
+    results.json            test metrics pooled over seeds with patient-level 95% CIs, per-seed metrics
     report.html             metric tables + figures (overlays / confusion matrices) of each seed
+
+Test statistics are per patient (`sonofm.eval.stats`): the seeds' test predictions are pooled
+(every seed is scored on the same test patients) and the CI of each metric comes from
+resampling whole test patients, each bringing all its seeds' rows; the point estimate is the
+mean over seeds of each seed's metric. Every CI carries the number of test patients; below
+`MIN_PATIENTS` no CI is given (and nothing may be called significant). Classes of the task that
+the test split lacks are listed (`missing_classes`), and each seed's result lists the classes its
+training rows lacked (`missing_train_classes`: those count as errors in its test metrics).
 
 A killed job continues with ``resume=True``: finished seeds (result.json present) are kept,
 an interrupted seed resumes from its latest checkpoint.
@@ -283,6 +292,12 @@ def run_seed(
     task = get_task(config.task, **config.task_options)
     splits = plan_splits(task, df, config, seed)
     task.prepare(splits["train"])
+    # classes this seed is scored on but never trained on: they can only count as errors
+    lacks = sorted(task_classes(task, pd.concat(splits.values())) - task_classes(task, splits["train"]))
+    if lacks and info.is_main:
+        log.warning(
+            "seed %d: the training rows have no %s (its test metrics count them as errors)", seed, lacks
+        )
 
     torch.manual_seed(seed)
     tower = build_tower(config)
@@ -366,6 +381,7 @@ def run_seed(
                 precision=train_cfg.precision,
             )
             test_metrics = task.metrics(preds, rows)
+            save_predictions(seed_dir / PREDICTIONS, preds, rows)
             if config.max_figures:
                 figures = task.figures(preds, rows, root)[: config.max_figures]
         else:
@@ -398,6 +414,8 @@ def run_seed(
             "parameters": params,
             "n_images": {k: int(len(v)) for k, v in splits.items()},
             "n_patients": {k: int(v["patient_id"].nunique()) for k, v in splits.items()},
+            "task_options": dict(task.options),
+            "missing_train_classes": lacks,
             "figures": figures,
         }
         _write_json(seed_dir / "result.json", result)
@@ -416,26 +434,172 @@ def _clean_tree(obj: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------ all seeds
-def summarise(per_seed: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, Any]]:
-    """name -> {mean, std, values} over seeds (population std; NaN/None values skipped)."""
+PREDICTIONS = "test_predictions.npz"
+N_BOOT = 1000  # patient resamples behind each pooled test CI
+ROW_ID = "_row_id"
+
+
+def task_classes(task: FinetuneTask, rows: pd.DataFrame) -> set[str]:
+    """The task's class labels present in `rows` (empty for tasks without classes)."""
+    strata = task.strata(rows)
+    if strata is None:
+        return set()
+    return {str(v) for v in strata if v is not None and v == v}
+
+
+def missing_test_classes(task: FinetuneTask, df: pd.DataFrame, config: FinetuneConfig) -> list[str] | None:
+    """Classes of the task (its fixed list and every labelled row) that the test split lacks.
+
+    None for tasks without classes. Their recall, AUC and confusion-matrix rows cannot be
+    measured, so a reader must know they are absent rather than read a macro average as complete.
+    """
+    sel = task.select(df)
+    if task.strata(sel) is None:
+        return None
+    known = task_classes(task, sel) | {str(c) for c in task.options.get("classes") or []}
+    return sorted(known - task_classes(task, _split_rows(sel, config.data.test_split)))
+
+
+def save_predictions(path: Path, preds: dict[str, Any], rows: pd.DataFrame) -> bool:
+    """Store a seed's test predictions (numeric arrays and row ids, no pickle) for the pooled CIs.
+
+    Tasks whose predictions are ragged lists (detection boxes) have no per-sample metric form
+    and are not stored; returns whether the file was written.
+    """
+    arrays = {k: v for k, v in preds.items() if isinstance(v, np.ndarray) and v.dtype != object}
+    if len(arrays) != len(preds) or ROW_ID in preds:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays, **{ROW_ID: np.asarray(rows["id"].astype(str).tolist(), dtype=str)})
+    os.replace(tmp, path)
+    return True
+
+
+def load_seed_samples(
+    seed_dir: Path, result: dict[str, Any], config: FinetuneConfig, df: pd.DataFrame
+) -> dict[str, tuple[Any, tuple[np.ndarray, ...], np.ndarray]] | None:
+    """metric -> (fn, per-sample arrays, patient ids) of one finished seed, or None (nothing stored).
+
+    The seed's own task (its class list is in its result or model config) rebuilds the metric
+    functions, so seeds with different class lists pool correctly.
+    """
+    path = seed_dir / PREDICTIONS
+    if not path.is_file():
+        return None
+    options = result.get("task_options")
+    if options is None:
+        from sonofm.models.io import read_model_config
+
+        options = read_model_config(seed_dir / "model").get("task_options", {})
+    task = get_task(config.task, **options)
+    with np.load(path, allow_pickle=False) as z:
+        preds = {k: z[k] for k in z.files if k != ROW_ID}
+        ids = [str(i) for i in z[ROW_ID]]
+    table = df.assign(_id=df["id"].astype(str)).drop_duplicates("_id").set_index("_id")
+    missing = [i for i in ids if i not in table.index]
+    if missing:
+        log.warning(
+            "%s: %d stored test rows are not in the data (e.g. %s); no pooled CI",
+            path,
+            len(missing),
+            missing[0],
+        )
+        return None
+    rows = table.loc[ids].reset_index(drop=True)
+    patients = rows["patient_id"].astype(str).to_numpy()
+    return {name: (fn, arrays, patients) for name, (fn, arrays, _) in task.metric_fns(preds, rows).items()}
+
+
+def _finite(v: Any) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def summarise(
+    per_seed: list[dict[str, Any]],
+    split: str = "test",
+    samples: list[dict[str, Any] | None] | None = None,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """name -> {mean, ci_low, ci_high, n_patients, n_seeds, values, note} over the seeds.
+
+    `mean` is the mean over seeds of each seed's metric (NaN/None values skipped). With
+    `samples` (per seed: `load_seed_samples`), metrics with a per-sample form get a patient-level
+    bootstrap CI of the pooled seeds (`sonofm.eval.stats.pooled_ci`: whole patients resampled, no
+    CI below MIN_PATIENTS); the others say why they have none.
+    """
+    from sonofm.eval.stats import PatientPool, pooled_ci
+
     names = sorted({k for r in per_seed for k in r.get(split, {})})
+    n_pat = sorted({int(r.get("n_patients", {}).get(split, 0)) for r in per_seed})
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         vals = [r[split].get(name) for r in per_seed]
         ok = [float(v) for v in vals if v is not None and np.isfinite(v)]
-        out[name] = {
+        entry: dict[str, Any] = {
             "mean": float(np.mean(ok)) if ok else None,
-            "std": float(np.std(ok)) if ok else None,
+            "ci_low": None,
+            "ci_high": None,
+            "n_patients": n_pat[0] if len(n_pat) == 1 else None,
+            "n_seeds": len(ok),
             "values": vals,
         }
+        units = [s.get(name) if s else None for s in (samples or [])]
+        if samples is None:
+            entry["note"] = "no CI (per-seed values only)"
+        elif not units or any(u is None for u in units):
+            no_form = all(s is not None and name not in s for s in samples)
+            entry["note"] = (
+                "no per-sample form: no CI"
+                if no_form
+                else "not every seed has stored test predictions: no CI"
+            )
+        else:
+            ci = pooled_ci(PatientPool(units), n_boot=n_boot, seed=seed)
+            entry.update(
+                mean=_finite(ci.value),
+                ci_low=_finite(ci.low),
+                ci_high=_finite(ci.high),
+                n_patients=ci.n_patients,
+            )
+            entry["n_rows"] = ci.n
+            if ci.note:
+                entry["note"] = ci.note
+        out[name] = entry
     return out
 
 
+def format_ci(entry: dict[str, Any], digits: int = 4) -> str:
+    """`0.8123 [0.7012, 0.9001] (23 test patients, 3 seeds)`, or the value and why it has no CI."""
+    if entry.get("mean") is None:
+        return "n/a"
+    text = f"{entry['mean']:.{digits}f}"
+    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
+        text += f" [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
+    k, n = entry.get("n_patients"), int(entry.get("n_seeds") or 0)
+    who = ([] if k is None else [f"{k} test patient{'s' if k != 1 else ''}"]) + [
+        f"{n} seed{'s' if n != 1 else ''}"
+    ]
+    note = f"; {entry['note']}" if entry.get("note") else ""
+    return f"{text} ({', '.join(who)}{note})"
+
+
 def finetune(
-    config: FinetuneConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False
+    config: FinetuneConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    n_boot: int = N_BOOT,
 ) -> FinetuneResult:
-    """Run the job as ``config`` says (every seed), write results.json and report.html into ``out``."""
+    """Run the job as ``config`` says (every seed), write results.json and report.html into ``out``.
+
+    `n_boot`: patient resamples behind each pooled test CI.
+    """
     from sonofm.data.loader import data_path, open_table
+    from sonofm.eval.stats import MIN_PATIENTS
     from sonofm.train.distributed import init_distributed
 
     data = data_path(config.data.path)
@@ -449,7 +613,12 @@ def finetune(
         raise UserError(f"--adapter {config.adapter!r}: choose one of {', '.join(ADAPTER_KINDS)}")
     out = Path(out)
     run = open_run(
-        out, job="finetune", config=config, resume=resume, overwrite=overwrite, continue_value=True,
+        out,
+        job="finetune",
+        config=config,
+        resume=resume,
+        overwrite=overwrite,
+        continue_value=True,
         needs_checkpoint=False,
     )
     resume = bool(run.resume)  # the same config re-run keeps finished seeds and resumes the rest
@@ -476,6 +645,15 @@ def finetune(
     summary: dict[str, Any] = {}
     if info.is_main:
         task = get_task(config.task, **config.task_options)
+        missing = missing_test_classes(task, df, config)
+        if missing:
+            log.warning(
+                "%s: split %r has no rows of %s (no recall or AUC for them; macro averages omit them)",
+                task.name,
+                config.data.test_split,
+                missing,
+            )
+        samples = [load_seed_samples(out / f"seed-{r['seed']}", r, config, df) for r in per_seed]
         summary = {
             "task": config.task,
             "task_options": config.task_options,
@@ -486,8 +664,16 @@ def finetune(
             "seeds": list(config.seeds),
             "primary_metric": task.primary_metric,
             "higher_is_better": task.higher_is_better,
-            "test": summarise(per_seed, "test"),
-            "val": summarise(per_seed, "val"),
+            "statistics": {
+                "ci": "95% bias-corrected bootstrap over test patients, seeds' predictions pooled",
+                "n_boot": n_boot,
+                "min_patients": MIN_PATIENTS,
+            },
+            "missing_classes": missing,
+            "test": summarise(per_seed, "test", samples, n_boot=n_boot),
+            "val": {
+                k: {"mean": v["mean"], "values": v["values"]} for k, v in summarise(per_seed, "val").items()
+            },
             "per_seed": [{k: v for k, v in r.items() if k != "figures"} for r in per_seed],
         }
         _write_json(results_path, summary)
@@ -507,6 +693,12 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
+def _fmt_ci(entry: dict[str, Any]) -> str:
+    if entry.get("ci_low") is None or entry.get("ci_high") is None:
+        return html.escape(str(entry.get("note") or "no CI"))
+    return f"[{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]"
+
+
 def write_report(path: Path, summary: dict[str, Any], per_seed: list[dict[str, Any]]) -> Path:
     """Self-contained HTML (no JavaScript, images inlined): summary table, per-seed tables, figures."""
     from sonofm.eval.report import CSS
@@ -521,13 +713,26 @@ def write_report(path: Path, summary: dict[str, Any], per_seed: list[dict[str, A
         " is better)</p>"
     )
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v['mean'])} &plusmn; {_fmt(v['std'])}</td>"
+        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v['mean'])}</td><td>{_fmt_ci(v)}</td>"
+        f"<td>{'n/a' if v.get('n_patients') is None else v['n_patients']}</td>"
         f"<td>{', '.join(_fmt(x) for x in v['values'])}</td></tr>"
         for k, v in summary["test"].items()
     )
+    missing = summary.get("missing_classes")
+    stats = summary.get("statistics", {})
     body.append(
-        "<h2>Test metrics (mean &plusmn; std over seeds)</h2>"
-        f"<table><tr><th>metric</th><th>mean &plusmn; std</th><th>per seed</th></tr>{rows}</table>"
+        "<h2>Test metrics (seeds pooled, 95% CI over test patients)</h2>"
+        f'<p class="meta">Each CI resamples whole test patients ({stats.get("n_boot", "n/a")} resamples), '
+        "each bringing its rows from every seed; the value is the mean over seeds. Below "
+        f"{stats.get('min_patients', 'n/a')} test patients no CI is given and no difference may be "
+        "called significant.</p>"
+        + (
+            f'<p class="meta">Classes with no test rows (not measured): {html.escape(", ".join(missing))}</p>'
+            if missing
+            else ""
+        )
+        + "<table><tr><th>metric</th><th>value</th><th>95% CI</th><th>test patients</th>"
+        f"<th>per seed</th></tr>{rows}</table>"
     )
     for res in per_seed:
         body.append(f"<h2>Seed {res['seed']}</h2>")
@@ -538,6 +743,12 @@ def write_report(path: Path, summary: dict[str, Any], per_seed: list[dict[str, A
             f"images {res.get('n_images')}; patients {res.get('n_patients')}; model "
             f"<code>{html.escape(str(res.get('model_dir')))}</code></p>"
         )
+        if res.get("missing_train_classes"):
+            lacks = ", ".join(res["missing_train_classes"])
+            body.append(
+                f'<p class="meta">Its training rows had no {html.escape(lacks)} '
+                "(those test rows count as errors).</p>"
+            )
         val, test = res.get("val", {}), res.get("test", {})
         names = sorted({n.removeprefix("val/") for n in val} | set(test))
         trs = "".join(

@@ -155,3 +155,46 @@ def test_probe_reports_patients_and_health():
     res = LinearProbe(target="region").run(_probe_ctx("liver"))
     assert res.skipped is None and res.metrics["acc1"].n_patients == 3
     assert res.info["health"]["n"] == 6 and res.info["n_patients"] == 3
+
+
+# ------------------------------------------------------------------ pooled seeds (fine-tuning, ablation)
+def _seeds(k: int, per: int, n_seeds: int, hit_rate: float, seed: int):
+    """`n_seeds` units of (acc1, (y, pred), patients) on the same k patients x per images."""
+    rng = np.random.default_rng(seed)
+    pats = np.repeat([f"p{i}" for i in range(k)], per)
+    y = np.random.default_rng(99).integers(0, 3, k * per)
+    units = []
+    for _ in range(n_seeds):
+        pred = np.where(rng.random(y.size) < hit_rate, y, (y + 1) % 3)
+        units.append((M.acc1, (y, pred), pats))
+    return units
+
+
+def test_patient_pool_is_the_seed_mean_resampled_by_patient():
+    units = _seeds(k=15, per=4, n_seeds=3, hit_rate=0.7, seed=0)
+    pool = S.PatientPool(units)
+    stacked = M.acc1(np.concatenate([u[1][0] for u in units]), np.concatenate([u[1][1] for u in units]))
+    assert pool.value() == pytest.approx(np.mean([M.acc1(*u[1]) for u in units])) == pytest.approx(stacked)
+    assert pool.n_patients == 15 and len(pool) == 180 and pool.n_units == 3
+    ci = S.pooled_ci(pool, n_boot=300)
+    assert ci.n_patients == 15 and ci.low <= ci.value <= ci.high and ci.low < ci.high
+    few = S.PatientPool([(fn, tuple(a[:36] for a in arrays), p[:36]) for fn, arrays, p in units])
+    ci9 = S.pooled_ci(few, n_boot=300)  # 9 patients: no interval, and it says why
+    assert ci9.n_patients == S.MIN_PATIENTS - 1 and np.isnan(ci9.low) and "no CI" in ci9.note
+
+
+def test_paired_pooled_test_difference_ci_and_min_patients():
+    good = S.PatientPool(_seeds(k=20, per=3, n_seeds=2, hit_rate=0.9, seed=1))
+    bad = S.PatientPool(_seeds(k=20, per=3, n_seeds=2, hit_rate=0.4, seed=2))
+    t = S.paired_pooled_test(good, bad, n_boot=300)
+    assert t["delta"] == pytest.approx(good.value() - bad.value())
+    assert t["p_value"] < 0.01 and t["n_patients"] == 20
+    assert 0 < t["delta_ci_low"] <= t["delta"] <= t["delta_ci_high"]
+    same = S.paired_pooled_test(good, good, n_boot=100)
+    assert same["delta"] == 0 and same["p_value"] == 1.0
+    few = [S.PatientPool([(fn, tuple(a[:9] for a in arr), p[:9]) for fn, arr, p in pool_units])
+           for pool_units in (_seeds(20, 3, 2, 0.9, 1), _seeds(20, 3, 2, 0.4, 2))]  # fmt: skip
+    t3 = S.paired_pooled_test(*few, n_boot=100)
+    assert np.isnan(t3["p_value"]) and np.isnan(t3["delta_ci_low"]) and "no test" in t3["untestable"]
+    with pytest.raises(ValueError, match="same units"):
+        S.paired_pooled_test(good, S.PatientPool(_seeds(k=20, per=3, n_seeds=3, hit_rate=0.5, seed=3)))

@@ -10,6 +10,7 @@ import torch
 
 from sonofm.config import resolve_config
 from sonofm.errors import UserError
+from sonofm.eval.stats import MIN_PATIENTS
 from sonofm.finetune.classify import balanced_accuracy, macro_auc
 from sonofm.finetune.job import FinetuneConfig, finetune, plan_splits
 from sonofm.finetune.tasks import FINETUNE_TASKS, collate, get_task, load_builtin_tasks
@@ -41,13 +42,24 @@ def test_classify_view_job_two_seeds_fraction_and_resume(heart_data, tmp_path) -
         "train.epochs=1",
     )
     out = tmp_path / "run"
-    result = finetune(cfg, out)
+    result = finetune(cfg, out, n_boot=100)
     s = result.summary
     assert s["seeds"] == [1, 2] and s["primary_metric"] == "acc"
     accs = [r["test"]["acc"] for r in s["per_seed"]]
-    assert s["test"]["acc"]["mean"] == pytest.approx(np.mean(accs))
-    assert s["test"]["acc"]["std"] == pytest.approx(np.std(accs))
-    assert json.loads((out / "results.json").read_text())["test"]["acc"]["values"] == accs
+    # seeds pooled per patient (#17): the seed mean with a patient-level CI, not mean +- std
+    acc = s["test"]["acc"]
+    assert acc["mean"] == pytest.approx(np.mean(accs)) and "std" not in acc
+    k = s["per_seed"][0]["n_patients"]["test"]
+    assert acc["n_patients"] == k and acc["n_seeds"] == 2
+    if k >= MIN_PATIENTS:
+        assert acc["ci_low"] <= acc["mean"] <= acc["ci_high"]
+    else:
+        assert acc["ci_low"] is None and "no CI" in acc["note"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["test"]["acc"]["values"] == accs
+    assert isinstance(saved["missing_classes"], list)
+    assert all(isinstance(r["missing_train_classes"], list) for r in saved["per_seed"])
+    assert all((out / f"seed-{r['seed']}" / "test_predictions.npz").is_file() for r in s["per_seed"])
 
     # half of the training patients, the same draw plan_splits makes for that seed
     df = read_manifest(heart_data)
@@ -60,7 +72,7 @@ def test_classify_view_job_two_seeds_fraction_and_resume(heart_data, tmp_path) -
     assert s["per_seed"][0]["n_patients"]["train"] < full["train"]["patient_id"].nunique()
 
     html = (out / "report.html").read_text()
-    assert "confusion matrix" in html and "mean &plusmn; std" in html
+    assert "confusion matrix" in html and "95% CI over test patients" in html and "&plusmn;" not in html
     model = load_model(out / "seed-2" / "model")
     classes = model.config.task_options["classes"]
     assert set(classes) <= {"A4C", "A2C", "A3C", "PLAX", "PSAX_MV", "PSAX_PM", "PSAX_AP", "SC4C"}
@@ -69,7 +81,7 @@ def test_classify_view_job_two_seeds_fraction_and_resume(heart_data, tmp_path) -
 
     # resume: finished seeds are kept as they are (not retrained)
     stamp = (out / "seed-1" / "model" / "model.safetensors").stat().st_mtime_ns
-    again = finetune(cfg, out, resume=True)
+    again = finetune(cfg, out, resume=True, n_boot=100)
     assert (out / "seed-1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert again.summary["test"]["acc"] == s["test"]["acc"]
 
