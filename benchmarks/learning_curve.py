@@ -10,7 +10,8 @@ normalisation); only the epoch count varies. Each trained model is evaluated wit
 per run, so the curve also says what each point costs on this machine.
 
 Resumable: runs whose ``model/`` exists are not retrained; results are written atomically after
-every run to ``benchmarks/results/learning_curve.json`` (``--results`` to change).
+every run to ``benchmarks/results/learning_curve.json`` (``--results`` to change), keeping the
+points of earlier invocations (so objectives can be run one at a time).
 
 Usage::
 
@@ -129,10 +130,15 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "points": [],
     }
+    if args.results.is_file():  # keep the points of earlier invocations (other objectives/epochs)
+        payload["points"] = json.loads(args.results.read_text()).get("points", [])
     for name, loss in objectives.items():
         for e in epochs:
             point = run_point(data, args.work, name, loss, dataclasses.replace(plan, epochs=e))
-            payload["points"].append(point)
+            key = (name, e, plan.seed)
+            payload["points"] = [
+                p for p in payload["points"] if (p["objective"], p["epochs"], p["seed"]) != key
+            ] + [point]
             print(json.dumps(point), flush=True)
             _write(args.results, payload)
     print(table(payload["points"]))

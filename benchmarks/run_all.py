@@ -68,6 +68,7 @@ BENCHMARKS: dict[str, Bench] = {
     "finetune": Bench(("--quick",)),
     "finetune_dense": Bench(("--quick",)),
     "ablation": Bench(("--quick",)),
+    "learning_curve": Bench(("--quick",)),
     "demo": Bench(("--quick",)),
     "vlm": Bench((), no_quick="needs trained runs (--data --heldout --clip --moe-run); see its usage"),
 }

@@ -239,6 +239,8 @@ def machine_info() -> dict[str, Any]:
 HEADLINE = (
     ("retrieval", "image_to_text/R@1", "image->text R@1"),
     ("retrieval", "text_to_image/R@1", "text->image R@1"),
+    ("retrieval", "image_to_text/R@10", "image->text R@10"),
+    ("retrieval", "text_to_image/R@10", "text->image R@10"),
     ("zeroshot/diagnosis", "acc1", "zero-shot diagnosis acc"),
     ("zeroshot/region", "acc1", "zero-shot region acc"),
     ("zeroshot/view", "acc1", "zero-shot echo view acc"),

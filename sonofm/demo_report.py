@@ -138,14 +138,16 @@ def headline_rows(results: dict[str, Any], headline: Sequence[tuple[str, str, st
 
 
 def _chance(task: dict[str, Any], metric: str) -> float | None:
-    """What random guessing scores: 0.5 AUC, 1/classes accuracy, ~1/gallery retrieval R@1."""
+    """What random guessing scores: 0.5 AUC, 1/classes accuracy, ~K/gallery retrieval R@K."""
     info = task.get("info", {}) or {}
     if "auc" in metric:
         return 0.5
     if metric == "acc1" and isinstance(info.get("classes"), list) and info["classes"]:
         return 1.0 / len(info["classes"])
-    if metric.endswith("R@1") and info.get("n_texts") and info.get("n_images"):
-        return 1.0 / float(info["n_texts" if metric.startswith("image_to_text") else "n_images"])
+    k = metric.rpartition("R@")[2]
+    if "R@" in metric and k.isdigit() and info.get("n_texts") and info.get("n_images"):
+        gallery = float(info["n_texts" if metric.startswith("image_to_text") else "n_images"])
+        return min(1.0, int(k) / gallery)  # one positive per query; more positives raise it
     return None
 
 

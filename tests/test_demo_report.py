@@ -234,3 +234,14 @@ def test_multiple_testing_counts_reconcile():
     assert counts["tests"] == len(tested)
     assert counts["raw"] == sum(r["p_value"] < 0.05 for r in tested)
     assert counts["holm"] == sum(r["p_holm"] < 0.05 for r in tested) <= counts["raw"]
+
+
+def test_retrieval_chance_is_k_over_gallery():
+    from sonofm.demo_report import _chance
+
+    task = {"info": {"n_texts": 50, "n_images": 200}}
+    assert _chance(task, "image_to_text/R@1") == pytest.approx(1 / 50)
+    assert _chance(task, "image_to_text/R@10") == pytest.approx(10 / 50)
+    assert _chance(task, "text_to_image/R@10") == pytest.approx(10 / 200)
+    assert _chance({"info": {"n_texts": 5, "n_images": 5}}, "image_to_text/R@10") == 1.0
+    assert _chance({"info": {}}, "image_to_text/R@10") is None
