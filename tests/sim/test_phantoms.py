@@ -245,11 +245,11 @@ def test_posterior_none_means_no_visible_change():
     from sonofm.sim.tissue import Tissue
 
     kind = LesionKind(
-        "t",
-        "nodule",
-        False,
-        1.0,
-        (12.0, 12.0),
+        name="t",
+        diagnosis="nodule",
+        malignant=False,
+        weight=1.0,
+        size_mm=(12.0, 12.0),
         contour={"oval": 1.0},
         margin={"circumscribed": 1.0},
         echogenicity={"hypoechoic": 1.0},

@@ -108,7 +108,7 @@ def _kind(**kw) -> LesionKind:
         vascularity={"avascular": 1.0},
     )
     base.update(kw)
-    return LesionKind("t", "nodule", False, 1.0, (12.0, 12.0), **base)
+    return LesionKind(name="t", diagnosis="nodule", malignant=False, weight=1.0, size_mm=(12.0, 12.0), **base)
 
 
 def _scene(kind: LesionKind, seed: int = 0, cz: float = 14.0):

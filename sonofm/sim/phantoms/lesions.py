@@ -78,10 +78,13 @@ ENHANCEMENT_DB = -3.0
 SHADOW_DB = 6.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LesionKind:
     """One lesion entity of one organ and its attribute distributions (weights, need not sum to 1).
 
+    Keyword-only, so every catalogue entry names each property: `name` (the entity, e.g.
+    "fibroadenoma"), `diagnosis` (the report's diagnosis tag), `malignant` (None: does not apply),
+    `weight` (relative frequency among the organ's kinds of the same malignancy) and the rest.
     `features` are independent probabilities of the optional internal features (FEATURES);
     `posterior` is the *wanted* posterior feature of the solid part (fluid always enhances and
     calcifications always shadow; the reported label is measured, see `posterior_from_model`).

@@ -47,11 +47,11 @@ FETUS = OrganCatalogue(
     normal_lesion_tag="mass",
     kinds=(
         LesionKind(
-            "choroid_plexus_cyst",
-            "cyst",
-            None,
-            0.6,
-            (3.0, 10.0),
+            name="choroid_plexus_cyst",
+            diagnosis="cyst",
+            malignant=None,
+            weight=0.6,
+            size_mm=(3.0, 10.0),
             contour={"round": 0.6, "oval": 0.4},
             margin={"circumscribed": 1.0},
             echogenicity={"anechoic": 1.0},
@@ -60,11 +60,11 @@ FETUS = OrganCatalogue(
             vascularity={"avascular": 1.0},
         ),
         LesionKind(
-            "fetal_ascites",
-            "fluid_collection",
-            None,
-            0.4,
-            (6.0, 16.0),  # twice the thickness of the fluid rim (mm)
+            name="fetal_ascites",
+            diagnosis="fluid_collection",
+            malignant=None,
+            weight=0.4,
+            size_mm=(6.0, 16.0),  # twice the thickness of the fluid rim (mm)
             contour={"irregular": 1.0},
             margin={"circumscribed": 1.0},
             echogenicity={"anechoic": 1.0},

@@ -45,11 +45,11 @@ CAROTID = OrganCatalogue(
     normal_lesion_tag="plaque",
     kinds=(
         LesionKind(
-            "plaque",
-            "plaque",
-            None,
-            1.0,
-            (6.0, 20.0),
+            name="plaque",
+            diagnosis="plaque",
+            malignant=None,
+            weight=1.0,
+            size_mm=(6.0, 20.0),
             contour={"oval": 0.35, "irregular": 0.4, "lobulated": 0.25},
             margin={"circumscribed": 0.55, "irregular": 0.45},
             echogenicity={"hypoechoic": 0.3, "isoechoic": 0.2, "hyperechoic": 0.2, "heterogeneous": 0.3},
@@ -66,11 +66,11 @@ JUGULAR = OrganCatalogue(
     normal_lesion_tag="thrombus",
     kinds=(
         LesionKind(
-            "thrombus",
-            "thrombus",
-            None,
-            1.0,
-            (8.0, 25.0),
+            name="thrombus",
+            diagnosis="thrombus",
+            malignant=None,
+            weight=1.0,
+            size_mm=(8.0, 25.0),
             contour={"oval": 0.6, "irregular": 0.4},
             margin={"circumscribed": 0.5, "indistinct": 0.5},
             echogenicity={"hypoechoic": 0.5, "isoechoic": 0.3, "heterogeneous": 0.2},
