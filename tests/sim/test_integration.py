@@ -189,7 +189,7 @@ def test_planning_never_fails():
 def test_fast_extent_and_posterior_match_the_reference():
     """The strip-scanned grid extent and the bounding-box-restricted posterior integration give
     the answers of the exhaustive computations they replace."""
-    from sonofm.sim.phantoms import lesions as L
+    from sonofm.sim.phantoms import lesion_section as L
 
     def full_extent(shape, step):
         x0, z0, x1, z1 = shape.bounds()

@@ -12,7 +12,7 @@ from sonofm.reports import study_attributes, write_report
 from sonofm.sim.imaging import label_map, pixel_grid, sample_imaging_params
 from sonofm.sim.phantoms import breast, gynaecology, kidney, liver, thyroid, vessel
 from sonofm.sim.phantoms.base import REGION_MASK_LABELS
-from sonofm.sim.phantoms.lesions import posterior_from_model, section_extent
+from sonofm.sim.phantoms.lesion_section import posterior_from_model, section_extent
 from sonofm.sim.physics import render_bmode
 from sonofm.sim.registry import registered_regions, simulate_patient
 from sonofm.sim.tissue import TissueModel
@@ -235,13 +235,8 @@ def test_posterior_labels_match_rendered_image(region):
 
 
 def test_posterior_none_means_no_visible_change():
-    from sonofm.sim.phantoms.lesions import (
-        LesionKind,
-        OrganCatalogue,
-        Parenchyma,
-        build_section,
-        sample_lesion,
-    )
+    from sonofm.sim.phantoms.lesion_section import Parenchyma, build_section
+    from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, sample_lesion
     from sonofm.sim.tissue import Tissue
 
     kind = LesionKind(

@@ -13,7 +13,7 @@ from sonofm.reports import parse_report, study_attributes, write_report
 from sonofm.sim.imaging import label_map, pixel_grid
 from sonofm.sim.phantoms import abdomen, obstetric, superficial, urology
 from sonofm.sim.phantoms.base import REGION_MASK_LABELS, render_patient
-from sonofm.sim.phantoms.lesions import posterior_from_model, section_extent
+from sonofm.sim.phantoms.lesion_section import posterior_from_model, section_extent
 from sonofm.sim.registry import registered_regions, simulate_patient
 from sonofm.sim.tissue import TissueModel
 from tests.sim.test_phantoms import _posterior_contrast_db

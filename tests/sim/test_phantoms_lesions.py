@@ -9,16 +9,8 @@ import pytest
 from sonofm import taxonomy as tx
 from sonofm.sim.imaging import label_map, sample_imaging_params
 from sonofm.sim.phantoms import breast, gynaecology, kidney, liver, thyroid, vessel
-from sonofm.sim.phantoms.lesions import (
-    LesionKind,
-    OrganCatalogue,
-    Parenchyma,
-    build_section,
-    findings_from_tags,
-    posterior_from_model,
-    sample_lesion,
-    section_extent,
-)
+from sonofm.sim.phantoms.lesion_section import Parenchyma, build_section, posterior_from_model, section_extent
+from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, findings_from_tags, sample_lesion
 from sonofm.sim.physics import render_bmode
 from sonofm.sim.tissue import Tissue, TissueModel
 

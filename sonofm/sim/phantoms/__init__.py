@@ -10,12 +10,13 @@ normal studies (50% in obstetrics).
 
 Reusable parts for further regions:
 - `lesions`: `LesionKind` / `OrganCatalogue` (attribute distributions as data), `sample_lesion`,
-  `build_section` (attributes -> shapes + tissues in one plane), `section_extent` (calipers),
-  `posterior_from_model` (posterior features measured from attenuation), `image_tags`,
-  `findings_from_tags`, `normal_findings`.
+  `image_tags`, `findings_from_tags`, `normal_findings`.
+- `lesion_section`: `build_section` (attributes -> shapes + tissues in one plane),
+  `section_extent` (calipers), `posterior_from_model` (posterior features measured from
+  attenuation).
 - `anatomy`: body-wall layers (flat or following a curvilinear probe), vessels, bright
   interfaces, organ outlines. `neck`: the anterior neck shared by thyroid and vessel.
-- `shapes`: `Intersection`, `Union`, `Dots`, `Arc`, `tight_bounds`.
+- `shapes`: `Intersection`, `Union`, `Dots`, `Arc`, `tight_bounds`, `moved`.
 - `base`: `Scene`, `PatientPlan`, `params_for_target`, `choose_shift`, `render_patient`,
   `simulator` (planner -> registered simulator).
 """

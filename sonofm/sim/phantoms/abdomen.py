@@ -41,18 +41,9 @@ from sonofm.sim.phantoms.base import (
     sample_sex,
     simulator,
 )
-from sonofm.sim.phantoms.lesions import (
-    PLANES,
-    LesionKind,
-    LesionSection,
-    LesionSpec,
-    OrganCatalogue,
-    Parenchyma,
-    build_section,
-    moved,
-    sample_lesion,
-)
-from sonofm.sim.phantoms.shapes import Arc, Intersection, tight_bounds
+from sonofm.sim.phantoms.lesion_section import PLANES, LesionSection, Parenchyma, build_section
+from sonofm.sim.phantoms.lesions import LesionKind, LesionSpec, OrganCatalogue, sample_lesion
+from sonofm.sim.phantoms.shapes import Arc, Intersection, moved, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, Layer, Polygon, Shape, StarShape, Tissue, TissueModel, Tube
 

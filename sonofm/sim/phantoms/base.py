@@ -17,15 +17,13 @@ import numpy as np
 
 from sonofm.reports.schema import Finding, Study
 from sonofm.sim.imaging import ImagingParams, label_map, pixel_grid, sample_imaging_params, world_to_pixel
+from sonofm.sim.phantoms.lesion_section import LesionSection, posterior_from_model, section_extent
 from sonofm.sim.phantoms.lesions import (
-    LesionSection,
     LesionSpec,
     OrganCatalogue,
     findings_from_tags,
     image_tags,
     normal_findings,
-    posterior_from_model,
-    section_extent,
 )
 from sonofm.sim.physics import render_bmode
 from sonofm.sim.probe import inside_fan

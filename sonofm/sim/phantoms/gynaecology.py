@@ -29,16 +29,9 @@ from sonofm.sim.phantoms.base import (
     plane_sequence,
     simulator,
 )
-from sonofm.sim.phantoms.lesions import (
-    PLANES,
-    LesionKind,
-    OrganCatalogue,
-    Parenchyma,
-    build_section,
-    moved,
-    sample_lesion,
-)
-from sonofm.sim.phantoms.shapes import Dots, tight_bounds
+from sonofm.sim.phantoms.lesion_section import PLANES, Parenchyma, build_section
+from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, sample_lesion
+from sonofm.sim.phantoms.shapes import Dots, moved, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Ellipse, StarShape, TissueModel
 

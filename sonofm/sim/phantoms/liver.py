@@ -31,16 +31,9 @@ from sonofm.sim.phantoms.base import (
     sample_sex,
     simulator,
 )
-from sonofm.sim.phantoms.lesions import (
-    PLANES,
-    LesionKind,
-    OrganCatalogue,
-    Parenchyma,
-    build_section,
-    moved,
-    sample_lesion,
-)
-from sonofm.sim.phantoms.shapes import Arc
+from sonofm.sim.phantoms.lesion_section import PLANES, Parenchyma, build_section
+from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, sample_lesion
+from sonofm.sim.phantoms.shapes import Arc, moved
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import StarShape, TissueModel
 

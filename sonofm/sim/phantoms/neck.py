@@ -21,7 +21,7 @@ from sonofm.sim.phantoms.anatomy import (
     tissue,
     with_label,
 )
-from sonofm.sim.phantoms.lesions import moved
+from sonofm.sim.phantoms.shapes import moved
 from sonofm.sim.tissue import Band, Ellipse, Shape, Tissue, TissueModel
 
 THYROID_DB = 0.0

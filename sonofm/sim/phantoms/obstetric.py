@@ -20,16 +20,8 @@ import numpy as np
 from sonofm.sim.phantoms.abdomen import assemble, place_probe, union_bounds
 from sonofm.sim.phantoms.anatomy import BLOOD, LUMEN_LABEL, ORGAN_LABEL, LayerSpec, tissue, with_label
 from sonofm.sim.phantoms.base import PatientPlan, Scene, n_images, simulator
-from sonofm.sim.phantoms.lesions import (
-    FLUID_DB,
-    LesionKind,
-    LesionSection,
-    LesionSpec,
-    OrganCatalogue,
-    Parenchyma,
-    build_section,
-    sample_lesion,
-)
+from sonofm.sim.phantoms.lesion_section import LesionSection, Parenchyma, build_section
+from sonofm.sim.phantoms.lesions import FLUID_DB, LesionKind, LesionSpec, OrganCatalogue, sample_lesion
 from sonofm.sim.phantoms.shapes import Arc, Dots, Intersection
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, Layer, StarShape, Tissue, TissueModel, Tube

@@ -1,4 +1,5 @@
-"""Extra shapes the phantoms need beyond `sonofm.sim.tissue`: intersections, dot clouds, arcs.
+"""Extra shapes the phantoms need beyond `sonofm.sim.tissue`: intersections, dot clouds, arcs;
+`moved` translates any of them (a probe moved along the skin).
 
 Kept as `Shape` subclasses (signed distance in mm, negative inside) so `TissueModel` paints them
 like any other layer and the beam grid and the pixel grid see exactly the same geometry.
@@ -7,11 +8,11 @@ like any other layer and the beam grid and the pixel grid see exactly the same g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sonofm.sim.tissue import Shape, StarShape
+from sonofm.sim.tissue import Band, Polygon, Shape, StarShape, Tube
 
 
 @dataclass
@@ -148,3 +149,32 @@ def tight_bounds(shape: Shape, step_mm: float = 0.25) -> tuple[float, float, flo
         float(xs[cols[-1]] + step_mm),
         float(zs[rows[-1]] + step_mm),
     )
+
+
+def moved(shape: Shape, dx: float, dz: float) -> Shape:
+    """A copy of `shape` translated by (dx, dz) mm (the probe moved the other way)."""
+    if dx == 0 and dz == 0:
+        return shape
+    if isinstance(shape, StarShape):
+        return replace(shape, cx=shape.cx + dx, cz=shape.cz + dz)
+    if isinstance(shape, Polygon):
+        return Polygon(shape.vertices + np.array([dx, dz]), shape.edge_mm)
+    if isinstance(shape, Dots):
+        return Dots(shape.centers + np.array([dx, dz]), shape.radii, shape.edge_mm)
+    if isinstance(shape, Tube):
+        return Tube(shape.points + np.array([dx, dz]), shape.radius, shape.edge_mm)
+    if isinstance(shape, Band):
+        return Band(
+            [x + dx for x in shape.top_x],
+            [z + dz for z in shape.top_z],
+            [x + dx for x in shape.bottom_x],
+            [z + dz for z in shape.bottom_z],
+            shape.edge_mm,
+        )
+    if isinstance(shape, Intersection):
+        return Intersection([moved(s, dx, dz) for s in shape.shapes], shape.edge_mm)
+    if isinstance(shape, Union):
+        return Union([moved(s, dx, dz) for s in shape.shapes], shape.edge_mm)
+    if isinstance(shape, Arc):
+        return Arc(shape.cx + dx, shape.cz + dz, shape.r_in, shape.r_out, shape.edge_mm)
+    raise TypeError(f"cannot move a {type(shape).__name__}")

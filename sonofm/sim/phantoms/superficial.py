@@ -21,15 +21,8 @@ import numpy as np
 from sonofm.sim.phantoms.abdomen import assemble, place_probe
 from sonofm.sim.phantoms.anatomy import BLOOD, LUMEN_LABEL, ORGAN_LABEL, tissue, with_label
 from sonofm.sim.phantoms.base import PatientPlan, Scene, n_images, plane_sequence, sample_sex, simulator
-from sonofm.sim.phantoms.lesions import (
-    PLANES,
-    LesionKind,
-    LesionSection,
-    OrganCatalogue,
-    Parenchyma,
-    build_section,
-    sample_lesion,
-)
+from sonofm.sim.phantoms.lesion_section import PLANES, LesionSection, Parenchyma, build_section
+from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, sample_lesion
 from sonofm.sim.phantoms.shapes import Intersection, Union, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, Layer, StarShape, Tissue, TissueModel, Tube

@@ -16,7 +16,8 @@ from sonofm.sim.phantoms.base import (
     sample_sex,
     simulator,
 )
-from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, Parenchyma, build_section, sample_lesion
+from sonofm.sim.phantoms.lesion_section import Parenchyma, build_section
+from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, sample_lesion
 from sonofm.sim.phantoms.neck import (
     THYROID_ATT,
     THYROID_DB,

@@ -25,20 +25,16 @@ import numpy as np
 from sonofm.sim.phantoms.abdomen import abdominal_wall, assemble, place_probe, union_bounds
 from sonofm.sim.phantoms.anatomy import ORGAN_LABEL, URINE, LayerSpec, tissue
 from sonofm.sim.phantoms.base import PatientPlan, Scene, n_images, plane_sequence, simulator
+from sonofm.sim.phantoms.lesion_section import PLANES, LesionSection, Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import (
     DEBRIS_DB,
     FLUID_DB,
-    PLANES,
     LesionKind,
-    LesionSection,
     LesionSpec,
     OrganCatalogue,
-    Parenchyma,
-    build_section,
-    moved,
     sample_lesion,
 )
-from sonofm.sim.phantoms.shapes import Arc, Dots, Intersection, tight_bounds
+from sonofm.sim.phantoms.shapes import Arc, Dots, Intersection, moved, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Ellipse, Layer, Shape, StarShape, Tissue, TissueModel, Tube
 

@@ -24,14 +24,8 @@ from sonofm.sim.phantoms.base import (
     sample_sex,
     simulator,
 )
-from sonofm.sim.phantoms.lesions import (
-    PLAQUE_LABEL,
-    LesionKind,
-    OrganCatalogue,
-    Parenchyma,
-    build_section,
-    sample_lesion,
-)
+from sonofm.sim.phantoms.lesion_section import Parenchyma, build_section
+from sonofm.sim.phantoms.lesions import PLAQUE_LABEL, LesionKind, OrganCatalogue, sample_lesion
 from sonofm.sim.phantoms.neck import carotid_longitudinal, neck_transverse, sample_neck
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse
