@@ -245,6 +245,7 @@ HEADLINE = (
     ("zeroshot/region", "acc1", "zero-shot region acc"),
     ("zeroshot/view", "acc1", "zero-shot echo view acc"),
     ("zeroshot/attributes", "mean_auc/", "zero-shot attribute AUC (mean)"),
+    ("zeroshot/attributes_learnable", "mean_auc", "zero-shot attribute AUC, learnable tags"),
     ("zeroshot/findings", "mean_auc/", "zero-shot finding AUC, pos/neg prompts (mean)"),
     ("linear_probe/region", "acc1", "linear probe region acc"),
     ("knn/region", "acc1", "kNN region acc"),

@@ -99,81 +99,6 @@ def _caption_embeddings(ctx: Any, split: str) -> np.ndarray:
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
-def _tag_matrix(rows: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Lesion rows' descriptor tags: (names "dim/tag", labels (N, T), lesion mask (N,))."""
-    from sonofm.eval.tasks.zeroshot import DESCRIPTOR_DIMS, _lesion_mask
-
-    lesion = _lesion_mask(rows)
-    names = sorted(
-        {
-            f"{d}/{t}"
-            for a in rows["attributes"][lesion]
-            for d in DESCRIPTOR_DIMS
-            for t in ((a or {}).get(d) or ())
-        }
-    )
-    y = np.zeros((len(rows), len(names)), dtype=np.int64)
-    index = {n: j for j, n in enumerate(names)}
-    for i, a in enumerate(rows["attributes"]):
-        for d in DESCRIPTOR_DIMS:
-            for t in (a or {}).get(d) or ():
-                j = index.get(f"{d}/{t}")
-                if j is not None:
-                    y[i, j] = 1
-    return names, y, lesion
-
-
-def attribute_bounds(
-    ctx: Any, train_split: str = "train", test_split: str = "test"
-) -> dict[str, dict[str, float]]:
-    """Per tag: test AUC of a logistic-regression probe on the image embeddings (and of the heads)."""
-    from sklearn.linear_model import LogisticRegression
-
-    from sonofm.eval import metrics as M
-
-    out: dict[str, dict[str, float]] = {}
-    if not (ctx.has_split(train_split) and ctx.has_split(test_split)):
-        return out
-    tr_rows, te_rows = ctx.rows(train_split), ctx.rows(test_split)
-    names, y_te, les_te = _tag_matrix(te_rows)
-    _, _, les_tr = _tag_matrix(tr_rows)
-    tr_names, y_tr_all, _ = _tag_matrix(tr_rows)
-    tr_index = {n: j for j, n in enumerate(tr_names)}
-    x_tr = ctx.embeddings[train_split].image[les_tr]
-    x_te = ctx.embeddings[test_split].image[les_te]
-    heads = _head_scores(ctx, test_split)
-    for j, name in enumerate(names):
-        y = y_te[les_te, j]
-        if y.min() == y.max() or name not in tr_index:
-            continue
-        y_tr = y_tr_all[les_tr, tr_index[name]]
-        entry: dict[str, float] = {"positives": float(y.sum()), "n": float(len(y))}
-        if y_tr.min() != y_tr.max():
-            probe = LogisticRegression(max_iter=2000, C=1.0, class_weight="balanced").fit(x_tr, y_tr)
-            entry["linear_probe_auc"] = float(M._auc_rank(y, probe.decision_function(x_te)))
-        head_key = name.replace("/", ":")
-        if heads is not None and head_key in heads[0]:
-            entry["head_auc"] = float(M._auc_rank(y, heads[1][les_te, heads[0].index(head_key)]))
-        out[name] = entry
-    return out
-
-
-def _head_scores(ctx: Any, split: str) -> tuple[list[str], np.ndarray] | None:
-    """The attribute head's logits on a split's image embeddings (None without such a head)."""
-    import torch
-
-    model = ctx.model
-    heads = getattr(model, "heads", None)
-    classes = getattr(getattr(model, "config", None), "heads", {}).get("attributes")
-    if heads is None or not classes or "attributes" not in heads:
-        return None
-    emb = torch.from_numpy(ctx.embeddings[split].image).float()
-    param = next(heads.parameters())
-    with torch.no_grad():
-        logits = model.head_logits(emb.to(param.device, param.dtype))["head/attributes"]
-    return list(classes), logits.float().cpu().numpy()
-
-
 def diagnose(
     model_dir: str | Path,
     data: str | Path,
@@ -234,6 +159,8 @@ def diagnose(
     oracle_emb = dataclasses.replace(ctx.embeddings[split], image=_caption_embeddings(ctx, split))
     oracle = dataclasses.replace(ctx, embeddings={**ctx.embeddings, split: oracle_emb})
     columns["caption oracle"] = _scores(oracle, task_objs)
+    from sonofm.eval.tasks.attribute_bounds import attribute_bounds
+
     bounds = attribute_bounds(ctx, "train", split)
     for name, entry in bounds.items():
         key = f"zeroshot/attributes/auc/{name}"

@@ -28,7 +28,7 @@ from sonofm.atomic import atomic_write_text
 from sonofm.errors import DataError, UserError
 from sonofm.eval.embed import embed_split, model_hash, pick_device, training_text_field
 from sonofm.eval.metrics import MetricWarning, paired_bootstrap
-from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, build_task
+from sonofm.eval.tasks import EvalContext, Task, TaskResult, build_task  # the package: registers the tasks
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonofm.eval.diagnose import attribute_bounds, diagnose, summary_rows
+from sonofm.eval.diagnose import diagnose, summary_rows
+from sonofm.eval.tasks.attribute_bounds import attribute_bounds
 
 
 @dataclass

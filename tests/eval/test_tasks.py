@@ -201,3 +201,54 @@ def test_view_task_only_uses_echo_rows(real_ctx):
     absent = set(res.plots["classes"]) - set(real_ctx.rows("test")["view"].dropna())
     if absent:
         assert "macro_auc" in res.info["warnings"]
+
+
+def test_learnable_attributes_select_on_val_and_score_on_test():
+    """Tags are chosen by the image-side bound on val (never on test), then scored zero-shot on test."""
+    from sonofm.eval.tasks.attribute_bounds import ZeroShotLearnableAttributes, learnable
+
+    rng = np.random.default_rng(0)
+    dim = 8
+    rows, emb = [], {}
+    for split, n in (("train", 120), ("val", 60), ("test", 60)):
+        x = rng.normal(scale=0.3, size=(n, dim))
+        anechoic = np.arange(n) % 2 == 0  # visible everywhere: +e0
+        spiculated = rng.random(n) < 0.4  # invisible: no direction carries it
+        solid = np.arange(n) % 3 == 0  # visible in test only: a test-selected tag would be a leak
+        x[:, 0] += 2.0 * anechoic
+        if split == "test":
+            x[:, 2] += 2.0 * solid
+        ids = [f"{split}{i}" for i in range(n)]
+        for i in range(n):
+            attrs = {
+                "echogenicity": ["anechoic"] if anechoic[i] else ["hyperechoic"],
+                "margin": ["spiculated"] if spiculated[i] else ["circumscribed"],
+                "internal": ["solid"] if solid[i] else ["cystic"],
+            }
+            rows.append({"id": ids[i], "split": split, "patient_id": f"{split}p{i}", "attributes": attrs})
+        emb[split] = SplitEmbeddings(ids, _unit(x).astype(np.float32), np.zeros((n, 0), np.float32))
+    ctx = _ctx(pd.DataFrame(rows), emb)
+    basis = np.eye(dim, dtype=np.float32)
+    directions = {
+        ("echogenicity", "anechoic"): basis[0],
+        ("echogenicity", "hyperechoic"): -basis[0],
+        ("margin", "spiculated"): basis[1],
+        ("internal", "solid"): basis[2],
+    }
+    for (d, t), v in directions.items():
+        for p in P.attribute_prompts(d, t):
+            ctx._prompt_cache[p] = v
+    res = ZeroShotLearnableAttributes().run(ctx)
+    assert res.skipped is None
+    # internal/solid is separable on test only: selecting it would mean choosing on the scored split
+    assert res.info["tags"] == ["echogenicity/anechoic", "echogenicity/hyperechoic"]
+    assert res.info["n_tags"] == 2
+    assert res.metrics["auc/echogenicity/anechoic"].value > 0.95
+    assert res.metrics["mean_auc"].n_patients == 60
+    # the rule itself: both bounds considered, NaN ignored, too few positives excluded
+    bounds = {
+        "a/x": {"positives": 10, "n": 40, "linear_probe_auc": float("nan"), "head_auc": 0.95},
+        "a/y": {"positives": 3, "n": 40, "linear_probe_auc": 0.99},
+        "a/z": {"positives": 10, "n": 40, "linear_probe_auc": 0.7, "head_auc": 0.8},
+    }
+    assert learnable(bounds) == {"a/x": 0.95}

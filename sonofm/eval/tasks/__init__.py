@@ -6,6 +6,7 @@ Add a task: subclass `Task`, set `kind`, implement `run(ctx) -> TaskResult`, dec
 
 from __future__ import annotations
 
+from sonofm.eval.tasks.attribute_bounds import ZeroShotLearnableAttributes
 from sonofm.eval.tasks.base import TASKS, EvalContext, Task, TaskResult, build_task, register_task
 from sonofm.eval.tasks.probes import KNNProbe, LinearProbe, RegressionProbe
 from sonofm.eval.tasks.retrieval import Retrieval
@@ -23,6 +24,7 @@ __all__ = [
     "ZeroShotAttributes",
     "ZeroShotClassification",
     "ZeroShotFindings",
+    "ZeroShotLearnableAttributes",
     "build_task",
     "register_task",
 ]

@@ -91,9 +91,11 @@ EXTERNAL_TASKS: dict[str, str] = {
 
 
 def build_task(spec: dict[str, Any], where: str = "suite") -> Task:
-    """A task from a suite entry {type: kind, name?: ..., **options}; errors name the entry."""
-    from sonofm.eval import tasks as _tasks  # noqa: F401  (registers the built-in tasks)
+    """A task from a suite entry {type: kind, name?: ..., **options}; errors name the entry.
 
+    The built-in tasks register when the `sonofm.eval.tasks` package is imported: call this as
+    `sonofm.eval.tasks.build_task` (this module stays below the task modules, no import cycle).
+    """
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind not in TASKS and kind in EXTERNAL_TASKS:
