@@ -71,9 +71,12 @@ BENCHMARKS: dict[str, Bench] = {
     "learning_curve": Bench(("--quick",)),
     "demo": Bench(("--quick",)),
     "vlm": Bench((), no_quick="needs trained runs (--data --heldout --clip --moe-run); see its usage"),
+    "cross_simulator": Bench(
+        (), no_quick="needs a trained model and its simulated data (--model --sim-data); see its usage"
+    ),
 }
 # Modules in benchmarks/ that are helpers, not benchmarks.
-HELPERS = {"run_all", "openclip_anchor"}
+HELPERS = {"run_all", "openclip_anchor", "pymust_phantoms"}
 
 
 def missing(modules: dict[str, Any]) -> list[str]:
