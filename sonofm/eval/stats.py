@@ -13,9 +13,10 @@ p-values too small (one echo exam gave "p = 0.010"). Here:
 
 Several seeds of one model (fine-tuning seeds, ablation repeats) scored on the same test
 patients: `PatientPool` holds each seed's rows with their patient ids, so each resampled patient
-brings all its seeds' rows along (the seed spread and the patient spread are both in the CI); its
-statistic is the mean over seeds of each seed's metric on its rows of the drawn patients (for a
-mean metric such as accuracy on equal test sets, the metric of the stacked rows). The same pool
+brings all its seeds' rows along; its statistic is the mean over seeds of each seed's metric on
+its rows of the drawn patients (for a mean metric such as accuracy on equal test sets, the metric
+of the stacked rows). The CI is over test patients for these seeds (seeds are not resampled), so
+reports list the per-seed values beside it. The same pool
 averages the members of a metric family (e.g. per-attribute AUCs) under one resampling.
 `pooled_ci` and `paired_pooled_test` give its CI and the paired test of two pools (e.g. one
 objective vs the baseline, seed by seed); below `MIN_PATIENTS` patients they claim nothing.
