@@ -206,3 +206,16 @@ def test_eval_follows_the_output_folder_rule(tmp_path, sim_data, model_a, model_
         r = run("--model", str(model_a), *extra, to=mine)
         assert isinstance(r.exception, UserError) and str(mine) in str(r.exception), r.output
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+def test_an_interrupted_eval_from_before_job_records_continues(tmp_path):
+    """A demo killed mid-eval (before job records) left only eval_log.jsonl: its re-run goes on."""
+    from sonofm.eval.runner import _same_legacy_eval, eval_settings
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "eval_log.jsonl").write_text('{"event": "start"}\n')
+    settings = eval_settings([str(tmp_path / "m")], tmp_path / "d", load_suite("quick"), "fp32")
+    assert _same_legacy_eval(out, settings)
+    (out / "notes.txt").write_text("mine")
+    assert not _same_legacy_eval(out, settings)
