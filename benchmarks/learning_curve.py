@@ -62,6 +62,9 @@ def run_point(data: Path, work: Path, name: str, loss: str, plan: Any) -> dict[s
         trained = _pretrain(data, run, loss, plan)
         info["train_s"] = round(time.perf_counter() - t0, 1)
         info["steps"] = trained["steps"]
+    else:  # trained earlier (or by `sonofm demo`): its log says how far it went
+        steps = [json.loads(line).get("step") for line in (run / "metrics.jsonl").read_text().splitlines()]
+        info["steps"] = max((s for s in steps if s is not None), default=None)
     t1 = time.perf_counter()
     results = _evaluate(run / "model", data, run / "eval", plan.suite)
     info["eval_s"] = round(time.perf_counter() - t1, 1)
