@@ -33,27 +33,9 @@ With the model, optimizer, scheduler, scaler and every rank's RNG restored,
 a resumed CPU run is bit-identical to an uninterrupted one (given deterministic augmentation,
 which ``sonofm.data`` keys on (seed, epoch, index)).
 
-Gradient accumulation with feature caching
--------------------------------------------
-A contrastive loss over a batch is not a sum of per-sample terms: every sample is a negative
-for every other. Summing the losses of K micro-batches therefore gives a different (weaker)
-objective than one batch of K times the size. With ``accum_feature_cache`` the loop computes
-the big-batch loss exactly, with the memory of one micro-batch (the GradCache/open_clip
-``accum_freq`` idea):
-
-1. For each micro-batch k, save the RNG state and run the forward pass *without* grad; keep the
-   outputs (features) ``F_k``.
-2. For each micro-batch k: restore its RNG state (so dropout masks match pass 1), run the forward
-   pass *with* grad to get ``F_k'`` (equal in value to ``F_k``), build the full-batch outputs by
-   concatenating ``F_1 .. F_k' .. F_K`` (only slot k carries grad), compute the loss of the
-   whole accumulated batch and backpropagate it.
-
-The gradient reaching the parameters in step 2 is ``dL/dF_k * dF_k/dtheta``; summed over k this
-is exactly ``dL/dtheta`` of the big batch. Per-batch outputs are the tensors whose first dimension
-is the micro-batch size; other outputs (e.g. the logit scale, a parameter used directly) keep
-their gradient in the last micro-batch only, so they are counted once. Under DDP the first K-1
-backward passes run inside ``no_sync`` and the loss gathers the cached features of all ranks,
-so negatives span ``batch_size * accum_steps * world_size`` samples.
+Gradient accumulation (plain, or exact for contrastive losses with ``accum_feature_cache``) is
+:mod:`sonofm.train.accumulation`; NaN/inf bookkeeping is :mod:`sonofm.train.divergence`; what a
+checkpoint holds of the trainer is :mod:`sonofm.train.trainer_state`.
 """
 
 from __future__ import annotations
@@ -61,15 +43,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -78,21 +57,23 @@ from sonofm.config import TrainerConfig
 from sonofm.data.loader import worker_context
 from sonofm.errors import DataError, UserError
 from sonofm.train import checkpoint as ckpt
+from sonofm.train.accumulation import GradientAccumulation
+from sonofm.train.batches import batch_length, materialise, skipped_in, to_device
 from sonofm.train.compile import compile_model
 from sonofm.train.distributed import DistInfo, all_reduce_mean, all_reduce_sum, any_rank, init_distributed
+from sonofm.train.divergence import DivergenceGuard
+from sonofm.train.divergence import TrainingDiverged as TrainingDiverged  # re-exported
 from sonofm.train.metrics_log import MetricsLogger, Progress
-from sonofm.train.optim import WarmupCosine, build_optimizer, build_scheduler, is_fused
+from sonofm.train.optim import build_optimizer, build_scheduler
 from sonofm.train.precision import autocast, choose_attention, resolve_precision
 from sonofm.train.sampler import EpochPlan, ResumableBatchSampler, plan_epoch, report_plan
+from sonofm.train.seeding import _rng_restore, _rng_snapshot, seed_everything
+from sonofm.train.trainer_state import TrainerState
 
 log = logging.getLogger(__name__)
 
 Batch = Any
 Outputs = dict[str, Any]
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN/inf; the weights were not updated with it."""
 
 
 @runtime_checkable
@@ -123,60 +104,6 @@ class FitResult:
     data: dict[str, Any] = field(default_factory=dict)  # world size, batches, backend, epoch plan
 
 
-# ---------------------------------------------------------------------------------------------
-# small helpers
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA) from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def to_device(obj: Any, device: torch.device) -> Any:
-    """Move every tensor in a (nested) dict/list/tuple to ``device``."""
-    if isinstance(obj, Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(to_device(v, device) for v in obj)
-    return obj
-
-
-def batch_length(batch: Batch) -> int:
-    """Rows in a batch: the first dim of its first tensor with at least one dimension."""
-    values = batch.values() if isinstance(batch, dict) else batch
-    for v in values:
-        if isinstance(v, Tensor) and v.ndim >= 1:
-            return int(v.shape[0])
-    return 0
-
-
-def materialise(record: dict[str, Any]) -> dict[str, Any]:
-    """A step record with its tensors read back as Python floats (one host sync per tensor)."""
-    return {k: float(v) if isinstance(v, Tensor) else v for k, v in record.items()}
-
-
-def skipped_in(batch: Batch) -> int:
-    """Samples the collate function dropped because their image failed to decode."""
-    if isinstance(batch, dict) and "n_skipped" in batch:
-        return int(batch["n_skipped"])
-    return 0
-
-
-def _rng_snapshot(device: torch.device) -> tuple[Tensor, Tensor | None]:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _rng_restore(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 def enable_grad_checkpointing(model: nn.Module) -> None:
     """Turn on activation checkpointing: the model's own switch or each HF submodule's."""
     if hasattr(model, "set_grad_checkpointing"):
@@ -199,7 +126,7 @@ def enable_grad_checkpointing(model: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class Trainer:
+class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
     """Run ``step`` over ``train_data`` with the settings in ``config``; write into ``out_dir``.
 
     ``train_data`` is a ``Dataset`` (with ``collate_fn``) or a ``DataLoader`` whose dataset,
@@ -390,182 +317,7 @@ class Trainer:
             return None
         return micro
 
-    # -- checkpoint ----------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        rngs = [ckpt.rng_state()]
-        if self.dist.distributed:
-            import torch.distributed as dist
-
-            gathered: list[Any] = [None] * self.dist.world_size
-            dist.all_gather_object(gathered, rngs[0])
-            rngs = gathered
-        return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            # global sample position in this epoch's (padded) order, for people and tools
-            "sample_in_epoch": self.batch_in_epoch * self.config.batch_size * self.dist.world_size,
-            "epoch_plan": self.plan.as_dict(),
-            "world_size": self.dist.world_size,
-            "model": self.raw_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rngs,
-            "trainer": {
-                "best_metric": self.best_metric,
-                "bad_validations": self.bad_validations,
-                "skipped_samples": self.skipped_samples,
-                "last_val": dict(self.last_val),
-            },
-            "extra": self.extra_state,
-        }
-
-    def save(self, *, best: bool = False) -> Path | None:
-        """Checkpoint now (every rank takes part in gathering RNG states; rank 0 writes)."""
-        self.check_finite()  # never checkpoint past a diverged step
-        self._sync_skipped()
-        state = self.state_dict()
-        path = None
-        if self.dist.is_main:
-            path = ckpt.save_checkpoint(state, self.ckpt_dir, best=best)
-            log.info("checkpoint step %d -> %s%s", self.step, path, " (best)" if best else "")
-        if self.dist.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
-        return path
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # the kernel is this run's choice, not the checkpoint's
-            for key in ("fused", "foreach"):
-                if key in self.optimizer.defaults:
-                    group[key] = self.optimizer.defaults[key]
-        self.scheduler.load_state_dict(state["scheduler"])
-        self._apply_schedule_config()
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.epoch = int(state["epoch"])
-        self.batch_in_epoch = int(state["batch_in_epoch"])
-        t = state["trainer"]
-        self.best_metric = t["best_metric"]
-        self.bad_validations = int(t["bad_validations"])
-        self.skipped_samples = int(t["skipped_samples"])
-        self.last_val = dict(t.get("last_val") or {})
-        rngs = state["rng"]
-        if len(rngs) == self.dist.world_size:
-            ckpt.set_rng_state(rngs[self.dist.rank])
-        else:
-            log.warning(
-                "checkpoint was written by %d processes, this run has %d: RNG streams are reseeded, "
-                "so the continuation is not bit-identical",
-                len(rngs),
-                self.dist.world_size,
-            )
-            seed_everything(self.config.seed + 1000 * self.step + self.dist.rank)
-
-    def _apply_schedule_config(self) -> None:
-        """Make a restored schedule follow *this* run's config (e.g. more epochs, another lr).
-
-        ``LambdaLR.load_state_dict`` restores the saved schedule's totals and base lrs; a resumed
-        run with unchanged settings gets identical values (so resumes stay bit-identical), while
-        one with ``--epochs`` raised continues on the longer cosine instead of sitting at its end.
-        """
-        fresh = WarmupCosine(
-            min(self.config.warmup_steps, self.total_steps), self.total_steps, self.config.min_lr_ratio
-        )
-        self.scheduler.lr_lambdas[0].__dict__.update(fresh.__dict__)
-        self.scheduler.base_lrs = [self.config.lr for _ in self.optimizer.param_groups]
-        step = self.scheduler.last_epoch
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
-            group["lr"] = base * self.scheduler.lr_lambdas[0](step)
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-    def resume(self, resume: str | Path) -> None:
-        path = ckpt.resolve_checkpoint(resume, self.out_dir)
-        self.load_state_dict(ckpt.load_checkpoint(path, map_location=self.device))
-        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
-
     # -- one optimizer step --------------------------------------------------------------------
-
-    def _backward(self, loss: Tensor) -> None:
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
-
-    def _sync_context(self, last: bool) -> contextlib.AbstractContextManager:
-        if self.dist.distributed and not last and hasattr(self.model, "no_sync"):
-            return self.model.no_sync()
-        return contextlib.nullcontext()
-
-    def _forward(self, batch: Batch) -> Outputs:
-        with self._autocast():
-            return self.step_fn.forward(self.model, batch)
-
-    def _loss(self, outputs: Outputs) -> tuple[Tensor, dict[str, Tensor]]:
-        terms = self.step_fn.loss(outputs)
-        if not terms:
-            raise ValueError(f"{type(self.step_fn).__name__}.loss returned no loss terms")
-        total = sum(t.float() for t in terms.values())
-        return total, terms
-
-    def _plain_accumulation(self, micro: list[Batch]) -> tuple[dict[str, Tensor], Outputs]:
-        """Mean of the micro-batch losses (right for losses that are per-sample averages)."""
-        k_total = len(micro)
-        sums: dict[str, Tensor] = {}
-        last_out: Outputs = {}
-        for k, batch in enumerate(micro):
-            with self._sync_context(k == k_total - 1):
-                out = self._forward(batch)
-                total, terms = self._loss(out)
-                self._backward(total / k_total)
-            for name, value in terms.items():
-                v = value.detach().float() / k_total
-                sums[name] = sums[name] + v if name in sums else v
-            last_out = out
-        return sums, last_out
-
-    def _cached_accumulation(self, micro: list[Batch]) -> tuple[dict[str, Tensor], Outputs]:
-        """The whole accumulated batch as one loss (see the module docstring)."""
-        k_total = len(micro)
-        sizes = [batch_length(b) for b in micro]
-        rng_states = []
-        cached: list[Outputs] = []
-        with torch.no_grad():
-            for batch in micro:
-                rng_states.append(_rng_snapshot(self.device))
-                out = self._forward(batch)
-                cached.append({k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()})
-        values: dict[str, Tensor] = {}
-        last_out: Outputs = {}
-        for k, batch in enumerate(micro):
-            _rng_restore(rng_states[k], self.device)
-            last = k == k_total - 1
-            with self._sync_context(last):
-                out = self._forward(batch)
-                full: Outputs = {}
-                for key, value in out.items():
-                    per_sample = isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == sizes[k]
-                    if per_sample and all(
-                        isinstance(c.get(key), Tensor) and c[key].shape[0] == n
-                        for c, n in zip(cached, sizes, strict=True)
-                    ):
-                        full[key] = torch.cat([value if j == k else cached[j][key] for j in range(k_total)])
-                    elif isinstance(value, Tensor) and not last:
-                        full[key] = value.detach()  # e.g. the logit scale: its gradient counts once
-                    else:
-                        full[key] = value
-                total, terms = self._loss(full)
-                self._backward(total)
-            if k == 0:
-                values = {name: v.detach().float() for name, v in terms.items()}
-            last_out = out
-        return values, last_out
 
     def train_step(self, micro: list[Batch]) -> dict[str, Any]:
         """Forward/backward over the micro-batches of one optimizer step, then update.
@@ -628,68 +380,10 @@ class Trainer:
             _rng_restore(rng, self.device)
             return self.train_step(micro)
 
-    def _guard_nonfinite(self, loss: Tensor, grad_norm: Tensor) -> None:
-        """Keep a non-finite step out of the weights without a host sync where possible.
-
-        The flag is identical on every rank (gradients are already all-reduced; the loss flag is
-        max-reduced), so every rank skips the same steps. With the fused AdamW kernel the flag
-        goes to the optimizer as ``found_inf`` (the kernel then leaves weights, moments and step
-        count untouched) and is read back at the next log step or checkpoint; with a GradScaler
-        (fp16) infinite gradients are the scaler's business and only the loss counts; any other
-        optimizer is checked on the host now.
-        """
-        bad = ~torch.isfinite(loss.detach())
-        if self.scaler is None:
-            bad = bad | ~torch.isfinite(grad_norm.detach())
-        bad = bad.float()
-        if self.dist.distributed:
-            import torch.distributed as dist
-
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if self._bad is None:
-            self._bad = torch.zeros((), device=self.device)
-            self._bad_step = torch.zeros((), device=self.device)
-            self._bad_loss = torch.zeros((), device=self.device)
-        first = (self._bad == 0) & (bad > 0)
-        self._bad_step = torch.where(first, torch.full_like(self._bad_step, self.step + 1), self._bad_step)
-        self._bad_loss = torch.where(first, loss.detach().float(), self._bad_loss)
-        self._bad = torch.maximum(self._bad, bad)
-        if self.scaler is None and is_fused(self.optimizer):
-            self.optimizer.found_inf = bad  # type: ignore[attr-defined]
-        else:
-            if self.scaler is None and hasattr(self.optimizer, "found_inf"):
-                del self.optimizer.found_inf
-            self.check_finite()
-
-    def check_finite(self) -> None:
-        """Raise :class:`TrainingDiverged` if any step so far had a non-finite loss or gradient."""
-        if self._bad is None or not bool(self._bad):
-            return
-        self.optimizer.zero_grad(set_to_none=True)
-        self._raise_diverged(float(self._bad_loss), int(self._bad_step))
-
     def _sync_skipped(self) -> None:
         """Add the skipped samples of all ranks since the last call (a collective under DDP)."""
         self.skipped_samples += int(all_reduce_sum(self._skipped_pending, self.device))
         self._skipped_pending = 0
-
-    def _raise_diverged(self, loss_value: float, step: int) -> None:
-        latest = self.ckpt_dir / ckpt.LATEST
-        where = (
-            f"the last good checkpoint is {latest}; fix the cause, then continue with --resume latest"
-            if latest.is_file()
-            else "no checkpoint was written before this step"
-        )
-        what = (
-            f"loss became {loss_value}"
-            if not math.isfinite(loss_value)
-            else f"the gradient became non-finite (loss {loss_value:.4g})"
-        )
-        raise TrainingDiverged(
-            f"{what} at step {step} (epoch {self.epoch}); the weights were not updated with it and "
-            f"training stopped. Lower the learning rate (now {self.config.lr:g}), keep "
-            f"grad_clip on or use --precision fp32. {where}"
-        )
 
     # -- validation ----------------------------------------------------------------------------
 
