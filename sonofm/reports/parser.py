@@ -6,6 +6,11 @@ dimensions by nearby cue words ("peripheral" + "flow" -> vascularity) -> ConText
 (`sonofm.reports.negation`) -> grades -> numbers attached to the nearest measurement name or to the
 lesion. Words that look like findings but map to nothing are returned in `unknown_terms`.
 The parser never raises on text: it is used on generated reports and on user input alike.
+
+This module assembles the `Study` sentence by sentence; the steps live beside it: section and
+sentence spans (`sections`), vocabulary phrase matching (`phrases`), numbers to measurements
+(`measurement_assign`), sides and places (`places`) and finding-like words that map to nothing
+(`unknown_terms`).
 """
 
 from __future__ import annotations
@@ -18,10 +23,26 @@ from typing import Any
 from sonofm import taxonomy as tx
 from sonofm.errors import DataError
 from sonofm.reports import lexicon as lx
-from sonofm.reports.measurements import Quantity, find_quantities, normalise_value, unit_of_measurement
+from sonofm.reports.measurement_assign import (
+    _FN_RE,
+    _LARGEST,
+    _LESION_DIMS,
+    _assign_quantity,
+    _inequality,
+    _is_lesion,
+    _name_before,
+    _store_measurement,
+    _tok_at,
+)
+from sonofm.reports.measurements import Quantity, find_quantities
 from sonofm.reports.negation import default_context
+from sonofm.reports.phrases import _extras, _grade, _is_part_normal, _match_phrases, _organs_inside, _resolve
+from sonofm.reports.places import _pattern_places, _sides
 from sonofm.reports.schema import Finding, Status, Study
-from sonofm.reports.text import Token, split_sentences, tokenize
+from sonofm.reports.sections import _SECTION_RE, _bounded, _sections
+from sonofm.reports.sections import MAX_SENTENCE_CHARS as MAX_SENTENCE_CHARS  # re-exported
+from sonofm.reports.text import split_sentences, tokenize
+from sonofm.reports.unknown_terms import _STOP, _unknown_terms, _unmapped_in_scope
 from sonofm.taxonomy import findings as cf
 
 log = logging.getLogger(__name__)
@@ -29,9 +50,6 @@ log = logging.getLogger(__name__)
 # A long clinical report is ~10k characters; 1M is ~100x that. Larger input is not a report (a
 # pasted log, a binary file) and is refused up front rather than parsed for minutes.
 MAX_REPORT_CHARS = 1_000_000
-# Per-sentence work (ConText scopes, quantity assignment) is quadratic in the sentence length, so
-# a run-on "sentence" is cut into pieces of at most this many characters: total time stays linear.
-MAX_SENTENCE_CHARS = 1_000
 # Unknown terms are a hint list for a human; beyond this many the substring de-duplication (pairwise)
 # would dominate the parse time.
 MAX_UNKNOWN_TERMS = 200
@@ -41,29 +59,6 @@ class ReportTooLarge(DataError, ValueError):
     """A report text over `MAX_REPORT_CHARS` (the one input `parse_report` refuses)."""
 
 
-_SECTION_RE = re.compile(
-    r"(?im)^\s*(findings?|impressions?|conclusions?|summary|comments?|indications?|history|"
-    r"clinical (?:history|information|details)|technique|opinion|diagnosis)\s*:"
-    r"|\b(findings?|impressions?|conclusions?|indications?)\s*:"
-)
-_IMPRESSION_HEADS = {
-    "impression",
-    "impressions",
-    "conclusion",
-    "conclusions",
-    "summary",
-    "opinion",
-    "diagnosis",
-}
-_SKIP_HEADS = {
-    "indication",
-    "indications",
-    "history",
-    "clinical history",
-    "clinical information",
-    "clinical details",
-    "technique",
-}
 _ASSESS_RES = (
     (
         "TI-RADS",
@@ -73,75 +68,6 @@ _ASSESS_RES = (
     ),
     ("BI-RADS", re.compile(r"(?i)\bBI-?RADS\s*(?:category\s*)?([0-6](?:\s?[ABCabc](?![a-z]))?)")),
     ("O-RADS", re.compile(r"(?i)\bO-?RADS\s*(?:US\s*)?(?:category\s*)?([0-5])\b")),
-)
-_UNKNOWN_PATTERNS = (
-    re.compile(r"(?i)\b[a-z]*echoic\b"),
-    re.compile(r"(?i)\b[a-z]*echogenic(?:ity)?\b"),
-    re.compile(r"(?i)\bcalcif[a-z]*\b"),
-    re.compile(
-        r"(?i)\b[a-z]{3,}(?:omas?|itis|osis|megaly|ectasia|lithiasis|cele|plasia|trophy|stenosis|pathy|emia|"
-        r"uria|algia|rrhage|thrombus|thrombosis|fibroid)\b"
-    ),
-    re.compile(r"(?i)\b[a-z]+vascular(?:ity)?\b"),
-    re.compile(r"\b[A-Z][A-Z0-9']{1,7}[a-z]?\b"),
-)
-# words that look like abbreviations/findings but carry no finding (section heads, units, lexicons)
-_BENIGN_WORDS = frozenset(
-    {
-        "findings",
-        "impression",
-        "conclusion",
-        "us",
-        "ultrasound",
-        "cm",
-        "mm",
-        "ml",
-        "acr",
-        "ti",
-        "rads",
-        "bi",
-        "o",
-        "tr",
-        "tr1",
-        "tr2",
-        "tr3",
-        "tr4",
-        "tr5",
-        "ii",
-        "iii",
-        "iv",
-        "nb",
-        "pt",
-        "hx",
-        "mhz",
-        "doppler",
-        "colour",
-        "color",
-        "no",
-        "na",
-        "n/a",
-        "ok",
-        "rt",
-        "lt",
-        "lhs",
-        "rhs",
-        "ap",
-        "trans",
-        "sag",
-        "long",
-        "img",
-        "b",
-        "d",
-        "cdi",
-        "i",
-        "a",
-        "x",
-        "by",
-        "mode",
-        "echo",
-        "echoes",
-        "echogenic",
-    }
 )
 
 
@@ -189,535 +115,7 @@ class ParseResult:
         }
 
 
-@dataclass
-class _Match:
-    start: int
-    end: int
-    entries: tuple[lx.Entry, ...]
-    negated: bool = False  # a "not" inside an inverted predicate ("LV is not dilated")
-    grade_tokens: tuple[str, ...] = ()
-
-
-def _sections(text: str) -> list[tuple[str, int, int]]:
-    """(section kind "findings"|"impression"|"skip", start, end) char spans."""
-    heads = [(m.start(), m.end(), (m.group(1) or m.group(2)).lower()) for m in _SECTION_RE.finditer(text)]
-    if not heads:
-        return [("findings", 0, len(text))]
-    out: list[tuple[str, int, int]] = []
-    if heads[0][0] > 0:
-        out.append(("findings", 0, heads[0][0]))
-    for k, (_s, e, name) in enumerate(heads):
-        nxt = heads[k + 1][0] if k + 1 < len(heads) else len(text)
-        kind = "impression" if name in _IMPRESSION_HEADS else "skip" if name in _SKIP_HEADS else "findings"
-        out.append((kind, e, nxt))
-    return out
-
-
-def _noun_index() -> dict[tuple[str, ...], dict[str, tuple[lx.Entry, ...]]]:
-    out: dict[tuple[str, ...], dict[str, tuple[lx.Entry, ...]]] = {}
-    for key, (adj, ents) in lx.predicate_index().items():
-        out.setdefault(key[:-1], {})[adj] = ents
-    return out
-
-
-_NOUNS: dict[tuple[str, ...], dict[str, tuple[lx.Entry, ...]]] | None = None
-# longest key (in words) of the last index seen under each name: saves a scan of ~1k keys per call
-_MAXLEN: dict[str, tuple[dict, int]] = {}
-
-
-def _longest(name: str, index: dict) -> int:
-    cached = _MAXLEN.get(name)
-    if cached is None or cached[0] is not index:  # identity: a rebuilt index is rescanned
-        cached = (index, max((len(k) for k in index), default=0))
-        _MAXLEN[name] = cached
-    return cached[1]
-
-
-def _match_phrases(norms: list[str]) -> list[_Match]:
-    global _NOUNS
-    if _NOUNS is None:
-        _NOUNS = _noun_index()
-    index = lx.phrase_index()
-    maxlen = _longest("phrases", index)
-    noun_max = _longest("nouns", _NOUNS)
-    n = len(norms)
-    cands: list[_Match] = []
-    for i in range(n):
-        for L in range(min(maxlen, n - i), 0, -1):
-            ents = index.get(tuple(norms[i : i + L]))
-            if ents:
-                cands.append(_Match(i, i + L, ents))
-        for L in range(min(noun_max, n - i), 0, -1):
-            adjs = _NOUNS.get(tuple(norms[i : i + L]))
-            if not adjs:
-                continue
-            k, neg, grades = i + L, False, []
-            while k < n and k - (i + L) < 5:
-                w = norms[k]
-                if w in ("not", "no", "non"):
-                    neg = True
-                elif w in lx.REPORT_SUPPLEMENT_GRADES:
-                    grades.append(w)
-                elif w not in lx.REPORT_SUPPLEMENT_LINKS:
-                    break
-                k += 1
-            if k < n and norms[k] in adjs:
-                cands.append(_Match(i, k + 1, adjs[norms[k]], neg, tuple(grades)))
-    cands.sort(key=lambda m: (-(m.end - m.start), m.start))
-    taken = [False] * n
-    chosen: list[_Match] = []
-    for m in cands:
-        if not any(taken[m.start : m.end]):
-            chosen.append(m)
-            for j in range(m.start, m.end):
-                taken[j] = True
-    chosen.sort(key=lambda m: m.start)
-    return chosen
-
-
-def _resolve(m: _Match, norms: list[str]) -> lx.Entry:
-    """Pick one meaning of an ambiguous phrase using dimension cue words near it."""
-    if len(m.entries) == 1:
-        return m.entries[0]
-    window = norms[max(0, m.start - 8) : m.end + 8]
-    joined = " " + " ".join(window) + " "
-
-    def score(e: lx.Entry) -> float:
-        cues = lx.REPORT_SUPPLEMENT_CUES.get(e.dimension or "", ())
-        hit = any(f" {c} " in joined or f" {c}" in joined for c in cues)
-        s = 2.0 if hit else (-1.0 if cues else 0.0)
-        return s + (0.5 if e.kind in ("echo", "measurement") else 0.6 if e.kind == "finding" else 0.0)
-
-    return max(m.entries, key=score)
-
-
-def _sub_tags(norms: list[str], m: _Match) -> list[lx.Entry]:
-    """Descriptor tags inside a diagnosis phrase ("solid mass" -> solid, "cystic lesion" -> cystic)."""
-    index = lx.phrase_index()
-    out: list[lx.Entry] = []
-    for i in range(m.start, m.end):
-        for j in range(m.end, i, -1):
-            if (i, j) == (m.start, m.end):
-                continue
-            for e in index.get(tuple(norms[i:j]), ()):
-                if e.kind == "tag" and e.dimension not in ("diagnosis",) and e not in out:
-                    out.append(e)
-    return out
-
-
-def _grade(fid: str, norms: list[str], m: _Match) -> str | None:
-    allowed = lx.grades_for(fid)
-    if not allowed:
-        return None
-    words = list(m.grade_tokens) + list(norms[m.start : m.end]) + list(norms[max(0, m.start - 3) : m.start])
-    for w in words:
-        g = lx.REPORT_SUPPLEMENT_GRADES.get(w)
-        if g in allowed:
-            return g
-    return None
-
-
-def _tok_at(tokens: list[Token], char: int) -> int:
-    for i, t in enumerate(tokens):
-        if t.end > char:
-            return i
-    return len(tokens)
-
-
-_DIAG_LESION = {"nodule", "cyst", "mass", "fluid_collection", "plaque", "thrombus", "calculus"}
-
-
-def _is_lesion(e: lx.Entry) -> bool:
-    if e.kind == "finding":
-        return e.id in lx.CLINICAL and lx.CLINICAL[e.id].lesion
-    return e.kind == "lesion" or (e.kind == "tag" and e.dimension == "diagnosis" and e.id in _DIAG_LESION)
-
-
-def _assign_quantity(
-    q: Quantity,
-    qi: int,
-    qj: int,
-    resolved: list[tuple[_Match, lx.Entry]],
-    qtoks: list[tuple[int, int]],
-    lesion_before: bool = False,
-    measure_cue: bool = False,
-) -> tuple[str, list[float]] | None:
-    """Which measurement(s) a number expression gives, from the phrases around it."""
-
-    def blocked(a: int, b: int) -> bool:
-        return any(a <= s < b for s, _ in qtoks if s != qi)
-
-    # a lesion size is a length ("12 mm", "1.2 x 0.8 cm") or an unlabelled pair/triple, never "BI-RADS 3"
-    sizeable = q.unit == "mm" or (q.unit is None and len(q.values) >= 2)
-
-    # 1. nearest preceding measurement name (or sized finding / organ) within 7 tokens
-    where = {
-        i for mm, x in resolved if x.kind in ("location", "place", "organ") for i in range(mm.start, mm.end)
-    }
-    for m, e in reversed(resolved):
-        if m.end > qi:
-            continue
-        gap = sum(
-            1 for i in range(m.end, qi) if i not in where
-        )  # "cyst in the left lobe of the liver, 14 mm"
-        if gap > 7 or blocked(m.end, qi):
-            break
-        if e.kind == "measurement":
-            return e.id, list(q.values[:1])
-        if e.kind in ("echo", "echo_normal") and e.id in tx.ECHO_FINDINGS:
-            mid = lx.FINDING_SIZE_MEASUREMENT.get(e.id) or next(
-                iter(tx.ECHO_FINDINGS[e.id].measurements), None
-            )
-            if mid is not None and _compatible(q, mid):
-                return mid, list(q.values[:1])
-        if e.kind == "finding":
-            mid = lx.FINDING_SIZE_MEASUREMENT.get(e.id)
-            if mid is not None and _compatible(q, mid) and not (_is_lesion(e) and len(q.values) > 1):
-                return mid, list(q.values[:1])
-        if _is_lesion(e):
-            if sizeable:
-                return "lesion", list(q.values)
-            continue
-        if e.kind == "organ" and e.id in lx.ORGAN_SIZE_MEASUREMENT and len(q.values) == 1:
-            after = [x for x in resolved if x[0].start >= qj and x[0].start - qj <= 10 and _is_lesion(x[1])]
-            # an organ is centimetres long: "Left kidney: 6 mm echogenic focus" is not the kidney
-            plausible = (q.values[0] * (q.factor if q.unit == "mm" else 10.0)) >= 40.0
-            if not after and plausible:
-                return lx.ORGAN_SIZE_MEASUREMENT[e.id], list(q.values)
-        if (
-            e.kind in ("organ", "location")
-            and len(q.values) >= 2
-            and e.id != "lymph_node"
-            and not any(_is_lesion(x) and mm.end <= qi for mm, x in resolved)
-            and not any(_is_lesion(x) and 0 <= mm.start - qj <= 3 for mm, x in resolved)
-        ):
-            # "Uterus 8.2 x 4.5 x 5.1 cm", "R testis 4.2 x 2.5 x 3.0 cm": the organ's size, not a lesion
-            return "organ_dims", list(q.values)
-    # 2. a lesion word following the number ("a 1.2 x 0.8 cm hypoechoic nodule")
-    for m, e in resolved:
-        if m.start >= qj and m.start - qj <= 20 and not blocked(qj, m.start):
-            if e.kind == "finding" and m.start - qj <= 1:
-                mid = lx.FINDING_SIZE_MEASUREMENT.get(e.id)
-                if mid is not None and _compatible(q, mid):  # "50-69% stenosis"
-                    return mid, list(q.values[:1])
-            if _is_lesion(e) and sizeable:
-                return "lesion", list(q.values)
-            if e.kind == "measurement":
-                return e.id, list(q.values[:1])
-    # 3. any lesion mention earlier in the sentence, for dimension triples
-    if len(q.values) >= 2 and sizeable and any(_is_lesion(e) for m, e in resolved if m.end <= qi):
-        return "lesion", list(q.values)
-    # 3b. one length after a lesion named earlier in the sentence ("Epidermoid cyst ..., 1.6 cm")
-    if len(q.values) == 1 and q.unit == "mm" and any(_is_lesion(e) for m, e in resolved if m.end <= qi):
-        return "lesion", list(q.values)
-    # 4. "It measures 12 x 8 mm." after a sentence that named the lesion
-    if lesion_before and q.unit in ("mm", None) and (len(q.values) >= 2 or q.unit == "mm") and measure_cue:
-        return "lesion", list(q.values)
-    # 5. a bare "a x b (x c) cm" is a lesion size in an ultrasound report
-    if len(q.values) >= 2 and q.unit == "mm":
-        return "lesion_unnamed", list(q.values)
-    return None
-
-
-def _name_before(tokens: list[Token], qi: int) -> str:
-    """The run of words right before a number ("Aortic root 32 mm" -> "Aortic root")."""
-    words: list[str] = []
-    for t in reversed(tokens[max(0, qi - 4) : qi]):
-        if not t.text.isalpha() or t.norm in _STOP:
-            if words:
-                break
-            continue
-        words.append(t.text)
-    return " ".join(reversed(words))
-
-
-_WHOLE_STUDY_WORDS = frozenset(
-    {
-        "study",
-        "examination",
-        "exam",
-        "scan",
-        "ultrasound",
-        "appearance",
-        "otherwise",
-        "overall",
-        "sonographic",
-        "sonographically",
-        "appear",
-        "appears",
-        "look",
-        "looks",
-        "which",
-        "and",
-        "in",
-        "size",
-        "echotexture",
-    }
-)
-
-
-def _is_part_normal(m: _Match, e: lx.Entry, norms: list[str], resolved) -> bool:
-    """Bare "normal" about a part ("RV size normal") is not a normal study; about an organ it is."""
-    if not (e.kind == "tag" and e.id == "normal" and m.end - m.start == 1):
-        return False
-    if any(x.kind in ("organ", "location") for _m, x in resolved):
-        return False
-    rest = [w for i, w in enumerate(norms) if not (m.start <= i < m.end) and w.isalpha()]
-    return any(
-        w not in _STOP and w not in _WHOLE_STUDY_WORDS and w not in lx.REPORT_SUPPLEMENT_LINKS for w in rest
-    )
-
-
-def _compatible(q: Quantity, mid: str) -> bool:
-    unit = unit_of_measurement(mid)
-    return q.unit is None or q.unit == unit
-
-
-_LESION_DIMS = ("lesion_width_mm", "lesion_height_mm", "lesion_length_mm")
-
-
-def _store_measurement(study: Study, mid: str, q: Quantity, value_index: int = 0) -> bool:
-    mdef = tx.MEASUREMENTS.get(mid)
-    unit = unit_of_measurement(mid)
-    normal = None
-    if mdef is not None:
-        rng = mdef.normal.get("any") or next(iter(mdef.normal.values()), None) if mdef.normal else None
-        normal = tuple(rng) if rng else None
-    sub = Quantity(q.start, q.end, (q.values[value_index],), q.unit, q.factor, q.is_range)
-    if unit in ("ratio",) and q.unit not in (None,):
-        return False
-    v = normalise_value(sub, unit, normal)
-    if v is None:
-        return False
-    if mid not in study.measurements:
-        study.measurements[mid] = round(v, 6)
-    return True
-
-
-_STOP = frozenset(
-    {
-        "the",
-        "a",
-        "an",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "and",
-        "or",
-        "any",
-        "evidence",
-        "sign",
-        "definite",
-        "significant",
-        "focal",
-        "further",
-        "other",
-        "obvious",
-        "seen",
-        "noted",
-        "identified",
-        "there",
-        "is",
-        "are",
-        "wa",
-        "were",
-        "be",
-        "been",
-        "thi",
-        "that",
-        "it",
-        "its",
-        "this",
-        "these",
-        "those",
-        "new",
-        "change",
-        "interval",
-        "visible",
-        "demonstrable",
-        "detectable",
-        "sonographic",
-        "ultrasound",
-        "also",
-        "again",
-        "now",
-        "today",
-        "right",
-        "left",
-        "bilateral",
-        "both",
-        "either",
-        "side",
-        "measuring",
-        "measure",
-        "measures",
-        "approximately",
-        "about",
-        "around",
-        "within",
-        "from",
-        "with",
-        "by",
-        "as",
-        "than",
-        "into",
-        "mildly",
-        "moderately",
-        "slightly",
-        "small",
-        "large",
-        "mild",
-        "moderate",
-        "severe",
-        "trace",
-        "tiny",
-        "residual",
-        "suspicious",
-        "possible",
-    }
-)
-
-
-def _unmapped_in_scope(tokens: list[Token], mods, matches: list[_Match], known: frozenset[str]) -> list[str]:
-    """Words a negation/uncertainty trigger scopes over that map to nothing ("no hydronephrosis")."""
-    out: list[str] = []
-    for m in mods:
-        lo, hi = m.scope
-        lo, hi = max(lo, 0), min(hi, len(tokens))
-        if any(lo <= x.start < hi for x in matches if not (x.start < m.end and x.end > m.start)):
-            continue
-        rng_ = range(m.end, hi) if m.rule.direction != "backward" else range(lo, m.start)
-        words = []
-        for i in rng_:
-            t = tokens[i]
-            if not t.text.isalpha():
-                if words:
-                    break
-                continue
-            if t.norm in _STOP or len(t.text) < 3:
-                if words:
-                    break
-                continue
-            words.append(t.text)
-            if len(words) == 3:
-                break
-        if words and not all(w.lower() in known for w in words[:1]) or len(words) > 1:
-            out.append(" ".join(words))
-    return out
-
-
-def _unknown_terms(text: str, covered: list[tuple[int, int]], known: frozenset[str]) -> list[str]:
-    # one byte per character: "is this character inside a recognised span" in O(1), so the scan is
-    # linear in the text (a list scan per match made long reports quadratic, issue #18)
-    mask = bytearray(len(text) + 1)
-    for a, b in covered:
-        if b > a:
-            mask[a:b] = b"\x01" * (b - a)
-    out: list[str] = []
-    for pat in _UNKNOWN_PATTERNS:
-        for m in pat.finditer(text):
-            s, e = m.start(), m.end()
-            if mask[s] or mask[e - 1]:
-                continue
-            word = m.group(0)
-            lw = word.lower()
-            norm = tokenize(word)[0].norm if tokenize(word) else lw
-            if lw in _BENIGN_WORDS or norm in _BENIGN_WORDS:
-                continue
-            if pat.pattern.startswith(r"\b[A-Z]") and norm in known:
-                continue
-            out.append(word)
-    # measurement names not in the taxonomy: "<words> [measures|of|:|=] <number><unit>" left unassigned
-    return out
-
-
 _FINDING_KINDS = ("tag", "echo", "echo_normal", "finding", "finding_normal")
-_LARGEST = frozenset({"largest", "biggest", "dominant"})
-_FN_RE = re.compile(r"(?i)\b\d+(?:[.,]\d+)?\s*(?:cm|mm)\s*(?:fn\b|from\s+(?:the\s+)?nipple)")
-_CLOCK_RE = re.compile(
-    r"(?i)\b(1[0-2]|0?[1-9])(?::([0-5]\d))?\s*(?:o\s*['’]?\s*clock)|\b(1[0-2]|0?[1-9]):([0-5]\d)\b"
-)
-_SEGMENT_RE = re.compile(r"(?i)\bsegments?\s+([1-8]|iv[ab]?|v?i{1,3}|iv|v)\b")
-_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "iva": 4, "ivb": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8}
-_BOTH_OF = frozenset(
-    {
-        "kidney",
-        "ovarie",
-        "ovary",
-        "teste",
-        "testis",
-        "lobe",
-        "breast",
-        "side",
-        "carotid",
-        "ica",
-        "cca",
-        "axilla",
-        "groin",
-        "jugular",
-        "ijv",
-        "thyroid",
-    }
-)
-
-
-def _sides(norms: list[str]) -> list[tuple[int, str]]:
-    """(token index, "right"|"left"|"bilateral") of the side words that name a side of the body."""
-    out: list[tuple[int, str]] = []
-    for i, w in enumerate(norms):
-        nxt = norms[i + 1] if i + 1 < len(norms) else ""
-        if w in ("right", "left") and nxt not in cf.NOT_A_SIDE_AFTER and (i == 0 or norms[i - 1] != "fetal"):
-            out.append((i, w))
-        elif w in ("bilateral", "bilaterally") or (w in ("both", "either") and nxt in _BOTH_OF):
-            out.append((i, "bilateral"))
-    return out
-
-
-def _pattern_places(sent: str) -> list[tuple[int, str, int]]:
-    """(start, name, end) of clock-face positions ("2 o'clock", "10:30") and liver segments
-    ("segment VII" -> "segment 7"); their numbers are not measurements."""
-    out: list[tuple[int, str, int]] = []
-    for m in _CLOCK_RE.finditer(sent):
-        h, mins = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        hour = str(int(h))
-        name = f"{hour} o'clock" if mins in (None, "00") else f"{hour}:{mins} o'clock"
-        out.append((m.start(), name, m.end()))
-    for m in _SEGMENT_RE.finditer(sent):
-        g = m.group(1).lower()
-        out.append((m.start(), f"segment {g if g.isdigit() else _ROMAN.get(g, g)}", m.end()))
-    return out
-
-
-def _inequality(sent: str, start: int) -> bool:
-    """A number after "<", ">", "≥" ... is a bound, not a value ("<50% stenosis")."""
-    before = sent[:start].rstrip()
-    return bool(before) and before[-1] in "<>≤≥="
-
-
-def _extras(norms: list[str], m: _Match, e: lx.Entry) -> list[lx.Entry]:
-    """Further entries a match states: tags inside a diagnosis ("solid mass" -> solid), calcification
-    inside a finding ("calcified granulomas"), and tag meanings of a finding phrase."""
-    if e.kind == "tag" and e.dimension == "diagnosis":
-        return _sub_tags(norms, m)
-    if e.kind == "finding":
-        subs = [x for x in _sub_tags(norms, m) if x.dimension == "internal"]
-        return subs + [x for x in m.entries if x.kind == "tag" and x not in subs]
-    return []
-
-
-def _organs_inside(norms: list[str], m: _Match) -> list[str]:
-    """Organs named inside a longer phrase ("renal length", "gallbladder wall thickening")."""
-    index = lx.phrase_index()
-    out = [x.id for x in m.entries if x.kind in ("organ", "location")]
-    for i in range(m.start, m.end):
-        for j in range(m.end, i, -1):
-            for x in index.get(tuple(norms[i:j]), ()):
-                if x.kind == "organ" and x.id not in out:
-                    out.append(x.id)
-    return out
 
 
 def _derive_echo_findings(study: Study) -> None:
@@ -746,22 +144,6 @@ def _finding_from(e: lx.Entry, status: Status, grade: str | None) -> Finding:
         # "LV systolic function is not normal" -> present; "normal LV size" -> absent
         return Finding(e.dimension or "echo", e.id, st, None)
     return Finding(e.dimension or e.kind, e.id, status, grade if status is Status.PRESENT else None)
-
-
-def _bounded(spans: list[tuple[int, int]], text: str) -> list[tuple[int, int]]:
-    """Sentence spans with run-ons cut at `MAX_SENTENCE_CHARS` (at a ';' or ',' or space if any)."""
-    out: list[tuple[int, int]] = []
-    for a, b in spans:
-        while b - a > MAX_SENTENCE_CHARS:
-            lim = a + MAX_SENTENCE_CHARS
-            cut = max(text.rfind(";", a, lim), text.rfind(",", a, lim))
-            if cut <= a:
-                cut = text.rfind(" ", a, lim)
-            cut = cut if cut > a else lim
-            out.append((a, cut))
-            a = cut
-        out.append((a, b))
-    return out
 
 
 def parse_report(text: str, region: str | None = None) -> ParseResult:
