@@ -1,0 +1,309 @@
+"""Text generation for SonoVLM (a mixin): `generate` and the chat/answer helpers around it.
+
+Generation goes through Hugging Face `generate` with token ids; a forward hook on the LM's input
+embedding puts the image features in (see `sonofm.models.vlm` for why not `inputs_embeds`).
+Images are prepared as the training pipeline sees them; answers come back as text, optionally with
+their mean token log-probability and low-confidence flag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sonofm.errors import UserError
+from sonofm.models import vlm_prompt
+from sonofm.models.moe import DualPathMoE, routing_context
+from sonofm.models.vlm_confidence import GeneratedText
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+@contextlib.contextmanager
+def _collect(blocks: Sequence[DualPathMoE], regions: Sequence[str] | None) -> Iterator[None]:
+    """Routing statistics during generation only when the caller labels the samples."""
+    was = [b.collect_stats for b in blocks]
+    for b in blocks:
+        b.collect_stats = regions is not None
+    try:
+        yield
+    finally:
+        for b, w in zip(blocks, was, strict=True):
+            b.collect_stats = w
+
+
+class VLMGeneration:
+    """`generate`, `chat`, `chat_batch`, `answer_batch` and their helpers; mixed into `SonoVLM`.
+
+    Uses the model's `lm`, `tokenizer`, `config`, `moe_blocks`, `image_token_id`, `device`,
+    `encode_images` and `_check_image_tokens`.
+    """
+
+    # ----- generation -----
+    @contextlib.contextmanager
+    def _image_hook(self, feats: list[torch.Tensor], rows_per_sample: int) -> Iterator[None]:
+        """Replace image-token embeddings by `feats[row // rows_per_sample]` on every LM call."""
+        img_id = self.image_token_id
+
+        def hook(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            ids = args[0]
+            mask = ids == img_id
+            if not bool(mask.any()):
+                return output
+            rows = mask.any(dim=1).nonzero().flatten().tolist()
+            parts = [feats[r // rows_per_sample] for r in rows]
+            n_tok = int(mask.sum())
+            src = torch.cat(parts).to(output.dtype) if parts else output.new_zeros(0, output.shape[-1])
+            if src.shape[0] != n_tok:
+                raise UserError(f"image tokens ({n_tok}) and image features ({src.shape[0]}) disagree")
+            return output.masked_scatter(mask.unsqueeze(-1).expand_as(output), src)
+
+        handle = self.lm.get_input_embeddings().register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor | None,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        max_new_tokens: int = 128,
+        num_beams: int = 1,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int | None = None,
+        seed: int | None = None,
+        regions: Sequence[str] | None = None,
+        return_logprobs: bool = False,
+        **kwargs: Any,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """New tokens only, (B, <= max_new_tokens), padded with pad_token_id after EOS.
+
+        Decoding cannot loop: no n-gram of `no_repeat_ngram_size` tokens (default: the model's
+        `config.no_repeat_ngram`, 0 = off) is generated twice, and `max_new_tokens` bounds the
+        length. With `return_logprobs`, also the log-probability of every new token under the
+        model (B, T), 0 at padding (the low-confidence flag reads its mean).
+
+        Prompts must be LEFT-padded (`pad_prompts` does this); `pixel_values` hold every sample's
+        images in order. `seed` makes sampling reproducible. With `regions` (one per sample)
+        the MoE routing of the prompt and generated tokens is added to `routing_stats()`
+        (exact with the KV cache; without it every step re-routes the whole sequence).
+        """
+        from transformers import GenerationConfig
+
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape[0] > 1 and bool((attention_mask[:, -1] == 0).any()):
+            raise UserError("prompts must be left-padded for generation (use SonoVLM.pad_prompts)")
+        n_images = 0 if pixel_values is None else int(pixel_values.shape[0])
+        self._check_image_tokens(input_ids, n_images)
+        per_sample: list[torch.Tensor] = []
+        if n_images:
+            flat = self.encode_images(pixel_values).reshape(-1, self.lm.config.get_text_config().hidden_size)
+            counts = (input_ids == self.image_token_id).sum(dim=1).tolist()
+            per_sample = list(torch.split(flat, counts))
+        tok = self.tokenizer
+        if no_repeat_ngram_size is None:
+            no_repeat_ngram_size = self.config.no_repeat_ngram
+        if no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = int(no_repeat_ngram_size)
+        if return_logprobs:
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
+        gen_cfg = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else None,
+            top_p=top_p if do_sample else None,
+            top_k=top_k if do_sample else None,
+            use_cache=use_cache,
+            repetition_penalty=repetition_penalty,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.bos_token_id,
+            suppress_tokens=[self.image_token_id, *(kwargs.pop("suppress_tokens", None) or [])],
+            **kwargs,
+        )
+        if seed is not None:
+            torch.manual_seed(seed)
+        prompt_len = input_ids.shape[1]
+        stats_ctx = contextlib.nullcontext()
+        if regions is not None:
+            if len(regions) != input_ids.shape[0]:
+                raise UserError(f"{len(regions)} regions given for {input_ids.shape[0]} prompts")
+            rows = [r for r in regions for _ in range(num_beams)]
+            stats_ctx = routing_context(
+                self.moe_blocks, attention_mask.repeat_interleave(num_beams, 0).bool(), rows
+            )
+        with (
+            _eval_mode(self),
+            self._image_hook(per_sample, num_beams),
+            stats_ctx,
+            _collect(self.moe_blocks, regions),
+        ):
+            out = self.lm.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg
+            )
+        if not return_logprobs:
+            return out[:, prompt_len:]
+        new = out.sequences[:, prompt_len:]
+        # log p(token) of the chosen tokens from the model's own (unprocessed-by-sampling) scores
+        lp = self.lm.compute_transition_scores(
+            out.sequences, out.scores, getattr(out, "beam_indices", None), normalize_logits=num_beams == 1
+        )
+        lp = lp[:, : new.shape[1]].float()
+        done = torch.zeros(new.shape[0], dtype=torch.bool, device=new.device)
+        keep = torch.zeros_like(new, dtype=torch.bool)
+        for t in range(new.shape[1]):  # every token up to and including the first EOS
+            keep[:, t] = ~done
+            done |= new[:, t] == tok.eos_token_id
+        lp = torch.where(keep & torch.isfinite(lp), lp, torch.zeros_like(lp))
+        return new, lp * keep
+
+    def pad_prompts(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-pad token-id lists -> (input_ids, attention_mask) on the model's device."""
+        if not prompts:
+            raise UserError("no prompts given")
+        n = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(prompts), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), n), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            if len(p):
+                ids[i, n - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+                mask[i, n - len(p) :] = 1
+        dev = self.device
+        return ids.to(dev), mask.to(dev)
+
+    def prepare_images(self, images: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """Images as the training pipeline sees them -> (N, C, S, S) float [0, 1].
+
+        numpy arrays: uint8 (H, W) / (H, W, 3) (colour -> luminance) or float in [0, 1]; resized
+        bilinearly to image_size with PIL, as `sonofm.data.dataset` does. Tensors: (C, H, W) or
+        (H, W) float in [0, 1], resized with bilinear interpolation.
+        """
+        from PIL import Image
+
+        size = self.config.image.image_size
+        out = []
+        for i, im in enumerate(images):
+            if isinstance(im, torch.Tensor):
+                t = im.detach().float().cpu()
+                t = t.unsqueeze(0) if t.ndim == 2 else t
+                if t.ndim != 3 or t.shape[0] not in (1, 3):
+                    raise UserError(
+                        f"image {i}: tensor must be (H, W) or (C, H, W) with C 1|3, got {tuple(im.shape)}"
+                    )
+                if t.shape[-2:] != (size, size):
+                    t = F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+                out.append(t[:1] if t.shape[0] == 1 else t.mean(0, keepdim=True))
+                continue
+            a = np.asarray(im)
+            if a.ndim == 3 and a.shape[-1] in (3, 4):
+                a = a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+            if a.ndim != 2:
+                raise UserError(f"image {i}: array must be (H, W) or (H, W, 3), got shape {a.shape}")
+            if a.dtype != np.uint8:
+                a = np.asarray(a, np.float32)
+                a = np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
+            if a.shape != (size, size):
+                a = np.asarray(Image.fromarray(a).resize((size, size), resample=Image.Resampling.BILINEAR))
+            out.append(torch.from_numpy(a.astype(np.float32) / 255.0)[None])
+        return torch.stack(out).to(self.device)
+
+    def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
+        """Token ids -> text (special tokens dropped; WordPiece output made readable)."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return vlm_prompt.detokenize(text) if vlm_prompt.is_wordpiece(self.tokenizer) else text
+
+    def answer_batch(
+        self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any
+    ) -> list[GeneratedText]:
+        """Like `chat_batch`, with each text's mean token log-prob and its low-confidence flag."""
+        from sonofm.models.vlm_confidence import assess
+
+        prompts, pix = [], []
+        for images, question in batch:
+            prompts.append(
+                vlm_prompt.render_prompt(question, len(images), self.tokenizer, self.config.num_image_tokens)
+            )
+            if len(images):
+                pix.append(self.prepare_images(images))
+        ids, mask = self.pad_prompts(prompts)
+        limit = int(gen.get("max_new_tokens", 128))
+        new, lp = self.generate(torch.cat(pix) if pix else None, ids, mask, return_logprobs=True, **gen)
+        out = []
+        for (_, question), row, row_lp in zip(batch, new, lp, strict=True):
+            n = int((row_lp != 0).sum()) or 1
+            eos = bool((row == self.tokenizer.eos_token_id).any())
+            out.append(
+                assess(
+                    self.decode(row),
+                    mean_logprob=float(row_lp.sum()) / n,
+                    is_report=question is None,
+                    truncated=not eos and row.shape[0] >= limit,
+                    threshold=self.config.low_confidence_logprob,
+                )
+            )
+        return out
+
+    def chat_checked(
+        self, images: Sequence[np.ndarray | torch.Tensor], question: str | None = None, **gen: Any
+    ) -> GeneratedText:
+        """`chat` for one study, returning the text with its confidence (what `serve` shows)."""
+        return self.answer_batch([(images, question)], **gen)[0]
+
+    def chat(
+        self,
+        images: Sequence[np.ndarray | torch.Tensor],
+        question: str | None = None,
+        history: Sequence[dict[str, str]] | None = None,
+        **gen: Any,
+    ) -> str:
+        """Answer `question` about `images` (None = write the report); `gen` goes to `generate`.
+
+        `history`: earlier turns [{"from": "human", "value"}, {"from": "gpt", "value"}, ...] of a
+        multi-turn chat; the images' `<image>` placeholders are then in its first user turn.
+        """
+        prompt = vlm_prompt.render_prompt(
+            question, len(images), self.tokenizer, self.config.num_image_tokens, history=history
+        )
+        ids, mask = self.pad_prompts([prompt])
+        pixels = self.prepare_images(images) if len(images) else None
+        new = self.generate(pixels, ids, mask, **gen)
+        return self.decode(new[0])
+
+    def chat_batch(self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any) -> list[str]:
+        """Batched `chat`: [(images, question), ...] -> answers (left-padded, one generate call)."""
+        prompts, pix = [], []
+        for images, question in batch:
+            prompts.append(
+                vlm_prompt.render_prompt(question, len(images), self.tokenizer, self.config.num_image_tokens)
+            )
+            if len(images):
+                pix.append(self.prepare_images(images))
+        ids, mask = self.pad_prompts(prompts)
+        new = self.generate(torch.cat(pix) if pix else None, ids, mask, **gen)
+        return [self.decode(row) for row in new]
