@@ -30,16 +30,17 @@ importing `sonofm.sim` stays numpy/scipy-only.
 The process pool uses the "spawn" start method (safe with threads such as the progress bar);
 modules named in `plugins` are imported in every worker, so user code can register extra regions
 with `sonofm.sim.registry.register`.
+
+This module runs the patients and assembles the dataset; the parts live beside it:
+`dataset_params` (arguments, per-patient id/region/split), `patient` (one patient's files and
+record) and `output_dir` (ownership check, resume records, cleanup, installs).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import multiprocessing
-import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -51,253 +52,40 @@ import numpy as np
 
 from sonofm import __version__
 from sonofm.errors import UserError
+from sonofm.sim.dataset_params import (  # noqa: F401 (constants and patient_* re-exported)
+    FORMAT_VERSION,
+    REALISM_KNOBS,
+    SPLIT_BLOCK,
+    SPLIT_NAMES,
+    TOOL,
+    _assign_splits,
+    _import_plugins,
+    _normalise_realism,
+    _normalise_splits,
+    _resolve_regions,
+    canonical_command,
+    patient_id,
+    patient_region,
+    patient_split,
+)
+from sonofm.sim.output_dir import (  # noqa: F401 (STATE_FILE re-exported)
+    STATE_FILE,
+    _cleanup,
+    _load_records,
+    _log_event,
+    _may_be_needed,
+    _missing_files,
+    _prefix,
+    _prepare_out,
+    _replace_if_changed,
+)
+
+# `_Runner` calls `simulate_one_patient` through this module's namespace (tests replace it here)
+from sonofm.sim.patient import _record_path, simulate_one_patient
 
 log = logging.getLogger(__name__)
 
-TOOL = "sonofm simulate"
-FORMAT_VERSION = 1
-STATE_FILE = "_params.json"  # inside records/; marks the directory as this generator's own
-REALISM_KNOBS = ("burned_in_text", "doppler_box")
-SPLIT_NAMES = ("train", "val", "test")
-SPLIT_BLOCK = 20  # splits are exact within each block of 20 consecutive patients
-_RECORD_RE = re.compile(r"^p(\d{6,})\.json$")
 _TUNED: list[bool] = []  # whether this process has tuned its allocator (see `_tune_process`)
-
-
-# ----------------------------------------------------------------------------- parameters
-
-
-def _normalise_realism(realism: Mapping[str, bool] | Iterable[str] | None) -> dict[str, bool]:
-    if realism is None:
-        on: set[str] = set()
-    elif isinstance(realism, Mapping):
-        on = {k for k, v in realism.items() if v}
-        unknown = set(realism) - set(REALISM_KNOBS)
-    else:
-        on = set(realism)
-        unknown = on - set(REALISM_KNOBS)
-    if realism is not None and unknown:
-        raise UserError(f"unknown realism knob(s) {sorted(unknown)}; valid: {', '.join(REALISM_KNOBS)}")
-    return {k: k in on for k in REALISM_KNOBS}
-
-
-def _normalise_splits(splits: Sequence[float]) -> tuple[float, float, float]:
-    shown = splits if isinstance(splits, str) else ",".join(str(s) for s in splits)
-    try:
-        vals = tuple(float(s) for s in splits)
-    except (TypeError, ValueError):
-        raise UserError(f"--splits must be three numbers train,val,test, got {shown!r}") from None
-    if len(vals) != 3 or any(not np.isfinite(v) or v < 0 for v in vals):
-        raise UserError(f"--splits must be three non-negative numbers train,val,test, got {shown!r}")
-    if abs(sum(vals) - 1.0) > 1e-6:
-        raise UserError(f"--splits must sum to 1, got {','.join(f'{v:g}' for v in vals)} (sum {sum(vals):g})")
-    return vals  # type: ignore[return-value]
-
-
-def _import_plugins(plugins: Sequence[str]) -> None:
-    for mod in plugins:
-        try:
-            importlib.import_module(mod)
-        except ImportError as err:
-            raise UserError(f"cannot import simulator plugin module {mod!r}: {err}") from None
-
-
-def _resolve_regions(regions: Sequence[str] | str | None) -> tuple[str, ...]:
-    from sonofm.sim.registry import registered_regions
-
-    valid = registered_regions()
-    if regions is None:
-        if not valid:
-            raise UserError("no region simulators are registered")
-        return valid
-    if isinstance(regions, str):
-        regions = [r for r in regions.split(",")]
-    wanted = [r.strip() for r in regions if r.strip()]
-    if not wanted:
-        raise UserError(f"--regions is empty; valid regions: {', '.join(valid)}")
-    unknown = [r for r in wanted if r not in valid]
-    if unknown:
-        bad = ", ".join(map(repr, unknown))
-        raise UserError(f"unknown region(s) {bad}; valid regions: {', '.join(valid)}")
-    return tuple(dict.fromkeys(wanted))  # de-duplicated, in the order given
-
-
-def canonical_command(params: Mapping[str, Any]) -> str:
-    """The CLI call that reproduces a dataset (output dir and worker count do not change content)."""
-    sp = ",".join(f"{v:g}" for v in params["splits"])
-    cmd = (
-        f"sonofm simulate --out DATASET_DIR --n {params['n']} --regions {','.join(params['regions'])} "
-        f"--size {params['size']} --seed {params['seed']} --splits {sp}"
-    )
-    for knob, on in params["realism"].items():
-        if on:
-            cmd += " --" + knob.replace("_", "-")
-    if params.get("clean_looks"):
-        cmd += f" --clean-looks {params['clean_looks']}"
-    return cmd
-
-
-def patient_split(seed: int, index: int, fractions: Sequence[float], block: int = SPLIT_BLOCK) -> str:
-    """The split of patient `index`: exact proportions within each block of `block` patients.
-
-    Per-block largest-remainder counts shuffled by a stream of (seed, block) keep small datasets
-    close to the requested fractions (a per-patient coin flip would not) while still depending
-    only on (seed, index, fractions).
-    """
-    fr = np.asarray(fractions, dtype=np.float64)
-    raw = fr * block
-    counts = np.floor(raw).astype(int)
-    for k in np.argsort(-(raw - counts), kind="stable")[: block - counts.sum()]:
-        counts[k] += 1
-    b, pos = divmod(index, block)
-    labels = np.repeat(np.arange(len(fr)), counts)
-    order = np.random.default_rng([seed, 1, b, 0x53504C54]).permutation(block)
-    return SPLIT_NAMES[int(labels[order[pos]])]
-
-
-def _assign_splits(rows: list[dict[str, Any]], fractions: Sequence[float], seed: int) -> str:
-    """Rewrite each row's split with `sonofm.sim.splits.stratified_splits` (in place).
-
-    The per-patient draw in the records (`patient_split`) ignores content, which left regions
-    out of val/test in small datasets; this assignment sees every patient's region and views.
-    Returns a note on what could not be covered ("" when every stratum is in every split).
-    """
-    from sonofm.sim.splits import coverage_note, patients_from_rows, stratified_splits
-
-    split_of, missing = stratified_splits(patients_from_rows(rows), fractions, seed)
-    for r in rows:
-        r["split"] = split_of[str(r["patient_id"])]
-    note = coverage_note(missing)
-    if note:
-        log.warning("simulate: %s", note)
-    return note
-
-
-def patient_region(regions: Sequence[str], index: int) -> str:
-    return regions[index % len(regions)]
-
-
-def patient_id(seed: int, index: int) -> str:
-    return f"sim-{seed}-p{index:06d}"
-
-
-# ----------------------------------------------------------------------------- one patient
-
-
-def _safe_key(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(key)) or "s0"
-
-
-def _record_path(out: Path, index: int) -> Path:
-    return out / "records" / f"p{index:06d}.json"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _check_sim_image(sim: Any, size: int, where: str) -> None:
-    img = np.asarray(sim.image)
-    if img.dtype != np.uint8 or img.shape[:2] != (size, size):
-        raise RuntimeError(f"{where}: image must be uint8 ({size}, {size}), got {img.dtype} {img.shape}")
-    mask = sim.mask
-    if mask is not None and (mask.dtype != np.uint8 or mask.shape != (size, size)):
-        raise RuntimeError(f"{where}: mask must be uint8 ({size}, {size}), got {mask.dtype} {mask.shape}")
-
-
-def simulate_one_patient(out: str | Path, params: Mapping[str, Any], index: int) -> int:
-    """Simulate patient `index`, write its PNGs then its record; return its number of images.
-
-    Module-level (picklable) so process pools can run it; depends only on its arguments.
-    """
-    from sonofm.data.manifest import dumps_json, normalize_records
-    from sonofm.data.pngio import write_png
-    from sonofm.reports import study_attributes, write_report
-    from sonofm.sim import overlays
-    from sonofm.sim.registry import simulate_patient
-
-    out = Path(out)
-    seed, size = int(params["seed"]), int(params["size"])
-    region = patient_region(params["regions"], index)
-    pid = patient_id(seed, index)
-    split = patient_split(seed, index, params["splits"])
-    looks = int(params.get("clean_looks", 0))  # opt-in despeckling targets (sonofm.sim.compound)
-    if looks:
-        from sonofm.sim.compound import simulate_with_clean
-
-        (out / "clean").mkdir(exist_ok=True)
-        images, cleans = simulate_with_clean(
-            region, np.random.default_rng([seed, index]), size, looks, [seed, index, 3]
-        )
-    else:
-        images = simulate_patient(region, np.random.default_rng([seed, index]), size)
-    if not images:
-        raise RuntimeError(f"region simulator {region!r} returned no images for patient {index}")
-    report_rng = np.random.default_rng([seed, index, 1])
-    overlay_rng = np.random.default_rng([seed, index, 2])
-    knobs = params["realism"]
-    rows = []
-    for k, sim in enumerate(images):
-        iid = f"{pid}-{k:02d}"
-        _check_sim_image(sim, size, f"{region} patient {index} image {k}")
-        pixels = np.asarray(sim.image)
-        imaging = dict(sim.imaging)
-        realism: dict[str, Any] = dict(knobs)
-        if knobs["burned_in_text"]:
-            pixels, info = overlays.burn_in_text(pixels, overlay_rng, imaging)
-            realism["text"] = info
-        if knobs["doppler_box"] and pixels.ndim == 2:
-            vasc = [f.tag for f in sim.study.present("vascularity")]
-            pixels, info = overlays.doppler_box(
-                pixels, sim.mask, sim.fan_mask, overlay_rng, vascularity=(vasc or [None])[0], organ=sim.organ
-            )
-            realism["doppler"] = info
-        imaging["realism"] = realism
-        write_png(out / "images" / f"{iid}.png", pixels)
-        mask_rel = None
-        if sim.mask is not None:
-            write_png(out / "masks" / f"{iid}.png", np.asarray(sim.mask))
-            mask_rel = f"masks/{iid}.png"
-        rows.append(
-            {
-                "id": iid,
-                "patient_id": pid,
-                "study_id": f"{pid}-{_safe_key(sim.study_key)}",
-                "split": split,
-                "image": f"images/{iid}.png",
-                "mask": mask_rel,
-                "region": sim.region,
-                "organ": sim.organ,
-                "view": sim.view,
-                "frame": sim.frame,
-                "report": write_report(sim.study, report_rng),
-                "attributes": study_attributes(sim.study),
-                "diagnosis": sim.diagnosis,
-                "malignant": None if sim.malignant is None else bool(sim.malignant),
-                "measurements": {str(m): float(v) for m, v in sim.study.measurements.items()},
-                "landmarks": {str(n): [float(p[0]), float(p[1])] for n, p in sim.landmarks.items()},
-                "bbox": [[float(c) for c in b] for b in sim.bboxes],
-                "pixel_spacing_mm": float(sim.pixel_spacing_mm),
-                "source": "sim",
-                "sex": sim.study.sex,
-                "imaging": imaging,
-                "structured": sim.study.to_dict(),
-            }
-        )
-        if looks:
-            write_png(out / "clean" / f"{iid}.png", cleans[k])
-            rows[-1]["clean"] = f"clean/{iid}.png"
-    # Bugs in a region simulator surface here, naming the row and column, not at assembly time.
-    normalize_records(rows, source=f"patient {index} ({region})")
-    record = {"index": index, "patient_id": pid, "region": region, "rows": rows}
-    _atomic_text(_record_path(out, index), dumps_json(record) + "\n")
-    return len(rows)
 
 
 def _init_worker(plugins: Sequence[str]) -> None:
@@ -312,99 +100,6 @@ def _tune_process() -> None:
 
     if not _TUNED:
         _TUNED.append(tune_allocator())
-
-
-# ----------------------------------------------------------------------------- the directory
-
-
-def _params_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    keys = list(dict.fromkeys([*new, *old]))
-    return [f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in keys if old.get(k) != new.get(k)]
-
-
-def _prepare_out(out: Path, params: dict[str, Any]) -> None:
-    """Create `out` or check that it is this generator's dataset with the same parameters."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    state = out / "records" / STATE_FILE
-    if out.is_dir() and any(out.iterdir()):
-        old = None
-        if state.is_file():
-            try:
-                old = json.loads(state.read_text(encoding="utf-8")).get("parameters")
-            except (json.JSONDecodeError, AttributeError):
-                old = None
-        if old is None and (out / "dataset.json").is_file():
-            try:
-                created = json.loads((out / "dataset.json").read_text(encoding="utf-8")).get("created_by", {})
-                if created.get("tool") == TOOL:
-                    old = created.get("parameters")
-            except (json.JSONDecodeError, AttributeError):
-                old = None
-        if old is None:
-            raise UserError(
-                f"--out {out} is not empty and is not a dataset made by `sonofm simulate`; "
-                "choose a new or empty directory"
-            )
-        diff = _params_diff(old, params)
-        if diff:
-            raise UserError(
-                f"--out {out} holds a dataset made with different parameters: {'; '.join(diff)}. "
-                "Re-run with the same parameters to resume, or choose a new directory"
-            )
-    try:
-        for sub in ("images", "masks", "records", "logs"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"tool": TOOL, "format_version": FORMAT_VERSION, "parameters": params}, indent=2)
-        if not state.is_file() or state.read_text(encoding="utf-8") != text + "\n":
-            _atomic_text(state, text + "\n")
-    except OSError as err:
-        raise UserError(f"cannot write to --out {out}: {err.strerror or err}") from None
-
-
-def _load_records(out: Path) -> dict[int, list[dict[str, Any]]]:
-    """Finished patients: index -> rows, for every readable record (corrupt ones are dropped)."""
-    done: dict[int, list[dict[str, Any]]] = {}
-    for p in sorted((out / "records").glob("p*.json")):
-        m = _RECORD_RE.match(p.name)
-        if not m:
-            continue
-        try:
-            rec = json.loads(p.read_text(encoding="utf-8"))
-            rows = rec["rows"]
-            if int(rec["index"]) != int(m.group(1)) or not rows:
-                raise ValueError("index mismatch")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.warning("dropping unreadable record %s; its patient will be simulated again", p)
-            p.unlink(missing_ok=True)
-            continue
-        done[int(m.group(1))] = rows
-    return done
-
-
-def _prefix(done: Mapping[int, list], n: int) -> tuple[int | None, int]:
-    """(index of the last patient needed, images covered) over the contiguous finished prefix."""
-    total, i = 0, 0
-    while i in done:
-        total += len(done[i])
-        if total >= n:
-            return i, total
-        i += 1
-    return None, total
-
-
-def _may_be_needed(done: Mapping[int, list], index: int, n: int) -> bool:
-    """Whether patient `index` can still be among those holding the first `n` images, given that
-    every patient has at least one image."""
-    known = sum(len(rows) for i, rows in done.items() if i < index)
-    unknown = index - sum(1 for i in done if i < index)
-    return known + unknown < n
-
-
-def _missing_files(out: Path, rows: Iterable[Mapping[str, Any]]) -> bool:
-    return any(
-        rel is not None and not (out / rel).is_file() for row in rows for rel in (row["image"], row["mask"])
-    )
 
 
 class _Runner:
@@ -486,36 +181,6 @@ class _Runner:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=cancel)
             self.pool = None
-
-
-def _cleanup(out: Path, keep_ids: set[str], last: int, seed: int) -> None:
-    """Remove what the final dataset does not contain: images of truncated or surplus patients,
-    their records, and temporary files left by a kill."""
-    pattern = re.compile(rf"^sim-{seed}-p(\d{{6,}})-\d+\.png$")
-    for sub in ("images", "masks", "clean"):
-        if not (out / sub).is_dir():
-            continue
-        for p in (out / sub).iterdir():
-            stale_tmp = p.name.startswith(".") and ".tmp-" in p.name
-            if stale_tmp or (pattern.match(p.name) and p.stem not in keep_ids):
-                p.unlink(missing_ok=True)
-    for p in (out / "records").iterdir():
-        m = _RECORD_RE.match(p.name)
-        if (m and int(m.group(1)) > last) or (p.name.startswith(".") and ".tmp-" in p.name):
-            p.unlink(missing_ok=True)
-
-
-def _replace_if_changed(tmp: Path, dest: Path) -> None:
-    """Install `tmp` as `dest` unless `dest` already has the same bytes (keeps mtimes on no-op runs)."""
-    if dest.is_file() and dest.stat().st_size == tmp.stat().st_size and dest.read_bytes() == tmp.read_bytes():
-        tmp.unlink()
-    else:
-        os.replace(tmp, dest)
-
-
-def _log_event(out: Path, event: dict[str, Any]) -> None:
-    with (out / "logs" / "simulate.jsonl").open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"time": time.time(), **event}) + "\n")
 
 
 def simulate_dataset(
