@@ -5,7 +5,8 @@ A dataset directory (``sonofm simulate``, ``sonofm ingest`` and the importers al
 (the card, see :mod:`sonofm.data.card`). Readers also accept ``manifest.csv`` and
 ``manifest.jsonl`` with the same columns so that a user can hand-write one.
 
-Columns (``COLUMNS`` below is the single source of truth; ``describe_schema()`` prints it):
+Columns (``COLUMNS`` in :mod:`sonofm.data.manifest_schema` is the single source of truth;
+``describe_schema()`` prints it):
 
 =================  ========  ===============================================================
 column             required  meaning
@@ -41,7 +42,7 @@ JSON string holding JSON is accepted too). :func:`read_manifest` always returns 
 dicts/lists, validated, with every column present.
 
 Rows in error messages are numbered from 1 in file order (for a CSV, row 1 is the first line
-after the header).
+after the header). The per-cell checks live in :mod:`sonofm.data.manifest_cells`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,299 +60,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sonofm.atomic import atomic_write
+from sonofm.data.manifest_cells import _CellError, _check_cell, _is_missing, _short, _vocab
+from sonofm.data.manifest_schema import (  # noqa: F401 (Column and describe_schema re-exported)
+    _BY_NAME,
+    _NESTED_KINDS,
+    COLUMN_NAMES,
+    COLUMNS,
+    REQUIRED_COLUMNS,
+    SPLITS,
+    Column,
+    describe_schema,
+)
 from sonofm.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 MANIFEST_NAMES = ("manifest.parquet", "manifest.csv", "manifest.jsonl")
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _SUFFIXES = ".parquet, .csv or .jsonl"
 MANIFEST_VERSION = "1"
 _MAX_REPORTED = 3  # problems spelled out in one error line; the rest are counted
-
-
-class _CellError(ValueError):
-    """A value that does not fit its column; the message completes "column 'x' ..."."""
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    required: bool
-    kind: str  # str | float | bool | attributes | measurements | landmarks | bbox | json
-    arrow: pa.DataType
-    doc: str
-
-
-_LIST_STR = pa.list_(pa.string())
-_LIST_F64 = pa.list_(pa.float64())
-COLUMNS: tuple[Column, ...] = (
-    Column("id", True, "str", pa.string(), "unique image id"),
-    Column("patient_id", False, "str", pa.string(), "patient id (defaults to id)"),
-    Column("study_id", False, "str", pa.string(), "study id (defaults to patient_id)"),
-    Column("split", True, "str", pa.string(), "train / val / test"),
-    Column("image", True, "str", pa.string(), "image path relative to the manifest directory"),
-    Column("mask", False, "str", pa.string(), "mask path or null"),
-    Column("region", False, "str", pa.string(), "taxonomy region id"),
-    Column("organ", False, "str", pa.string(), "taxonomy organ id"),
-    Column("view", False, "str", pa.string(), "view (echo: A4C, PLAX, ...)"),
-    Column("frame", False, "str", pa.string(), "frame (echo: ED / ES)"),
-    Column("report", False, "str", pa.string(), "report text"),
-    Column("attributes", False, "attributes", pa.map_(pa.string(), _LIST_STR), "dimension -> tag ids"),
-    Column("diagnosis", False, "str", pa.string(), "taxonomy diagnosis tag id"),
-    Column("malignant", False, "bool", pa.bool_(), "bool or null"),
-    Column("measurements", False, "measurements", pa.map_(pa.string(), pa.float64()), "id -> value"),
-    Column("landmarks", False, "landmarks", pa.map_(pa.string(), _LIST_F64), "name -> [x, y] pixels"),
-    Column("bbox", False, "bbox", pa.list_(_LIST_F64), "[[x0, y0, x1, y1], ...] pixels"),
-    Column("pixel_spacing_mm", False, "float", pa.float64(), "pixel size in mm"),
-    Column("source", False, "str", pa.string(), "sim / dicom / importer name"),
-    Column("sex", False, "str", pa.string(), "F / M / null"),
-    Column("imaging", False, "json", pa.string(), "acquisition parameters (JSON text in Parquet)"),
-    Column("structured", False, "json", pa.string(), "Study.to_dict() (JSON text in Parquet)"),
-)
-COLUMN_NAMES = tuple(c.name for c in COLUMNS)
-REQUIRED_COLUMNS = tuple(c.name for c in COLUMNS if c.required)
-_BY_NAME = {c.name: c for c in COLUMNS}
-_NESTED_KINDS = ("attributes", "measurements", "landmarks", "bbox", "json")
-
-
-def describe_schema() -> str:
-    """A plain-text table of the manifest columns (for docs and ``--help``)."""
-    rows = [f"{c.name:<17} {'required' if c.required else 'optional':<9} {c.doc}" for c in COLUMNS]
-    return "\n".join(rows)
-
-
-# ----------------------------------------------------------------------------- value checks
-
-
-def _vocab() -> dict[str, Any]:
-    """Taxonomy vocabularies used to check ids (imported lazily: taxonomy is a sibling package)."""
-    from sonofm import taxonomy
-
-    organs: set[str] = set()
-    for region in taxonomy.REGIONS:
-        organs.update(o.id for o in taxonomy.organs_in(region))
-    # dicts keep the taxonomy order for messages and give O(1) membership tests
-    return {
-        "regions": dict.fromkeys(taxonomy.REGIONS),
-        "organs": dict.fromkeys(sorted(organs)),
-        "dimensions": dict.fromkeys(taxonomy.DIMENSIONS),
-        "tags": {d: dict.fromkeys(t.id for t in taxonomy.tags(d)) for d in taxonomy.DIMENSIONS},
-    }
-
-
-def _fmt_choices(choices: Iterable[str], limit: int = 12) -> str:
-    choices = list(choices)
-    shown = "/".join(choices[:limit])
-    return shown + (f"/... ({len(choices)} in all)" if len(choices) > limit else "")
-
-
-def _is_missing(v: Any) -> bool:
-    if v is None:
-        return True
-    if type(v) is float:
-        return v != v  # NaN
-    return v is pd.NA or v is pd.NaT
-
-
-def _parse_json_cell(v: Any) -> Any:
-    if isinstance(v, str):
-        text = v.strip()
-        if text == "":
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise _CellError(f"must be valid JSON, got {_short(v)} ({err.msg} at char {err.pos})") from None
-    return v
-
-
-def _short(v: Any, n: int = 60) -> str:
-    r = repr(v)
-    return r if len(r) <= n else r[: n - 3] + "..."
-
-
-def _as_float(v: Any, what: str = "") -> float:
-    prefix = f"{what} " if what else ""
-    if isinstance(v, bool):
-        raise _CellError(f"{prefix}must be a number, got {_short(v)}")
-    try:
-        f = float(v.strip() if isinstance(v, str) else v)
-    except (TypeError, ValueError):
-        raise _CellError(f"{prefix}must be a number, got {_short(v)}") from None
-    if not math.isfinite(f):
-        raise _CellError(f"{prefix}must be finite, got {_short(v)}")
-    return f
-
-
-def _as_mapping(v: Any) -> dict:
-    """Dicts pass; Arrow maps arrive as lists of (key, value) pairs."""
-    if isinstance(v, Mapping):
-        return dict(v)
-    if isinstance(v, list) and all(isinstance(p, tuple | list) and len(p) == 2 for p in v):
-        return {k: val for k, val in v}
-    raise _CellError(f"must be a JSON object, got {_short(v)}")
-
-
-def _as_list(v: Any) -> list:
-    if type(v) is list:
-        return v
-    if hasattr(v, "tolist") and not isinstance(v, str):  # numpy arrays from pandas/pyarrow
-        v = v.tolist()
-    if isinstance(v, list | tuple):
-        return list(v)
-    raise _CellError(f"must be a JSON list, got {_short(v)}")
-
-
-def _check_str(col: str, v: Any, vocab: Callable[[], dict]) -> str | None:
-    if _is_missing(v) or (isinstance(v, str) and v == "" and not _BY_NAME[col].required):
-        if _BY_NAME[col].required:
-            raise _CellError("is required but empty")
-        return None
-    if not isinstance(v, str):
-        if isinstance(v, int | float) and col not in ("split",):
-            v = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-        else:
-            raise _CellError(f"must be a string, got {_short(v)}")
-    if col in ("id", "image") and not v.strip():
-        raise _CellError("is required but empty")
-    if col == "split" and v not in SPLITS:
-        raise _CellError(f"must be one of {'/'.join(SPLITS)}, got {v!r}")
-    if col == "sex" and v not in ("F", "M"):
-        raise _CellError(f"must be F, M or empty, got {v!r}")
-    if col == "region" and v not in vocab()["regions"]:
-        raise _CellError(f"must be a taxonomy region ({_fmt_choices(vocab()['regions'])}), got {v!r}")
-    if col == "organ" and v not in vocab()["organs"]:
-        raise _CellError(f"must be a taxonomy organ ({_fmt_choices(vocab()['organs'], 30)}), got {v!r}")
-    if col == "diagnosis" and v not in vocab()["tags"]["diagnosis"]:
-        raise _CellError(f"must be a diagnosis tag ({_fmt_choices(vocab()['tags']['diagnosis'])}), got {v!r}")
-    return v
-
-
-def _check_bool(v: Any) -> bool | None:
-    if _is_missing(v):
-        return None
-    if isinstance(v, bool):
-        return v
-    if hasattr(v, "item") and not isinstance(v, str):  # numpy.bool_
-        v = v.item()
-        if isinstance(v, bool):
-            return v
-    if isinstance(v, int | float) and v in (0, 1):
-        return bool(v)
-    if isinstance(v, str):
-        low = v.strip().lower()
-        if low in ("", "null", "none", "na"):
-            return None
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-    raise _CellError(f"must be true, false or empty, got {_short(v)}")
-
-
-def _check_attributes(v: Any, vocab: Callable[[], dict]) -> dict[str, list[str]]:
-    v = _parse_json_cell(v)
-    if _is_missing(v):
-        return {}
-    out: dict[str, list[str]] = {}
-    voc = vocab()
-    for dim, tags in _as_mapping(v).items():
-        if dim not in voc["dimensions"]:
-            raise _CellError(f"has unknown dimension {dim!r} (valid: {'/'.join(voc['dimensions'])})")
-        tags = [] if _is_missing(tags) else _as_list(tags)
-        for t in tags:
-            if t not in voc["tags"][dim]:
-                valid = _fmt_choices(voc["tags"][dim], 30)
-                raise _CellError(f"[{dim!r}] has unknown tag {t!r} (valid: {valid})")
-        out[str(dim)] = [str(t) for t in tags]
-    return out
-
-
-def _check_measurements(v: Any) -> dict[str, float]:
-    v = _parse_json_cell(v)
-    if _is_missing(v):
-        return {}
-    out = {}
-    for k, val in _as_mapping(v).items():
-        if not isinstance(k, str) or not k:
-            raise _CellError(f"keys must be measurement ids, got {_short(k)}")
-        if _is_missing(val):  # a struct column written by pandas has every key, absent ones null
-            continue
-        out[k] = _as_float(val, f"[{k!r}]")
-    return out
-
-
-def _check_landmarks(v: Any) -> dict[str, list[float]]:
-    v = _parse_json_cell(v)
-    if _is_missing(v):
-        return {}
-    out = {}
-    for k, pt in _as_mapping(v).items():
-        if _is_missing(pt):  # as for measurements: null means absent
-            continue
-        pt = _as_list(pt)
-        if len(pt) != 2:
-            raise _CellError(f"[{k!r}] must be a point [x, y], got {_short(pt)}")
-        out[str(k)] = [_as_float(pt[0], f"[{k!r}] x"), _as_float(pt[1], f"[{k!r}] y")]
-    return out
-
-
-def _check_bbox(v: Any) -> list[list[float]]:
-    v = _parse_json_cell(v)
-    if _is_missing(v):
-        return []
-    boxes = _as_list(v)
-    if len(boxes) == 4 and all(isinstance(b, int | float) and not isinstance(b, bool) for b in boxes):
-        boxes = [boxes]  # one bare box [x0, y0, x1, y1] is accepted for hand-written manifests
-    out = []
-    for i, b in enumerate(boxes):
-        b = _as_list(b)
-        if len(b) != 4:
-            raise _CellError(f"box {i} must be [x0, y0, x1, y1], got {_short(b)}")
-        x0, y0, x1, y1 = (_as_float(c, f"box {i}") for c in b)
-        if x1 < x0 or y1 < y0:
-            raise _CellError(f"box {i} must have x0 <= x1 and y0 <= y1, got {_short(b)}")
-        out.append([x0, y0, x1, y1])
-    return out
-
-
-def _check_float(col: str, v: Any) -> float | None:
-    if _is_missing(v) or (isinstance(v, str) and not v.strip()):
-        return None
-    f = _as_float(v)
-    if col == "pixel_spacing_mm" and f <= 0:
-        raise _CellError(f"must be > 0, got {_short(v)}")
-    return f
-
-
-def _check_json(v: Any) -> dict | None:
-    v = _parse_json_cell(v)
-    if _is_missing(v):
-        return None
-    if not isinstance(v, Mapping):
-        raise _CellError(f"must be a JSON object, got {_short(v)}")
-    return dict(v)
-
-
-def _check_cell(col: str, v: Any, vocab: Callable[[], dict]) -> Any:
-    kind = _BY_NAME[col].kind
-    if kind == "str":
-        return _check_str(col, v, vocab)
-    if kind == "bool":
-        return _check_bool(v)
-    if kind == "float":
-        return _check_float(col, v)
-    if kind == "attributes":
-        return _check_attributes(v, vocab)
-    if kind == "measurements":
-        return _check_measurements(v)
-    if kind == "landmarks":
-        return _check_landmarks(v)
-    if kind == "bbox":
-        return _check_bbox(v)
-    return _check_json(v)
 
 
 # ----------------------------------------------------------------------------- normalisation
