@@ -16,6 +16,7 @@ points of earlier invocations (so objectives can be run one at a time).
 Usage::
 
     python benchmarks/learning_curve.py --data DATA_DIR --epochs 5,10,20,30 --work .sonofm-cache/lc
+    python benchmarks/learning_curve.py --images 4800 --epochs 10 --objectives clip   # more data, same steps
     python benchmarks/learning_curve.py --quick      # tiny smoke run (240 images, 1-2 epochs)
 """
 
@@ -55,8 +56,14 @@ def run_point(data: Path, work: Path, name: str, loss: str, plan: Any) -> dict[s
     """Train (unless already trained) and evaluate one (objective, epochs) point."""
     from sonofm.demo import _pretrain, summarize
 
-    run = work / f"{name}-e{plan.epochs}-s{plan.seed}"
-    info: dict[str, Any] = {"objective": name, "loss": loss, "epochs": plan.epochs, "seed": plan.seed}
+    run = work / f"{name}-n{plan.n_images}-e{plan.epochs}-s{plan.seed}"
+    info: dict[str, Any] = {
+        "objective": name,
+        "loss": loss,
+        "n_images": plan.n_images,
+        "epochs": plan.epochs,
+        "seed": plan.seed,
+    }
     t0 = time.perf_counter()
     if not (run / "model" / "config.json").is_file():
         trained = _pretrain(data, run, loss, plan)
@@ -74,6 +81,10 @@ def run_point(data: Path, work: Path, name: str, loss: str, plan: Any) -> dict[s
     return info
 
 
+def _key(point: dict[str, Any]) -> tuple[Any, ...]:
+    return (point["objective"], point.get("n_images"), point["epochs"], point["seed"])
+
+
 def _write(path: Path, payload: dict[str, Any]) -> None:
     from sonofm.atomic import atomic_write_text
 
@@ -82,19 +93,18 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
 
 
 def table(points: list[dict[str, Any]]) -> str:
-    """Markdown: one row per (objective, epochs), the demo's headline metrics as columns."""
+    """Markdown: one row per (objective, images, epochs), the demo's headline metrics as columns."""
     if not points:
         return ""
     metrics = list(points[0]["metrics"])
-    head = "| objective | epochs | steps | train s | " + " | ".join(metrics) + " |"
-    lines = [head, "|" + "---|" * (4 + len(metrics))]
-    for p in sorted(points, key=lambda p: (p["objective"], p["epochs"])):
+    head = "| objective | images | epochs | steps | train s | " + " | ".join(metrics) + " |"
+    lines = [head, "|" + "---|" * (5 + len(metrics))]
+    for p in sorted(points, key=lambda p: (p["objective"], p.get("n_images") or 0, p["epochs"])):
         vals = [p["metrics"].get(m) for m in metrics]
         cells = ["-" if v is None else f"{v:.3f}" for v in vals]
         lines.append(
-            f"| {p['objective']} | {p['epochs']} | {p.get('steps', '-')} | {p.get('train_s', '-')} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {p['objective']} | {p.get('n_images', '-')} | {p['epochs']} | {p.get('steps', '-')} | "
+            f"{p.get('train_s', '-')} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
 
@@ -110,16 +120,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", default="5,10,20,30", help="comma-separated epoch budgets")
     parser.add_argument("--objectives", default=",".join(MODELS), help=f"from {sorted(MODELS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=int, help="images to simulate (default: the demo plan's)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="240 images, 1-2 epochs: a smoke run")
     args = parser.parse_args(argv)
 
-    plan = dataclasses.replace(DEFAULT, seed=args.seed)
+    plan = dataclasses.replace(DEFAULT, seed=args.seed, n_images=args.images or DEFAULT.n_images)
     epochs = [int(e) for e in args.epochs.split(",") if e]
     if args.quick:
         plan = dataclasses.replace(plan, n_images=240, batch_size=32)
         epochs = [1, 2]
-    data = args.data or args.work / "data"
+    data = args.data or args.work / f"data-n{plan.n_images}"
     if not (data / "manifest.parquet").is_file():
         _simulate(data, plan)
     objectives = {n: MODELS[n] for n in args.objectives.split(",") if n}
@@ -138,10 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, loss in objectives.items():
         for e in epochs:
             point = run_point(data, args.work, name, loss, dataclasses.replace(plan, epochs=e))
-            key = (name, e, plan.seed)
-            payload["points"] = [
-                p for p in payload["points"] if (p["objective"], p["epochs"], p["seed"]) != key
-            ] + [point]
+            key = (name, plan.n_images, e, plan.seed)
+            others = [p for p in payload["points"] if _key(p) != key]
+            payload["points"] = [*others, point]
             print(json.dumps(point), flush=True)
             _write(args.results, payload)
     print(table(payload["points"]))
