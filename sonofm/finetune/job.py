@@ -600,7 +600,7 @@ def finetune(
     """
     from sonofm.data.loader import data_path, open_table
     from sonofm.eval.stats import MIN_PATIENTS
-    from sonofm.train.distributed import barrier, init_distributed
+    from sonofm.train.distributed import init_distributed
 
     data = data_path(config.data.path)
     if not config.seeds:
@@ -623,7 +623,6 @@ def finetune(
     )
     resume = bool(run.resume)  # the same config re-run keeps finished seeds and resumes the rest
     info = init_distributed(config.train.device)
-    barrier()  # every rank has judged the folder (open_run) before the main process writes to it
     if info.is_main:
         run.commit(config)
     df = open_table(data)  # a dataset dir, manifest or shard directory (unpacked once)

@@ -48,7 +48,9 @@ def _pick_device(requested: str, local_rank: int) -> torch.device:
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group if launched by torchrun; return this process's place.
 
-    Idempotent: a second call returns the same info without re-initialising.
+    Idempotent: a second call returns the same info without re-initialising. Returns only once
+    every rank has joined (init_process_group does not wait for them), so whatever each rank did
+    before (a job judging its output folder) happens before rank 0 goes on to write.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -57,6 +59,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=dev if backend == "nccl" else None)
+        dist.barrier()
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)

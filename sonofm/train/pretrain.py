@@ -178,7 +178,6 @@ def pretrain(
     run = open_run(out, job="pretrain", config=config, resume=resume, overwrite=overwrite)
     resume = run.resume  # the same config re-run continues from its latest checkpoint
     info = init_distributed(config.train.device)
-    barrier()  # every rank has judged the folder (open_run) before the main process writes to it
     if info.is_main:
         run.commit(config)
 

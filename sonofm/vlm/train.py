@@ -478,7 +478,6 @@ def train_vlm(
     )
     resume = run.resume  # the same config re-run skips finished stages and resumes the rest
     info = init_distributed(config.train.device)
-    barrier()  # every rank has judged the folder (open_run) before the main process writes to it
     model_cfg = resolve_model_config(config)
     train_recs, root = _conversations(config, config.data.train_split)
     if not train_recs:

@@ -145,17 +145,10 @@ class ZeroShotLearnableAttributes(Task):
             n_tags=len(chosen),
         )
         rows = ctx.rows(self.split)
-        lesion = _lesion_mask(rows)
+        names, labels, lesion = tag_matrix(rows)
         rows_l = rows[lesion]
-        y_all = {
-            name: np.array(
-                [
-                    name.split("/")[1] in ((a or {}).get(name.split("/")[0]) or ())
-                    for a in rows_l["attributes"]
-                ]
-            )
-            for name in chosen
-        }
+        column = {n: j for j, n in enumerate(names)}
+        y_all = {n: labels[lesion, column[n]] if n in column else np.zeros(int(lesion.sum())) for n in chosen}
         scored = [n for n in chosen if 0 < y_all[n].sum() < len(y_all[n])]
         if not scored:
             res.skipped = (
@@ -166,7 +159,7 @@ class ZeroShotLearnableAttributes(Task):
         img = ctx.embeddings[self.split].image[lesion]
         w = ctx.class_weights([P.attribute_prompts(*n.split("/")) for n in scored])
         s = img @ w.T
-        y = np.stack([y_all[n] for n in scored], axis=1).astype(np.int64)
+        y = np.stack([y_all[n] for n in scored], axis=1)
         g = ctx.groups(rows_l)
         for k, name in enumerate(scored):
             ctx.add_metric(res, f"auc/{name}", M.binary_auc, y[:, k], s[:, k], groups=g)

@@ -58,11 +58,12 @@ class Retrieval(Task):
         self.subset, self.examples = int(subset), int(examples)
         self.splits = (split,)
 
-    def _score(self, ctx: EvalContext, res: TaskResult, prefix: str, idx: np.ndarray) -> None:
+    def _score(
+        self, ctx: EvalContext, res: TaskResult, prefix: str, idx: np.ndarray, all_texts: np.ndarray
+    ) -> None:
         emb = ctx.embeddings[self.split]
         rows = ctx.rows(self.split).iloc[idx]
-        # the texts the embeddings are of: reports, or captions for a caption-trained model
-        texts = np.asarray(row_texts(rows, emb.text_field), dtype=object)
+        texts = all_texts[idx]
         img, txt = emb.image[idx], emb.text[idx]
         if self.positives == "report":
             # gallery of unique texts; an image's positives are the entries equal to its report
@@ -132,12 +133,15 @@ class Retrieval(Task):
         if not ctx.has_split(self.split):
             res.skipped = f"no {self.split} images"
             return res
-        n = len(ctx.embeddings[self.split].ids)
-        self._score(ctx, res, "", np.arange(n))
+        emb = ctx.embeddings[self.split]
+        n = len(emb.ids)
+        # the texts the embeddings are of (reports, or captions for a caption-trained model): once
+        all_texts = np.asarray(row_texts(ctx.rows(self.split), emb.text_field), dtype=object)
+        self._score(ctx, res, "", np.arange(n), all_texts)
         if n > self.subset:
             # fixed subset: depends only on the suite seed and the split's ids, not on the model
             idx = np.sort(np.random.default_rng(ctx.seed).choice(n, size=self.subset, replace=False))
-            self._score(ctx, res, f"subset{self.subset}/", idx)
+            self._score(ctx, res, f"subset{self.subset}/", idx, all_texts)
         else:
             res.info["subset_note"] = f"split has {n} <= {self.subset} images: the subset is the full gallery"
         res.info["positives"] = self.positives
