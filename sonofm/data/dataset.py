@@ -16,9 +16,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from sonofm.data.augment import RandomApply, Sample
+from sonofm.data.transforms import image_tensor, read_gray, read_label_map, resize_image, resize_mask, to_unit
 from sonofm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -64,23 +64,13 @@ def load_table(data: str | Path | pd.DataFrame, split: str | None) -> pd.DataFra
     return df.reset_index(drop=True)
 
 
-def _resize(arr: np.ndarray, size: int, resample: int) -> np.ndarray:
-    if arr.shape[0] == size and arr.shape[1] == size:
-        return arr
-    return np.asarray(Image.fromarray(arr).resize((size, size), resample=resample))
-
-
 def read_grayscale(path: Path | BinaryIO) -> np.ndarray:
-    """8-bit grayscale array of a PNG/JPEG (colour -> luminance); see :mod:`sonofm.data.decode`."""
-    from sonofm.data.decode import decode_image
-
-    return decode_image(path, "gray")
+    """8-bit grayscale array of a PNG/JPEG (colour -> luminance); see :mod:`sonofm.data.transforms`."""
+    return read_gray(path)
 
 
 def read_mask(path: Path | BinaryIO) -> np.ndarray:
-    from sonofm.data.decode import decode_image
-
-    return decode_image(path, "mask")
+    return read_label_map(path)
 
 
 class UltrasoundDataset(torch.utils.data.Dataset):
@@ -174,19 +164,19 @@ def build_item(
     spacing = row.get("pixel_spacing_mm")
     if image_size is not None and (h, w) != (image_size, image_size):
         sx, sy = image_size / w, image_size / h
-        image = _resize(image, image_size, Image.Resampling.BILINEAR)
+        image = resize_image(image, image_size)
         if mask is not None:
-            mask = _resize(mask, image_size, Image.Resampling.NEAREST)
+            mask = resize_mask(mask, image_size)
         if pts is not None:
             pts = (pts + 0.5) * np.array([sx, sy]) - 0.5
         if spacing is not None and not (isinstance(spacing, float) and np.isnan(spacing)):
             spacing = float(spacing) / sx
-    sample = Sample(image.astype(np.float32) / 255.0, mask, pts)
+    sample = Sample(to_unit(image), mask, pts)
     if augment is not None:
         sample = augment(sample, rng)
     item: dict[str, Any] = {k: row.get(k) for k in META_KEYS}
     item["pixel_spacing_mm"] = spacing
-    item["image"] = torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32))[None]
+    item["image"] = image_tensor(sample.image)
     if sample.mask is not None:
         item["mask"] = torch.from_numpy(np.ascontiguousarray(sample.mask).astype(np.int64))
     else:

@@ -42,9 +42,8 @@ from sonofm.data.dataset import (
     build_item,
     load_table,
     manifest_root,
-    read_grayscale,
-    read_mask,
 )
+from sonofm.data.transforms import read_gray, read_label_map
 from sonofm.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -336,10 +335,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
             return None
         row = json.loads(_read(f, parts["json"]))
         try:
-            image = read_grayscale(io.BytesIO(_read(f, parts["png"])))
+            image = read_gray(io.BytesIO(_read(f, parts["png"])))
             mask = None
             if self.with_masks and "mask.png" in parts:
-                mask = read_mask(io.BytesIO(_read(f, parts["mask.png"])))
+                mask = read_label_map(io.BytesIO(_read(f, parts["mask.png"])))
         except (OSError, ValueError, SyntaxError) as err:
             log.warning("skipping %s: cannot decode (%s)", row.get("id"), err)
             return None

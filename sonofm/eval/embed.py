@@ -1,9 +1,10 @@
 """Batched image/text embedding for evaluation, cached on disk per (model hash, data hash).
 
-Images are decoded (PNG -> uint8, resized exactly as `UltrasoundDataset` does, no augmentation)
-by a decode-only dataset, batched as uint8 by the DataLoader (optionally in worker processes, so
-decoding overlaps the model), converted to [0, 1] floats once per batch and pushed through
-`encode_image` under `torch.inference_mode`: no per-image model call, tensor op or metadata dict.
+Images are decoded (PNG -> uint8, resized by the shared pipeline `sonofm.data.transforms`, as
+`UltrasoundDataset` does, no augmentation) by a decode-only dataset, batched as uint8 by the
+DataLoader (optionally in worker processes, so decoding overlaps the model), converted to [0, 1]
+floats once per batch and pushed through `encode_image` under `torch.inference_mode`: no
+per-image model call, tensor op or metadata dict.
 Texts are de-duplicated before encoding. Which text a row has depends on what the model was
 trained to read (`text_field`: the report, or the contrastive caption written from it, see
 `sonofm.reports.captions`); splits whose texts no task reads (a probe's training split) skip the
@@ -145,20 +146,13 @@ class _DecodeOnly(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray] | None:
-        from PIL import Image
-
-        from sonofm.data.dataset import read_grayscale
+        from sonofm.data.transforms import load_gray_resized
 
         try:
-            image = read_grayscale(self.paths[i])
+            return i, load_gray_resized(self.paths[i], self.size)  # the shared pipeline, steps 1-3
         except (OSError, ValueError, SyntaxError) as err:
             log.warning("skipping %s: cannot decode image (%s)", self.paths[i], err)
             return None
-        if image.shape != (self.size, self.size):  # same resize as UltrasoundDataset (PIL bilinear)
-            image = np.asarray(
-                Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BILINEAR)
-            )
-        return i, image
 
 
 def _collate_uint8(batch: list[tuple[int, np.ndarray] | None]) -> tuple[list[int], torch.Tensor, int]:
@@ -193,6 +187,7 @@ def embed_images(
     small splits of <= 2 batches always decode in-process: starting workers would cost more).
     """
     from sonofm.data.dataset import load_table, manifest_root
+    from sonofm.data.transforms import unit_from_uint8
 
     dev = device if isinstance(device, torch.device) else pick_device(device)
     size = int(model.config.image.image_size)
@@ -225,7 +220,7 @@ def embed_images(
             skipped += n_bad
             if not idx:
                 continue
-            x = x8.to(dev, non_blocking=True).float().div_(255.0)  # == UltrasoundDataset's image / 255
+            x = unit_from_uint8(x8.to(dev, non_blocking=True))  # step 4, once per batch
             chunks.append(model.encode_image(x, normalize=True).float().cpu())
             ids.extend(row_ids[i] for i in idx)
             if progress is not None:

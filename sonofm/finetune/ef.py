@@ -132,15 +132,16 @@ class EFPairDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        from sonofm.data.dataset import build_item, read_grayscale, read_mask
+        from sonofm.data.dataset import build_item
+        from sonofm.data.transforms import read_gray, read_label_map
 
         row = self.rows[index]
         frames, masks = [], []
         for col, mcol in (("image", "mask"), ("image_es", "mask_es")):
             mrel = row.get(mcol)
             try:
-                arr = read_grayscale(self.root / row[col])
-                mask = read_mask(self.root / mrel) if isinstance(mrel, str) and mrel else None
+                arr = read_gray(self.root / row[col])
+                mask = read_label_map(self.root / mrel) if isinstance(mrel, str) and mrel else None
             except (OSError, ValueError, SyntaxError) as err:
                 log.warning("skipping pair %s: cannot decode %s (%s)", row["id"], row[col], err)
                 return None

@@ -106,13 +106,14 @@ class EnhancePairDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        from sonofm.data.dataset import build_item, read_grayscale
+        from sonofm.data.dataset import build_item
+        from sonofm.data.transforms import read_gray
 
         row = self.rows[index]
         out = []
         for col in ("image", self.column):
             try:
-                arr = read_grayscale(self.root / row[col])
+                arr = read_gray(self.root / row[col])
             except (OSError, ValueError, SyntaxError) as err:
                 log.warning("skipping %s: cannot decode %s (%s)", row["id"], row[col], err)
                 return None

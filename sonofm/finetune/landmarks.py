@@ -299,6 +299,6 @@ class LandmarksTask(FinetuneTask):
 
 def read_display(root: Path, rel: str) -> np.ndarray:
     """A stored image as uint8 grayscale for figures."""
-    from sonofm.data.dataset import read_grayscale
+    from sonofm.data.transforms import read_gray
 
-    return read_grayscale(root / rel)
+    return read_gray(root / rel)

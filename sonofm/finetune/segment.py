@@ -71,14 +71,9 @@ def overlay(
 
 def load_gray(root: Path, rel: str, size: int) -> np.ndarray:
     """uint8 (size, size) of a manifest image (for overlays)."""
-    from PIL import Image
+    from sonofm.data.transforms import load_gray_resized
 
-    from sonofm.data.dataset import read_grayscale
-
-    arr = read_grayscale(root / rel)
-    if arr.shape != (size, size):
-        arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR))
-    return arr
+    return load_gray_resized(root / rel, size)
 
 
 def _one_hot(masks: np.ndarray, k: int) -> Tensor:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sonofm.data.transforms import normalise
 from sonofm.errors import UserError
 from sonofm.models.config import ImageTowerConfig
 from sonofm.models.text_towers import portable_arch, quiet_transformers, set_hf_checkpointing
@@ -362,12 +363,7 @@ class ImageTower(nn.Module):
             )
         if not images.is_floating_point():
             raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
-        c = images.shape[1]
-        if c == 1 and self.in_chans == 3:
-            images = images.expand(-1, 3, -1, -1)  # grayscale as RGB, like PIL's convert("RGB")
-        elif c == 3 and self.in_chans == 1:
-            images = images.mean(dim=1, keepdim=True)
-        return (images - self.mean) / self.std
+        return normalise(images, self.mean, self.std, self.in_chans)
 
     def _hf_forward(self, x: torch.Tensor, hidden: bool) -> Any:
         kw: dict[str, Any] = {"output_hidden_states": hidden}

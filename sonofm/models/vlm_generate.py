@@ -201,10 +201,10 @@ class VLMGeneration:
         """Images as the training pipeline sees them -> (N, C, S, S) float [0, 1].
 
         numpy arrays: uint8 (H, W) / (H, W, 3) (colour -> luminance) or float in [0, 1]; resized
-        bilinearly to image_size with PIL, as `sonofm.data.dataset` does. Tensors: (C, H, W) or
+        bilinearly to image_size by `sonofm.data.transforms`, as in training. Tensors: (C, H, W) or
         (H, W) float in [0, 1], resized with bilinear interpolation.
         """
-        from PIL import Image
+        from sonofm.data.transforms import model_input
 
         size = self.config.image.image_size
         out = []
@@ -228,9 +228,7 @@ class VLMGeneration:
             if a.dtype != np.uint8:
                 a = np.asarray(a, np.float32)
                 a = np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
-            if a.shape != (size, size):
-                a = np.asarray(Image.fromarray(a).resize((size, size), resample=Image.Resampling.BILINEAR))
-            out.append(torch.from_numpy(a.astype(np.float32) / 255.0)[None])
+            out.append(model_input(a, size))  # the shared pipeline, steps 3-4
         return torch.stack(out).to(self.device)
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> str:

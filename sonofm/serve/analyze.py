@@ -112,10 +112,11 @@ def sniff_kind(data: bytes, filename: str = "", content_type: str = "") -> str:
 
 def _decode_raster(data: bytes, kind: str, filename: str) -> np.ndarray:
     """PNG/JPEG bytes -> uint8 (H, W) through the shared decoder (one pixel limit, one failure)."""
-    from sonofm.data.decode import ImageDecodeError, decode_image
+    from sonofm.data.decode import ImageDecodeError
+    from sonofm.data.transforms import read_gray
 
     try:
-        return decode_image(data, "gray", name=repr(filename), max_pixels=MAX_PIXELS)
+        return read_gray(data, name=repr(filename), max_pixels=MAX_PIXELS)
     except ImageDecodeError as e:
         raise UploadError(422, f"corrupt {kind.upper()} image: {e}") from None
 
@@ -188,13 +189,10 @@ def new_deidentifier() -> Any:
 
 
 def to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (H, W) -> float (1, S, S) in [0, 1], resized like the training data (PIL bilinear)."""
-    from PIL import Image
+    """uint8 (H, W) -> float (1, S, S) in [0, 1] by the shared pipeline (`sonofm.data.transforms`)."""
+    from sonofm.data.transforms import model_input
 
-    from sonofm.data.dataset import _resize
-
-    arr = _resize(np.ascontiguousarray(image), size, Image.Resampling.BILINEAR)
-    return torch.from_numpy(arr.astype(np.float32) / 255.0)[None]
+    return model_input(image, size)
 
 
 def _fit(image: np.ndarray, longest: int = PREVIEW_SIZE) -> np.ndarray:

@@ -418,19 +418,18 @@ def _no_grad(fn: Callable[[], Any]) -> Any:
 
 def read_query_image(path: str | Path, image_size: int) -> np.ndarray:
     """A PNG/JPEG file -> (1, 1, S, S) float32 in [0, 1], decoded and resized like the training data."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
-    from sonofm.data.dataset import _resize, read_grayscale
+    from sonofm.data.transforms import read_gray, resize_image, to_unit
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"query image {p} does not exist")
     try:
-        arr = read_grayscale(p)
+        arr = read_gray(p)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise UserError(f"cannot decode query image {p} (expected PNG or JPEG): {e}") from e
-    arr = _resize(arr, image_size, Image.Resampling.BILINEAR)
-    return (arr.astype(np.float32) / 255.0)[None, None]
+    return to_unit(resize_image(arr, image_size))[None, None]
 
 
 # ---------------------------------------------------------------- building

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from sonofm.errors import DataError, UserError
@@ -40,18 +39,13 @@ IGNORE_INDEX = -100
 
 
 def load_image(path: Path, image_size: int) -> torch.Tensor:
-    """(1, S, S) float [0, 1] from an image file (grayscale, bilinear resize)."""
-    from sonofm.data.dataset import read_grayscale
+    """(1, S, S) float [0, 1] from an image file, by the shared pipeline (`sonofm.data.transforms`)."""
+    from sonofm.data.transforms import load_model_input
 
     try:
-        a = read_grayscale(path)
+        return load_model_input(path, image_size)
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: cannot read image ({err})") from err
-    if a.shape != (image_size, image_size):
-        a = np.asarray(
-            Image.fromarray(a).resize((image_size, image_size), resample=Image.Resampling.BILINEAR)
-        )
-    return torch.from_numpy(a.astype(np.float32) / 255.0)[None]
 
 
 class ConversationDataset(Dataset):
