@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from sonofm.atomic import atomic_write_text
+from sonofm.data.manifest import CARD_FILE, MANIFEST_FILE
 from sonofm.errors import UserError
+from sonofm.models.model_dir import WEIGHTS_NAME
 
 JOB_FILE = ".sonofm-job.json"
 # Files by which a folder written before job records existed is recognised as a sonofm output.
 KNOWN_OUTPUTS = (
-    JOB_FILE, "config.yaml", "manifest.parquet", "dataset.json", "index.json", "export.json",
-    "metrics.jsonl", "results.json", ".ingest", "checkpoints", "model.safetensors",
+    JOB_FILE, "config.yaml", MANIFEST_FILE, CARD_FILE, "index.json", "export.json",
+    "metrics.jsonl", "results.json", ".ingest", "checkpoints", WEIGHTS_NAME,
     "eval_log.jsonl",
 )
 

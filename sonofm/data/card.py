@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,11 @@ from typing import Any
 import pandas as pd
 
 from sonofm import __version__
-from sonofm.data.manifest import SPLITS
+from sonofm.atomic import atomic_write_text
+from sonofm.data.manifest import CARD_FILE, SPLITS
 from sonofm.errors import DataError
 
-CARD_NAME = "dataset.json"
+CARD_NAME = CARD_FILE
 CARD_FORMAT = "sonofm-dataset"
 CARD_VERSION = 1
 COUNT_COLUMNS = ("split", "region", "organ", "diagnosis", "view", "frame", "source", "malignant")
@@ -107,14 +107,7 @@ def write_card(card: dict[str, Any], path: str | Path) -> Path:
     if path.is_dir():
         path = path / CARD_NAME
     text = json.dumps(card, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write_text(path, text)
 
 
 def read_card(path: str | Path) -> dict[str, Any]:

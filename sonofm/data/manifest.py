@@ -75,7 +75,10 @@ from sonofm.errors import DataError
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAMES = ("manifest.parquet", "manifest.csv", "manifest.jsonl")
+# The dataset directory's file names: spelled here only (`DatasetDir` hands out the paths).
+MANIFEST_FILE = "manifest.parquet"  # what producers write; readers also take the CSV/JSONL forms
+CARD_FILE = "dataset.json"
+MANIFEST_NAMES = (MANIFEST_FILE, "manifest.csv", "manifest.jsonl")
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _SUFFIXES = ".parquet, .csv or .jsonl"
 MANIFEST_VERSION = "1"
@@ -334,7 +337,7 @@ def write_manifest(data: pd.DataFrame | Iterable[Mapping[str, Any]], path: str |
     """
     path = Path(path)
     if path.suffix == "" or path.is_dir():
-        path = path / "manifest.parquet"
+        path = DatasetDir.manifest_file(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unsupported manifest format {path.suffix!r} (expected {_SUFFIXES})")
@@ -363,12 +366,34 @@ class DatasetDir:
     """A dataset directory opened for reading: its validated manifest and its card.
 
     ``root`` is the directory relative paths refer to; ``card`` is ``dataset.json`` as a dict
-    (empty when the directory has none, e.g. a hand-written manifest).
+    (empty when the directory has none, e.g. a hand-written manifest). The static methods are the
+    one place that names a dataset directory's files, for producers that write them and tools
+    that look at a directory without opening it.
     """
 
     root: Path
     manifest: pd.DataFrame
     card: dict[str, Any]
+
+    @staticmethod
+    def manifest_file(root: str | Path) -> Path:
+        """Where a producer writes the manifest of the dataset directory `root`."""
+        return Path(root) / MANIFEST_FILE
+
+    @staticmethod
+    def card_file(root: str | Path) -> Path:
+        return Path(root) / CARD_FILE
+
+    @staticmethod
+    def read_card(root: str | Path) -> dict[str, Any]:
+        """The card (``dataset.json``) of `root`: {} when there is none, DataError when unreadable."""
+        card_path = DatasetDir.card_file(root)
+        if not card_path.is_file():
+            return {}
+        try:
+            return json.loads(card_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{card_path}: invalid JSON ({err.msg} at line {err.lineno})") from None
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -391,11 +416,4 @@ def load_dataset(path: str | Path, *, check_files: bool = False) -> DatasetDir:
     """Open a dataset directory (or a manifest file) with its card, validated."""
     df = read_manifest(path, check_files=check_files)
     root = Path(df.attrs["root"])
-    card: dict[str, Any] = {}
-    card_path = root / "dataset.json"
-    if card_path.is_file():
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{card_path}: invalid JSON ({err.msg} at line {err.lineno})") from None
-    return DatasetDir(root=root, manifest=df, card=card)
+    return DatasetDir(root=root, manifest=df, card=DatasetDir.read_card(root))

@@ -43,6 +43,7 @@ from sonofm.data.dataset import (
     load_table,
     manifest_root,
 )
+from sonofm.data.manifest import DatasetDir
 from sonofm.data.transforms import read_gray, read_label_map
 from sonofm.errors import DataError, UserError
 
@@ -110,8 +111,8 @@ def export_shards(
                 "counts": counts,
                 "rows": f"{split}{ROWS_SUFFIX}",
             }
-        if (root / "dataset.json").exists():
-            shutil.copy2(root / "dataset.json", tmp / "dataset.json")
+        if DatasetDir.card_file(root).exists():
+            shutil.copy2(DatasetDir.card_file(root), DatasetDir.card_file(tmp))
         (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2))
         if out.exists():
             out.rmdir()
@@ -382,8 +383,8 @@ def unpack_shards(shard_dir: str | Path, dest: str | Path) -> Path:
                             row["mask"] = None
                         lines.append(json.dumps(row))
         (tmp / "manifest.jsonl").write_text("".join(f"{line}\n" for line in lines))
-        if (shard_dir / "dataset.json").exists():
-            shutil.copy2(shard_dir / "dataset.json", tmp / "dataset.json")
+        if DatasetDir.card_file(shard_dir).exists():
+            shutil.copy2(DatasetDir.card_file(shard_dir), DatasetDir.card_file(tmp))
         try:
             os.replace(tmp, dest)
         except OSError:

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonofm.models.model_dir import ModelDir
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
@@ -68,7 +70,7 @@ def training_text_field(model_dir: str | Path | None) -> str:
     """The text field a model directory's training run used (training.json), else "report"."""
     if model_dir is None:
         return "report"
-    path = Path(model_dir) / "training.json"
+    path = ModelDir(model_dir).training_file
     try:
         text = json.loads(path.read_text())["config"]["data"]["text"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -85,11 +87,9 @@ def _sha256_file(path: Path, h: Any) -> None:
 def model_hash(model: torch.nn.Module, model_dir: str | Path | None = None) -> str:
     """sha256 of the model directory's config.json + model.safetensors, or of the weights in memory."""
     h = hashlib.sha256()
-    if model_dir is not None and (Path(model_dir) / "model.safetensors").is_file():
-        for name in ("config.json", "model.safetensors"):
-            p = Path(model_dir) / name
-            if p.is_file():
-                _sha256_file(p, h)
+    if model_dir is not None and ModelDir(model_dir).has_weights():
+        for p in ModelDir(model_dir).identity_files():
+            _sha256_file(p, h)
         return h.hexdigest()
     h.update(type(model).__name__.encode())
     cfg = getattr(model, "config", None)

@@ -25,7 +25,8 @@ import numpy as np
 import yaml
 
 from sonofm.atomic import atomic_write_text
-from sonofm.errors import DataError, UserError
+from sonofm.data.manifest import DatasetDir
+from sonofm.errors import UserError
 from sonofm.eval.embed import embed_split, model_hash, pick_device, training_text_field
 from sonofm.eval.metrics import MetricWarning, paired_bootstrap
 from sonofm.eval.tasks import EvalContext, Task, TaskResult, build_task  # the package: registers the tasks
@@ -308,16 +309,6 @@ def add_corrections(compare: dict[str, dict[str, Any]]) -> dict[str, int]:
     return count_significant(p.tolist())
 
 
-def _read_data_card(root: Path) -> dict[str, Any]:
-    p = root / "dataset.json"
-    if p.is_file():
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise DataError(f"{p}: invalid JSON ({e})") from e
-    return {}
-
-
 def run_suite(
     models: Sequence[str],
     data: str | Path,
@@ -416,7 +407,7 @@ def run_suite(
                 "hash": data_hash(df, root, image_size=0),
                 "n_images": {k: int(v) for k, v in df["split"].value_counts().items()},
                 "n_patients": {k: int(v) for k, v in df.groupby("split")["patient_id"].nunique().items()},
-                "card": _read_data_card(root),
+                "card": DatasetDir.read_card(root),
             },
             "models": [
                 {

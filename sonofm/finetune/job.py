@@ -35,7 +35,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -48,9 +47,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from sonofm.atomic import atomic_write, atomic_write_json, atomic_write_text
 from sonofm.config import TrainerConfig
 from sonofm.errors import DataError, UserError
 from sonofm.finetune.tasks import FinetuneTask, collate, concat_predictions, get_task
+from sonofm.models.model_dir import ModelDir
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def build_tower(config: FinetuneConfig) -> nn.Module:
     from sonofm.models.image_towers import ImageTower
 
     src = Path(config.model).expanduser()
-    if (src / "config.json").is_file():
+    if ModelDir(src).is_model():
         from sonofm.models.io import load_image_tower
 
         if config.image:
@@ -246,9 +247,7 @@ class TaskStep:
 
 # ------------------------------------------------------------------------------------ one seed
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, default=_json_default)
 
 
 def _json_default(v: Any) -> Any:
@@ -469,10 +468,13 @@ def save_predictions(path: Path, preds: dict[str, Any], rows: pd.DataFrame) -> b
     arrays = {k: v for k, v in preds.items() if isinstance(v, np.ndarray) and v.dtype != object}
     if len(arrays) != len(preds) or ROW_ID in preds:
         return False
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays, **{ROW_ID: np.asarray(rows["id"].astype(str).tolist(), dtype=str)})
-    os.replace(tmp, path)
+    ids = {ROW_ID: np.asarray(rows["id"].astype(str).tolist(), dtype=str)}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays, **ids)
+
+    atomic_write(path, write)
     return True
 
 
@@ -632,7 +634,7 @@ def finetune(
     for seed in config.seeds:
         seed_dir = out / f"seed-{seed}"
         done = seed_dir / "result.json"
-        if resume and done.is_file() and (seed_dir / "model" / "config.json").is_file():
+        if resume and done.is_file() and ModelDir(seed_dir / "model").is_model():
             log.info("seed %d already finished: %s", seed, done)
             per_seed.append(json.loads(done.read_text(encoding="utf-8")))
             continue
@@ -774,7 +776,4 @@ def write_report(path: Path, summary: dict[str, Any], per_seed: list[dict[str, A
         f'<link rel="icon" href="data:,"><title>{html.escape(title)}</title><style>{CSS}</style></head>'
         f"<body>{''.join(body)}</body></html>\n"
     )
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, doc)

@@ -15,11 +15,8 @@ task models, the generative VLM) plug into the same `sonofm.load_model`.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,13 +25,17 @@ import torch
 from torch import nn
 
 from sonofm._version import __version__
+from sonofm.atomic import atomic_dir
 from sonofm.errors import UserError
+from sonofm.models.model_dir import (  # noqa: F401 (the file names are re-exported for loaders)
+    CONFIG_NAME,
+    TRAINING_NAME,
+    WEIGHTS_NAME,
+    ModelDir,
+)
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-TRAINING_NAME = "training.json"
 HUB_PREFIX = "hf-hub:"
 
 Loader = Callable[[Path, dict[str, Any]], nn.Module]
@@ -105,10 +106,6 @@ def _state_dict_for_safetensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-
-
 def save_model(model: nn.Module, path: str | Path, *, training: dict[str, Any] | None = None) -> Path:
     """Write a model directory atomically (built in a temp dir beside `path`, then swapped in).
 
@@ -117,33 +114,21 @@ def save_model(model: nn.Module, path: str | Path, *, training: dict[str, Any] |
     from safetensors.torch import save_file
 
     target = Path(path).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700); a model dir is a normal dir
-    try:
-        _write_json(tmp / CONFIG_NAME, _config_json(model))
-        save_file(_state_dict_for_safetensors(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+    with atomic_dir(target) as tmp:
+        out = ModelDir(tmp)
+        out.write_config(_config_json(model))
+        save_file(_state_dict_for_safetensors(model), str(out.weights_file), metadata={"format": "pt"})
         # safetensors writes its file private (0600); a model dir is shared like any other file
-        os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~umask)
+        os.chmod(out.weights_file, 0o666 & ~umask)
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         if training is not None:
-            _write_json(tmp / TRAINING_NAME, training)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            out.write_training(training)
     log.info("saved model to %s", target)
     return target
 
@@ -223,16 +208,7 @@ def resolve_model_dir(path_or_id: str | Path) -> Path:
 
 def read_model_config(model_dir: str | Path) -> dict[str, Any]:
     """The parsed config.json of a model directory (errors name the file and field)."""
-    f = Path(model_dir) / CONFIG_NAME
-    if not f.is_file():
-        raise UserError(f"{f} not found: {model_dir} is not a sonofm model directory")
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot parse {f}: {e}") from e
-    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
-        raise UserError(f"{f} has no 'model_type' field (expected one of {registered_model_types()})")
-    return data
+    return ModelDir(model_dir).read_config(registered_model_types())
 
 
 def load_model(path_or_id: str | Path, **kwargs: Any) -> nn.Module:
@@ -264,10 +240,4 @@ def load_image_tower(path_or_id: str | Path, **kwargs: Any) -> nn.Module:
 
 def load_training_info(model_dir: str | Path) -> dict[str, Any] | None:
     """training.json of a model directory, or None when absent."""
-    f = Path(model_dir) / TRAINING_NAME
-    if not f.is_file():
-        return None
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot parse {f}: {e}") from e
+    return ModelDir(model_dir).read_training()

@@ -26,9 +26,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -37,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from sonofm.atomic import atomic_dir, atomic_write_json
 from sonofm.errors import UserError
+from sonofm.models.model_dir import CONFIG_NAME, ModelDir
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def export_onnx(
     import torch
 
     from sonofm.eval.embed import model_hash
-    from sonofm.models.io import WEIGHTS_NAME, load_model, resolve_model_dir
+    from sonofm.models.io import load_model, resolve_model_dir
     from sonofm.outdir import open_output
 
     src = resolve_model_dir(model_dir)
@@ -273,11 +273,8 @@ def export_onnx(
         )
 
     target = Path(out).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    os.chmod(tmp, 0o755)
     t0 = time.perf_counter()
-    try:
+    with atomic_dir(target, mode=0o755) as tmp:
         images = torch.rand(2, in_chans, size, size, generator=torch.Generator().manual_seed(seed))
         tok = model.tokenize(list(CHECK_TEXTS[:2]))
         exporters = {
@@ -305,10 +302,9 @@ def export_onnx(
                     f"ONNX export of {src} differs from torch by more than {TOLERANCE}: "
                     + ", ".join(f"{k}={v:.3g}" for k, v in bad.items())
                 )
-        for f in src.iterdir():  # config.json + tokenizer files (+ training.json): self-contained
-            if f.is_file() and f.name != WEIGHTS_NAME and not f.name.endswith(".safetensors"):
-                shutil.copy2(f, tmp / f.name)
-        (tmp / PREPROCESS_FILE).write_text(json.dumps(cfg.preprocess, indent=2) + "\n", encoding="utf-8")
+        for f in ModelDir(src).portable_files():  # config.json + tokenizer (+ training.json): self-contained
+            shutil.copy2(f, tmp / f.name)
+        atomic_write_json(tmp / PREPROCESS_FILE, cfg.preprocess, default=None)
         info: dict[str, Any] = {
             "format": "sonofm-onnx-dual-encoder",
             "model_dir": str(src.resolve()),
@@ -337,18 +333,8 @@ def export_onnx(
             "export_s": round(time.perf_counter() - t0, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / EXPORT_INFO, info, default=None)
         claim.write_record(tmp)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported %s to %s (%s)", src, target, exporters)
     return info
 
@@ -400,7 +386,7 @@ class OnnxDualEncoder:
         from sonofm.models.text_towers import load_tokenizer
 
         d = Path(export_dir).expanduser()
-        for name in (EXPORT_INFO, IMAGE_FILE, TEXT_FILE, "config.json"):
+        for name in (EXPORT_INFO, IMAGE_FILE, TEXT_FILE, CONFIG_NAME):
             if not (d / name).is_file():
                 raise UserError(
                     f"{d} is not a sonofm ONNX export: {name} is missing (run `sonofm export onnx`)"

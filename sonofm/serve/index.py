@@ -25,8 +25,6 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from sonofm.atomic import atomic_dir, atomic_write_json
 from sonofm.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -490,16 +489,6 @@ def load_encoder(model_dir: str | Path, *, device: str | None = None) -> tuple[A
     return model, model_hash(model, model_dir)
 
 
-def _swap_in(tmp: Path, target: Path) -> None:
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-
-
 def _same_legacy_index(out: Path, settings: dict[str, Any]) -> bool:
     """An index written before job records: the same build when its index.json says so."""
     try:
@@ -581,10 +570,7 @@ def build_index(
     index, params = build_faiss(emb, kind)
 
     target = Path(out).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_dir(target, mode=0o755) as tmp:
         rows = df.set_index(df["id"].astype(str)).loc[ids].reset_index(drop=True)
         (tmp / THUMB_DIR).mkdir()
         used: set[str] = set()
@@ -632,11 +618,7 @@ def build_index(
             "build_s": round(time.perf_counter() - t_start, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / INFO_FILE, info)
         claim.write_record(tmp)
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("index of %d cases (%s, dim %d) written to %s", len(ids), params["kind"], emb.shape[1], target)
     return target

@@ -208,7 +208,7 @@ def simulate_dataset(
     Returns `out`. Raises `UserError` on bad arguments or an output directory it must not touch.
     """
     from sonofm.data.card import build_card, write_card
-    from sonofm.data.manifest import read_manifest, write_manifest
+    from sonofm.data.manifest import DatasetDir, read_manifest, write_manifest
 
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
         raise UserError(f"--n must be a positive number of images, got {n!r}")
@@ -286,8 +286,9 @@ def simulate_dataset(
     coverage = _assign_splits(rows, params["splits"], int(seed))
     staging = out / "records" / ".manifest-staging.parquet"
     write_manifest(rows, staging)
-    _replace_if_changed(staging, out / "manifest.parquet")
-    df = read_manifest(out / "manifest.parquet")
+    manifest_file = DatasetDir.manifest_file(out)
+    _replace_if_changed(staging, manifest_file)
+    df = read_manifest(manifest_file)
     created_by = {
         "tool": TOOL,
         "command": canonical_command(params),
@@ -301,10 +302,10 @@ def simulate_dataset(
         created_by=created_by,
         name=f"sonofm-sim-seed{seed}-n{n}",
         description="Simulated ultrasound images with exact labels, made by `sonofm simulate`.",
-        manifest_file=out / "manifest.parquet",
+        manifest_file=manifest_file,
     )
     staging_card = write_card(card, out / "records" / ".dataset-staging.json")
-    _replace_if_changed(staging_card, out / "dataset.json")
+    _replace_if_changed(staging_card, DatasetDir.card_file(out))
     if preview:
         from sonofm.data.preview import contact_sheet
 

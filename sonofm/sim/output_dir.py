@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sonofm.errors import UserError
+from sonofm.errors import DataError, UserError
 from sonofm.sim.dataset_params import FORMAT_VERSION, TOOL
 from sonofm.sim.patient import _atomic_text
 
@@ -45,12 +45,15 @@ def _prepare_out(out: Path, params: dict[str, Any]) -> None:
                 old = json.loads(state.read_text(encoding="utf-8")).get("parameters")
             except (json.JSONDecodeError, AttributeError):
                 old = None
-        if old is None and (out / "dataset.json").is_file():
+        if old is None:
+            # deferred: pandas stays out of `import sonofm.sim` (the simulator is numpy/scipy-only)
+            from sonofm.data.manifest import DatasetDir
+
             try:
-                created = json.loads((out / "dataset.json").read_text(encoding="utf-8")).get("created_by", {})
+                created = DatasetDir.read_card(out).get("created_by", {})
                 if created.get("tool") == TOOL:
                     old = created.get("parameters")
-            except (json.JSONDecodeError, AttributeError):
+            except (DataError, AttributeError):
                 old = None
         if old is None:
             raise UserError(

@@ -46,6 +46,7 @@ from torch import nn
 
 from sonofm.config import TrainerConfig, load_preset
 from sonofm.errors import DataError, UserError
+from sonofm.models.model_dir import ModelDir
 from sonofm.train.checkpoint import LATEST
 from sonofm.train.trainer import FitResult, Trainer, to_device
 from sonofm.vlm.conversations import TASKS
@@ -535,7 +536,7 @@ def train_vlm(
     result = VLMTrainResult(run_dir=out, model_dir=out / "model")
     for name in stages:
         stage_dir = out / f"stage{name}"
-        done = stage_dir / "model" / "config.json"
+        done = ModelDir(stage_dir / "model").config_file
         if resume and done.is_file():
             log.info("stage %s already finished: loading %s", name, done.parent)
             model = _load_vlm(done.parent)
