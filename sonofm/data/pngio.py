@@ -7,10 +7,11 @@ always gives the same bytes: the byte-identical dataset contract depends on it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from sonofm.atomic import atomic_write
 
 PNG_COMPRESS_LEVEL = 6
 
@@ -39,13 +40,7 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
     """Write `array` to `path` atomically (temporary file in the same directory, then rename)."""
     path = Path(path)
     data = encode_png(array)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return path
 
 

@@ -8,12 +8,12 @@ frame) and the first words of the report underneath. Deterministic for a given d
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from sonofm.atomic import atomic_write
 from sonofm.data.manifest import read_manifest
 from sonofm.data.pngio import read_png
 
@@ -126,12 +126,6 @@ def contact_sheet(
         for j, line in enumerate(_wrap(draw, row.report or "", font, thumb, caption_lines)):
             draw.text((x, ty + (j + 1) * line_h), line, fill=(230, 230, 230), font=font)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        sheet.save(tmp, format="PNG", compress_level=6)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG", compress_level=6))
     log.info("wrote contact sheet of %d samples to %s", len(rows), out)
     return out

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonofm.atomic import atomic_write
 from sonofm.models.model_dir import ModelDir
 
 log = logging.getLogger(__name__)
@@ -264,19 +264,9 @@ def _cache_path(cache_dir: Path, mhash: str, dhash: str, split: str) -> Path:
 def _save_cache(path: Path, emb: SplitEmbeddings, meta: dict[str, str]) -> None:
     from safetensors.numpy import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(
-            {"image": np.ascontiguousarray(emb.image), "text": np.ascontiguousarray(emb.text)},
-            tmp,
-            metadata={**meta, "ids": json.dumps(emb.ids), "timing": json.dumps(emb.timing)},
-        )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    tensors = {"image": np.ascontiguousarray(emb.image), "text": np.ascontiguousarray(emb.text)}
+    metadata = {**meta, "ids": json.dumps(emb.ids), "timing": json.dumps(emb.timing)}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _load_cache(path: Path) -> SplitEmbeddings | None:

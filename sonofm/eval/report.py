@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sonofm.atomic import atomic_write_text
 from sonofm.eval.metrics import reliability_bins
 from sonofm.eval.reading import alerts_html, model_alerts, task_alerts
 from sonofm.eval.tables import _ci, _fmt, _p, multiple_testing_sentence
@@ -332,7 +333,4 @@ def write_html_report(path: str | Path, doc: dict[str, Any], runs: list[Any]) ->
     """Write `report.html` atomically."""
     path = Path(path)
     text = build_html(doc, runs)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)

@@ -7,7 +7,6 @@ record marks a finished patient.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from sonofm.atomic import atomic_write_text
 from sonofm.sim.dataset_params import patient_id, patient_region, patient_split
 
 
@@ -27,13 +27,7 @@ def _record_path(out: Path, index: int) -> Path:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, text)
 
 
 def _check_sim_image(sim: Any, size: int, where: str) -> None:

@@ -9,9 +9,7 @@ skipped samples per reason). A sample that cannot be read is skipped with a reas
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from sonofm.atomic import atomic_write_json
 from sonofm.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -155,9 +154,7 @@ def finish_dataset(
     res = ImportResult(out=out, images=len(rows), skipped_files=skips.items)
     res.skipped = dict(sorted(Counter(s["reason"] for s in skips.items).items()))
     report = out / "import_report.json"
-    tmp = report.with_name(f".{report.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(res.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, report)
+    atomic_write_json(report, res.to_dict(), default=None)
     if not rows:
         raise DataError(f"no sample could be imported ({res.skipped or 'nothing found'}); see {report}")
     mpath = write_manifest(rows, out)
