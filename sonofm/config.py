@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sonofm.errors import UserError
 
@@ -103,16 +103,32 @@ class LossConfig(BaseModel):
         return self
 
 
-class PretrainDataConfig(BaseModel):
+class DataConfig(BaseModel):
+    """The ``data`` section every training job shares: which dataset, which splits.
+
+    Jobs subclass it (``PretrainDataConfig``, ``SSLDataConfig``, ``FinetuneDataConfig``,
+    ``VLMDataConfig``) and add only what is theirs, so the same setting has the same name in
+    every job.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-    path: str | None = None
+    path: str | None = Field(None, description="dataset directory (or manifest file)")
     train_split: str = "train"
     val_split: str | None = "val"
+
+
+class ImageDataConfig(DataConfig):
+    """`DataConfig` for jobs that train an image model on the dataset's images."""
+
+    augment: float = Field(0.0, ge=0, le=1, description="strength of the ultrasound augmentations")
+    # no-gradient passes (validation, evaluation); fine-tuning presets once called it eval_batch_size
+    val_batch_size: int = Field(128, ge=1, validation_alias=AliasChoices("val_batch_size", "eval_batch_size"))
+
+
+class PretrainDataConfig(ImageDataConfig):
     text: str = "report"
     image_size: int | None = Field(None, ge=8, description="default: the model's own image size")
-    augment: float = Field(0.0, ge=0, le=1)
-    val_batch_size: int = Field(128, ge=1)
     # "data": measure the training images' mean/std (up to 512 images) and store them as the model's
     # preprocessing in config.json; "model": keep the preset's values
     normalize: Literal["model", "data"] = "model"

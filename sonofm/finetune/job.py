@@ -44,11 +44,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from torch import nn
 
 from sonofm.atomic import atomic_write, atomic_write_json, atomic_write_text
-from sonofm.config import TrainerConfig
+from sonofm.config import ImageDataConfig, TrainerConfig
 from sonofm.errors import DataError, UserError
 from sonofm.finetune.tasks import FinetuneTask, collate, concat_predictions, get_task
 from sonofm.models.model_dir import ModelDir
@@ -56,11 +56,7 @@ from sonofm.models.model_dir import ModelDir
 log = logging.getLogger(__name__)
 
 
-class FinetuneDataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str | None = None
-    train_split: str = "train"
+class FinetuneDataConfig(ImageDataConfig):
     val_split: str = "val"
     test_split: str = "test"
     fraction: float = Field(1.0, gt=0, le=1, description="share of training PATIENTS with labels")
@@ -68,7 +64,7 @@ class FinetuneDataConfig(BaseModel):
     val_fraction: float = Field(
         0.15, gt=0, lt=1, description="share of training patients held out when the val split is empty"
     )
-    eval_batch_size: int = Field(32, ge=1)
+    val_batch_size: int = Field(32, ge=1, validation_alias=AliasChoices("val_batch_size", "eval_batch_size"))
 
 
 def _default_train() -> TrainerConfig:
@@ -336,7 +332,7 @@ def run_seed(
 
     def evaluate(m: nn.Module, epoch: int) -> dict[str, float]:
         preds, rows = predict_dataset(
-            m, task, val_ds, device=info.device, batch_size=d.eval_batch_size, workers=workers
+            m, task, val_ds, device=info.device, batch_size=d.val_batch_size, workers=workers
         )
         return {f"val/{k}": v for k, v in task.metrics(preds, rows).items()}
 
@@ -375,7 +371,7 @@ def run_seed(
                 task,
                 test_ds,
                 device=info.device,
-                batch_size=d.eval_batch_size,
+                batch_size=d.val_batch_size,
                 workers=workers,
                 precision=train_cfg.precision,
             )

@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
-from sonofm.config import TrainerConfig
+from sonofm.config import ImageDataConfig, TrainerConfig
 from sonofm.errors import DataError, UserError
 from sonofm.losses.mim import IGNORE_INDEX
 from sonofm.models.config import ImageTowerConfig
@@ -37,14 +37,8 @@ from sonofm.train.trainer import FitResult, Trainer
 log = logging.getLogger(__name__)
 
 
-class SSLDataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str | None = None
-    train_split: str = "train"
-    val_split: str | None = "val"
+class SSLDataConfig(ImageDataConfig):
     augment: float = Field(0.3, ge=0, le=1)
-    val_batch_size: int = Field(128, ge=1)
 
 
 class SSLWeights(BaseModel):

@@ -44,7 +44,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from sonofm.config import TrainerConfig, load_preset
+from sonofm.config import DataConfig, TrainerConfig, load_preset
 from sonofm.errors import DataError, UserError
 from sonofm.models.model_dir import ModelDir
 from sonofm.train.checkpoint import LATEST
@@ -68,14 +68,10 @@ LORA_TARGETS = (
 )
 
 
-class VLMDataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class VLMDataConfig(DataConfig):
     path: str | None = Field(None, description="dataset directory (or manifest) to build conversations from")
     sharegpt: str | None = Field(None, description="train on this ShareGPT JSON instead (EchoVLM format)")
     images: str | None = Field(None, description="folder the ShareGPT image paths are relative to")
-    train_split: str = "train"
-    val_split: str | None = "val"
     tasks: list[str] = Field(default_factory=lambda: list(TASKS))
     questions_per_image: int = Field(2, ge=1)
     max_images: int = Field(4, ge=2)
