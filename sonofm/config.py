@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sonofm.atomic import atomic_write_text
 from sonofm.errors import UserError
 
 PRESET_ROOT = "presets"
@@ -267,10 +268,4 @@ def _expand_model_spec(cls: type[BaseModel], data: dict[str, Any], overrides: li
 
 def dump_config(config: BaseModel, path: str | Path) -> None:
     """Write a resolved config as YAML, atomically."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
