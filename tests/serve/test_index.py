@@ -12,6 +12,7 @@ import torch
 
 from sonofm.errors import UserError
 from sonofm.serve import index as index_mod
+from sonofm.serve import index_build
 from sonofm.serve.index import CaseIndex, build_faiss, build_index, normalize_rows, read_query_image
 from tests.eval.conftest import TINY
 
@@ -207,7 +208,7 @@ def test_metadata_aligned_with_vectors(built, sim, tiny_model_dir) -> None:
 def test_interrupted_build_leaves_no_partial_index(sim, tiny_model_dir, tmp_path, monkeypatch) -> None:
     out = tmp_path / "idx"
     calls = {"n": 0}
-    real = index_mod._write_thumb
+    real = index_build._write_thumb
 
     def flaky(src, dst):
         calls["n"] += 1
@@ -215,16 +216,16 @@ def test_interrupted_build_leaves_no_partial_index(sim, tiny_model_dir, tmp_path
             raise KeyboardInterrupt  # a kill mid-build
         return real(src, dst)
 
-    monkeypatch.setattr(index_mod, "_write_thumb", flaky)
+    monkeypatch.setattr(index_build, "_write_thumb", flaky)
     with pytest.raises(KeyboardInterrupt):
         build_index(tiny_model_dir, sim, out, split="train")
     assert not out.exists() and list(tmp_path.iterdir()) == []
     # a previous index at OUT survives a failed rebuild untouched
-    monkeypatch.setattr(index_mod, "_write_thumb", real)
+    monkeypatch.setattr(index_build, "_write_thumb", real)
     build_index(tiny_model_dir, sim, out, split="val")
     before = (out / "index.json").read_bytes()
     calls["n"] = 0
-    monkeypatch.setattr(index_mod, "_write_thumb", flaky)
+    monkeypatch.setattr(index_build, "_write_thumb", flaky)
     with pytest.raises(KeyboardInterrupt):  # another split into OUT needs --overwrite
         build_index(tiny_model_dir, sim, out, split="train", overwrite=True)
     assert (out / "index.json").read_bytes() == before
