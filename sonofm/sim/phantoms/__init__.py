@@ -9,7 +9,8 @@ longitudinal planes (axial fetal views) with new probe positions and imaging par
 normal studies (50% in obstetrics).
 
 Reusable parts for further regions:
-- `lesions`: `LesionKind` / `OrganCatalogue` (attribute distributions as data), `sample_lesion`,
+- `lesions`: `LesionKind` / `OrganCatalogue`, read by `lesion_catalogue(organ)` from the data file
+  `lesion_catalogues.toml` (one table of attribute distributions per organ), `sample_lesion`,
   `image_tags`, `findings_from_tags`, `normal_findings`.
 - `lesion_section`: `build_section` (attributes -> shapes + tissues in one plane),
   `section_extent` (calipers), `posterior_from_model` (posterior features measured from
@@ -17,8 +18,10 @@ Reusable parts for further regions:
 - `anatomy`: body-wall layers (flat or following a curvilinear probe), vessels, bright
   interfaces, organ outlines. `neck`: the anterior neck shared by thyroid and vessel.
 - `shapes`: `Intersection`, `Union`, `Dots`, `Arc`, `tight_bounds`, `moved`.
-- `base`: `Scene`, `PatientPlan`, `params_for_target`, `choose_shift`, `render_patient`,
-  `simulator` (planner -> registered simulator).
+- `base`: `Scene`, `PatientPlan`, `image_planes` (the planes of a patient's images), probe
+  placement (`params_for_target`, `choose_shift`, both at once: `fit_probe`, centred over a
+  target: `place_probe`), scene assembly (`assemble`, `paint_lesion`, `union_bounds`),
+  `render_patient`, `simulator` (planner -> registered simulator).
 """
 
 from __future__ import annotations

@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from sonofm.sim.imaging import ImagingParams
 from sonofm.sim.phantoms.anatomy import (
     BLOOD,
     LUMEN_LABEL,
     ORGAN_LABEL,
-    LayerSpec,
-    add_body_wall,
     body_wall,
     tissue,
     with_label,
@@ -34,16 +31,16 @@ from sonofm.sim.phantoms.anatomy import (
 from sonofm.sim.phantoms.base import (
     PatientPlan,
     Scene,
-    choose_shift,
-    n_images,
-    params_for_target,
-    plane_sequence,
+    assemble,
+    image_planes,
+    place_probe,
     sample_sex,
     simulator,
+    union_bounds,
 )
 from sonofm.sim.phantoms.lesion_section import PLANES, LesionSection, Parenchyma, build_section
-from sonofm.sim.phantoms.lesions import LesionKind, LesionSpec, OrganCatalogue, sample_lesion
-from sonofm.sim.phantoms.shapes import Arc, Intersection, moved, tight_bounds
+from sonofm.sim.phantoms.lesions import LesionSpec, lesion_catalogue, sample_lesion
+from sonofm.sim.phantoms.shapes import Arc, Intersection, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, Layer, Polygon, Shape, StarShape, Tissue, TissueModel, Tube
 
@@ -53,194 +50,8 @@ PANCREAS_DEPTH_MM = (110.0, 160.0)
 SPLEEN_DB, SPLEEN_ATT = 1.5, 0.5
 PANCREAS_DB, PANCREAS_ATT = 3.0, 0.6
 
-SPLEEN = OrganCatalogue(
-    organ="spleen",
-    malignant_prevalence=0.15,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="splenic_cyst",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.35,
-            size_mm=(10.0, 45.0),
-            contour={"round": 0.6, "oval": 0.4},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"septations": 0.1, "rim_calcifications": 0.05, "debris": 0.1},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="haemangioma",
-            diagnosis="nodule",
-            malignant=False,
-            weight=0.4,
-            size_mm=(6.0, 30.0),
-            contour={"round": 0.5, "oval": 0.4, "lobulated": 0.1},
-            margin={"circumscribed": 0.9, "microlobulated": 0.1},
-            echogenicity={"hyperechoic": 0.85, "heterogeneous": 0.15},
-            composition={"solid": 0.85, "mixed_cystic_solid": 0.15},
-            posterior={"none": 0.75, "enhancement": 0.25},
-            vascularity={"avascular": 0.4, "minimal": 0.4, "peripheral": 0.2},
-        ),
-        LesionKind(
-            name="infarct",
-            diagnosis="nodule",
-            malignant=False,
-            weight=0.25,
-            size_mm=(15.0, 40.0),
-            contour={"irregular": 1.0},
-            margin={"angular": 0.6, "indistinct": 0.4},
-            echogenicity={"hypoechoic": 0.85, "heterogeneous": 0.15},
-            composition={"solid": 1.0},
-            posterior={"none": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="lymphoma_or_metastasis",
-            diagnosis="nodule",
-            malignant=True,
-            weight=1.0,
-            size_mm=(8.0, 40.0),
-            contour={"round": 0.5, "oval": 0.2, "lobulated": 0.15, "irregular": 0.15},
-            margin={"circumscribed": 0.35, "indistinct": 0.45, "microlobulated": 0.2},
-            echogenicity={"very_hypoechoic": 0.35, "hypoechoic": 0.45, "heterogeneous": 0.2},
-            composition={"solid": 0.9, "mixed_cystic_solid": 0.1},
-            posterior={"none": 0.6, "enhancement": 0.4},
-            vascularity={"internal": 0.4, "minimal": 0.3, "peripheral": 0.2, "hypervascular": 0.1},
-        ),
-    ),
-)
-
-PANCREAS = OrganCatalogue(
-    organ="pancreas",
-    malignant_prevalence=0.4,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="simple_cyst",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.3,
-            size_mm=(6.0, 25.0),
-            contour={"round": 0.6, "oval": 0.4},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="serous_cystadenoma",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.3,
-            size_mm=(15.0, 40.0),
-            contour={"lobulated": 0.7, "oval": 0.3},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 0.4, "mixed_cystic_solid": 0.6},
-            features={"septations": 0.9, "macrocalcifications": 0.1},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 0.5, "minimal": 0.3, "peripheral": 0.2},
-        ),
-        LesionKind(
-            name="pseudocyst",
-            diagnosis="fluid_collection",
-            malignant=False,
-            weight=0.4,
-            size_mm=(20.0, 45.0),
-            contour={"oval": 0.4, "round": 0.3, "irregular": 0.3},
-            margin={"circumscribed": 0.7, "indistinct": 0.3},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"debris": 0.6, "septations": 0.15},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 0.8, "peripheral": 0.2},
-        ),
-        LesionKind(
-            name="ductal_adenocarcinoma",
-            diagnosis="mass",
-            malignant=True,
-            weight=0.8,
-            size_mm=(12.0, 40.0),
-            contour={"irregular": 0.6, "lobulated": 0.2, "oval": 0.2},
-            margin={"indistinct": 0.5, "irregular": 0.4, "microlobulated": 0.1},
-            echogenicity={"hypoechoic": 0.75, "very_hypoechoic": 0.1, "heterogeneous": 0.15},
-            composition={"solid": 0.95, "mixed_cystic_solid": 0.05},
-            posterior={"none": 0.75, "shadowing": 0.25},
-            vascularity={"avascular": 0.3, "minimal": 0.5, "peripheral": 0.2},
-        ),
-        LesionKind(
-            name="neuroendocrine_tumour",
-            diagnosis="mass",
-            malignant=True,
-            weight=0.2,
-            size_mm=(8.0, 30.0),
-            contour={"round": 0.6, "oval": 0.4},
-            margin={"circumscribed": 0.8, "indistinct": 0.2},
-            echogenicity={"hypoechoic": 0.7, "isoechoic": 0.15, "heterogeneous": 0.15},
-            composition={"solid": 0.85, "mixed_cystic_solid": 0.15},
-            features={"macrocalcifications": 0.1},
-            posterior={"none": 0.7, "enhancement": 0.3},
-            vascularity={"hypervascular": 0.6, "internal": 0.3, "peripheral": 0.1},
-        ),
-    ),
-)
-
-
-# --------------------------------------------------------------------------------------------- shared helpers
-
-
-def abdominal_wall(rng: np.random.Generator, fat: tuple[float, float] = (6.0, 20.0)) -> list[LayerSpec]:
-    """Skin, subcutaneous fat, muscle and peritoneum of an adult abdominal wall."""
-    return body_wall(rng, fat=fat, muscle=(5.0, 12.0))
-
-
-def union_bounds(*bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    arr = np.array(bounds, dtype=np.float64)
-    return (float(arr[:, 0].min()), float(arr[:, 1].min()), float(arr[:, 2].max()), float(arr[:, 3].max()))
-
-
-def place_probe(
-    rng: np.random.Generator,
-    probe: str,
-    depth_mm: tuple[float, float],
-    target: tuple[float, float, float, float],
-    max_shift_mm: float,
-    margin_mm: float = 3.0,
-    **overrides,
-) -> tuple[ImagingParams, float]:
-    """Imaging parameters and the probe's lateral position (patient frame, mm) that keep `target`
-    (patient-frame bounds) in the fan: the probe is centred over the target, then moved a little."""
-    cx = 0.5 * (target[0] + target[2])
-    rel = (target[0] - cx, target[1], target[2] - cx, target[3])
-    params = params_for_target(rng, probe, depth_mm, rel, margin_mm=margin_mm, **overrides)
-    return params, cx + choose_shift(rng, params, rel, max_shift_mm, margin_mm=margin_mm)
-
-
-def assemble(
-    background: Tissue,
-    params: ImagingParams,
-    wall: list[LayerSpec] | None,
-    parts: TissueModel,
-    section: LesionSection | None,
-    shift: float,
-    rng: np.random.Generator,
-) -> tuple[TissueModel, LesionSection | None]:
-    """The image's tissue model: body wall under the probe, the patient-frame anatomy moved by
-    -shift (the probe sits at x = shift), the lesion painted last."""
-    model = TissueModel(background)
-    if wall:
-        add_body_wall(model, params, wall, rng)
-    for layer in parts.layers:
-        model.add(moved(layer.shape, -shift, 0.0), layer.tissue)
-    if section is not None:
-        section = section.shift(-shift, 0.0)
-        model.layers.extend(section.layers)
-    return model, section
+SPLEEN = lesion_catalogue("spleen")
+PANCREAS = lesion_catalogue("pancreas")
 
 
 def wedge_section(
@@ -304,7 +115,7 @@ def _top_surface(shape: StarShape, x: float, step_mm: float = 0.05) -> float:
 
 def _plan_spleen(rng: np.random.Generator, sex: str) -> PatientPlan:
     spec = None if rng.random() < NORMAL_P else sample_lesion(rng, SPLEEN)
-    wall = abdominal_wall(rng, (4.0, 14.0))
+    wall = body_wall(rng, fat=(4.0, 14.0))
     wd = sum(w.thickness_mm for w in wall)
     u = rng.uniform(size=12)
     half = {"longitudinal": 48.0 + 14.0 * u[0], "transverse": 28.0 + 10.0 * u[1]}
@@ -332,7 +143,7 @@ def _plan_spleen(rng: np.random.Generator, sex: str) -> PatientPlan:
             lesion_rel = (float(u[5] - 0.5), float(-0.6 * u[6]))  # fractions of the free room
     par = Parenchyma(SPLEEN_DB, SPLEEN_ATT)
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         prng = np.random.default_rng([seed, PLANES.index(plane)])
         rx = half[plane]
         ang = tilt if plane == "longitudinal" else float(prng.uniform(-6, 6))
@@ -407,7 +218,7 @@ def _plan_spleen(rng: np.random.Generator, sex: str) -> PatientPlan:
 
 def _plan_pancreas(rng: np.random.Generator, sex: str) -> PatientPlan:
     spec = None if rng.random() < NORMAL_P else sample_lesion(rng, PANCREAS)
-    wall = abdominal_wall(rng)
+    wall = body_wall(rng)
     wd = sum(w.thickness_mm for w in wall)
     u = rng.uniform(size=12)
     liver_th = 18.0 + 20.0 * u[0]
@@ -434,7 +245,7 @@ def _plan_pancreas(rng: np.random.Generator, sex: str) -> PatientPlan:
     along = float(u[7])  # where along head-body-tail the lesion sits
     par = Parenchyma(PANCREAS_DB, PANCREAS_ATT)
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         prng = np.random.default_rng([seed, PLANES.index(plane)])
         parts = TissueModel(bowel)
         parts.add(Band.flat(wd - 0.5, spine_z + 30.0), fat)

@@ -17,6 +17,7 @@ import numpy as np
 
 from sonofm.reports.schema import Finding, Study
 from sonofm.sim.imaging import ImagingParams, label_map, pixel_grid, sample_imaging_params, world_to_pixel
+from sonofm.sim.phantoms.anatomy import LayerSpec, add_body_wall
 from sonofm.sim.phantoms.lesion_section import LesionSection, posterior_from_model, section_extent
 from sonofm.sim.phantoms.lesions import (
     LesionSpec,
@@ -25,9 +26,10 @@ from sonofm.sim.phantoms.lesions import (
     image_tags,
     normal_findings,
 )
+from sonofm.sim.phantoms.shapes import moved
 from sonofm.sim.physics import render_bmode
 from sonofm.sim.probe import inside_fan
-from sonofm.sim.tissue import TissueModel
+from sonofm.sim.tissue import Tissue, TissueModel
 from sonofm.sim.types import SimImage
 from sonofm.taxonomy.echo import round_measurement
 from sonofm.taxonomy.masks import REGION_MASK_LABELS as TAXONOMY_REGION_MASK_LABELS
@@ -75,6 +77,11 @@ def plane_sequence(rng: np.random.Generator, n: int) -> list[str]:
     planes = ["transverse", "longitudinal"]
     rng.shuffle(planes)
     return [*planes, *(str(p) for p in rng.choice(["transverse", "longitudinal"], size=max(n - 2, 0)))][:n]
+
+
+def image_planes(rng: np.random.Generator, lo: int = 2, hi: int = 4) -> list[str]:
+    """The scan plane of each of one patient's images: `n_images` of them in `plane_sequence` order."""
+    return plane_sequence(rng, n_images(rng, lo, hi))
 
 
 def fits_in_fan(
@@ -142,6 +149,72 @@ def choose_shift(
             return shift
         shift *= 0.5
     return 0.0
+
+
+def fit_probe(
+    rng: np.random.Generator,
+    probe: str,
+    depth_mm: tuple[float, float],
+    target: tuple[float, float, float, float],
+    max_shift_mm: float,
+    margin_mm: float = 2.0,
+    **overrides,
+) -> tuple[ImagingParams, float]:
+    """Imaging parameters whose fan holds `target` (bounds with the probe at x = 0) and a lateral
+    probe offset (mm) that keeps it there: `params_for_target`, then `choose_shift`."""
+    params = params_for_target(rng, probe, depth_mm, target, margin_mm=margin_mm, **overrides)
+    return params, choose_shift(rng, params, target, max_shift_mm, margin_mm=margin_mm)
+
+
+def place_probe(
+    rng: np.random.Generator,
+    probe: str,
+    depth_mm: tuple[float, float],
+    target: tuple[float, float, float, float],
+    max_shift_mm: float,
+    margin_mm: float = 3.0,
+    **overrides,
+) -> tuple[ImagingParams, float]:
+    """Imaging parameters and the probe's lateral position (patient frame, mm) that keep `target`
+    (patient-frame bounds) in the fan: the probe is centred over the target, then moved a little."""
+    cx = 0.5 * (target[0] + target[2])
+    rel = (target[0] - cx, target[1], target[2] - cx, target[3])
+    params, shift = fit_probe(rng, probe, depth_mm, rel, max_shift_mm, margin_mm, **overrides)
+    return params, cx + shift
+
+
+def union_bounds(*bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """The smallest (xmin, zmin, xmax, zmax) rectangle holding every one of `bounds`."""
+    arr = np.array(bounds, dtype=np.float64)
+    return (float(arr[:, 0].min()), float(arr[:, 1].min()), float(arr[:, 2].max()), float(arr[:, 3].max()))
+
+
+def assemble(
+    background: Tissue,
+    params: ImagingParams,
+    wall: list[LayerSpec] | None,
+    parts: TissueModel,
+    section: LesionSection | None,
+    shift: float,
+    rng: np.random.Generator,
+) -> tuple[TissueModel, LesionSection | None]:
+    """The image's tissue model: body wall under the probe, the patient-frame anatomy moved by
+    -shift (the probe sits at x = shift), the lesion painted last."""
+    model = TissueModel(background)
+    if wall:
+        add_body_wall(model, params, wall, rng)
+    for layer in parts.layers:
+        model.add(moved(layer.shape, -shift, 0.0), layer.tissue)
+    return model, paint_lesion(model, section, shift)
+
+
+def paint_lesion(model: TissueModel, section: LesionSection | None, shift: float) -> LesionSection | None:
+    """Paint the lesion over `model`, last, seen from the probe at x = shift; returns it moved so."""
+    if section is None:
+        return None
+    section = section.shift(-shift, 0.0)
+    model.layers.extend(section.layers)
+    return section
 
 
 def _pixel(params: ImagingParams, size: int, x: float, z: float) -> tuple[float, float]:

@@ -14,7 +14,6 @@ import numpy as np
 from sonofm.sim.phantoms.anatomy import (
     ORGAN_LABEL,
     URINE,
-    add_body_wall,
     add_vessel_longitudinal,
     body_wall,
     tissue,
@@ -23,15 +22,15 @@ from sonofm.sim.phantoms.anatomy import (
 from sonofm.sim.phantoms.base import (
     PatientPlan,
     Scene,
-    choose_shift,
-    n_images,
-    params_for_target,
-    plane_sequence,
+    assemble,
+    image_planes,
+    place_probe,
     simulator,
+    union_bounds,
 )
 from sonofm.sim.phantoms.lesion_section import PLANES, Parenchyma, build_section
-from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, sample_lesion
-from sonofm.sim.phantoms.shapes import Dots, moved, tight_bounds
+from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
+from sonofm.sim.phantoms.shapes import Dots, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Ellipse, StarShape, TissueModel
 
@@ -40,158 +39,9 @@ DEPTH_MM = (90.0, 140.0)
 MYO_DB, MYO_ATT = -2.0, 0.8
 OVARY_DB, OVARY_ATT = -3.0, 0.7
 
-OVARY = OrganCatalogue(
-    organ="ovary",
-    malignant_prevalence=0.15,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="functional_cyst",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.35,
-            size_mm=(20.0, 50.0),
-            contour={"round": 0.6, "oval": 0.4},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 0.8, "peripheral": 0.2},
-        ),
-        LesionKind(
-            name="haemorrhagic_cyst",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.2,
-            size_mm=(20.0, 45.0),
-            contour={"round": 0.5, "oval": 0.5},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"debris": 0.95, "septations": 0.4},
-            posterior={"enhancement": 1.0},
-            vascularity={"peripheral": 0.7, "avascular": 0.3},
-        ),
-        LesionKind(
-            name="endometrioma",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.15,
-            size_mm=(20.0, 50.0),
-            contour={"round": 0.5, "oval": 0.5},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"debris": 1.0},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 0.6, "peripheral": 0.4},
-        ),
-        LesionKind(
-            name="cystadenoma",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.15,
-            size_mm=(30.0, 60.0),
-            contour={"oval": 0.6, "round": 0.2, "lobulated": 0.2},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"septations": 0.85},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 0.6, "minimal": 0.4},
-        ),
-        LesionKind(
-            name="dermoid",
-            diagnosis="mass",
-            malignant=False,
-            weight=0.15,
-            size_mm=(20.0, 50.0),
-            contour={"round": 0.5, "oval": 0.5},
-            margin={"circumscribed": 0.8, "indistinct": 0.2},
-            echogenicity={"hyperechoic": 0.6, "heterogeneous": 0.4},
-            composition={"solid": 0.5, "mixed_cystic_solid": 0.5},
-            features={"macrocalcifications": 0.6, "rim_calcifications": 0.1},
-            posterior={"shadowing": 0.7, "none": 0.3},
-            vascularity={"avascular": 0.9, "minimal": 0.1},
-        ),
-        LesionKind(
-            name="ovarian_carcinoma",
-            diagnosis="mass",
-            malignant=True,
-            weight=1.0,
-            size_mm=(35.0, 70.0),
-            contour={"irregular": 0.6, "lobulated": 0.3, "oval": 0.1},
-            margin={"irregular": 0.4, "indistinct": 0.4, "microlobulated": 0.2},
-            echogenicity={"heterogeneous": 0.5, "hypoechoic": 0.3, "isoechoic": 0.2},
-            composition={"mixed_cystic_solid": 0.65, "solid": 0.35},
-            features={"septations": 0.5},
-            posterior={"none": 0.6, "enhancement": 0.4},
-            vascularity={"internal": 0.5, "hypervascular": 0.4, "peripheral": 0.1},
-        ),
-    ),
-)
+OVARY = lesion_catalogue("ovary")
 
-UTERUS = OrganCatalogue(
-    organ="uterus",
-    malignant_prevalence=0.08,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="fibroid",
-            diagnosis="mass",
-            malignant=False,
-            weight=0.7,
-            size_mm=(10.0, 50.0),
-            contour={"round": 0.5, "oval": 0.4, "lobulated": 0.1},
-            margin={"circumscribed": 0.85, "indistinct": 0.15},
-            echogenicity={"hypoechoic": 0.5, "heterogeneous": 0.3, "isoechoic": 0.2},
-            composition={"solid": 1.0},
-            features={"macrocalcifications": 0.15},
-            posterior={"shadowing": 0.45, "none": 0.55},
-            vascularity={"peripheral": 0.6, "minimal": 0.2, "internal": 0.2},
-        ),
-        LesionKind(
-            name="endometrial_polyp",
-            diagnosis="nodule",
-            malignant=False,
-            weight=0.2,
-            size_mm=(5.0, 15.0),
-            contour={"oval": 0.7, "round": 0.3},
-            margin={"circumscribed": 1.0},
-            echogenicity={"hyperechoic": 0.8, "isoechoic": 0.2},
-            composition={"solid": 0.85, "mixed_cystic_solid": 0.15},
-            posterior={"none": 1.0},
-            vascularity={"minimal": 0.5, "internal": 0.3, "avascular": 0.2},
-        ),
-        LesionKind(
-            name="cavity_fluid",
-            diagnosis="fluid_collection",
-            malignant=False,
-            weight=0.1,
-            size_mm=(6.0, 20.0),
-            contour={"oval": 1.0},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"debris": 0.5},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="endometrial_carcinoma",
-            diagnosis="mass",
-            malignant=True,
-            weight=1.0,
-            size_mm=(12.0, 35.0),
-            contour={"irregular": 0.7, "lobulated": 0.3},
-            margin={"indistinct": 0.6, "irregular": 0.4},
-            echogenicity={"heterogeneous": 0.6, "hyperechoic": 0.2, "isoechoic": 0.2},
-            composition={"solid": 1.0},
-            posterior={"none": 1.0},
-            vascularity={"internal": 0.6, "hypervascular": 0.4},
-        ),
-    ),
-)
+UTERUS = lesion_catalogue("uterus")
 
 
 def plan_gynaecology(rng: np.random.Generator, size: int) -> PatientPlan:
@@ -253,7 +103,7 @@ def plan_gynaecology(rng: np.random.Generator, size: int) -> PatientPlan:
     follicle = with_label(URINE, ORGAN_LABEL if organ == "ovary" else None)
     bowel = tissue("pelvic_soft_tissue", -8.0, 0.7, rng, texture_db=4.0, texture_scale_mm=3.0)
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         prng = np.random.default_rng([seed, PLANES.index(plane)])
         parts = TissueModel(bowel)
         bl_rx = bl[0] * (1.2 if plane == "transverse" else 1.0)
@@ -331,24 +181,9 @@ def plan_gynaecology(rng: np.random.Generator, size: int) -> PatientPlan:
         focus_shape = ovary if organ == "ovary" else uterus
         target = tight_bounds(focus_shape, 0.5)
         if section is not None:
-            sb = section.extent()
-            target = (
-                min(target[0], sb[0]),
-                min(target[1], sb[1]),
-                max(target[2], sb[2]),
-                max(target[3], sb[3]),
-            )
-        cx = 0.5 * (target[0] + target[2])
-        target_rel = (target[0] - cx, target[1], target[2] - cx, target[3])
-        params = params_for_target(rng, "curvilinear", DEPTH_MM, target_rel, margin_mm=3.0)
-        shift = cx + choose_shift(rng, params, target_rel, 8.0, margin_mm=3.0)
-        model = TissueModel(bowel)
-        add_body_wall(model, params, wall, rng)
-        for layer in parts.layers:
-            model.add(moved(layer.shape, -shift, 0.0), layer.tissue)
-        if section is not None:
-            section = section.shift(-shift, 0.0)
-            model.layers.extend(section.layers)
+            target = union_bounds(target, section.extent())
+        params, shift = place_probe(rng, "curvilinear", DEPTH_MM, target, 8.0, margin_mm=3.0)
+        model, section = assemble(bowel, params, wall, parts, section, shift, rng)
         scenes.append(Scene(plane, params, model, section))
     return PatientPlan("gynaecology", organ, "F", cat, spec, scenes)
 

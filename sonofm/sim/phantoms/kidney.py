@@ -23,15 +23,16 @@ from sonofm.sim.phantoms.anatomy import (
 from sonofm.sim.phantoms.base import (
     PatientPlan,
     Scene,
-    choose_shift,
-    n_images,
-    params_for_target,
-    plane_sequence,
+    assemble,
+    fit_probe,
+    image_planes,
+    paint_lesion,
     sample_sex,
     simulator,
+    union_bounds,
 )
 from sonofm.sim.phantoms.lesion_section import PLANES, Parenchyma, build_section
-from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, sample_lesion
+from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
 from sonofm.sim.phantoms.shapes import moved, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, StarShape, TissueModel
@@ -41,130 +42,9 @@ KIDNEY_DEPTH_MM = (110.0, 160.0)
 BLADDER_DEPTH_MM = (100.0, 150.0)
 CORTEX_DB, CORTEX_ATT = -4.0, 0.8
 
-KIDNEY = OrganCatalogue(
-    organ="kidney",
-    malignant_prevalence=0.2,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="cortical_cyst",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.45,
-            size_mm=(10.0, 45.0),
-            contour={"round": 0.6, "oval": 0.4},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"septations": 0.2, "rim_calcifications": 0.05},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="angiomyolipoma",
-            diagnosis="mass",
-            malignant=False,
-            weight=0.2,
-            size_mm=(8.0, 30.0),
-            contour={"round": 0.5, "oval": 0.4, "lobulated": 0.1},
-            margin={"circumscribed": 0.9, "indistinct": 0.1},
-            echogenicity={"hyperechoic": 0.95, "heterogeneous": 0.05},
-            composition={"solid": 1.0},
-            posterior={"none": 0.65, "shadowing": 0.35},
-            vascularity={"avascular": 0.6, "minimal": 0.4},
-        ),
-        LesionKind(
-            name="stone",
-            diagnosis="calculus",
-            malignant=False,
-            weight=0.2,
-            size_mm=(4.0, 15.0),
-            contour={"round": 0.4, "oval": 0.3, "irregular": 0.3},
-            margin={"circumscribed": 1.0},
-            echogenicity={"hyperechoic": 1.0},
-            composition={"solid": 1.0},
-            features={"macrocalcifications": 1.0},
-            posterior={"shadowing": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="hydronephrosis",
-            diagnosis="fluid_collection",
-            malignant=False,
-            weight=0.15,
-            size_mm=(20.0, 40.0),
-            contour={"lobulated": 0.7, "irregular": 0.3},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="renal_cell_carcinoma",
-            diagnosis="mass",
-            malignant=True,
-            weight=1.0,
-            size_mm=(15.0, 55.0),
-            contour={"round": 0.5, "oval": 0.2, "lobulated": 0.2, "irregular": 0.1},
-            margin={"circumscribed": 0.4, "indistinct": 0.3, "microlobulated": 0.15, "irregular": 0.15},
-            echogenicity={"isoechoic": 0.4, "hypoechoic": 0.2, "hyperechoic": 0.15, "heterogeneous": 0.25},
-            composition={"solid": 0.8, "mixed_cystic_solid": 0.2},
-            features={"macrocalcifications": 0.1},
-            posterior={"none": 0.7, "enhancement": 0.2, "shadowing": 0.1},
-            vascularity={"hypervascular": 0.35, "internal": 0.35, "peripheral": 0.2, "minimal": 0.1},
-        ),
-    ),
-)
+KIDNEY = lesion_catalogue("kidney")
 
-BLADDER = OrganCatalogue(
-    organ="bladder",
-    malignant_prevalence=0.35,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="bladder_stone",
-            diagnosis="calculus",
-            malignant=False,
-            weight=0.5,
-            size_mm=(5.0, 25.0),
-            contour={"round": 0.5, "oval": 0.5},
-            margin={"circumscribed": 1.0},
-            echogenicity={"hyperechoic": 1.0},
-            composition={"solid": 1.0},
-            features={"macrocalcifications": 1.0},
-            posterior={"shadowing": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="clot",
-            diagnosis="mass",
-            malignant=False,
-            weight=0.5,
-            size_mm=(10.0, 35.0),
-            contour={"irregular": 0.6, "oval": 0.4},
-            margin={"indistinct": 0.5, "circumscribed": 0.5},
-            echogenicity={"hypoechoic": 0.4, "isoechoic": 0.3, "heterogeneous": 0.3},
-            composition={"solid": 1.0},
-            posterior={"none": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="urothelial_carcinoma",
-            diagnosis="mass",
-            malignant=True,
-            weight=1.0,
-            size_mm=(8.0, 40.0),
-            contour={"irregular": 0.5, "lobulated": 0.4, "oval": 0.1},
-            margin={"irregular": 0.4, "indistinct": 0.3, "microlobulated": 0.3},
-            echogenicity={"isoechoic": 0.4, "hypoechoic": 0.3, "heterogeneous": 0.3},
-            composition={"solid": 1.0},
-            features={"macrocalcifications": 0.1},
-            posterior={"none": 1.0},
-            vascularity={"internal": 0.6, "hypervascular": 0.2, "minimal": 0.2},
-        ),
-    ),
-)
+BLADDER = lesion_catalogue("bladder")
 
 
 def _kidney_parts(
@@ -260,22 +140,15 @@ def _plan_kidney(rng: np.random.Generator, sex: str) -> PatientPlan:
     else:
         off = (0.0, 0.0)
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         parts, cortex = _kidney_parts(plane, kc, axes, tilt, seed, ORGAN_LABEL)
         lc = (kc[0] + off[0] * (axes[0] / axes[1] if plane == "longitudinal" else 1.0), kc[1] + off[1])
         section = build_section(spec, plane, lc[0], lc[1], parenchyma) if spec is not None else None
         kb = tight_bounds(cortex, 0.5)
         target = kb if plane == "longitudinal" or section is None else section.extent()
         if section is not None:
-            sb = section.extent()
-            target = (
-                min(target[0], sb[0]),
-                min(target[1], sb[1]),
-                max(target[2], sb[2]),
-                max(target[3], sb[3]),
-            )
-        params = params_for_target(rng, "curvilinear", KIDNEY_DEPTH_MM, target, margin_mm=3.0)
-        shift = choose_shift(rng, params, target, 10.0, margin_mm=3.0)
+            target = union_bounds(target, section.extent())
+        params, shift = fit_probe(rng, "curvilinear", KIDNEY_DEPTH_MM, target, 10.0, margin_mm=3.0)
         model = TissueModel(fat)
         add_body_wall(model, params, wall, rng)
         model.add(
@@ -299,9 +172,7 @@ def _plan_kidney(rng: np.random.Generator, sex: str) -> PatientPlan:
                     float(cortex.cx - shift + sgn * cortex.rx * np.cos(a)),
                     float(cortex.cz + sgn * cortex.rx * np.sin(a)),
                 )
-        if section is not None:
-            section = section.shift(-shift, 0.0)
-            model.layers.extend(section.layers)
+        section = paint_lesion(model, section, shift)
         scenes.append(Scene(plane, params, model, section, measurements, landmarks))
     return PatientPlan("kidney", "kidney", sex, KIDNEY, spec, scenes)
 
@@ -320,7 +191,7 @@ def _plan_bladder(rng: np.random.Generator, sex: str) -> PatientPlan:
     behind = tissue("uterus_prostate" if sex == "F" else "prostate", -1.0, 0.7, rng, texture_db=1.5)
     parenchyma = Parenchyma(0.0, 0.1)
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         prng = np.random.default_rng([seed, PLANES.index(plane)])
         harm = (
             (4, float(prng.uniform(0.03, 0.07)), float(np.pi / 4 + prng.normal(0, 0.1))),
@@ -340,19 +211,12 @@ def _plan_bladder(rng: np.random.Generator, sex: str) -> PatientPlan:
                 lc = (float(u[5] - 0.5) * 0.3 * rx, bc[1] + rz - ah - 0.3)
                 section = build_section(spec, plane, lc[0], lc[1], parenchyma, clip=lumen)
         target = tight_bounds(outer, 0.5) if section is None else section.extent()
-        params = params_for_target(rng, "curvilinear", BLADDER_DEPTH_MM, target, margin_mm=3.0)
-        shift = choose_shift(rng, params, target, 10.0, margin_mm=3.0)
-        model = TissueModel(pelvis)
-        add_body_wall(model, params, wall, rng)
+        params, shift = fit_probe(rng, "curvilinear", BLADDER_DEPTH_MM, target, 10.0, margin_mm=3.0)
         parts = TissueModel(pelvis)
         parts.add(Ellipse(bc[0], bc[1] + rz + bw + 18.0, 22.0, 16.0, edge_mm=1.0), behind)
         parts.add(outer, tissue("bladder_wall", 3.0, 0.9, label=ORGAN_LABEL))
         parts.add(lumen, with_label(URINE, ORGAN_LABEL))
-        for layer in parts.layers:
-            model.add(moved(layer.shape, -shift, 0.0), layer.tissue)
-        if section is not None:
-            section = section.shift(-shift, 0.0)
-            model.layers.extend(section.layers)
+        model, section = assemble(pelvis, params, wall, parts, section, shift, rng)
         scenes.append(Scene(plane, params, model, section))
     return PatientPlan("kidney", "bladder", sex, BLADDER, spec, scenes)
 

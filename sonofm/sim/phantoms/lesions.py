@@ -2,9 +2,10 @@
 
 Shared by every non-cardiac region. How to use it (a new region in four steps):
 
-1. Describe the organ's lesions as data: an `OrganCatalogue` (malignancy prevalence, probability of
-   a normal study) holding `LesionKind`s (one per entity, e.g. "fibroadenoma"), each with the
-   lexicon-following conditional distribution of every attribute (`Dist` = {tag: weight}).
+1. Describe the organ's lesions as data: a table in lesion_catalogues.toml (malignancy prevalence,
+   the diagnosis a normal report denies) with one entry per entity (e.g. "fibroadenoma") giving the
+   lexicon-following conditional distribution of every attribute ({tag = weight});
+   `lesion_catalogue(organ)` reads it as an `OrganCatalogue` of `LesionKind`s.
 2. `spec = sample_lesion(rng, catalogue)` draws the latent `malignant` flag first, then a kind of
    that malignancy, then attributes, then makes them consistent (a cyst is anechoic and enhances,
    calcifications shadow, ...) and draws 3-D size, orientation and the solid-part attenuation
@@ -27,8 +28,11 @@ streak below a colloid focus.
 
 from __future__ import annotations
 
+import functools
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -111,6 +115,39 @@ class OrganCatalogue:
     malignant_prevalence: float | None = None
     orientation_tags: bool = False  # report taller-than-wide / wider-than-tall (BI-RADS, TI-RADS)
     normal_lesion_tag: str = "nodule"  # the diagnosis a normal report explicitly denies
+
+
+CATALOGUE_FILE = Path(__file__).with_name("lesion_catalogues.toml")
+LABELS = {"lesion": LESION_LABEL, "plaque": PLAQUE_LABEL}  # the catalogue file's `label` names
+
+
+@functools.cache
+def _catalogue_tables() -> dict[str, dict]:
+    with CATALOGUE_FILE.open("rb") as f:
+        return tomllib.load(f)
+
+
+def _lesion_kind(organ: str, entry: Mapping) -> LesionKind:
+    fields_ = dict(entry)
+    if fields_.get("malignant") == "n/a":
+        fields_["malignant"] = None
+    fields_["size_mm"] = tuple(fields_["size_mm"])
+    if "label" in fields_:
+        fields_["label"] = LABELS[fields_["label"]]
+    try:
+        return LesionKind(**fields_)
+    except TypeError as e:
+        raise ValueError(f"{CATALOGUE_FILE.name}: {organ} kind {entry.get('name')!r}: {e}") from None
+
+
+def lesion_catalogue(organ: str) -> OrganCatalogue:
+    """The `OrganCatalogue` of `organ` as written in lesion_catalogues.toml (the data of every kind)."""
+    tables = _catalogue_tables()
+    if organ not in tables:
+        raise KeyError(f"no lesion catalogue for {organ!r} in {CATALOGUE_FILE.name}; have: {sorted(tables)}")
+    table = dict(tables[organ])
+    kinds = tuple(_lesion_kind(organ, k) for k in table.pop("kinds"))
+    return OrganCatalogue(organ=organ, kinds=kinds, **table)
 
 
 @dataclass

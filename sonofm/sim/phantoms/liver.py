@@ -24,15 +24,14 @@ from sonofm.sim.phantoms.anatomy import (
 from sonofm.sim.phantoms.base import (
     PatientPlan,
     Scene,
-    choose_shift,
-    n_images,
-    params_for_target,
-    plane_sequence,
+    fit_probe,
+    image_planes,
+    paint_lesion,
     sample_sex,
     simulator,
 )
 from sonofm.sim.phantoms.lesion_section import PLANES, Parenchyma, build_section
-from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, sample_lesion
+from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
 from sonofm.sim.phantoms.shapes import Arc, moved
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import StarShape, TissueModel
@@ -42,132 +41,9 @@ DEPTH_MM = (120.0, 170.0)
 GB_DEPTH_MM = (70.0, 120.0)  # sonographers zoom in on the gallbladder
 LIVER_ATT = 0.5
 
-LIVER = OrganCatalogue(
-    organ="liver",
-    malignant_prevalence=0.3,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="simple_cyst",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.35,
-            size_mm=(10.0, 50.0),
-            contour={"round": 0.5, "oval": 0.5},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"septations": 0.15},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="haemangioma",
-            diagnosis="mass",
-            malignant=False,
-            weight=0.4,
-            size_mm=(10.0, 40.0),
-            contour={"round": 0.4, "oval": 0.4, "lobulated": 0.2},
-            margin={"circumscribed": 0.85, "microlobulated": 0.15},
-            echogenicity={"hyperechoic": 0.85, "isoechoic": 0.05, "heterogeneous": 0.1},
-            composition={"solid": 1.0},
-            posterior={"none": 0.7, "enhancement": 0.3},
-            vascularity={"avascular": 0.5, "peripheral": 0.4, "minimal": 0.1},
-        ),
-        LesionKind(
-            name="abscess",
-            diagnosis="fluid_collection",
-            malignant=False,
-            weight=0.25,
-            size_mm=(20.0, 60.0),
-            contour={"irregular": 0.6, "round": 0.2, "oval": 0.2},
-            margin={"indistinct": 0.6, "irregular": 0.4},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 0.5, "mixed_cystic_solid": 0.5},
-            features={"debris": 0.9, "septations": 0.4},
-            posterior={"enhancement": 1.0},
-            vascularity={"peripheral": 0.7, "avascular": 0.3},
-        ),
-        LesionKind(
-            name="hepatocellular_carcinoma",
-            diagnosis="mass",
-            malignant=True,
-            weight=0.5,
-            size_mm=(15.0, 60.0),
-            contour={"round": 0.4, "oval": 0.3, "lobulated": 0.2, "irregular": 0.1},
-            margin={"circumscribed": 0.3, "indistinct": 0.4, "microlobulated": 0.2, "irregular": 0.1},
-            echogenicity={"hypoechoic": 0.4, "heterogeneous": 0.35, "isoechoic": 0.15, "hyperechoic": 0.1},
-            composition={"solid": 0.85, "mixed_cystic_solid": 0.15},
-            features={"macrocalcifications": 0.05},
-            posterior={"none": 0.6, "enhancement": 0.3, "shadowing": 0.1},
-            vascularity={"hypervascular": 0.5, "internal": 0.35, "peripheral": 0.1, "minimal": 0.05},
-        ),
-        LesionKind(
-            name="metastasis",
-            diagnosis="mass",
-            malignant=True,
-            weight=0.5,
-            size_mm=(10.0, 45.0),
-            contour={"round": 0.5, "irregular": 0.3, "oval": 0.2},
-            margin={"indistinct": 0.5, "irregular": 0.3, "circumscribed": 0.2},
-            echogenicity={"hypoechoic": 0.5, "hyperechoic": 0.2, "heterogeneous": 0.3},
-            composition={"solid": 0.9, "mixed_cystic_solid": 0.1},
-            features={"macrocalcifications": 0.15},
-            posterior={"none": 0.7, "shadowing": 0.2, "enhancement": 0.1},
-            vascularity={"minimal": 0.4, "peripheral": 0.3, "avascular": 0.2, "internal": 0.1},
-        ),
-    ),
-)
+LIVER = lesion_catalogue("liver")
 
-GALLBLADDER = OrganCatalogue(
-    organ="gallbladder",
-    malignant_prevalence=0.05,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="gallstone",
-            diagnosis="calculus",
-            malignant=False,
-            weight=0.6,
-            size_mm=(5.0, 20.0),
-            contour={"round": 0.5, "oval": 0.3, "irregular": 0.2},
-            margin={"circumscribed": 1.0},
-            echogenicity={"hyperechoic": 1.0},
-            composition={"solid": 1.0},
-            features={"macrocalcifications": 1.0},
-            posterior={"shadowing": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="polyp",
-            diagnosis="nodule",
-            malignant=False,
-            weight=0.4,
-            size_mm=(4.0, 10.0),
-            contour={"round": 0.5, "oval": 0.5},
-            margin={"circumscribed": 1.0},
-            echogenicity={"hyperechoic": 0.6, "isoechoic": 0.4},
-            composition={"solid": 1.0},
-            features={"comet_tail": 0.0},
-            posterior={"none": 1.0},
-            vascularity={"avascular": 0.7, "minimal": 0.3},
-        ),
-        LesionKind(
-            name="gallbladder_carcinoma",
-            diagnosis="mass",
-            malignant=True,
-            weight=1.0,
-            size_mm=(15.0, 35.0),
-            contour={"irregular": 0.7, "lobulated": 0.3},
-            margin={"indistinct": 0.5, "irregular": 0.5},
-            echogenicity={"heterogeneous": 0.5, "hypoechoic": 0.3, "isoechoic": 0.2},
-            composition={"solid": 1.0},
-            features={"macrocalcifications": 0.1},
-            posterior={"none": 1.0},
-            vascularity={"internal": 0.6, "hypervascular": 0.4},
-        ),
-    ),
-)
+GALLBLADDER = lesion_catalogue("gallbladder")
 
 
 def _liver_background(
@@ -234,7 +110,7 @@ def plan_liver(rng: np.random.Generator, size: int) -> PatientPlan:
     parenchyma = Parenchyma(0.0, LIVER_ATT)
     gb_seed = int(rng.integers(0, 2**31 - 1))
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         k = PLANES.index(plane)
         gb_rx = gb[0] if plane == "longitudinal" else gb[1]
         grng = np.random.default_rng([gb_seed, k])
@@ -275,19 +151,15 @@ def plan_liver(rng: np.random.Generator, size: int) -> PatientPlan:
             bounds = section.extent()
         else:
             bounds = (lesion_c[0] - 10.0, lesion_c[1] - 10.0, lesion_c[0] + 10.0, lesion_c[1] + 10.0)
-        params = params_for_target(
-            rng, "curvilinear", DEPTH_MM if organ == "liver" else GB_DEPTH_MM, bounds, margin_mm=4.0
-        )
-        shift = choose_shift(rng, params, bounds, 15.0, margin_mm=4.0)
+        depth_mm = DEPTH_MM if organ == "liver" else GB_DEPTH_MM
+        params, shift = fit_probe(rng, "curvilinear", depth_mm, bounds, 15.0, margin_mm=4.0)
         model = TissueModel(liver_t)
         add_body_wall(model, params, wall, rng)
         _liver_background(model, rng, shift, diaphragm, (anatomy_seed, k), wall_depth)
         gb_label = ORGAN_LABEL if organ == "gallbladder" else 0
         model.add(moved(gb_outer, -shift, 0.0), tissue("gallbladder_wall", 6.0, 0.7, label=gb_label))
         model.add(moved(gb_lumen, -shift, 0.0), with_label(BILE, gb_label))
-        if section is not None:
-            section = section.shift(-shift, 0.0)
-            model.layers.extend(section.layers)
+        section = paint_lesion(model, section, shift)
         scenes.append(Scene(plane, params, model, section))
     return PatientPlan("liver", organ, sex, cat, spec, scenes)
 

@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from sonofm.sim.phantoms.abdomen import assemble, place_probe, union_bounds
 from sonofm.sim.phantoms.anatomy import BLOOD, LUMEN_LABEL, ORGAN_LABEL, LayerSpec, tissue, with_label
-from sonofm.sim.phantoms.base import PatientPlan, Scene, n_images, simulator
+from sonofm.sim.phantoms.base import (
+    PatientPlan,
+    Scene,
+    assemble,
+    n_images,
+    place_probe,
+    simulator,
+    union_bounds,
+)
 from sonofm.sim.phantoms.lesion_section import LesionSection, Parenchyma, build_section
-from sonofm.sim.phantoms.lesions import FLUID_DB, LesionKind, LesionSpec, OrganCatalogue, sample_lesion
+from sonofm.sim.phantoms.lesions import FLUID_DB, LesionSpec, lesion_catalogue, sample_lesion
 from sonofm.sim.phantoms.shapes import Arc, Dots, Intersection
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, Layer, StarShape, Tissue, TissueModel, Tube
@@ -33,39 +40,7 @@ CHOROID_DB = 4.0
 LIVER_DB, LIVER_ATT = -8.0, 0.6
 AMNIOTIC = Tissue("amniotic_fluid", FLUID_DB, 0.005)
 
-FETUS = OrganCatalogue(
-    organ="fetus",
-    malignant_prevalence=None,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="choroid_plexus_cyst",
-            diagnosis="cyst",
-            malignant=None,
-            weight=0.6,
-            size_mm=(3.0, 10.0),
-            contour={"round": 0.6, "oval": 0.4},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="fetal_ascites",
-            diagnosis="fluid_collection",
-            malignant=None,
-            weight=0.4,
-            size_mm=(6.0, 16.0),  # twice the thickness of the fluid rim (mm)
-            contour={"irregular": 1.0},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-    ),
-)
+FETUS = lesion_catalogue("fetus")
 
 
 def _to_world(c: tuple[float, float], theta: float, u: float, v: float) -> tuple[float, float]:

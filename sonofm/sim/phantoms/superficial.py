@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from sonofm.sim.phantoms.abdomen import assemble, place_probe
 from sonofm.sim.phantoms.anatomy import BLOOD, LUMEN_LABEL, ORGAN_LABEL, tissue, with_label
-from sonofm.sim.phantoms.base import PatientPlan, Scene, n_images, plane_sequence, sample_sex, simulator
+from sonofm.sim.phantoms.base import (
+    PatientPlan,
+    Scene,
+    assemble,
+    image_planes,
+    place_probe,
+    sample_sex,
+    simulator,
+)
 from sonofm.sim.phantoms.lesion_section import PLANES, LesionSection, Parenchyma, build_section
-from sonofm.sim.phantoms.lesions import LesionKind, OrganCatalogue, sample_lesion
+from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
 from sonofm.sim.phantoms.shapes import Intersection, Union, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, Layer, StarShape, Tissue, TissueModel, Tube
@@ -33,138 +40,9 @@ FAT_DB, FAT_ATT = 0.0, 0.6  # reference tissue: the deep fat around a node
 SUBCUT_DB = -6.0
 MUSCLE_DB, MUSCLE_ATT = -5.0, 1.0
 
-LYMPH_NODE = OrganCatalogue(
-    organ="lymph_node",
-    malignant_prevalence=0.4,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="reactive_node",
-            diagnosis="nodule",
-            malignant=False,
-            weight=0.8,
-            size_mm=(12.0, 30.0),
-            contour={"oval": 0.9, "lobulated": 0.1},
-            margin={"circumscribed": 0.9, "indistinct": 0.1},
-            echogenicity={"hypoechoic": 1.0},
-            composition={"solid": 1.0},
-            posterior={"none": 0.8, "enhancement": 0.2},
-            vascularity={"internal": 0.6, "minimal": 0.3, "avascular": 0.1},  # hilar = central flow
-            orientation={"parallel": 1.0},
-        ),
-        LesionKind(
-            name="suppurative_node",
-            diagnosis="fluid_collection",
-            malignant=False,
-            weight=0.2,
-            size_mm=(15.0, 35.0),
-            contour={"irregular": 0.5, "oval": 0.3, "round": 0.2},
-            margin={"indistinct": 0.6, "irregular": 0.4},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 0.5, "mixed_cystic_solid": 0.5},
-            features={"debris": 0.9, "septations": 0.3},
-            posterior={"enhancement": 1.0},
-            vascularity={"peripheral": 0.8, "avascular": 0.2},
-        ),
-        LesionKind(
-            name="metastatic_node",
-            diagnosis="nodule",
-            malignant=True,
-            weight=0.7,
-            size_mm=(8.0, 30.0),
-            contour={"round": 0.6, "oval": 0.2, "irregular": 0.2},
-            margin={"circumscribed": 0.45, "indistinct": 0.25, "irregular": 0.2, "microlobulated": 0.1},
-            echogenicity={
-                "hypoechoic": 0.5,
-                "very_hypoechoic": 0.15,
-                "heterogeneous": 0.25,
-                "hyperechoic": 0.1,
-            },
-            composition={"solid": 0.75, "mixed_cystic_solid": 0.25},
-            features={"microcalcifications": 0.2},
-            posterior={"none": 0.7, "enhancement": 0.3},
-            vascularity={"peripheral": 0.5, "hypervascular": 0.3, "internal": 0.1, "avascular": 0.1},
-            orientation={"round": 0.6, "parallel": 0.4},
-        ),
-        LesionKind(
-            name="lymphoma_node",
-            diagnosis="nodule",
-            malignant=True,
-            weight=0.3,
-            size_mm=(12.0, 35.0),
-            contour={"round": 0.6, "oval": 0.3, "lobulated": 0.1},
-            margin={"circumscribed": 0.8, "indistinct": 0.2},
-            echogenicity={"very_hypoechoic": 0.7, "hypoechoic": 0.3},
-            composition={"solid": 1.0},
-            posterior={"enhancement": 0.5, "none": 0.5},
-            vascularity={"hypervascular": 0.5, "internal": 0.3, "peripheral": 0.2},
-            orientation={"round": 0.6, "parallel": 0.4},
-        ),
-    ),
-)
+LYMPH_NODE = lesion_catalogue("lymph_node")
 
-SOFT_TISSUE = OrganCatalogue(
-    organ="soft_tissue",
-    malignant_prevalence=0.1,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="lipoma",
-            diagnosis="mass",
-            malignant=False,
-            weight=0.45,
-            size_mm=(12.0, 45.0),
-            contour={"oval": 0.85, "lobulated": 0.15},
-            margin={"circumscribed": 0.85, "indistinct": 0.15},
-            echogenicity={"isoechoic": 0.5, "hyperechoic": 0.4, "hypoechoic": 0.1},
-            composition={"solid": 1.0},
-            posterior={"none": 1.0},
-            vascularity={"avascular": 0.7, "minimal": 0.3},
-        ),
-        LesionKind(
-            name="abscess",
-            diagnosis="fluid_collection",
-            malignant=False,
-            weight=0.25,
-            size_mm=(12.0, 40.0),
-            contour={"irregular": 0.6, "oval": 0.25, "lobulated": 0.15},
-            margin={"indistinct": 0.6, "irregular": 0.4},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 0.6, "mixed_cystic_solid": 0.4},
-            features={"debris": 0.9, "septations": 0.3},
-            posterior={"enhancement": 1.0},
-            vascularity={"peripheral": 0.8, "avascular": 0.2},
-        ),
-        LesionKind(
-            name="ganglion_cyst",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.3,
-            size_mm=(5.0, 25.0),
-            contour={"oval": 0.5, "lobulated": 0.3, "round": 0.2},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"septations": 0.3},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="sarcoma",
-            diagnosis="mass",
-            malignant=True,
-            weight=1.0,
-            size_mm=(20.0, 45.0),
-            contour={"lobulated": 0.5, "irregular": 0.3, "oval": 0.2},
-            margin={"indistinct": 0.4, "circumscribed": 0.3, "irregular": 0.3},
-            echogenicity={"heterogeneous": 0.6, "hypoechoic": 0.4},
-            composition={"solid": 0.7, "mixed_cystic_solid": 0.3},
-            features={"macrocalcifications": 0.1},
-            posterior={"none": 0.6, "enhancement": 0.4},
-            vascularity={"internal": 0.5, "hypervascular": 0.4, "peripheral": 0.1},
-        ),
-    ),
-)
+SOFT_TISSUE = lesion_catalogue("soft_tissue")
 
 
 def _layers_model(
@@ -260,7 +138,7 @@ def _plan_node(rng: np.random.Generator, sex: str) -> PatientPlan:
     seed = int(rng.integers(0, 2**31 - 1))
     par = Parenchyma(FAT_DB, FAT_ATT)
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         prng = np.random.default_rng([seed, PLANES.index(plane)])
         parts, _, _ = _layers_model(rng, seed, plane, skin, fat, muscle, None)
         lumen = with_label(BLOOD, LUMEN_LABEL)
@@ -347,7 +225,7 @@ def _plan_soft_tissue(rng: np.random.Generator, sex: str) -> PatientPlan:
     else:
         lz, par = fascia + 2.0 + muscle + ah + 1.5, Parenchyma(FAT_DB, FAT_ATT)
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         prng = np.random.default_rng([seed, PLANES.index(plane)])
         parts, _, _ = _layers_model(rng, seed, plane, skin, fat, muscle, ORGAN_LABEL)
         # bone surface: a bright cortex that stops the beam

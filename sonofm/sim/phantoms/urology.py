@@ -22,16 +22,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sonofm.sim.phantoms.abdomen import abdominal_wall, assemble, place_probe, union_bounds
-from sonofm.sim.phantoms.anatomy import ORGAN_LABEL, URINE, LayerSpec, tissue
-from sonofm.sim.phantoms.base import PatientPlan, Scene, n_images, plane_sequence, simulator
+from sonofm.sim.phantoms.anatomy import ORGAN_LABEL, URINE, LayerSpec, body_wall, tissue
+from sonofm.sim.phantoms.base import (
+    PatientPlan,
+    Scene,
+    assemble,
+    image_planes,
+    place_probe,
+    simulator,
+    union_bounds,
+)
 from sonofm.sim.phantoms.lesion_section import PLANES, LesionSection, Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import (
     DEBRIS_DB,
     FLUID_DB,
-    LesionKind,
     LesionSpec,
-    OrganCatalogue,
+    lesion_catalogue,
     sample_lesion,
 )
 from sonofm.sim.phantoms.shapes import Arc, Dots, Intersection, moved, tight_bounds
@@ -44,132 +50,9 @@ TESTIS_DEPTH_MM = (30.0, 45.0)
 PZ_DB, PROSTATE_ATT = 0.0, 0.7
 TESTIS_DB, TESTIS_ATT = 0.0, 0.6
 
-PROSTATE = OrganCatalogue(
-    organ="prostate",
-    malignant_prevalence=0.3,
-    normal_lesion_tag="nodule",
-    kinds=(
-        LesionKind(
-            name="bph_nodule",
-            diagnosis="nodule",
-            malignant=False,
-            weight=0.45,
-            size_mm=(8.0, 25.0),
-            contour={"round": 0.5, "oval": 0.4, "lobulated": 0.1},
-            margin={"circumscribed": 0.85, "indistinct": 0.15},
-            echogenicity={"isoechoic": 0.35, "hypoechoic": 0.3, "hyperechoic": 0.1, "heterogeneous": 0.25},
-            composition={"solid": 0.8, "mixed_cystic_solid": 0.2},
-            features={"macrocalcifications": 0.1},
-            posterior={"none": 0.85, "enhancement": 0.15},
-            vascularity={"minimal": 0.4, "peripheral": 0.35, "avascular": 0.25},
-        ),
-        LesionKind(
-            name="calcification",
-            diagnosis="nodule",
-            malignant=False,
-            weight=0.3,
-            size_mm=(3.0, 9.0),
-            contour={"round": 0.4, "oval": 0.3, "irregular": 0.3},
-            margin={"circumscribed": 1.0},
-            echogenicity={"hyperechoic": 1.0},
-            composition={"solid": 1.0},
-            features={"macrocalcifications": 1.0},
-            posterior={"shadowing": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="prostatic_cyst",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.25,
-            size_mm=(5.0, 18.0),
-            contour={"round": 0.5, "oval": 0.5},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="adenocarcinoma",
-            diagnosis="nodule",
-            malignant=True,
-            weight=1.0,
-            size_mm=(6.0, 25.0),
-            contour={"irregular": 0.5, "oval": 0.25, "round": 0.15, "lobulated": 0.1},
-            margin={"indistinct": 0.5, "irregular": 0.35, "microlobulated": 0.15},
-            echogenicity={"hypoechoic": 0.75, "very_hypoechoic": 0.1, "heterogeneous": 0.15},
-            composition={"solid": 1.0},
-            features={"microcalcifications": 0.15},
-            posterior={"none": 0.8, "shadowing": 0.2},
-            vascularity={"internal": 0.45, "hypervascular": 0.25, "minimal": 0.2, "avascular": 0.1},
-        ),
-    ),
-)
+PROSTATE = lesion_catalogue("prostate")
 
-TESTIS = OrganCatalogue(
-    organ="testis",
-    malignant_prevalence=0.35,
-    normal_lesion_tag="mass",
-    kinds=(
-        LesionKind(
-            name="testicular_cyst",
-            diagnosis="cyst",
-            malignant=False,
-            weight=0.45,
-            size_mm=(3.0, 15.0),
-            contour={"round": 0.6, "oval": 0.4},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"septations": 0.05},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="hydrocele",
-            diagnosis="fluid_collection",
-            malignant=False,
-            weight=0.55,
-            size_mm=(6.0, 18.0),  # twice the thickness of the fluid rim (mm)
-            contour={"oval": 1.0},
-            margin={"circumscribed": 1.0},
-            echogenicity={"anechoic": 1.0},
-            composition={"cystic": 1.0},
-            features={"septations": 0.15, "debris": 0.15},
-            posterior={"enhancement": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-        LesionKind(
-            name="seminoma",
-            diagnosis="mass",
-            malignant=True,
-            weight=0.6,
-            size_mm=(8.0, 30.0),
-            contour={"oval": 0.4, "round": 0.3, "lobulated": 0.3},
-            margin={"circumscribed": 0.6, "indistinct": 0.3, "microlobulated": 0.1},
-            echogenicity={"hypoechoic": 0.8, "very_hypoechoic": 0.1, "heterogeneous": 0.1},
-            composition={"solid": 1.0},
-            features={"microcalcifications": 0.3},
-            posterior={"none": 0.8, "enhancement": 0.2},
-            vascularity={"internal": 0.45, "hypervascular": 0.4, "minimal": 0.15},
-        ),
-        LesionKind(
-            name="nonseminomatous_germ_cell_tumour",
-            diagnosis="mass",
-            malignant=True,
-            weight=0.4,
-            size_mm=(10.0, 30.0),
-            contour={"irregular": 0.5, "lobulated": 0.4, "oval": 0.1},
-            margin={"indistinct": 0.5, "irregular": 0.3, "circumscribed": 0.2},
-            echogenicity={"heterogeneous": 0.8, "hypoechoic": 0.2},
-            composition={"mixed_cystic_solid": 0.7, "solid": 0.3},
-            features={"macrocalcifications": 0.3, "microcalcifications": 0.2},
-            posterior={"none": 0.7, "enhancement": 0.2, "shadowing": 0.1},
-            vascularity={"internal": 0.5, "hypervascular": 0.3, "peripheral": 0.2},
-        ),
-    ),
-)
+TESTIS = lesion_catalogue("testis")
 
 
 @dataclass
@@ -191,7 +74,7 @@ class Outside(Shape):
 
 def _plan_prostate(rng: np.random.Generator) -> PatientPlan:
     spec = None if rng.random() < NORMAL_P else sample_lesion(rng, PROSTATE)
-    wall = abdominal_wall(rng, (5.0, 20.0))
+    wall = body_wall(rng, fat=(5.0, 20.0))
     wd = sum(w.thickness_mm for w in wall)
     u = rng.uniform(size=12)
     bl = {"transverse": 35.0 + 12.0 * u[0], "longitudinal": 30.0 + 10.0 * u[1]}
@@ -214,7 +97,7 @@ def _plan_prostate(rng: np.random.Generator) -> PatientPlan:
     )
     par_pz, par_tz = Parenchyma(PZ_DB, PROSTATE_ATT), Parenchyma(-4.0, PROSTATE_ATT)
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         prng = np.random.default_rng([seed, PLANES.index(plane)])
         rx = half[plane]
         bx = 0.0 if plane == "transverse" else -0.35 * bl[plane]  # bladder cranial in the sagittal view
@@ -338,7 +221,7 @@ def _plan_testis(rng: np.random.Generator) -> PatientPlan:
     par = Parenchyma(TESTIS_DB, TESTIS_ATT)
     lesion_rel = (float(u[4] - 0.5), float(u[5] - 0.5))
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         prng = np.random.default_rng([seed, PLANES.index(plane)])
         rx = half[plane]
         ang = float(prng.uniform(-8, 8))

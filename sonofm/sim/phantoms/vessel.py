@@ -17,15 +17,14 @@ from sonofm.sim.phantoms.anatomy import ORGAN_LABEL
 from sonofm.sim.phantoms.base import (
     PatientPlan,
     Scene,
-    choose_shift,
-    n_images,
-    params_for_target,
-    plane_sequence,
+    fit_probe,
+    image_planes,
+    paint_lesion,
     sample_sex,
     simulator,
 )
 from sonofm.sim.phantoms.lesion_section import Parenchyma, build_section
-from sonofm.sim.phantoms.lesions import PLAQUE_LABEL, LesionKind, OrganCatalogue, sample_lesion
+from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
 from sonofm.sim.phantoms.neck import carotid_longitudinal, neck_transverse, sample_neck
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse
@@ -34,46 +33,8 @@ NORMAL_P = 0.2
 DEPTH_MM = (30.0, 45.0)
 BLOOD_ATT = 0.18
 
-CAROTID = OrganCatalogue(
-    organ="carotid_artery",
-    normal_lesion_tag="plaque",
-    kinds=(
-        LesionKind(
-            name="plaque",
-            diagnosis="plaque",
-            malignant=None,
-            weight=1.0,
-            size_mm=(6.0, 20.0),
-            contour={"oval": 0.35, "irregular": 0.4, "lobulated": 0.25},
-            margin={"circumscribed": 0.55, "irregular": 0.45},
-            echogenicity={"hypoechoic": 0.3, "isoechoic": 0.2, "hyperechoic": 0.2, "heterogeneous": 0.3},
-            composition={"solid": 1.0},
-            features={"macrocalcifications": 0.35},
-            posterior={"none": 1.0},
-            vascularity={"avascular": 0.85, "minimal": 0.15},
-            label=PLAQUE_LABEL,
-        ),
-    ),
-)
-JUGULAR = OrganCatalogue(
-    organ="jugular_vein",
-    normal_lesion_tag="thrombus",
-    kinds=(
-        LesionKind(
-            name="thrombus",
-            diagnosis="thrombus",
-            malignant=None,
-            weight=1.0,
-            size_mm=(8.0, 25.0),
-            contour={"oval": 0.6, "irregular": 0.4},
-            margin={"circumscribed": 0.5, "indistinct": 0.5},
-            echogenicity={"hypoechoic": 0.5, "isoechoic": 0.3, "heterogeneous": 0.2},
-            composition={"solid": 1.0},
-            posterior={"none": 1.0},
-            vascularity={"avascular": 1.0},
-        ),
-    ),
-)
+CAROTID = lesion_catalogue("carotid_artery")
+JUGULAR = lesion_catalogue("jugular_vein")
 
 
 def plan_vessel(rng: np.random.Generator, size: int) -> PatientPlan:
@@ -115,7 +76,7 @@ def plan_vessel(rng: np.random.Generator, size: int) -> PatientPlan:
     jug_label = ORGAN_LABEL if organ == "jugular_vein" else None
     lesion_x = float(rng.uniform(-6, 6))  # along the vessel, in longitudinal views
     scenes = []
-    for plane in plane_sequence(rng, n_images(rng, 2, 4)):
+    for plane in image_planes(rng):
         measurements: dict[str, float] = {}
         landmarks: dict[str, tuple[float, float]] = {}
         if plane == "transverse":
@@ -141,8 +102,7 @@ def plan_vessel(rng: np.random.Generator, size: int) -> PatientPlan:
                 if spec is not None
                 else None
             )
-            params = params_for_target(rng, "linear", DEPTH_MM, target)
-            shift = choose_shift(rng, params, target, 4.0)
+            params, shift = fit_probe(rng, "linear", DEPTH_MM, target, 4.0)
             model = neck_transverse(
                 neck,
                 probe0 + shift,
@@ -150,8 +110,7 @@ def plan_vessel(rng: np.random.Generator, size: int) -> PatientPlan:
                 carotid_wall_label=wall_label,
                 jugular_wall_label=jug_label,
             )
-            if section is not None:
-                section = section.shift(-shift, 0.0)
+            section = paint_lesion(model, section, shift)
         else:
             model, far = carotid_longitudinal(neck, wall_label=wall_label, jugular_wall_label=jug_label)
             near = neck.car_cz - neck.car_r
@@ -168,10 +127,8 @@ def plan_vessel(rng: np.random.Generator, size: int) -> PatientPlan:
             if section is not None:
                 ex = section.extent()
                 target = (min(target[0], ex[0]), target[1], max(target[2], ex[2]), target[3])
-            params = params_for_target(rng, "linear", DEPTH_MM, target)
-            shift = choose_shift(rng, params, target, 4.0)
-            if section is not None:
-                section = section.shift(-shift, 0.0)
+            params, shift = fit_probe(rng, "linear", DEPTH_MM, target, 4.0)
+            section = paint_lesion(model, section, shift)
             if organ == "carotid_artery":
                 # IMT on the far wall, away from any plaque
                 x_m: float | None = 0.0
@@ -182,8 +139,6 @@ def plan_vessel(rng: np.random.Generator, size: int) -> PatientPlan:
                 if x_m is not None:  # (a plaque across the whole view leaves no free wall to measure)
                     measurements["imt_mm"] = round(float(neck.imt), 3)
                     landmarks = {"imt_p1": (x_m, far), "imt_p2": (x_m, far + neck.imt)}
-        if section is not None:
-            model.layers.extend(section.layers)
         scenes.append(Scene(plane, params, model, section, measurements, landmarks))
     return PatientPlan("vessel", organ, sex, cat, spec, scenes)
 
