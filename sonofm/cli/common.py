@@ -5,12 +5,24 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import typer
 from rich.console import Console
 
 console = Console(stderr=True)
 PRECISION_HELP = "fp32, bf16, fp16 (CUDA only) or auto (bf16 where the hardware has it natively, else fp32)."
+
+# Options the training verbs share, declared once (`epochs: Epochs = None`).
+TrainData = Annotated[
+    str | None, typer.Option("--data", help="Dataset dir, manifest or shard dir (optional on resume).")
+]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Per-process batch size.")]
+LearningRate = Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")]
+Precision = Annotated[str | None, typer.Option("--precision", help=PRECISION_HELP)]
+ResumeFrom = Annotated[str | None, typer.Option("--resume", help="'latest', 'best' or a checkpoint file.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in OUT.")]
 
 ResultT = TypeVar("ResultT")
 
@@ -28,25 +40,25 @@ def saved_config(out: str) -> Path:
 def launch(
     job: Callable[..., ResultT],
     config_cls: type,
-    *,
     kind: str,
+    values: dict[str, Any],
     out: str,
     preset: str,
-    values: dict[str, Any],
     overrides: list[str] | None,
-    resume: Any,
-    resuming: bool,
+    resume: str | bool | None,
     overwrite: bool,
 ) -> ResultT | None:
     """Resolve a training job's config and run it into OUT; the result on rank 0, else None.
 
-    The config is preset <- named options (``values``) <- ``key=value`` overrides. Resuming
-    continues the saved run: its resolved config (OUT/config.yaml) is the base, options still
-    override. The job itself applies the output-folder rule (``resume``/``overwrite``). Under
-    torchrun only rank 0 reports, so the caller prints only when a result comes back.
+    The config is preset (of `kind`) <- named options (``values``) <- ``key=value`` overrides.
+    Resuming (``resume`` given: a checkpoint name, or True) continues the saved run: its resolved
+    config (OUT/config.yaml) is the base, options still override. The job itself applies the
+    output-folder rule (``resume``/``overwrite``). Under torchrun only rank 0 reports, so the
+    caller prints only when a result comes back.
     """
     from sonofm.config import resolve_config  # deferred: pydantic + yaml would slow `sonofm --help`
 
+    resuming = resume is not None and resume is not False
     saved = saved_config(out)
     base = str(saved) if resuming and saved.is_file() else preset
     config = resolve_config(

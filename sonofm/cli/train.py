@@ -6,15 +6,26 @@ from pathlib import Path
 
 import typer
 
-from sonofm.cli.common import PRECISION_HELP, console, given, launch, print_outputs, saved_config
+from sonofm.cli.common import (
+    BatchSize,
+    Epochs,
+    LearningRate,
+    Overwrite,
+    Precision,
+    ResumeFrom,
+    TrainData,
+    console,
+    given,
+    launch,
+    print_outputs,
+    saved_config,
+)
 from sonofm.errors import UserError
 
 
 def pretrain_cmd(
     out: str = typer.Option(..., "--out", help="Run directory: model/, checkpoints/, metrics.jsonl."),
-    data: str | None = typer.Option(
-        None, "--data", help="Dataset dir, manifest or shard dir (optional on resume)."
-    ),
+    data: TrainData = None,
     preset: str = typer.Option("tiny", "--preset", help="Preset: tiny, small, base or a YAML file."),
     loss: str | None = typer.Option(
         None,
@@ -22,12 +33,12 @@ def pretrain_cmd(
         help="clip, siglip, usclip (soft CLIP + semantic + graph), echo (CLIP + view + negation) "
         "or weighted terms, e.g. clip+semantic:0.5+view:1.",
     ),
-    epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
-    resume: str | None = typer.Option(None, "--resume", help="'latest', 'best' or a checkpoint file."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in OUT."),
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    precision: Precision = None,
+    resume: ResumeFrom = None,
+    overwrite: Overwrite = False,
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides (train.lr=1e-4)."),
 ) -> None:
     """Contrastive image-text pretraining (CLIP or SigLIP) of a dual encoder.
@@ -50,18 +61,7 @@ def pretrain_cmd(
         "train": given(epochs=epochs, batch_size=batch_size, lr=lr, precision=precision),
         "loss": given(name=loss),
     }
-    result = launch(
-        run_pretrain,
-        PretrainConfig,
-        kind="train",
-        out=out,
-        preset=preset,
-        values=values,
-        overrides=overrides,
-        resume=resume,
-        resuming=resume is not None,
-        overwrite=overwrite,
-    )
+    result = launch(run_pretrain, PretrainConfig, "train", values, out, preset, overrides, resume, overwrite)
     if result is None:
         return
     fit = result.fit
@@ -78,18 +78,16 @@ def pretrain_cmd(
 
 def ssl_cmd(
     out: str = typer.Option(..., "--out", help="Run directory: model/, checkpoints/, metrics.jsonl."),
-    data: str | None = typer.Option(
-        None, "--data", help="Dataset dir, manifest or shard dir (optional on resume)."
-    ),
+    data: TrainData = None,
     preset: str = typer.Option("tiny", "--preset", help="SSL preset: tiny, small or a YAML file."),
     model: str | None = typer.Option(
         None, "--model", help="Tower to pretrain: a model preset, config file or sonofm model dir."
     ),
-    epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
-    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
-    resume: str | None = typer.Option(None, "--resume", help="'latest', 'best' or a checkpoint file."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in OUT."),
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    precision: Precision = None,
+    resume: ResumeFrom = None,
+    overwrite: Overwrite = False,
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides (mask_ratio=0.75)."),
 ) -> None:
     """Self-supervised image pretraining: masked image modelling + region/organ/view classifier.
@@ -114,18 +112,7 @@ def ssl_cmd(
         "train": given(epochs=epochs, batch_size=batch_size, precision=precision),
         **given(model=model),
     }
-    result = launch(
-        ssl_pretrain,
-        SSLConfig,
-        kind="ssl",
-        out=out,
-        preset=preset,
-        values=values,
-        overrides=overrides,
-        resume=resume,
-        resuming=resume is not None,
-        overwrite=overwrite,
-    )
+    result = launch(ssl_pretrain, SSLConfig, "ssl", values, out, preset, overrides, resume, overwrite)
     if result is None:
         return
     fit = result.fit
@@ -138,9 +125,7 @@ def ssl_cmd(
 
 def finetune_cmd(
     out: str = typer.Option(..., "--out", help="Run dir: seed-<s>/model, results.json, report.html."),
-    data: str | None = typer.Option(
-        None, "--data", help="Dataset dir, manifest or shard dir (optional on resume)."
-    ),
+    data: TrainData = None,
     model: str | None = typer.Option(
         None, "--model", help="Model preset (tiny, small, ...) or a sonofm model dir (SSL/CLIP run's model/)."
     ),
@@ -151,12 +136,12 @@ def finetune_cmd(
     fraction: float | None = typer.Option(None, "--fraction", help="Share of training PATIENTS labelled."),
     seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3."),
     preset: str = typer.Option("tiny", "--preset", help="Fine-tuning preset: tiny, base or a YAML file."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Number of epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-process batch size."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    precision: Precision = None,
     resume: bool = typer.Option(False, "--resume", help="Keep finished seeds, resume an interrupted one."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in OUT."),
+    overwrite: Overwrite = False,
     overrides: list[str] | None = typer.Argument(
         None, help="key=value overrides (task_options.target=view, task_options.labels=[3,4,5])."
     ),
@@ -189,16 +174,7 @@ def finetune_cmd(
         except ValueError as e:
             raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from e
     result = launch(
-        run_finetune,
-        FinetuneConfig,
-        kind="finetune",
-        out=out,
-        preset=preset,
-        values=values,
-        overrides=overrides,
-        resume=resume,
-        resuming=resume,
-        overwrite=overwrite,
+        run_finetune, FinetuneConfig, "finetune", values, out, preset, overrides, resume, overwrite
     )
     if result is None:
         return
@@ -227,7 +203,7 @@ def train_vlm_cmd(
     stage: str | None = typer.Option(None, "--stage", help="1 (MoE + projector), 2 (LoRA + MoE) or both."),
     preset: str = typer.Option("train-tiny", "--preset", help="VLM training preset or a YAML file."),
     resume: str | None = typer.Option(None, "--resume", help="'latest': skip finished stages, go on."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in OUT."),
+    overwrite: Overwrite = False,
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides (stage2.lr=1e-4)."),
 ) -> None:
     """Train the generative VLM (image tower -> projector -> MoE LM) in EchoVLM's two stages.
@@ -250,18 +226,7 @@ def train_vlm_cmd(
         if stage not in ("1", "2", "both"):
             raise UserError(f"--stage {stage!r}: expected 1, 2 or both")
         values["stage"] = stage
-    result = launch(
-        run_train_vlm,
-        VLMTrainConfig,
-        kind="vlm",
-        out=out,
-        preset=preset,
-        values=values,
-        overrides=overrides,
-        resume=resume,
-        resuming=resume is not None,
-        overwrite=overwrite,
-    )
+    result = launch(run_train_vlm, VLMTrainConfig, "vlm", values, out, preset, overrides, resume, overwrite)
     if result is None:
         return
     for name, fit in result.stages.items():
