@@ -102,6 +102,61 @@ def readable_check(text: str, row: Any) -> dict[str, Any]:
     return {"organ_ok": bool(organ_ok), "lesion_ok": bool(dx_ok), "ok": bool(organ_ok and dx_ok)}
 
 
+def decoding_settings(model: Any) -> dict[str, Any]:
+    """What decides the generated texts besides the weights (the outputs cache is keyed on it)."""
+    return {
+        "greedy": True,
+        "max_new_tokens_report": 320,
+        "max_new_tokens_answer": 12,
+        "no_repeat_ngram": model.config.no_repeat_ngram,
+        "repetition_penalty": model.config.repetition_penalty,
+    }
+
+
+def run_outputs(
+    model: Any,
+    run: Path,
+    images: list[np.ndarray],
+    recs: list[dict[str, Any]],
+    by_path: dict[str, np.ndarray],
+    ids: list[str],
+    heldout: Path,
+    fresh: bool,
+) -> dict[str, Any]:
+    """The run's reports and closed answers on the held-out set, cached in RUN/benchmark_outputs.json.
+
+    The cache is used only when the same weights (file size and mtime), held-out images, questions
+    and decoding settings produced it, so a later run of the benchmark (another seed added) does
+    not regenerate the finished runs.
+    """
+    weights = run / "model" / "model.safetensors"
+    key = {
+        "heldout": str(heldout.resolve()),
+        "ids": ids,
+        "questions": [r["conversations"][0]["value"] for r in recs],
+        "decoding": decoding_settings(model),
+        "weights": [weights.stat().st_size, weights.stat().st_mtime_ns],
+    }
+    cache = run / "benchmark_outputs.json"
+    if not fresh and cache.is_file():
+        old = json.loads(cache.read_text())
+        if old.get("key") == key:
+            _log(f"    reusing {cache}")
+            return old["outputs"]
+    t0 = time.perf_counter()
+    gens = generate_reports(model, images)
+    outputs = {
+        "texts": [g.text for g in gens],
+        "low_confidence": [bool(g.low_confidence) for g in gens],
+        "mean_logprob": [float(g.mean_logprob) for g in gens],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "answers": answer_questions(model, recs, by_path),
+        "decoding": key["decoding"],
+    }
+    cache.write_text(json.dumps({"key": key, "outputs": outputs}))
+    return outputs
+
+
 def train_run(data: Path, clip: Path, out: Path, *, dense: bool, seed: int) -> Path:
     """`sonofm train-vlm` with its defaults (train-tiny), as a user would run it."""
     import subprocess
@@ -139,6 +194,8 @@ def main() -> None:  # noqa: C901 - a linear script
     ap.add_argument("--train-missing", action="store_true", help="train runs whose dirs lack model/")
     ap.add_argument("--max-images", type=int, default=None, help="score only this many held-out images")
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--fresh", action="store_true", help="ignore the RUN/benchmark_outputs.json caches")
+    ap.add_argument("--generate-only", action="store_true", help="write the runs' output caches and stop")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -196,28 +253,32 @@ def main() -> None:  # noqa: C901 - a linear script
     }
     flags: dict[str, Any] = {}
     runs = [("moe", p) for p in args.moe_run] + [("dense", p) for p in args.dense_run]
+    if not args.moe_run:
+        raise SystemExit("give at least one --moe-run")
+    names: dict[str, list[str]] = {"moe": [], "dense": []}
     for i, (kind, run) in enumerate(runs):
         if not (run / "model" / "config.json").is_file():
             if not args.train_missing:
                 raise SystemExit(f"{run}/model missing (pass --train-missing to train it)")
             train_run(args.data, args.clip, run, dense=kind == "dense", seed=i)
-        name = f"generator_{kind}" + (f"_{run.name}" if sum(k == kind for k, _ in runs) > 1 else "")
+        name = f"generator_{kind}_{run.name}"
+        names[kind].append(name)
         _log(f"{name}: {run}")
         model = load_model(str(run / "model")).eval()
-        t0 = time.perf_counter()
-        gens = generate_reports(model, images)
-        gen_s = time.perf_counter() - t0
-        systems[name] = [g.text for g in gens]
-        answers[name] = answer_questions(model, recs, by_path)
+        out = run_outputs(model, run, images, recs, by_path, list(test_rows["id"]), args.heldout, args.fresh)
+        systems[name] = out["texts"]
+        answers[name] = out["answers"]
+        gen_s = out["seconds"]
         training = json.loads((run / "model" / "training.json").read_text())
         flags[name] = {
-            "low_confidence_rate": float(np.mean([g.low_confidence for g in gens])),
-            "mean_logprob": float(np.mean([g.mean_logprob for g in gens])),
+            "low_confidence_rate": float(np.mean(out["low_confidence"])),
+            "mean_logprob": float(np.mean(out["mean_logprob"])),
         }
         info[name] = {
             "run": str(run),
+            "seed": training.get("config", {}).get("train", {}).get("seed"),
             "parameters": model.parameter_counts(),
-            "no_repeat_ngram": model.config.no_repeat_ngram,
+            "decoding": out["decoding"],
             "fit": training.get("fit"),
             "generation_seconds": round(gen_s, 1),
             "example": {"id": str(test_rows["id"][0]), "generated": systems[name][0], "reference": refs[0]},
@@ -227,33 +288,68 @@ def main() -> None:  # noqa: C901 - a linear script
         else:
             del model
 
-    # ---- scores with patient-level CIs
-    main_gen = next(n for n in systems if n.startswith("generator_moe"))
+    if args.generate_only:
+        _log("outputs cached in every RUN/benchmark_outputs.json")
+        return
+
+    # ---- scores with patient-level CIs: every run, and each kind with its seeds pooled per patient
     table = compare.compare_reports(
         systems, refs, regions, patients, baseline="retrieval", n_boot=args.n_boot
     )
     vqa = compare.closed_vqa(answers, q_refs, q_patients, n_boot=args.n_boot)
+    pooled: dict[str, Any] = {}
+    pooled_vqa: dict[str, Any] = {}
+    for kind, members in names.items():
+        if not members:
+            continue
+        k = len(members)
+        gen = f"generator_{kind}"
+        pooled[gen] = compare.compare_reports(
+            {gen: [t for n in members for t in systems[n]], "retrieval": systems["retrieval"] * k},
+            refs * k,
+            regions * k,
+            patients * k,
+            baseline="retrieval",
+            n_boot=args.n_boot,
+        )
+        pooled_vqa[gen] = compare.closed_vqa(
+            {gen: [t for n in members for t in answers[n]]}, q_refs * k, q_patients * k, n_boot=args.n_boot
+        )[gen]
+        pooled[gen]["seeds"] = members
     per_region: dict[str, Any] = {}
     from sonofm.vlm import metrics as VM
 
     for reg in sorted(set(regions)):
         sel = [i for i, r in enumerate(regions) if r == reg]
-        per_region[reg] = {
-            name: VM.micro_f1(VM.clinical_counts([p[i] for i in sel], [refs[i] for i in sel], reg))
-            for name, p in systems.items()
-        }
-        per_region[reg]["n_images"] = len(sel)
+        per_region[reg] = {"n_images": len(sel)}
+        for name, p in systems.items():
+            sub_p, sub_r = [p[i] for i in sel], [refs[i] for i in sel]
+            per_region[reg][name] = {
+                "clinical_f1": VM.micro_f1(VM.clinical_counts(sub_p, sub_r, reg)),
+                "clinical_f1_no_measurements": VM.micro_f1(
+                    VM.clinical_counts(sub_p, sub_r, reg, measurements=False)
+                ),
+            }
     moe_vs_dense = None
-    dense_names = [n for n in systems if n.startswith("generator_dense")]
-    if dense_names:
-        moe_vs_dense = compare.compare_reports(
-            {main_gen: systems[main_gen], dense_names[0]: systems[dense_names[0]]},
-            refs,
-            regions,
-            patients,
-            baseline=dense_names[0],
+    if names["dense"]:
+        k = min(len(names["moe"]), len(names["dense"]))  # equal seed counts, paired by position
+        both = compare.compare_reports(
+            {
+                "generator_moe": [t for n in names["moe"][:k] for t in systems[n]],
+                "generator_dense": [t for n in names["dense"][:k] for t in systems[n]],
+            },
+            refs * k,
+            regions * k,
+            patients * k,
+            baseline="generator_dense",
             n_boot=args.n_boot,
-        )["clinical_f1"]
+        )
+        moe_vs_dense = {
+            "seeds_each": k,
+            "clinical_f1": both["clinical_f1"],
+            "clinical_f1_no_measurements": both["clinical_f1_no_measurements"],
+            "closed_vqa_per_kind": pooled_vqa,
+        }
 
     # ---- `sonofm generate` on 10 random held-out images (same code path as the CLI)
     from sonofm.models.vlm import generate_from_files
@@ -291,8 +387,11 @@ def main() -> None:  # noqa: C901 - a linear script
         "example": garbage[0].text,
     }
 
-    gen_f1 = table["clinical_f1"][main_gen]
-    delta = table["clinical_f1"][f"delta/{main_gen}-retrieval"]
+    main = pooled["generator_moe"]
+    gen_f1 = main["clinical_f1"]["generator_moe"]
+    delta = main["clinical_f1"]["delta/generator_moe-retrieval"]
+    gen_f1_nm = main["clinical_f1_no_measurements"]["generator_moe"]
+    delta_nm = main["clinical_f1_no_measurements"]["delta/generator_moe-retrieval"]
     doc = {
         "benchmark": "vlm",
         "command": " ".join(["python", "benchmarks/vlm.py", *sys.argv[1:]]),
@@ -310,20 +409,29 @@ def main() -> None:  # noqa: C901 - a linear script
         },
         "targets": TARGETS,
         "summary": {
+            "note": "generator_moe: its seeds pooled per patient (every seed's report of every image; "
+            "whole patients resampled)",
+            "moe_seeds": len(names["moe"]),
+            "dense_seeds": len(names["dense"]),
             "generator_clinical_f1": gen_f1,
             "retrieval_clinical_f1": table["clinical_f1"]["retrieval"],
             "delta_vs_retrieval": delta,
             "beats_retrieval_ci_excludes_0": bool(delta["ci_low"] > 0),
-            "closed_vqa": vqa[main_gen],
+            "generator_clinical_f1_no_measurements": gen_f1_nm,
+            "retrieval_clinical_f1_no_measurements": table["clinical_f1_no_measurements"]["retrieval"],
+            "delta_vs_retrieval_no_measurements": delta_nm,
+            "closed_vqa": pooled_vqa["generator_moe"],
             "closed_vqa_retrieval": vqa["retrieval"],
             "readable_of_10": n_ok,
             "clinical_f1_target_met": bool(gen_f1["value"] >= TARGETS["clinical_f1"]),
-            "closed_vqa_target_met": bool(vqa[main_gen]["value"] >= TARGETS["closed_vqa"]),
+            "closed_vqa_target_met": bool(pooled_vqa["generator_moe"]["value"] >= TARGETS["closed_vqa"]),
         },
         "reports": table,
+        "reports_seeds_pooled": pooled,
         "closed_vqa": vqa,
+        "closed_vqa_seeds_pooled": pooled_vqa,
         "clinical_f1_per_region": per_region,
-        "moe_vs_dense_clinical_f1": moe_vs_dense,
+        "moe_vs_dense": moe_vs_dense,
         "low_confidence_flag": flags,
         "systems": info,
         "generate_10_random_test_images": ten,
@@ -336,7 +444,13 @@ def main() -> None:  # noqa: C901 - a linear script
         f"retrieval {table['clinical_f1']['retrieval']['value']:.3f}; delta {delta['value']:+.3f} "
         f"[{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}] ({gen_f1.get('n_patients')} patients)"
     )
-    print(f"closed VQA generator {vqa[main_gen]['value']:.3f} vs retrieval {vqa['retrieval']['value']:.3f}")
+    print(
+        f"without measurements: generator {gen_f1_nm['value']:.3f} vs retrieval "
+        f"{table['clinical_f1_no_measurements']['retrieval']['value']:.3f}; delta {delta_nm['value']:+.3f} "
+        f"[{delta_nm['ci_low']:+.3f}, {delta_nm['ci_high']:+.3f}]"
+    )
+    gv = pooled_vqa["generator_moe"]["value"]
+    print(f"closed VQA generator {gv:.3f} vs retrieval {vqa['retrieval']['value']:.3f}")
     for m in ("bleu1", "rougeL"):
         print(
             f"{m}: "

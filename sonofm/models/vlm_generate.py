@@ -33,6 +33,29 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was)
 
 
+class AnswerRepetitionPenalty:
+    """CTRL's repetition penalty on the tokens generated so far, not on the prompt.
+
+    transformers' own ``repetition_penalty`` also penalises every prompt token: the question's
+    words ("Answer yes or no", the options of a multiple-choice question, "ultrasound report")
+    would be pushed down in the answer. Logits of tokens already in the answer are divided by
+    ``penalty`` when positive and multiplied by it when negative.
+    """
+
+    def __init__(self, penalty: float, prompt_length: int) -> None:
+        if penalty < 1.0:
+            raise UserError(f"repetition_penalty must be >= 1, got {penalty}")
+        self.penalty, self.prompt_length = float(penalty), int(prompt_length)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        answer = input_ids[:, self.prompt_length :]  # (B, t) tokens generated so far
+        if answer.shape[1] == 0 or self.penalty == 1.0:
+            return scores
+        picked = torch.gather(scores, 1, answer)
+        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
+        return scores.scatter(1, answer, picked)
+
+
 @contextlib.contextmanager
 def _collect(blocks: Sequence[DualPathMoE], regions: Sequence[str] | None) -> Iterator[None]:
     """Routing statistics during generation only when the caller labels the samples."""
@@ -92,7 +115,7 @@ class VLMGeneration:
         top_p: float = 1.0,
         top_k: int | None = None,
         use_cache: bool = True,
-        repetition_penalty: float = 1.0,
+        repetition_penalty: float | None = None,
         no_repeat_ngram_size: int | None = None,
         seed: int | None = None,
         regions: Sequence[str] | None = None,
@@ -102,16 +125,19 @@ class VLMGeneration:
         """New tokens only, (B, <= max_new_tokens), padded with pad_token_id after EOS.
 
         Decoding cannot loop: no n-gram of `no_repeat_ngram_size` tokens (default: the model's
-        `config.no_repeat_ngram`, 0 = off) is generated twice, and `max_new_tokens` bounds the
-        length. With `return_logprobs`, also the log-probability of every new token under the
-        model (B, T), 0 at padding (the low-confidence flag reads its mean).
+        `config.no_repeat_ngram`, 0 = off) is generated twice, tokens the answer already holds are
+        penalised by `repetition_penalty` (default `config.repetition_penalty`; the prompt is not,
+        see `AnswerRepetitionPenalty`), and `max_new_tokens` bounds the length. With
+        `return_logprobs`, also the log-probability of every new token under the model's own
+        distribution (raw logits, before the penalties) (B, T), 0 at padding (the low-confidence
+        flag reads its mean).
 
         Prompts must be LEFT-padded (`pad_prompts` does this); `pixel_values` hold every sample's
         images in order. `seed` makes sampling reproducible. With `regions` (one per sample)
         the MoE routing of the prompt and generated tokens is added to `routing_stats()`
         (exact with the KV cache; without it every step re-routes the whole sequence).
         """
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
 
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -129,8 +155,13 @@ class VLMGeneration:
             no_repeat_ngram_size = self.config.no_repeat_ngram
         if no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = int(no_repeat_ngram_size)
+        if repetition_penalty is None:
+            repetition_penalty = self.config.repetition_penalty
+        processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+        if repetition_penalty != 1.0:
+            processors.append(AnswerRepetitionPenalty(repetition_penalty, input_ids.shape[1]))
         if return_logprobs:
-            kwargs.update(output_scores=True, return_dict_in_generate=True)
+            kwargs.update(output_scores=True, output_logits=True, return_dict_in_generate=True)
         gen_cfg = GenerationConfig(
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
@@ -139,7 +170,6 @@ class VLMGeneration:
             top_p=top_p if do_sample else None,
             top_k=top_k if do_sample else None,
             use_cache=use_cache,
-            repetition_penalty=repetition_penalty,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
             bos_token_id=tok.bos_token_id,
@@ -164,14 +194,18 @@ class VLMGeneration:
             _collect(self.moe_blocks, regions),
         ):
             out = self.lm.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=gen_cfg,
+                logits_processor=processors,
             )
         if not return_logprobs:
             return out[:, prompt_len:]
         new = out.sequences[:, prompt_len:]
-        # log p(token) of the chosen tokens from the model's own (unprocessed-by-sampling) scores
+        # log p(token) of the chosen tokens under the model's own distribution: the raw logits,
+        # before the repetition penalties, n-gram blocking and sampling warpers changed them
         lp = self.lm.compute_transition_scores(
-            out.sequences, out.scores, getattr(out, "beam_indices", None), normalize_logits=num_beams == 1
+            out.sequences, out.logits, getattr(out, "beam_indices", None), normalize_logits=True
         )
         lp = lp[:, : new.shape[1]].float()
         done = torch.zeros(new.shape[0], dtype=torch.bool, device=new.device)

@@ -1,12 +1,14 @@
 """Generated vs retrieved (or any two systems') reports on the same test patients, with patient CIs.
 
 Per item: BLEU-1 sufficient statistics (exact corpus BLEU on every resample), ROUGE-L,
-clinical-correctness counts (both texts parsed by `sonofm.reports.parse_report`), and per-attribute
-correctness: for each dimension the reference states (organ, diagnosis, shape, margin, ...), whether
-the generated text's parsed PRESENT tags equal the reference's (the generated text is parsed
-without the region hint, which would otherwise hand it the region's default organ). Intervals come from
-`sonofm.eval.metrics.bootstrap_ci` with patient ids as groups (whole patients are resampled, never
-single images), and the difference between two systems gets the same patient-level interval.
+clinical-correctness counts (both texts parsed by `sonofm.reports.parse_report`: ``clinical_f1``,
+and ``clinical_f1_no_measurements`` without the measurement facts, which count only within half a
+reporting step), and per-attribute correctness: for each dimension the reference states (organ,
+diagnosis, shape, margin, ...), whether the generated text's parsed PRESENT tags equal the
+reference's (the generated text is parsed without the region hint, which would otherwise hand it
+the region's default organ). Intervals come from `sonofm.eval.metrics.bootstrap_ci` with patient
+ids as groups (whole patients are resampled, never single images), and the difference between two
+systems gets the same patient-level interval.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def item_scores(preds: Sequence[str], refs: Sequence[str], regions: Sequence[str
         "bleu1": VM.bleu_stats(list(preds), list(refs), 1),
         "rougeL": VM.rouge_scores(preds, refs)["rougeL"],
         "clinical": VM.clinical_counts(preds, refs, list(regions)),
+        "clinical_facts": VM.clinical_counts(preds, refs, list(regions), measurements=False),
     }
     ref_attrs = [_attrs(r, g) for r, g in zip(refs, regions, strict=True)]
     # the generated text is parsed WITHOUT the region hint: naming the organ must be its own doing
@@ -74,6 +77,7 @@ METRICS = {
 def _metric_fns() -> dict[str, tuple[str, Any]]:
     fns = {"bleu1": ("bleu1", METRICS["bleu1"]), "rougeL": ("rougeL", METRICS["rougeL"])}
     fns["clinical_f1"] = ("clinical", METRICS["clinical_f1"])
+    fns["clinical_f1_no_measurements"] = ("clinical_facts", METRICS["clinical_f1"])
     for dim in ATTRIBUTE_DIMS:
         fns[f"attr/{dim}"] = (f"attr/{dim}", _nanmean)
     return fns

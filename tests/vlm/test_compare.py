@@ -67,3 +67,17 @@ def test_clinical_counts_give_no_credit_for_an_organ_the_text_does_not_name():
     tp_wrong = clinical_counts([WRONG], [REF], ["breast"])[0][0]
     tp_right = clinical_counts([REF], [REF], ["breast"])[0][0]
     assert tp_wrong == 0 < tp_right  # the region hint parses the reference only
+
+
+def test_clinical_counts_without_measurements_score_the_categorical_facts_only():
+    from sonofm.vlm.metrics import clinical_counts
+
+    ref = REF.replace("is seen in the breast.", "is seen in the breast. It measures 12.3 x 8.1 mm.")
+    off = REF.replace("is seen in the breast.", "is seen in the breast. It measures 14.0 x 9.9 mm.")
+    with_m = clinical_counts([off], [ref], ["breast"])[0]
+    without = clinical_counts([off], [ref], ["breast"], measurements=False)[0]
+    assert without[1] == without[2] == 0 and without[0] > 0  # every finding right
+    assert with_m[0] == without[0] and with_m[1] > 0 and with_m[2] > 0  # the sizes miss
+    out = compare.compare_reports({"gen": [off], "ret": [WRONG]}, [ref], ["breast"], ["p0"], baseline="ret",
+                                  n_boot=10)  # fmt: skip
+    assert out["clinical_f1_no_measurements"]["gen"]["value"] == 1.0 > out["clinical_f1"]["gen"]["value"]

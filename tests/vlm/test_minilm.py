@@ -122,6 +122,39 @@ def test_decoding_never_repeats_an_ngram_beyond_the_limit(model):
         assert len(toks) <= 60
 
 
+def test_repetition_penalty_applies_to_the_answer_not_the_prompt():
+    from sonofm.models.vlm_generate import AnswerRepetitionPenalty
+
+    ids = torch.tensor([[5, 6, 7, 1]])  # prompt 5 6 7, answer so far: token 1
+    scores = torch.tensor([[2.0, 2.0, -2.0, 2.0, 2.0, 2.0, 2.0, 2.0]])
+    out = AnswerRepetitionPenalty(2.0, prompt_length=3)(ids, scores.clone())
+    assert out[0, 1] == 1.0  # the answer's token: positive logit divided
+    assert torch.equal(out[0, [0, 2, 3, 4, 5, 6, 7]], scores[0, [0, 2, 3, 4, 5, 6, 7]])  # prompt untouched
+    ids2 = torch.tensor([[5, 6, 7, 2]])
+    assert AnswerRepetitionPenalty(2.0, prompt_length=3)(ids2, scores.clone())[0, 2] == -4.0  # negative: x
+    assert torch.equal(AnswerRepetitionPenalty(2.0, prompt_length=4)(ids, scores.clone()), scores)
+
+
+def test_decoding_penalises_repeats_by_default_and_reports_the_models_own_logprobs(model):
+    """The default penalty (config.repetition_penalty) changes an untrained model's loop, and the
+    log-probs that feed the low-confidence flag are the model's, not the penalised scores."""
+    assert model.config.repetition_penalty > 1.0
+    prompt = vlm_prompt.render_prompt(None, 1, model.tokenizer, model.config.num_image_tokens)
+    ids, mask = model.pad_prompts([prompt])
+    pix = model.prepare_images([_image()])
+    eos = model.tokenizer.eos_token_id
+    kw = {"max_new_tokens": 30, "no_repeat_ngram_size": 0, "suppress_tokens": [eos]}
+    off = model.generate(pix, ids, mask, repetition_penalty=1.0, **kw)[0].tolist()
+    new, lp = model.generate(pix, ids, mask, repetition_penalty=3.0, return_logprobs=True, **kw)
+    assert new[0].tolist() != off
+    assert len(set(new[0].tolist())) > len(set(off))  # fewer repeated tokens
+    full = torch.cat([ids, new], dim=1)
+    with torch.no_grad():
+        logits = model(pix, full, torch.ones_like(full))["logits"][0, ids.shape[1] - 1 : -1]
+    own = torch.log_softmax(logits.float(), -1).gather(1, new[0][:, None])[:, 0]
+    torch.testing.assert_close(lp[0], own, atol=1e-4, rtol=1e-4)
+
+
 def test_safe_no_repeat_ngram_keeps_training_answers_reachable(model):
     n = vlm_prompt.safe_no_repeat_ngram(model.tokenizer, ["no no no no no", "a b c a b c"])
     assert n == 5  # "no no no no" (4 tokens) repeats, so 5 is the first size that never does
