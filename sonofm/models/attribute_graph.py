@@ -34,6 +34,8 @@ from torch import Tensor, nn
 
 from sonofm.models.config import DualEncoderConfig
 from sonofm.models.dual_encoder import DualEncoder
+from sonofm.models.io import validated_config, with_weights
+from sonofm.models.text_towers import load_tokenizer
 
 DIAGNOSIS = "diagnosis"
 DESCRIPTOR = "descriptor"
@@ -275,19 +277,9 @@ def load_attribute_graph_dual_encoder(
     model_dir: Path, cfg_json: dict[str, Any], device: str | torch.device | None = None
 ) -> nn.Module:
     """``load_model`` loader for ``model_type == "attribute_graph_dual_encoder"``."""
-    from pydantic import ValidationError
-
-    from sonofm.errors import UserError
-    from sonofm.models.io import CONFIG_NAME, WEIGHTS_NAME, load_weights
-    from sonofm.models.text_towers import load_tokenizer
-
-    try:
-        config = AttributeGraphDualEncoderConfig.model_validate(cfg_json.get("config", {}))
-    except ValidationError as e:
-        raise UserError(f"{model_dir / CONFIG_NAME}: invalid 'config': {e}") from e
+    config = validated_config(AttributeGraphDualEncoderConfig, model_dir, cfg_json)
     model = AttributeGraphDualEncoder(config, tokenizer=load_tokenizer(str(model_dir)), load_pretrained=False)
-    load_weights(model, model_dir / WEIGHTS_NAME)
-    return model.to(device) if device is not None else model
+    return with_weights(model, model_dir, device)
 
 
 def _register() -> None:

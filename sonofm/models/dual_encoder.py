@@ -12,13 +12,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import ValidationError
 from torch import nn
 
-from sonofm.errors import UserError
 from sonofm.models.config import DualEncoderConfig
 from sonofm.models.image_towers import ImageTower
-from sonofm.models.io import CONFIG_NAME, WEIGHTS_NAME, load_weights
+from sonofm.models.io import validated_config, with_weights
 from sonofm.models.text_towers import TextTokenizer, TextTower, load_tokenizer
 
 
@@ -129,13 +127,6 @@ def load_dual_encoder(
     model_dir: Path, cfg_json: dict[str, Any], device: str | torch.device | None = None
 ) -> nn.Module:
     """Loader for `model_type == "dual_encoder"`: no pretrained sources are touched."""
-    try:
-        config = DualEncoderConfig.model_validate(cfg_json.get("config", {}))
-    except ValidationError as e:
-        raise UserError(f"{model_dir / CONFIG_NAME}: invalid 'config': {e}") from e
-    if config.image.arch is None or config.text.arch is None:
-        raise UserError(f"{model_dir / CONFIG_NAME}: config.image.arch / config.text.arch missing")
-    tokenizer = load_tokenizer(str(model_dir))
-    model = DualEncoder(config, tokenizer=tokenizer, load_pretrained=False)
-    load_weights(model, model_dir / WEIGHTS_NAME)
-    return model.to(device) if device is not None else model
+    config = validated_config(DualEncoderConfig, model_dir, cfg_json, "image.arch", "text.arch")
+    model = DualEncoder(config, tokenizer=load_tokenizer(str(model_dir)), load_pretrained=False)
+    return with_weights(model, model_dir, device)

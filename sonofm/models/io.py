@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import operator
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from sonofm._version import __version__
@@ -37,6 +39,8 @@ from sonofm.models.model_dir import (  # noqa: F401 (the file names are re-expor
 log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf-hub:"
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 Loader = Callable[[Path, dict[str, Any]], nn.Module]
 # model_type -> loader, or "module:function" (imported on first use, so registering costs nothing).
@@ -180,6 +184,30 @@ def load_weights(model: nn.Module, weights_file: str | Path) -> None:
     state = read_safetensors(weights_file)
     check_state_dict(model.state_dict(), state, f"{weights_file} (with its {CONFIG_NAME})")
     model.load_state_dict(state, strict=True)
+
+
+def validated_config(
+    config_cls: type[ConfigT], model_dir: str | Path, cfg_json: dict[str, Any], *required: str
+) -> ConfigT:
+    """The `config` section of a model directory's config.json as a `config_cls` (a loader's first step).
+
+    `required`: fields, dotted for nested ones ("image.arch"), that a saved model must have set.
+    Errors name the file: an invalid section, or the required fields when any of them is missing.
+    """
+    where = Path(model_dir) / CONFIG_NAME
+    try:
+        config = config_cls.model_validate(cfg_json.get("config", {}))
+    except ValidationError as e:
+        raise UserError(f"{where}: invalid 'config': {e}") from e
+    if any(operator.attrgetter(name)(config) is None for name in required):
+        raise UserError(f"{where}: {' / '.join(f'config.{name}' for name in required)} missing")
+    return config
+
+
+def with_weights(model: ModelT, model_dir: str | Path, device: str | torch.device | None = None) -> ModelT:
+    """`model` with the directory's weights loaded strictly, moved to `device` (a loader's last step)."""
+    load_weights(model, Path(model_dir) / WEIGHTS_NAME)
+    return model.to(device) if device is not None else model
 
 
 def resolve_model_dir(path_or_id: str | Path) -> Path:

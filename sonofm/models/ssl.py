@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from sonofm.errors import UserError
@@ -46,6 +46,7 @@ from sonofm.losses.mim import (
 )
 from sonofm.models.config import ImageTowerConfig
 from sonofm.models.image_towers import ImageTower
+from sonofm.models.io import validated_config, with_weights
 from sonofm.taxonomy import ECHO_VIEWS, ORGAN_IDS, REGIONS, region_of
 
 log = logging.getLogger(__name__)
@@ -366,14 +367,5 @@ def load_ssl_model(
     model_dir: Path, cfg_json: dict[str, Any], device: str | torch.device | None = None
 ) -> SSLModel:
     """Loader for ``model_type == "ssl_image_model"`` (no pretrained sources are touched)."""
-    from sonofm.models.io import CONFIG_NAME, WEIGHTS_NAME, load_weights
-
-    try:
-        config = SSLModelConfig.model_validate(cfg_json.get("config", {}))
-    except ValidationError as e:
-        raise UserError(f"{Path(model_dir) / CONFIG_NAME}: invalid 'config': {e}") from e
-    if config.image.arch is None:
-        raise UserError(f"{Path(model_dir) / CONFIG_NAME}: config.image.arch missing")
-    model = SSLModel(config, load_pretrained=False)
-    load_weights(model, Path(model_dir) / WEIGHTS_NAME)
-    return model.to(device) if device is not None else model
+    config = validated_config(SSLModelConfig, model_dir, cfg_json, "image.arch")
+    return with_weights(SSLModel(config, load_pretrained=False), model_dir, device)

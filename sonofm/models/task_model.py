@@ -22,8 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from sonofm.errors import UserError
 from sonofm.models.config import ImageTowerConfig
+from sonofm.models.io import validated_config, with_weights
 
 
 class TaskModelConfig(BaseModel):
@@ -148,16 +148,5 @@ def load_task_model(
     model_dir: Path, cfg_json: dict[str, Any], device: str | torch.device | None = None
 ) -> TaskModel:
     """Loader for ``model_type == "task_model"`` (registered in `sonofm.models.io`)."""
-    from pydantic import ValidationError
-
-    from sonofm.models.io import CONFIG_NAME, WEIGHTS_NAME, load_weights
-
-    try:
-        config = TaskModelConfig.model_validate(cfg_json.get("config", {}))
-    except ValidationError as e:
-        raise UserError(f"{Path(model_dir) / CONFIG_NAME}: invalid 'config': {e}") from e
-    if config.image.arch is None:
-        raise UserError(f"{Path(model_dir) / CONFIG_NAME}: config.image.arch missing")
-    model = TaskModel(config)
-    load_weights(model, Path(model_dir) / WEIGHTS_NAME)
-    return model.to(device) if device is not None else model
+    config = validated_config(TaskModelConfig, model_dir, cfg_json, "image.arch")
+    return with_weights(TaskModel(config), model_dir, device)
