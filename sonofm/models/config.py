@@ -66,6 +66,16 @@ class ImageTowerConfig(BaseModel):
         """Architecture keyword arguments given beside the named fields."""
         return dict(self.model_extra or {})
 
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """What a data pipeline needs to feed this tower (the image part of a model's preprocess)."""
+        return {
+            "image_size": self.image_size,
+            "in_chans": self.in_chans,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
 
 class TextTowerConfig(BaseModel):
     """Text tower: any transformers `AutoModel` encoder (BERT family and others).
@@ -143,10 +153,4 @@ class DualEncoderConfig(BaseModel):
     @property
     def preprocess(self) -> dict[str, Any]:
         """What a data pipeline needs to feed this model."""
-        return {
-            "image_size": self.image.image_size,
-            "in_chans": self.image.in_chans,
-            "mean": list(self.image.mean),
-            "std": list(self.image.std),
-            "max_length": self.text.max_length,
-        }
+        return {**self.image.preprocess, "max_length": self.text.max_length}

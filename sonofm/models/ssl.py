@@ -94,12 +94,7 @@ class SSLModelConfig(BaseModel):
 
     @property
     def preprocess(self) -> dict[str, Any]:
-        return {
-            "image_size": self.image.image_size,
-            "in_chans": self.image.in_chans,
-            "mean": list(self.image.mean),
-            "std": list(self.image.std),
-        }
+        return self.image.preprocess
 
 
 def _tower_geometry(tower: ImageTower) -> tuple[int, int, int, int]:

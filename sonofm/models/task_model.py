@@ -40,14 +40,7 @@ class TaskModelConfig(BaseModel):
 
     @property
     def preprocess(self) -> dict[str, Any]:
-        im = self.image
-        return {
-            "image_size": im.image_size,
-            "in_chans": im.in_chans,
-            "mean": list(im.mean),
-            "std": list(im.std),
-            "input_frames": self.input_frames,
-        }
+        return {**self.image.preprocess, "input_frames": self.input_frames}
 
 
 def tower_config(tower: nn.Module) -> ImageTowerConfig:
