@@ -7,33 +7,20 @@ processes that have no use for it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sonofm.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from sonofm.data.dataset import UltrasoundDataset
     from sonofm.data.loader import build_loader
     from sonofm.data.manifest import load_dataset, read_manifest, write_manifest
 
-_LAZY: dict[str, str] = {
-    "read_manifest": "sonofm.data.manifest",
-    "write_manifest": "sonofm.data.manifest",
-    "load_dataset": "sonofm.data.manifest",
-    "UltrasoundDataset": "sonofm.data.dataset",
-    "build_loader": "sonofm.data.loader",
+_LAZY = {
+    "sonofm.data.manifest": ("read_manifest", "write_manifest", "load_dataset"),
+    "sonofm.data.dataset": ("UltrasoundDataset",),
+    "sonofm.data.loader": ("build_loader",),
 }
 
 __all__ = ["UltrasoundDataset", "build_loader", "load_dataset", "read_manifest", "write_manifest"]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # cache: later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, cache=True)  # cached: later look-ups skip __getattr__

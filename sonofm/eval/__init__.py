@@ -6,28 +6,13 @@ free of torch/matplotlib.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sonofm.lazy import lazy_exports, lazy_names
 
-_EXPORTS = {
-    "run_suite": "sonofm.eval.runner",
-    "load_suite": "sonofm.eval.runner",
-    "list_suites": "sonofm.eval.runner",
-    "Suite": "sonofm.eval.runner",
-    "embed_split": "sonofm.eval.embed",
-    "embed_images": "sonofm.eval.embed",
-    "embed_texts": "sonofm.eval.embed",
-    "Task": "sonofm.eval.tasks.base",
-    "TaskResult": "sonofm.eval.tasks.base",
-    "EvalContext": "sonofm.eval.tasks.base",
-    "register_task": "sonofm.eval.tasks.base",
-    "write_html_report": "sonofm.eval.report",
+_LAZY = {
+    "sonofm.eval.runner": ("run_suite", "load_suite", "list_suites", "Suite"),
+    "sonofm.eval.embed": ("embed_split", "embed_images", "embed_texts"),
+    "sonofm.eval.tasks.base": ("Task", "TaskResult", "EvalContext", "register_task"),
+    "sonofm.eval.report": ("write_html_report",),
 }
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'sonofm.eval' has no attribute {name!r}")
+__all__ = lazy_names(_LAZY)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

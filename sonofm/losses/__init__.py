@@ -7,30 +7,29 @@ stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from sonofm.lazy import lazy_exports, lazy_names
 from sonofm.losses.contrastive import ClipLoss, SigLipLoss, build_contrastive_loss
 from sonofm.losses.distributed import dist_info, gather_features, gather_tensor
 
 _LAZY = {
-    "SemanticLoss": "sonofm.losses.semantic",
-    "SoftClipLoss": "sonofm.losses.semantic",
-    "TagVocabulary": "sonofm.losses.semantic",
-    "semantic_loss": "sonofm.losses.semantic",
-    "semantic_targets": "sonofm.losses.semantic",
-    "soft_clip_loss": "sonofm.losses.semantic",
-    "tag_similarity_matrices": "sonofm.losses.semantic",
-    "ViewNCELoss": "sonofm.losses.view",
-    "view_nce_loss": "sonofm.losses.view",
-    "multi_positive_nce": "sonofm.losses.view",
-    "NegationNCELoss": "sonofm.losses.negation",
-    "negation_nce_loss": "sonofm.losses.negation",
-    "CompositeLoss": "sonofm.losses.compose",
-    "LossSpec": "sonofm.losses.compose",
-    "parse_loss_spec": "sonofm.losses.compose",
-    "build_composite_loss": "sonofm.losses.compose",
-    "build_objective": "sonofm.losses.compose",
+    "sonofm.losses.semantic": (
+        "SemanticLoss",
+        "SoftClipLoss",
+        "TagVocabulary",
+        "semantic_loss",
+        "semantic_targets",
+        "soft_clip_loss",
+        "tag_similarity_matrices",
+    ),
+    "sonofm.losses.view": ("ViewNCELoss", "view_nce_loss", "multi_positive_nce"),
+    "sonofm.losses.negation": ("NegationNCELoss", "negation_nce_loss"),
+    "sonofm.losses.compose": (
+        "CompositeLoss",
+        "LossSpec",
+        "parse_loss_spec",
+        "build_composite_loss",
+        "build_objective",
+    ),
 }
 
 __all__ = [  # the lazy names resolve through __getattr__
@@ -40,13 +39,6 @@ __all__ = [  # the lazy names resolve through __getattr__
     "dist_info",
     "gather_features",
     "gather_tensor",
-    *_LAZY,
+    *lazy_names(_LAZY),
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sonofm.losses' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, cache=True)

@@ -5,27 +5,20 @@ Names are imported lazily so `import sonofm.serve` stays free of torch, FAISS an
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sonofm.lazy import lazy_exports, lazy_names
 
-_EXPORTS = {
-    "build_index": "sonofm.serve.index",
-    "build_faiss": "sonofm.serve.index",
-    "CaseIndex": "sonofm.serve.index",
-    "Hit": "sonofm.serve.index",
-    "read_query_image": "sonofm.serve.index",
-    "load_encoder": "sonofm.serve.index",
-    "export_onnx": "sonofm.serve.export",
-    "OnnxDualEncoder": "sonofm.serve.export",
-    "ExportCheckError": "sonofm.serve.export",
-    "create_app": "sonofm.serve.app",
-    "ServeSettings": "sonofm.serve.settings",
+_LAZY = {
+    "sonofm.serve.index": (
+        "build_index",
+        "build_faiss",
+        "CaseIndex",
+        "Hit",
+        "read_query_image",
+        "load_encoder",
+    ),
+    "sonofm.serve.export": ("export_onnx", "OnnxDualEncoder", "ExportCheckError"),
+    "sonofm.serve.app": ("create_app",),
+    "sonofm.serve.settings": ("ServeSettings",),
 }
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'sonofm.serve' has no attribute {name!r}")
+__all__ = lazy_names(_LAZY)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
