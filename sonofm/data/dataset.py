@@ -118,6 +118,14 @@ class UltrasoundDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def fixed_texts(self) -> list[str] | None:
+        """Every row's text when it does not depend on the epoch's randomness (a column or the
+        caption), so a frozen text tower can encode them before training; None for a sampler."""
+        if callable(self.text):
+            return None
+        rng = np.random.default_rng(0)  # unused by column/caption texts
+        return [self._text(row, rng) for row in self.rows]
+
     def _text(self, row: dict[str, Any], rng: np.random.Generator) -> str:
         if callable(self.text):
             return self.text(row, rng)

@@ -278,6 +278,14 @@ class ObjectiveCollate:
         self.seed = seed
         self.vocab = TagVocabulary() if spec.needs_attributes else None
 
+    def fixed_texts(self) -> list[str]:
+        """The hard negatives of every sample when they are drawn once per sample (caption
+        training), so a frozen text tower can encode them before training; [] otherwise."""
+        if not (self.negatives and self.caption_negatives):
+            return []
+        texts, _ = self._negatives(list(self.structured))
+        return list(dict.fromkeys(texts))  # with "", the text of a sample's missing negatives
+
     def _negatives(self, ids: Sequence[Any]) -> tuple[list[str], Tensor]:
         from sonofm.reports import Study, negated_captions
 

@@ -77,3 +77,37 @@ def test_cache_is_bounded_and_cleared_by_new_weights() -> None:
 def test_cache_needs_a_fully_frozen_tower() -> None:
     tower, _ = _tower(freeze_layers=1, cache=10)
     assert tower._cache is None
+
+
+def test_warming_encodes_each_text_once_sorted_by_length_and_steps_then_hit() -> None:
+    from sonofm.models.text_towers import TextTokenizer, warm_text_caches
+
+    plain, tok = _tower(freeze_layers=-1)
+    cached, _ = _tower(freeze_layers=-1, cache=100)
+    cached.load_state_dict(plain.state_dict())
+    model = torch.nn.ModuleDict({"text": cached})  # found anywhere inside a model
+    texts = [
+        "an anechoic cyst with posterior acoustic enhancement and thin walls",
+        "normal liver",
+        "a hypoechoic nodule",
+        "normal liver",  # duplicates are encoded once
+        "",  # the empty slots of a batch's hard negatives are encoded too
+    ]
+    widths: list[int] = []
+    original = cached._encode
+    cached._encode = lambda i, m: widths.append(i.shape[1]) or original(i, m)
+    n = warm_text_caches(model, texts, TextTokenizer(tok, 32), batch_size=2)
+    assert n == 4
+    assert widths == sorted(widths) and len(widths) == 2  # short texts batched together, padded less
+    assert warm_text_caches(model, texts, TextTokenizer(tok, 32)) == 0  # already there
+    ids, mask = _batch(tok, texts)
+    got = cached(ids, mask)  # a training step after warming: every text a hit
+    assert len(widths) == 2
+    torch.testing.assert_close(got, plain(ids, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_warming_a_learning_text_tower_does_nothing() -> None:
+    from sonofm.models.text_towers import TextTokenizer, warm_text_caches
+
+    tower, tok = _tower(freeze_layers=1, cache=10)
+    assert warm_text_caches(tower, ["normal liver"], TextTokenizer(tok, 32)) == 0

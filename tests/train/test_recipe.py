@@ -91,3 +91,48 @@ def test_statistics_and_head_classes_read_shards_like_the_folder(sim: Path, tmp_
     stream = image_mean_std(shards, image_size=32, limit=10_000)
     assert stream == pytest.approx(folder, abs=1e-6)  # every train image either way
     assert head_classes(manifest_rows(shards)) == head_classes(manifest_rows(sim))
+
+
+def test_pretrain_encodes_captions_and_hard_negatives_before_step_one(
+    sim: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a frozen cached text tower no training or validation step encodes text: the run's
+    captions and its caption hard negatives are all encoded in the warm-up pass."""
+    from sonofm.models.text_towers import TextTower
+    from sonofm.train.pretrain import pretrain
+
+    warming = [False]
+    outside: list[int] = []
+    warmed: list[int] = []
+    original_warm, original_encode = TextTower.warm_cache, TextTower._encode
+
+    def warm(self, rows, batch_size=128):
+        warming[0] = True
+        try:
+            warmed.append(original_warm(self, rows, batch_size))
+            return warmed[-1]
+        finally:
+            warming[0] = False
+
+    def encode(self, ids, mask):
+        if not warming[0]:
+            outside.append(ids.shape[0])
+        return original_encode(self, ids, mask)
+
+    monkeypatch.setattr(TextTower, "warm_cache", warm)
+    monkeypatch.setattr(TextTower, "_encode", encode)
+    model = tiny_dual_encoder("warm", text={"freeze_layers": -1, "cache": 10_000})
+    config = resolve_config(
+        PretrainConfig,
+        values={
+            "model": model,
+            "loss": {"name": "clip+negation"},
+            "data": {"path": str(sim), "text": "caption"},
+            "train": {"epochs": 2, "batch_size": 8, "workers": 0, "progress": False},
+        },
+    )
+    run = pretrain(config, tmp_path / "run")
+    assert warmed and warmed[0] > 0
+    assert outside == []
+    losses = [json.loads(x) for x in run.metrics.read_text().splitlines()]
+    assert any("negation_loss" in r for r in losses)
