@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sonofm.sim.imaging import sample_imaging_params
-from sonofm.sim.phantoms.base import fits_in_fan, params_for_target
+from sonofm.sim.phantoms.placement import fits_in_fan, params_for_target
 
 
 def test_lesion_reaching_the_skin_fits_a_wide_enough_fan():

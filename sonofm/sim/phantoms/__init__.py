@@ -18,10 +18,13 @@ Reusable parts for further regions:
 - `anatomy`: body-wall layers (flat or following a curvilinear probe), vessels, bright
   interfaces, organ outlines. `neck`: the anterior neck shared by thyroid and vessel.
 - `shapes`: `Intersection`, `Union`, `Dots`, `Arc`, `tight_bounds`, `moved`.
-- `base`: `Scene`, `PatientPlan`, `image_planes` (the planes of a patient's images), probe
-  placement (`params_for_target`, `choose_shift`, both at once: `fit_probe`, centred over a
-  target: `place_probe`), scene assembly (`assemble`, `paint_lesion`, `union_bounds`),
-  `render_patient`, `simulator` (planner -> registered simulator).
+- `plan`: `Scene`, `PatientPlan` (what a planner builds), `image_planes` (the planes of a
+  patient's images), `sample_sex`.
+- `placement`: probe placement (`params_for_target`, `choose_shift`, both at once: `fit_probe`,
+  centred over a target: `place_probe`) and scene assembly (`assemble`, `paint_lesion`,
+  `union_bounds`).
+- `base`: `render_patient` (scenes -> images with measured labels), `simulator` (planner ->
+  registered simulator).
 """
 
 from __future__ import annotations

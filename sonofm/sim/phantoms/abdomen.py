@@ -28,18 +28,11 @@ from sonofm.sim.phantoms.anatomy import (
     tissue,
     with_label,
 )
-from sonofm.sim.phantoms.base import (
-    PatientPlan,
-    Scene,
-    assemble,
-    image_planes,
-    place_probe,
-    sample_sex,
-    simulator,
-    union_bounds,
-)
+from sonofm.sim.phantoms.base import simulator
 from sonofm.sim.phantoms.lesion_section import PLANES, LesionSection, Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import LesionSpec, lesion_catalogue, sample_lesion
+from sonofm.sim.phantoms.placement import assemble, place_probe, union_bounds
+from sonofm.sim.phantoms.plan import PatientPlan, Scene, image_planes, sample_sex
 from sonofm.sim.phantoms.shapes import Arc, Intersection, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, Layer, Polygon, Shape, StarShape, Tissue, TissueModel, Tube

@@ -9,17 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from sonofm.sim.phantoms.anatomy import ORGAN_LABEL, LayerSpec, add_body_wall, bright_line, tissue
-from sonofm.sim.phantoms.base import (
-    PatientPlan,
-    Scene,
-    fit_probe,
-    image_planes,
-    paint_lesion,
-    sample_sex,
-    simulator,
-)
+from sonofm.sim.phantoms.base import simulator
 from sonofm.sim.phantoms.lesion_section import PLANES, Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
+from sonofm.sim.phantoms.placement import fit_probe, paint_lesion
+from sonofm.sim.phantoms.plan import PatientPlan, Scene, image_planes, sample_sex
 from sonofm.sim.phantoms.shapes import moved
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Ellipse, TissueModel

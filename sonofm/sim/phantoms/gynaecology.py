@@ -19,17 +19,11 @@ from sonofm.sim.phantoms.anatomy import (
     tissue,
     with_label,
 )
-from sonofm.sim.phantoms.base import (
-    PatientPlan,
-    Scene,
-    assemble,
-    image_planes,
-    place_probe,
-    simulator,
-    union_bounds,
-)
+from sonofm.sim.phantoms.base import simulator
 from sonofm.sim.phantoms.lesion_section import PLANES, Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
+from sonofm.sim.phantoms.placement import assemble, place_probe, union_bounds
+from sonofm.sim.phantoms.plan import PatientPlan, Scene, image_planes
 from sonofm.sim.phantoms.shapes import Dots, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Ellipse, StarShape, TissueModel

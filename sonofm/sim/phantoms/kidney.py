@@ -20,19 +20,11 @@ from sonofm.sim.phantoms.anatomy import (
     tissue,
     with_label,
 )
-from sonofm.sim.phantoms.base import (
-    PatientPlan,
-    Scene,
-    assemble,
-    fit_probe,
-    image_planes,
-    paint_lesion,
-    sample_sex,
-    simulator,
-    union_bounds,
-)
+from sonofm.sim.phantoms.base import simulator
 from sonofm.sim.phantoms.lesion_section import PLANES, Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
+from sonofm.sim.phantoms.placement import assemble, fit_probe, paint_lesion, union_bounds
+from sonofm.sim.phantoms.plan import PatientPlan, Scene, image_planes, sample_sex
 from sonofm.sim.phantoms.shapes import moved, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, StarShape, TissueModel

@@ -18,17 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from sonofm.sim.phantoms.anatomy import BLOOD, LUMEN_LABEL, ORGAN_LABEL, LayerSpec, tissue, with_label
-from sonofm.sim.phantoms.base import (
-    PatientPlan,
-    Scene,
-    assemble,
-    n_images,
-    place_probe,
-    simulator,
-    union_bounds,
-)
+from sonofm.sim.phantoms.base import simulator
 from sonofm.sim.phantoms.lesion_section import LesionSection, Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import FLUID_DB, LesionSpec, lesion_catalogue, sample_lesion
+from sonofm.sim.phantoms.placement import assemble, place_probe, union_bounds
+from sonofm.sim.phantoms.plan import PatientPlan, Scene, n_images
 from sonofm.sim.phantoms.shapes import Arc, Dots, Intersection
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, Layer, StarShape, Tissue, TissueModel, Tube

@@ -19,17 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from sonofm.sim.phantoms.anatomy import BLOOD, LUMEN_LABEL, ORGAN_LABEL, tissue, with_label
-from sonofm.sim.phantoms.base import (
-    PatientPlan,
-    Scene,
-    assemble,
-    image_planes,
-    place_probe,
-    sample_sex,
-    simulator,
-)
+from sonofm.sim.phantoms.base import simulator
 from sonofm.sim.phantoms.lesion_section import PLANES, LesionSection, Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
+from sonofm.sim.phantoms.placement import assemble, place_probe
+from sonofm.sim.phantoms.plan import PatientPlan, Scene, image_planes, sample_sex
 from sonofm.sim.phantoms.shapes import Intersection, Union, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse, Layer, StarShape, Tissue, TissueModel, Tube

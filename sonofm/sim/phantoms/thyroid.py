@@ -6,15 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from sonofm.sim.phantoms.anatomy import ORGAN_LABEL
-from sonofm.sim.phantoms.base import (
-    PatientPlan,
-    Scene,
-    fit_probe,
-    image_planes,
-    paint_lesion,
-    sample_sex,
-    simulator,
-)
+from sonofm.sim.phantoms.base import simulator
 from sonofm.sim.phantoms.lesion_section import Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
 from sonofm.sim.phantoms.neck import (
@@ -24,6 +16,8 @@ from sonofm.sim.phantoms.neck import (
     sample_neck,
     thyroid_longitudinal,
 )
+from sonofm.sim.phantoms.placement import fit_probe, paint_lesion
+from sonofm.sim.phantoms.plan import PatientPlan, Scene, image_planes, sample_sex
 from sonofm.sim.registry import register
 
 NORMAL_P = 0.15

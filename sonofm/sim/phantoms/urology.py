@@ -23,15 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sonofm.sim.phantoms.anatomy import ORGAN_LABEL, URINE, LayerSpec, body_wall, tissue
-from sonofm.sim.phantoms.base import (
-    PatientPlan,
-    Scene,
-    assemble,
-    image_planes,
-    place_probe,
-    simulator,
-    union_bounds,
-)
+from sonofm.sim.phantoms.base import simulator
 from sonofm.sim.phantoms.lesion_section import PLANES, LesionSection, Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import (
     DEBRIS_DB,
@@ -40,6 +32,8 @@ from sonofm.sim.phantoms.lesions import (
     lesion_catalogue,
     sample_lesion,
 )
+from sonofm.sim.phantoms.placement import assemble, place_probe, union_bounds
+from sonofm.sim.phantoms.plan import PatientPlan, Scene, image_planes
 from sonofm.sim.phantoms.shapes import Arc, Dots, Intersection, moved, tight_bounds
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Ellipse, Layer, Shape, StarShape, Tissue, TissueModel, Tube

@@ -14,18 +14,12 @@ from dataclasses import replace
 import numpy as np
 
 from sonofm.sim.phantoms.anatomy import ORGAN_LABEL
-from sonofm.sim.phantoms.base import (
-    PatientPlan,
-    Scene,
-    fit_probe,
-    image_planes,
-    paint_lesion,
-    sample_sex,
-    simulator,
-)
+from sonofm.sim.phantoms.base import simulator
 from sonofm.sim.phantoms.lesion_section import Parenchyma, build_section
 from sonofm.sim.phantoms.lesions import lesion_catalogue, sample_lesion
 from sonofm.sim.phantoms.neck import carotid_longitudinal, neck_transverse, sample_neck
+from sonofm.sim.phantoms.placement import fit_probe, paint_lesion
+from sonofm.sim.phantoms.plan import PatientPlan, Scene, image_planes, sample_sex
 from sonofm.sim.registry import register
 from sonofm.sim.tissue import Band, Ellipse
 
