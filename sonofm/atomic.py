@@ -20,22 +20,54 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` then move the result onto `path`."""
+def atomic_write(
+    path: str | Path, write: Callable[[Path], None], *, mode: int | None = None, durable: bool = False
+) -> Path:
+    """Call `write(tmp_path)` then move the result onto `path`.
+
+    `mode`: the file is created with these permissions (less the umask) before a byte is written,
+    e.g. 0o600 for a secret. `durable`: fsync the file before the move and its directory after
+    it, so the new file survives a power loss (checkpoints).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        if mode is not None:
+            tmp.unlink(missing_ok=True)  # a stale temporary would keep its own permissions
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
         write(tmp)
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    if durable:
+        _fsync(path.parent)
     return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's data to disk (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), mode=mode)
 
 
 def atomic_write_json(path: str | Path, data: Any, *, default: Callable[[Any], Any] | None = str) -> Path:

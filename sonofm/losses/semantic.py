@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sonofm.atomic import atomic_write
 from sonofm.losses.distributed import gather_pair, gather_tensor
 
 log = logging.getLogger(__name__)
@@ -183,10 +184,8 @@ def tag_similarity_matrices(
                 encode(list(vocab.phrases[d])).detach().float().cpu(), rescale
             ).contiguous()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file(out, str(tmp), metadata={"format": "pt", "kind": "tag_similarity"})
-        os.replace(tmp, path)
+        meta = {"format": "pt", "kind": "tag_similarity"}
+        atomic_write(path, lambda tmp: save_file(out, str(tmp), metadata=meta))
         log.info("cached tag similarity matrices in %s", path)
     return out
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from sonofm.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,7 @@ def truncate_after_step(path: Path, step: int) -> None:
             continue  # a line torn by a crash
         if int(record.get("step", 0)) <= step:
             kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 class MetricsLogger:

@@ -16,12 +16,12 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sonofm.atomic import atomic_write_bytes
 from sonofm.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -522,17 +522,8 @@ def write_new_key(path: str | Path) -> bytes:
     p = Path(path)
     if p.exists():
         raise UserError(f"--new-key: {p} exists already; drop --new-key to reuse it, or name another file")
-    p.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32).encode()
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(p, key, mode=0o600)
     return key
 
 

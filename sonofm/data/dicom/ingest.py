@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from sonofm.atomic import atomic_write_text
+from sonofm.atomic import atomic_write, atomic_write_text
 from sonofm.data.dicom.burnin import apply_mask, burnin_mask
 from sonofm.data.dicom.deid import (
     Deidentifier,
@@ -180,24 +179,20 @@ def _write_deid_dicom(ds: Any, frames: np.ndarray, path: Path) -> None:
     if frames.shape[0] > 1:
         ds.NumberOfFrames = frames.shape[0]
     ds.BurnedInAnnotation = "NO"  # the UI outside the scan and detected text are blanked
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        import pydicom
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
 
+    if not isinstance(getattr(ds, "file_meta", None), FileMetaDataset):
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.preamble = b"\0" * 128
+
+    def write(tmp: Path) -> None:
         # force_encoding: big-endian sources are rewritten as explicit VR little endian
-        from pydicom.dataset import FileMetaDataset
-
-        if not isinstance(getattr(ds, "file_meta", None), FileMetaDataset):
-            ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.preamble = b"\0" * 128
         pydicom.dcmwrite(tmp, ds, implicit_vr=False, little_endian=True, force_encoding=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write)
 
 
 def ingest_file(
