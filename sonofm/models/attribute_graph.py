@@ -36,21 +36,13 @@ from sonofm.models.config import DualEncoderConfig
 from sonofm.models.dual_encoder import DualEncoder
 from sonofm.models.io import validated_config, with_weights
 from sonofm.models.text_towers import load_tokenizer
+from sonofm.taxonomy.attributes import DIMENSIONS
 
 DIAGNOSIS = "diagnosis"
 DESCRIPTOR = "descriptor"
 DESCRIBED_BY = (DIAGNOSIS, "described_by", DESCRIPTOR)
 REV_DESCRIBED_BY = (DESCRIPTOR, "rev_described_by", DIAGNOSIS)
-DESCRIPTOR_DIMENSIONS = (
-    "body_system",
-    "organ",
-    "shape",
-    "margin",
-    "echogenicity",
-    "internal",
-    "posterior",
-    "vascularity",
-)
+DESCRIPTOR_DIMENSIONS = tuple(d for d in DIMENSIONS if d != DIAGNOSIS)  # the 8 besides the diagnosis
 MODEL_TYPE = "attribute_graph_dual_encoder"
 
 
