@@ -16,7 +16,9 @@ Run layout (``out``)::
     seed-<s>/result.json    this seed's val/test metrics, best epoch, data counts, classes it lacked
     seed-<s>/test_predictions.npz  this seed's test predictions (arrays, row ids; no pickle)
     results.json            test metrics pooled over seeds with patient-level 95% CIs, per-seed metrics
+                            (`seed_stats`)
     report.html             metric tables + figures (overlays / confusion matrices) of each seed
+                            (`report`)
 
 Test statistics are per patient (`sonofm.eval.stats`): the seeds' test predictions are pooled
 (every seed is scored on the same test patients) and the CI of each metric comes from
@@ -32,7 +34,6 @@ an interrupted seed resumes from its latest checkpoint.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import shutil
@@ -47,9 +48,21 @@ import torch
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from torch import nn
 
-from sonofm.atomic import atomic_write, atomic_write_json, atomic_write_text
+from sonofm.atomic import atomic_write_json
 from sonofm.config import ImageDataConfig, TrainerConfig
 from sonofm.errors import DataError, UserError
+from sonofm.finetune.report import write_report
+from sonofm.finetune.seed_stats import (  # noqa: F401 (re-exported: the job's statistics API)
+    N_BOOT,
+    PREDICTIONS,
+    ROW_ID,
+    format_ci,
+    load_seed_samples,
+    missing_test_classes,
+    save_predictions,
+    summarise,
+    task_classes,
+)
 from sonofm.finetune.tasks import FinetuneTask, collate, concat_predictions, get_task
 from sonofm.models.model_dir import ModelDir
 
@@ -428,162 +441,6 @@ def _clean_tree(obj: Any) -> Any:
     return obj
 
 
-# ------------------------------------------------------------------------------------ all seeds
-PREDICTIONS = "test_predictions.npz"
-N_BOOT = 1000  # patient resamples behind each pooled test CI
-ROW_ID = "_row_id"
-
-
-def task_classes(task: FinetuneTask, rows: pd.DataFrame) -> set[str]:
-    """The task's class labels present in `rows` (empty for tasks without classes)."""
-    strata = task.strata(rows)
-    if strata is None:
-        return set()
-    return {str(v) for v in strata if v is not None and v == v}
-
-
-def missing_test_classes(task: FinetuneTask, df: pd.DataFrame, config: FinetuneConfig) -> list[str] | None:
-    """Classes of the task (its fixed list and every labelled row) that the test split lacks.
-
-    None for tasks without classes. Their recall, AUC and confusion-matrix rows cannot be
-    measured, so a reader must know they are absent rather than read a macro average as complete.
-    """
-    sel = task.select(df)
-    if task.strata(sel) is None:
-        return None
-    known = task_classes(task, sel) | {str(c) for c in task.options.get("classes") or []}
-    return sorted(known - task_classes(task, _split_rows(sel, config.data.test_split)))
-
-
-def save_predictions(path: Path, preds: dict[str, Any], rows: pd.DataFrame) -> bool:
-    """Store a seed's test predictions (numeric arrays and row ids, no pickle) for the pooled CIs.
-
-    Tasks whose predictions are ragged lists (detection boxes) have no per-sample metric form
-    and are not stored; returns whether the file was written.
-    """
-    arrays = {k: v for k, v in preds.items() if isinstance(v, np.ndarray) and v.dtype != object}
-    if len(arrays) != len(preds) or ROW_ID in preds:
-        return False
-    ids = {ROW_ID: np.asarray(rows["id"].astype(str).tolist(), dtype=str)}
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays, **ids)
-
-    atomic_write(path, write)
-    return True
-
-
-def load_seed_samples(
-    seed_dir: Path, result: dict[str, Any], config: FinetuneConfig, df: pd.DataFrame
-) -> dict[str, tuple[Any, tuple[np.ndarray, ...], np.ndarray]] | None:
-    """metric -> (fn, per-sample arrays, patient ids) of one finished seed, or None (nothing stored).
-
-    The seed's own task (its class list is in its result or model config) rebuilds the metric
-    functions, so seeds with different class lists pool correctly.
-    """
-    path = seed_dir / PREDICTIONS
-    if not path.is_file():
-        return None
-    options = result.get("task_options")
-    if options is None:
-        from sonofm.models.io import read_model_config
-
-        options = read_model_config(seed_dir / "model").get("task_options", {})
-    task = get_task(config.task, **options)
-    with np.load(path, allow_pickle=False) as z:
-        preds = {k: z[k] for k in z.files if k != ROW_ID}
-        ids = [str(i) for i in z[ROW_ID]]
-    table = df.assign(_id=df["id"].astype(str)).drop_duplicates("_id").set_index("_id")
-    missing = [i for i in ids if i not in table.index]
-    if missing:
-        log.warning(
-            "%s: %d stored test rows are not in the data (e.g. %s); no pooled CI",
-            path,
-            len(missing),
-            missing[0],
-        )
-        return None
-    rows = table.loc[ids].reset_index(drop=True)
-    patients = rows["patient_id"].astype(str).to_numpy()
-    return {name: (fn, arrays, patients) for name, (fn, arrays, _) in task.metric_fns(preds, rows).items()}
-
-
-def _finite(v: Any) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)
-
-
-def summarise(
-    per_seed: list[dict[str, Any]],
-    split: str = "test",
-    samples: list[dict[str, Any] | None] | None = None,
-    *,
-    n_boot: int = N_BOOT,
-    seed: int = 0,
-) -> dict[str, dict[str, Any]]:
-    """name -> {mean, ci_low, ci_high, n_patients, n_seeds, values, note} over the seeds.
-
-    `mean` is the mean over seeds of each seed's metric (NaN/None values skipped). With
-    `samples` (per seed: `load_seed_samples`), metrics with a per-sample form get a patient-level
-    bootstrap CI of the pooled seeds (`sonofm.eval.stats.pooled_ci`: whole patients resampled, no
-    CI below MIN_PATIENTS); the others say why they have none.
-    """
-    from sonofm.eval.stats import PatientPool, pooled_ci
-
-    names = sorted({k for r in per_seed for k in r.get(split, {})})
-    n_pat = sorted({int(r.get("n_patients", {}).get(split, 0)) for r in per_seed})
-    out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        vals = [r[split].get(name) for r in per_seed]
-        ok = [float(v) for v in vals if v is not None and np.isfinite(v)]
-        entry: dict[str, Any] = {
-            "mean": float(np.mean(ok)) if ok else None,
-            "ci_low": None,
-            "ci_high": None,
-            "n_patients": n_pat[0] if len(n_pat) == 1 else None,
-            "n_seeds": len(ok),
-            "values": vals,
-        }
-        units = [s.get(name) if s else None for s in (samples or [])]
-        if samples is None:
-            entry["note"] = "no CI (per-seed values only)"
-        elif not units or any(u is None for u in units):
-            no_form = all(s is not None and name not in s for s in samples)
-            entry["note"] = (
-                "no per-sample form: no CI"
-                if no_form
-                else "not every seed has stored test predictions: no CI"
-            )
-        else:
-            ci = pooled_ci(PatientPool(units), n_boot=n_boot, seed=seed)
-            entry.update(
-                mean=_finite(ci.value),
-                ci_low=_finite(ci.low),
-                ci_high=_finite(ci.high),
-                n_patients=ci.n_patients,
-            )
-            entry["n_rows"] = ci.n
-            if ci.note:
-                entry["note"] = ci.note
-        out[name] = entry
-    return out
-
-
-def format_ci(entry: dict[str, Any], digits: int = 4) -> str:
-    """`0.8123 [0.7012, 0.9001] (23 test patients, 3 seeds)`, or the value and why it has no CI."""
-    if entry.get("mean") is None:
-        return "n/a"
-    text = f"{entry['mean']:.{digits}f}"
-    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
-        text += f" [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
-    k, n = entry.get("n_patients"), int(entry.get("n_seeds") or 0)
-    who = ([] if k is None else [f"{k} test patient{'s' if k != 1 else ''}"]) + [
-        f"{n} seed{'s' if n != 1 else ''}"
-    ]
-    note = f"; {entry['note']}" if entry.get("note") else ""
-    return f"{text} ({', '.join(who)}{note})"
-
-
 def finetune(
     config: FinetuneConfig,
     out: str | Path,
@@ -684,92 +541,3 @@ def _event(path: Path, enabled: bool, event: dict[str, Any]) -> None:
         return
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"time": time.time(), **event}, default=_json_default) + "\n")
-
-
-# ------------------------------------------------------------------------------------ report
-def _fmt(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.4g}"
-
-
-def _fmt_ci(entry: dict[str, Any]) -> str:
-    if entry.get("ci_low") is None or entry.get("ci_high") is None:
-        return html.escape(str(entry.get("note") or "no CI"))
-    return f"[{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]"
-
-
-def write_report(path: Path, summary: dict[str, Any], per_seed: list[dict[str, Any]]) -> Path:
-    """Self-contained HTML (no JavaScript, images inlined): summary table, per-seed tables, figures."""
-    from sonofm.eval.report import CSS
-
-    title = f"sonofm finetune: {summary['task']} / {summary['adapter']}"
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    body.append(
-        f'<p class="meta">model <code>{html.escape(summary["model"])}</code>; data '
-        f"<code>{html.escape(summary['data'])}</code>; label fraction {summary['fraction']:g} "
-        f"(of training patients); seeds {summary['seeds']}; primary metric "
-        f"{html.escape(summary['primary_metric'])} ({'higher' if summary['higher_is_better'] else 'lower'}"
-        " is better)</p>"
-    )
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v['mean'])}</td><td>{_fmt_ci(v)}</td>"
-        f"<td>{'n/a' if v.get('n_patients') is None else v['n_patients']}</td>"
-        f"<td>{', '.join(_fmt(x) for x in v['values'])}</td></tr>"
-        for k, v in summary["test"].items()
-    )
-    missing = summary.get("missing_classes")
-    stats = summary.get("statistics", {})
-    body.append(
-        "<h2>Test metrics (seeds pooled, 95% CI over test patients)</h2>"
-        f'<p class="meta">Each CI resamples whole test patients ({stats.get("n_boot", "n/a")} resamples), '
-        "each bringing its rows from every seed; the value is the mean over seeds. Below "
-        f"{stats.get('min_patients', 'n/a')} test patients no CI is given and no difference may be "
-        "called significant.</p>"
-        + (
-            f'<p class="meta">Classes with no test rows (not measured): {html.escape(", ".join(missing))}</p>'
-            if missing
-            else ""
-        )
-        + "<table><tr><th>metric</th><th>value</th><th>95% CI</th><th>test patients</th>"
-        f"<th>per seed</th></tr>{rows}</table>"
-    )
-    for res in per_seed:
-        body.append(f"<h2>Seed {res['seed']}</h2>")
-        p = res.get("parameters", {})
-        body.append(
-            f'<p class="meta">best epoch {res.get("best_epoch")} of {res.get("epochs")}; '
-            f"trainable parameters {p.get('trainable', 'n/a')} of {p.get('total', 'n/a')}; "
-            f"images {res.get('n_images')}; patients {res.get('n_patients')}; model "
-            f"<code>{html.escape(str(res.get('model_dir')))}</code></p>"
-        )
-        if res.get("missing_train_classes"):
-            lacks = ", ".join(res["missing_train_classes"])
-            body.append(
-                f'<p class="meta">Its training rows had no {html.escape(lacks)} '
-                "(those test rows count as errors).</p>"
-            )
-        val, test = res.get("val", {}), res.get("test", {})
-        names = sorted({n.removeprefix("val/") for n in val} | set(test))
-        trs = "".join(
-            f"<tr><td>{html.escape(n)}</td><td>{_fmt(val.get('val/' + n))}</td>"
-            f"<td>{_fmt(test.get(n))}</td></tr>"
-            for n in names
-        )
-        body.append(f"<table><tr><th>metric</th><th>val</th><th>test</th></tr>{trs}</table>")
-        figs = res.get("figures") or []
-        if figs:
-            body.append(
-                '<div class="figs">'
-                + "".join(
-                    f'<figure><img src="{src}" alt="{html.escape(cap)}">'
-                    f"<figcaption>{html.escape(cap)}</figcaption></figure>"
-                    for src, cap in figs
-                )
-                + "</div>"
-            )
-    doc = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<link rel="icon" href="data:,"><title>{html.escape(title)}</title><style>{CSS}</style></head>'
-        f"<body>{''.join(body)}</body></html>\n"
-    )
-    return atomic_write_text(path, doc)
