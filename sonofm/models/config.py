@@ -133,6 +133,11 @@ class DualEncoderConfig(BaseModel):
     # region or view; "attributes" is multi-label over "dimension:tag"). Trained by the
     # "supervised" loss term; empty = none.
     heads: dict[str, list[str]] = Field(default_factory=dict)
+    # How text features reach the joint space: "linear" (CLIP) or "mlp" (Linear-GELU-Linear, as
+    # open_clip offers for Hugging Face text towers): with a frozen text tower the projection is the
+    # only part of the text side that learns, and a linear map can only re-weight what the sentence
+    # encoder already separates.
+    text_projection: Literal["linear", "mlp"] = "linear"
 
     @model_validator(mode="after")
     def _check(self) -> DualEncoderConfig:

@@ -42,9 +42,8 @@ class DualEncoder(nn.Module):
         self.visual = ImageTower(config.image, load_pretrained=load_pretrained)
         self.text = TextTower(config.text, vocab_size=len(self.tokenizer), load_pretrained=load_pretrained)
         self.image_proj = nn.Linear(self.visual.width, config.embed_dim, bias=False)
-        self.text_proj = nn.Linear(self.text.width, config.embed_dim, bias=False)
         nn.init.normal_(self.image_proj.weight, std=self.visual.width**-0.5)
-        nn.init.normal_(self.text_proj.weight, std=self.text.width**-0.5)
+        self.text_proj = text_projection(config.text_projection, self.text.width, config.embed_dim)
         self.heads = (
             nn.ModuleDict({t: nn.Linear(config.embed_dim, len(c)) for t, c in config.heads.items()})
             if config.heads
@@ -130,3 +129,17 @@ def load_dual_encoder(
     config = validated_config(DualEncoderConfig, model_dir, cfg_json, "image.arch", "text.arch")
     model = DualEncoder(config, tokenizer=load_tokenizer(str(model_dir)), load_pretrained=False)
     return with_weights(model, model_dir, device)
+
+
+def text_projection(kind: str, width: int, embed_dim: int) -> nn.Module:
+    """Text features -> joint space: bias-free linear (CLIP) or a two-layer MLP (hidden 2 x width)."""
+    if kind == "linear":
+        proj = nn.Linear(width, embed_dim, bias=False)
+        nn.init.normal_(proj.weight, std=width**-0.5)
+        return proj
+    hidden = 2 * width
+    mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, embed_dim, bias=False))
+    nn.init.normal_(mlp[0].weight, std=width**-0.5)
+    nn.init.zeros_(mlp[0].bias)
+    nn.init.normal_(mlp[2].weight, std=hidden**-0.5)
+    return mlp
