@@ -12,16 +12,23 @@ none was seen in training, pretraining or the retrieval index):
   product search, `sonofm.vlm.retrieval`); its closed-VQA answers are the neighbour's facts.
 
 Metrics (`sonofm.vlm.compare`): BLEU-1, ROUGE-L, clinical F1 (both texts parsed by the report
-parser), per-attribute correctness, closed-VQA accuracy; every CI is a patient-level bootstrap
-(whole patients resampled; `sonofm.eval.metrics.bootstrap_ci` with groups), and the generator
-minus retrieval difference gets its own patient-level CI. Also: clinical F1 per region, the
+parser; also without the measurement facts, which count only within half a reporting step),
+per-attribute correctness, closed-VQA accuracy; every CI is a patient-level bootstrap (whole
+patients resampled; `sonofm.eval.metrics.bootstrap_ci` with groups), and the generator minus
+retrieval difference gets its own patient-level CI. Each run (seed) is scored on its own, and the
+runs of one kind are pooled: every seed's text for every image, whole patients resampled (the
+summary and the README table use the pooled MoE runs). Also: clinical F1 per region, the
 low-confidence flag rate of the trained model and of an untrained one (floor), and 10 random
 held-out images run through the same code path as ``sonofm generate`` (listed with their
 region/lesion check).
 
-Usage (runs that already exist are reused; missing ones are trained with the CLI's defaults)::
+Usage (runs that already exist are reused; missing ones are trained with the CLI's defaults; each
+run's generated texts are cached in RUN/benchmark_outputs.json, so adding a seed regenerates only
+that seed; ``--generate-only`` fills the caches while other runs still train)::
 
-    python benchmarks/vlm.py --data D --heldout H --clip CLIP/model --moe-run RUN [--dense-run RUN2]
+    python benchmarks/vlm.py --data D --heldout H --clip CLIP/model --moe-run RUN [--moe-run RUN2 ...] \
+        [--dense-run RUN3 ...]
+    python benchmarks/vlm.py --table [RESULT.json]     # the README table
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "vlm.json"
 TARGETS = {"clinical_f1": 0.70, "closed_vqa": 0.85, "readable_of_10": 8}
+# A closed answer is "Yes"/"No" or one option; the longest option (an echo view such as
+# "parasternal short-axis view at the papillary muscle level") is ~16 WordPiece tokens.
+ANSWER_TOKENS = 24
 
 
 def _log(msg: str) -> None:
@@ -84,7 +94,7 @@ def answer_questions(model: Any, recs: list[dict[str, Any]], images: dict[str, n
     items = [([images[r["image"][0]]], r["conversations"][0]["value"].replace("<image>\n", "")) for r in recs]
     out: list[str] = []
     for a in range(0, len(items), 32):
-        out += model.chat_batch(items[a : a + 32], max_new_tokens=12)
+        out += model.chat_batch(items[a : a + 32], max_new_tokens=ANSWER_TOKENS)
     return out
 
 
@@ -107,7 +117,7 @@ def decoding_settings(model: Any) -> dict[str, Any]:
     return {
         "greedy": True,
         "max_new_tokens_report": 320,
-        "max_new_tokens_answer": 12,
+        "max_new_tokens_answer": ANSWER_TOKENS,
         "no_repeat_ngram": model.config.no_repeat_ngram,
         "repetition_penalty": model.config.repetition_penalty,
     }
@@ -125,36 +135,45 @@ def run_outputs(
 ) -> dict[str, Any]:
     """The run's reports and closed answers on the held-out set, cached in RUN/benchmark_outputs.json.
 
-    The cache is used only when the same weights (file size and mtime), held-out images, questions
-    and decoding settings produced it, so a later run of the benchmark (another seed added) does
-    not regenerate the finished runs.
+    Each part is reused only when the same weights (file size and mtime), held-out images (and
+    questions) and decoding settings produced it, so a later run of the benchmark (another seed
+    added, the answer length changed) regenerates only what changed.
     """
     weights = run / "model" / "model.safetensors"
-    key = {
+    dec = decoding_settings(model)
+    base = {
         "heldout": str(heldout.resolve()),
         "ids": ids,
-        "questions": [r["conversations"][0]["value"] for r in recs],
-        "decoding": decoding_settings(model),
         "weights": [weights.stat().st_size, weights.stat().st_mtime_ns],
     }
-    cache = run / "benchmark_outputs.json"
-    if not fresh and cache.is_file():
-        old = json.loads(cache.read_text())
-        if old.get("key") == key:
-            _log(f"    reusing {cache}")
-            return old["outputs"]
-    t0 = time.perf_counter()
-    gens = generate_reports(model, images)
-    outputs = {
-        "texts": [g.text for g in gens],
-        "low_confidence": [bool(g.low_confidence) for g in gens],
-        "mean_logprob": [float(g.mean_logprob) for g in gens],
-        "seconds": round(time.perf_counter() - t0, 1),
-        "answers": answer_questions(model, recs, by_path),
-        "decoding": key["decoding"],
+    keys = {
+        "reports": {**base, "decoding": {k: v for k, v in dec.items() if k != "max_new_tokens_answer"}},
+        "answers": {
+            **base,
+            "questions": [r["conversations"][0]["value"] for r in recs],
+            "decoding": {k: v for k, v in dec.items() if k != "max_new_tokens_report"},
+        },
     }
-    cache.write_text(json.dumps({"key": key, "outputs": outputs}))
-    return outputs
+    cache = run / "benchmark_outputs.json"
+    old = json.loads(cache.read_text()) if cache.is_file() and not fresh else {}
+    parts = {k: old[k]["outputs"] for k in keys if old.get(k, {}).get("key") == keys[k]}
+    if "reports" not in parts:
+        t0 = time.perf_counter()
+        gens = generate_reports(model, images)
+        parts["reports"] = {
+            "texts": [g.text for g in gens],
+            "low_confidence": [bool(g.low_confidence) for g in gens],
+            "mean_logprob": [float(g.mean_logprob) for g in gens],
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+    else:
+        _log(f"    reports: reusing {cache}")
+    if "answers" not in parts:
+        parts["answers"] = {"answers": answer_questions(model, recs, by_path)}
+    else:
+        _log(f"    answers: reusing {cache}")
+    cache.write_text(json.dumps({k: {"key": keys[k], "outputs": parts[k]} for k in keys}))
+    return {**parts["reports"], **parts["answers"], "decoding": dec}
 
 
 def train_run(data: Path, clip: Path, out: Path, *, dense: bool, seed: int) -> Path:
@@ -182,11 +201,55 @@ def train_run(data: Path, clip: Path, out: Path, *, dense: bool, seed: int) -> P
     return out
 
 
+def _ci(c: dict[str, Any], signed: bool = False) -> str:
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(c['value'])} [{f.format(c['ci_low'])}, {f.format(c['ci_high'])}]"
+
+
+def markdown_table(doc: dict[str, Any]) -> str:
+    """The README's table from a result file: each system's seeds pooled, patient-level 95 % CIs."""
+    pooled, vqa = doc["reports_seeds_pooled"], doc["closed_vqa_seeds_pooled"]
+    ret = doc["reports"]
+    rows = [
+        "| system | seeds | clinical F1 | clinical F1 without measurements | closed-VQA | BLEU-1 | ROUGE-L |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows.append(
+        f"| nearest-neighbour retrieval (CLIP index) | - | {_ci(ret['clinical_f1']['retrieval'])} | "
+        f"{_ci(ret['clinical_f1_no_measurements']['retrieval'])} | {_ci(doc['closed_vqa']['retrieval'])} | "
+        f"{ret['bleu1']['retrieval']['value']:.3f} | {ret['rougeL']['retrieval']['value']:.3f} |"
+    )
+    labels = {"generator_moe": "generator, dual-path MoE", "generator_dense": "generator, dense twin"}
+    for gen, t in pooled.items():
+        rows.append(
+            f"| {labels.get(gen, gen)} | {len(t['seeds'])} | {_ci(t['clinical_f1'][gen])} | "
+            f"{_ci(t['clinical_f1_no_measurements'][gen])} | {_ci(vqa[gen])} | "
+            f"{t['bleu1'][gen]['value']:.3f} | {t['rougeL'][gen]['value']:.3f} |"
+        )
+    for gen, t in pooled.items():
+        d, dn = (
+            t["clinical_f1"][f"delta/{gen}-retrieval"],
+            t["clinical_f1_no_measurements"][f"delta/{gen}-retrieval"],
+        )
+        rows.append(
+            f"| {labels.get(gen, gen)} minus retrieval | | {_ci(d, True)} | {_ci(dn, True)} | "
+            f"{vqa[gen]['value'] - doc['closed_vqa']['retrieval']['value']:+.3f} | | |"
+        )
+    md = doc.get("moe_vs_dense")
+    if md:
+        rows.append(
+            f"| MoE minus dense ({md['seeds_each']} seeds each) | | "
+            f"{_ci(md['clinical_f1']['delta/generator_moe-generator_dense'], True)} | "
+            f"{_ci(md['clinical_f1_no_measurements']['delta/generator_moe-generator_dense'], True)} | | | |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:  # noqa: C901 - a linear script
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="training dataset dir (its train split)")
-    ap.add_argument("--heldout", type=Path, required=True, help="dataset of unseen patients (all rows)")
-    ap.add_argument("--clip", type=Path, required=True, help="contrastive model dir (image tower + index)")
+    ap.add_argument("--data", type=Path, help="training dataset dir (its train split)")
+    ap.add_argument("--heldout", type=Path, help="dataset of unseen patients (all rows)")
+    ap.add_argument("--clip", type=Path, help="contrastive model dir (image tower + index)")
     ap.add_argument(
         "--moe-run", type=Path, action="append", default=[], help="train-vlm run dir (repeat per seed)"
     )
@@ -197,8 +260,16 @@ def main() -> None:  # noqa: C901 - a linear script
     ap.add_argument("--fresh", action="store_true", help="ignore the RUN/benchmark_outputs.json caches")
     ap.add_argument("--generate-only", action="store_true", help="write the runs' output caches and stop")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--table", nargs="?", const=str(RESULTS), default=None, help="print the README table of a result file"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    if args.table is not None:  # print the README table of an existing result file and stop
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return
+    if args.data is None or args.heldout is None or args.clip is None:
+        ap.error("--data, --heldout and --clip are required (except with --table)")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
@@ -297,6 +368,17 @@ def main() -> None:  # noqa: C901 - a linear script
         systems, refs, regions, patients, baseline="retrieval", n_boot=args.n_boot
     )
     vqa = compare.closed_vqa(answers, q_refs, q_patients, n_boot=args.n_boot)
+    from sonofm.vlm.metrics import closed_correct
+
+    kinds = [str(r["meta"]["kind"]) for r in recs]
+    vqa_kind: dict[str, Any] = {}
+    for name, preds in answers.items():
+        ok = [closed_correct(p, r) for p, r in zip(preds, q_refs, strict=True)]
+        vqa_kind[name] = {
+            k: {"accuracy": float(np.mean([o for o, kk in zip(ok, kinds, strict=True) if kk == k])),
+                "n": kinds.count(k)}
+            for k in sorted(set(kinds))
+        }  # fmt: skip
     pooled: dict[str, Any] = {}
     pooled_vqa: dict[str, Any] = {}
     for kind, members in names.items():
@@ -430,6 +512,7 @@ def main() -> None:  # noqa: C901 - a linear script
         "reports_seeds_pooled": pooled,
         "closed_vqa": vqa,
         "closed_vqa_seeds_pooled": pooled_vqa,
+        "closed_vqa_per_kind": vqa_kind,
         "clinical_f1_per_region": per_region,
         "moe_vs_dense": moe_vs_dense,
         "low_confidence_flag": flags,
