@@ -99,16 +99,18 @@ def answer_questions(model: Any, recs: list[dict[str, Any]], images: dict[str, n
 
 
 def readable_check(text: str, row: Any) -> dict[str, Any]:
-    """Does the generated report name the right organ (region) and the right lesion (diagnosis)?"""
+    """Does the generated report name the right organ and the right lesion (diagnosis), or for an
+    echo image the right view?"""
     from sonofm.reports import parse_report, study_attributes
 
-    attrs = study_attributes(parse_report(text).study)  # no region hint: the text must name it
+    study = parse_report(text).study  # no region hint: the text must name it
+    attrs = study_attributes(study)
     want = dict(row["attributes"]) if isinstance(row["attributes"], dict) else {}
     organ_ok = row["organ"] in (attrs.get("organ") or [])
     want_dx = set(want.get("diagnosis") or [])
     dx_ok = bool(want_dx) and want_dx <= set(attrs.get("diagnosis") or [])
-    if row["region"] == "heart":  # echo: the "lesion" is the graded findings; the view is named
-        dx_ok = "view" in text.lower() or "apical" in text.lower() or "parasternal" in text.lower()
+    if row["region"] == "heart":  # echo: no lesion; the right view must be named
+        dx_ok = study.view is not None and study.view == row.get("view")
     return {"organ_ok": bool(organ_ok), "lesion_ok": bool(dx_ok), "ok": bool(organ_ok and dx_ok)}
 
 
@@ -237,8 +239,9 @@ def markdown_table(doc: dict[str, Any]) -> str:
         )
     md = doc.get("moe_vs_dense")
     if md:
+        k = md["seeds_each"]
         rows.append(
-            f"| MoE minus dense ({md['seeds_each']} seeds each) | | "
+            f"| MoE minus dense ({k} seed{'s' if k > 1 else ''} each, paired) | | "
             f"{_ci(md['clinical_f1']['delta/generator_moe-generator_dense'], True)} | "
             f"{_ci(md['clinical_f1_no_measurements']['delta/generator_moe-generator_dense'], True)} | | | |"
         )
