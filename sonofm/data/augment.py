@@ -189,3 +189,9 @@ def default_ultrasound_augment(strength: float = 1.0) -> RandomApply:
             (gain_contrast(), p(0.5)),
         ]
     )
+
+
+def training_augment(augment: bool | float) -> RandomApply | None:
+    """The default recipe at `augment`'s strength (True: 1.0, a number: that strength), or None."""
+    strength = float(augment) if not isinstance(augment, bool) else (1.0 if augment else 0.0)
+    return default_ultrasound_augment(strength) if strength > 0 else None

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Sampler
 
-from sonofm.data.augment import default_ultrasound_augment
+from sonofm.data.augment import training_augment
 from sonofm.data.dataset import TextFn, UltrasoundDataset, collate
 from sonofm.data.shards import ShardDataset, is_shard_dir, read_index, unpack_shards
 from sonofm.errors import UserError
@@ -132,8 +132,7 @@ def build_dataset(
     ``shuffle`` only matters for streams (map-style order is the sampler's); it defaults to
     shuffling the train split.
     """
-    strength = float(augment) if not isinstance(augment, bool) else (1.0 if augment else 0.0)
-    aug = default_ultrasound_augment(strength) if strength > 0 else None
+    aug = training_augment(augment)
     if not isinstance(data, pd.DataFrame) and is_shard_dir(data):
         return ShardDataset(
             data,

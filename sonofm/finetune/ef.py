@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonofm.errors import DataError
-from sonofm.finetune.tasks import FinetuneTask, register_finetune_task
+from sonofm.finetune.tasks import FinetuneTask, PairDataset, register_finetune_task
 from sonofm.models.heads.regression import PairEFHead
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def pair_frames(
     return out.reset_index(drop=True), skipped
 
 
-class EFPairDataset(torch.utils.data.Dataset):
+class EFPairDataset(PairDataset):
     """ED/ES pairs as (2, S, S) images; identical augmentation for both frames of a pair.
 
     Items also carry ``lv_mask`` (2, S, S) float, the left-ventricle cavity (label `LV_LABEL`)
@@ -113,23 +113,8 @@ class EFPairDataset(torch.utils.data.Dataset):
         target_std: float,
         seed: int = 0,
     ) -> None:
-        from sonofm.data.augment import default_ultrasound_augment
-
-        self.table = table.reset_index(drop=True)
-        self.rows = self.table.to_dict("records")
-        self.root = Path(root)
-        self.image_size = image_size
-        strength = float(augment) if not isinstance(augment, bool) else (1.0 if augment else 0.0)
-        self.augment = default_ultrasound_augment(strength) if strength > 0 else None
+        super().__init__(table, root, image_size, augment, seed)
         self.mean, self.std = target_mean, target_std
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         from sonofm.data.dataset import build_item

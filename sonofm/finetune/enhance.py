@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonofm.errors import DataError
-from sonofm.finetune.tasks import FinetuneTask, register_finetune_task
+from sonofm.finetune.tasks import FinetuneTask, PairDataset, register_finetune_task
 from sonofm.models.heads.enhancement import ResidualEnhancementHead
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def lee_filter(image: np.ndarray, window: int = 5) -> np.ndarray:
     return (m + k * (x - m)).astype(np.float32)
 
 
-class EnhancePairDataset(torch.utils.data.Dataset):
+class EnhancePairDataset(PairDataset):
     """(noisy image, clean target) pairs at the model size; identical augmentation for both."""
 
     def __init__(
@@ -87,23 +87,8 @@ class EnhancePairDataset(torch.utils.data.Dataset):
         column: str,
         seed: int = 0,
     ) -> None:
-        from sonofm.data.augment import default_ultrasound_augment
-
-        self.table = table.reset_index(drop=True)
-        self.rows = self.table.to_dict("records")
-        self.root = Path(root)
-        self.image_size = image_size
+        super().__init__(table, root, image_size, augment, seed)
         self.column = column
-        strength = float(augment) if not isinstance(augment, bool) else (1.0 if augment else 0.0)
-        self.augment = default_ultrasound_augment(strength) if strength > 0 else None
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         from sonofm.data.dataset import build_item

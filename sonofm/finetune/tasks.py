@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sonofm.data.augment import training_augment
 from sonofm.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -294,3 +295,26 @@ class ManifestTaskDataset(torch.utils.data.Dataset):
         out["patient_id"] = str(row["patient_id"])
         out["index"] = int(index)
         return out
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Rows of a task table that each give a pair of images (ED/ES frames, noisy/clean) at the
+    model size, both under one augmentation; subclasses read a row in `__getitem__`. The epoch
+    (`set_epoch`) and `seed` make each item's augmentation reproducible."""
+
+    def __init__(
+        self, table: pd.DataFrame, root: Path, image_size: int, augment: bool | float, seed: int = 0
+    ) -> None:
+        self.table = table.reset_index(drop=True)
+        self.rows = self.table.to_dict("records")
+        self.root = Path(root)
+        self.image_size = image_size
+        self.augment = training_augment(augment)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
