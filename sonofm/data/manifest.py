@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,14 +226,29 @@ def read_manifest(path: str | Path, *, check_files: bool = False) -> pd.DataFram
     paths are relative to. With ``check_files`` every image and mask path must exist.
     """
     mpath = find_manifest(path)
-    rows = normalize_records(_read_raw(mpath), source=mpath.name)
-    root = mpath.parent.resolve()
+    stat = mpath.stat()
+    key = (str(mpath.resolve()), stat.st_mtime_ns, stat.st_size)
+    df = _MANIFESTS.get(key)
+    if df is None:
+        rows = normalize_records(_read_raw(mpath), source=mpath.name)
+        df = _to_frame(rows)
+        df.attrs["root"] = str(mpath.parent.resolve())
+        df.attrs["manifest"] = key[0]
+        _MANIFESTS[key] = df
+        while len(_MANIFESTS) > _MANIFESTS_KEPT:
+            _MANIFESTS.popitem(last=False)
+    else:
+        _MANIFESTS.move_to_end(key)
     if check_files:
-        check_files_exist(rows, root, source=mpath.name)
-    df = _to_frame(rows)
-    df.attrs["root"] = str(root)
-    df.attrs["manifest"] = str(mpath.resolve())
-    return df
+        check_files_exist(df.to_dict("records"), df.attrs["root"], source=mpath.name)
+    return df.copy()  # callers may add or drop columns; the cached frame stays as read
+
+
+# Parsed manifests by (file, mtime, size): one job reads its manifest for the train and validation
+# loaders, the data statistics, the head classes and the hard negatives, and the demo runs three
+# jobs in one process; parsing a 10k-row manifest's nested cells takes ~2 s each time.
+_MANIFESTS: OrderedDict[tuple[str, int, int], pd.DataFrame] = OrderedDict()
+_MANIFESTS_KEPT = 4
 
 
 def check_files_exist(

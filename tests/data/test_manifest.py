@@ -238,3 +238,25 @@ def test_card_and_load_dataset(tmp_path):
     assert ds.path("images/a1.png") == tmp_path.resolve() / "images/a1.png"
     with pytest.raises(DataError, match="unknown split 'dev'"):
         ds.split("dev")
+
+
+def test_a_manifest_is_parsed_once_until_it_changes(tmp_path, monkeypatch) -> None:
+    import sonofm.data.manifest as manifest
+
+    calls = []
+    original = manifest.normalize_records
+    monkeypatch.setattr(manifest, "normalize_records", lambda *a, **k: calls.append(1) or original(*a, **k))
+    path = write_manifest(_rows(), tmp_path)
+    calls.clear()  # writing validates the rows too
+    first = read_manifest(tmp_path)
+    first["extra"] = 1  # a caller's change does not reach the next reader
+    first.drop(columns=["report"], inplace=True)
+    second = read_manifest(tmp_path)
+    assert len(calls) == 1
+    assert "extra" not in second.columns and "report" in second.columns
+    _same(second, _rows())
+    rows = _rows()[:1]
+    write_manifest(rows, path)  # rewritten (atomically: a new file) -> parsed again
+    calls.clear()
+    third = read_manifest(tmp_path)
+    assert len(calls) == 1 and len(third) == 1
