@@ -252,3 +252,23 @@ def test_learnable_attributes_select_on_val_and_score_on_test():
         "a/z": {"positives": 10, "n": 40, "linear_probe_auc": 0.7, "head_auc": 0.8},
     }
     assert learnable(bounds) == {"a/x": 0.95}
+
+
+def test_warm_started_probe_reaches_the_independent_optimum() -> None:
+    """The C path starts each fit from the last solution; the problem is convex, so each probe
+    must equal the one fitted from scratch (scikit-learn's own solver as the reference)."""
+    from sonofm.eval.tasks.probes import _fit_logreg
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 16)) * 2
+    y = rng.integers(0, 4, size=400)
+    x = centers[y] + rng.normal(size=(400, 16))
+    previous = None
+    for c in (1e-2, 1.0, 100.0):
+        previous = _fit_logreg(x, y, c, 0, 5000, init=previous)
+        scratch = _fit_logreg(x, y, c, 0, 5000)
+        # equal up to L-BFGS's stopping tolerance (tol 1e-4 on the gradient)
+        np.testing.assert_allclose(previous.predict_proba(x), scratch.predict_proba(x), atol=1e-2)
+        assert (previous.predict(x) == scratch.predict(x)).mean() > 0.99
+    other = _fit_logreg(x[y < 2], y[y < 2], 1.0, 0, 5000, init=previous)  # other classes: cold start
+    assert list(other.classes_) == [0, 1]
