@@ -129,6 +129,9 @@ class ImageDataConfig(DataConfig):
 
 class PretrainDataConfig(ImageDataConfig):
     text: str = "report"
+    # with text=caption: the probability that a training image's caption names just one of its
+    # findings (sonofm.reports.captions.CaptionSampler); validation and evaluation keep the full one
+    caption_sampling: float = Field(0.0, ge=0, le=1)
     image_size: int | None = Field(None, ge=8, description="default: the model's own image size")
     # "data": measure the training images' mean/std (up to 512 images) and store them as the model's
     # preprocessing in config.json; "model": keep the preset's values

@@ -119,10 +119,11 @@ class UltrasoundDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def fixed_texts(self) -> list[str] | None:
-        """Every row's text when it does not depend on the epoch's randomness (a column or the
-        caption), so a frozen text tower can encode them before training; None for a sampler."""
+        """Every text the rows can get, when that is a known list (a column, the caption, or a
+        sampler with ``variants(row)``), so a frozen text tower can encode them before training."""
         if callable(self.text):
-            return None
+            variants = getattr(self.text, "variants", None)  # a sampler that can list its texts
+            return None if variants is None else [t for row in self.rows for t in variants(row)]
         rng = np.random.default_rng(0)  # unused by column/caption texts
         return [self._text(row, rng) for row in self.rows]
 

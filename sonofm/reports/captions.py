@@ -98,11 +98,7 @@ def contrastive_caption(study: Study, *, absent: bool = False) -> str:
     """
     organ = _organ_phrase(study)
     is_echo = study.region == "heart" or bool(study.view)
-    # echo reports never say "heart"; the caption does, so echo images meet the heart's prompts
-    head = "echocardiogram of the heart" if is_echo else f"ultrasound of the {organ}"
-    view = _view_phrase(study)
-    if view:
-        head = f"{head}, {view}"
+    head = _caption_head(study)
     sentences: list[str] = []
     diagnosed = _in_taxonomy_order("diagnosis", study.present("diagnosis"))
     diagnoses = [f.tag for f in diagnosed if f.tag != "normal"]
@@ -118,6 +114,71 @@ def contrastive_caption(study: Study, *, absent: bool = False) -> str:
         if negated:
             text += " No " + ", no ".join(negated) + "."
     return text[0].upper() + text[1:]
+
+
+def _caption_head(study: Study) -> str:
+    """ "ultrasound of the thyroid gland" / "echocardiogram of the heart, apical four-chamber view"."""
+    is_echo = study.region == "heart" or bool(study.view)
+    # echo reports never say "heart"; the caption does, so echo images meet the heart's prompts
+    head = "echocardiogram of the heart" if is_echo else f"ultrasound of the {_organ_phrase(study)}"
+    view = _view_phrase(study)
+    return f"{head}, {view}" if view else head
+
+
+def single_finding_captions(study: Study) -> list[str]:
+    """Captions that name one finding each, worded like the full caption ("Ultrasound of the
+    breast: mass with microcalcifications."): the lesion alone, the lesion with each of its
+    descriptors, each present echo finding. Empty for a normal study (its caption is already short).
+    """
+    head = _caption_head(study)
+    out: list[str] = []
+    for diagnosis in (f.tag for f in _in_taxonomy_order("diagnosis", study.present("diagnosis"))):
+        if diagnosis == "normal":
+            continue
+        noun = _tag_phrase("diagnosis", diagnosis)
+        out.append(f"{head}: {noun}.")
+        for dim in DESCRIPTOR_ORDER:
+            for f in _in_taxonomy_order(dim, study.present(dim)):
+                phrase = _tag_phrase(dim, f.tag)
+                adjective = dim in ADJECTIVE_DIMENSIONS or (dim, f.tag) in ADJECTIVE_TAGS
+                out.append(f"{head}: {phrase} {noun}." if adjective else f"{head}: {noun} with {phrase}.")
+    for f in _in_taxonomy_order("echo", study.present("echo")):
+        out.append(f"{head}: {_echo_phrase(f)}.")
+    return [t[0].upper() + t[1:] for t in dict.fromkeys(out)]
+
+
+class CaptionSampler:
+    """Training text that is the full caption or, with probability ``p_single``, a caption naming
+    one of its findings (:func:`single_finding_captions`).
+
+    ConVIRT trains on one sampled sentence of the report; here the point is the zero-shot prompts:
+    they name one finding each ("a lesion with microcalcifications"), while a full caption names
+    five, and a frozen sentence encoder pools those five into one vector in which each weighs
+    little. Deterministic per (seed, epoch, sample) through the dataset's generator; picklable for
+    loader workers. Evaluation keeps the full caption.
+    """
+
+    def __init__(self, p_single: float) -> None:
+        if not 0.0 <= p_single <= 1.0:
+            raise ValueError(f"p_single must be in [0, 1], got {p_single}")
+        self.p_single = float(p_single)
+
+    def __call__(self, row: dict, rng) -> str:
+        study = study_of_row(row)
+        if study is None:
+            return ""
+        if self.p_single and rng.random() < self.p_single:
+            singles = single_finding_captions(study)
+            if singles:
+                return singles[int(rng.integers(len(singles)))]
+        return contrastive_caption(study)
+
+    def variants(self, row: dict) -> list[str]:
+        """Every text this row can get (what a frozen text tower encodes before training)."""
+        study = study_of_row(row)
+        if study is None:
+            return [""]
+        return [contrastive_caption(study), *(single_finding_captions(study) if self.p_single else [])]
 
 
 def study_of_row(row: dict) -> Study | None:

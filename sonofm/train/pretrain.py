@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from sonofm.config import PretrainConfig
-from sonofm.errors import DataError
+from sonofm.errors import DataError, UserError
 from sonofm.losses import build_contrastive_loss
 from sonofm.losses.compose import build_objective, is_plain
 from sonofm.train.distributed import barrier, init_distributed
@@ -162,6 +162,20 @@ def _data_normalisation(config: PretrainConfig) -> dict[str, Any]:
     return {"image.mean": [round(mean, 4)] * image.in_chans, "image.std": [round(std, 4)] * image.in_chans}
 
 
+def _training_text(config: PretrainConfig) -> Any:
+    """The train split's text: the configured field, or a caption sampler (data.caption_sampling)."""
+    if not config.data.caption_sampling:
+        return config.data.text
+    if config.data.text != "caption":
+        raise UserError(
+            f"data.caption_sampling={config.data.caption_sampling} needs data.text=caption "
+            f"(got {config.data.text!r}): it samples single-finding captions of the structured study"
+        )
+    from sonofm.reports.captions import CaptionSampler
+
+    return CaptionSampler(config.data.caption_sampling)
+
+
 def _warm_text_cache(trainer: Trainer, tokenize: Any, datasets: list[Any], collate_fn: Any) -> None:
     """Encode the run's fixed texts (captions, caption hard negatives) once, before step 1, when
     the text tower is frozen and cached: sorted by length in large batches instead of as each
@@ -218,7 +232,7 @@ def pretrain(
         augment=config.data.augment,
         workers=config.train.workers,
         seed=config.train.seed,
-        text=config.data.text,
+        text=_training_text(config),
         worker_start=config.train.worker_start,
     )
     _check_text(train_loader.dataset, config.data.text, str(data_path))

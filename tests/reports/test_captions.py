@@ -83,3 +83,42 @@ def test_caption_from_written_report_matches_caption_from_structure(region: str)
 def test_row_without_text_or_structure_has_empty_caption() -> None:
     assert caption_for_row({"report": None, "structured": None}) == ""
     assert caption_for_row({"report": "  ", "structured": "not json"}) == ""
+
+
+def test_single_finding_captions_name_one_finding_each_in_the_caption_words() -> None:
+    from sonofm.reports.captions import single_finding_captions
+
+    study = _lesion()
+    singles = single_finding_captions(study)
+    full = contrastive_caption(study)
+    descriptors = ["hypoechoic", "taller-than-wide", "spiculated margins", "solid", "microcalcifications"]
+    descriptors.append("posterior acoustic shadowing")
+    assert singles[0] == "Ultrasound of the thyroid gland: nodule."
+    assert len(singles) == 1 + len(descriptors)
+    for cap in singles[1:]:
+        assert cap.startswith("Ultrasound of the thyroid gland: ")
+        named = [d for d in descriptors if d in cap]
+        assert len(named) == 1, cap  # exactly one finding per caption
+        assert named[0] in full  # worded as the full caption words it
+    assert single_finding_captions(Study(region="liver", organ="liver")) == []  # normal: nothing to split
+
+
+def test_caption_sampler_is_deterministic_and_stays_within_its_variants() -> None:
+    from sonofm.reports.captions import CaptionSampler
+
+    row = {"structured": _lesion().to_dict(), "region": "thyroid"}
+    sampler = CaptionSampler(0.5)
+    variants = set(sampler.variants(row))
+    draws = [sampler(row, np.random.default_rng([3, i])) for i in range(200)]
+    assert draws == [sampler(row, np.random.default_rng([3, i])) for i in range(200)]
+    assert set(draws) <= variants
+    full = contrastive_caption(_lesion())
+    share_full = draws.count(full) / len(draws)
+    assert 0.35 < share_full < 0.65  # p_single 0.5
+    assert len(set(draws)) > 4  # the single-finding captions are all drawn
+    assert {CaptionSampler(0.0)(row, np.random.default_rng(i)) for i in range(20)} == {full}
+    assert CaptionSampler(0.0).variants(row) == [full]
+    normal = {"structured": Study(region="liver", organ="liver").to_dict()}
+    assert CaptionSampler(1.0)(normal, np.random.default_rng(0)) == "Ultrasound of the liver: normal liver."
+    with pytest.raises(ValueError, match="p_single"):
+        CaptionSampler(1.5)

@@ -127,7 +127,8 @@ def test_pretrain_encodes_captions_and_hard_negatives_before_step_one(
         values={
             "model": model,
             "loss": {"name": "clip+negation"},
-            "data": {"path": str(sim), "text": "caption"},
+            # sampled single-finding captions too: the sampler lists its variants for the warm-up
+            "data": {"path": str(sim), "text": "caption", "caption_sampling": 0.5},
             "train": {"epochs": 2, "batch_size": 8, "workers": 0, "progress": False},
         },
     )
@@ -136,3 +137,19 @@ def test_pretrain_encodes_captions_and_hard_negatives_before_step_one(
     assert outside == []
     losses = [json.loads(x) for x in run.metrics.read_text().splitlines()]
     assert any("negation_loss" in r for r in losses)
+
+
+def test_caption_sampling_needs_captions(sim: Path, tmp_path: Path) -> None:
+    from sonofm.errors import UserError
+    from sonofm.train.pretrain import pretrain
+
+    config = resolve_config(
+        PretrainConfig,
+        values={
+            "model": tiny_dual_encoder("sampling"),
+            "data": {"path": str(sim), "text": "report", "caption_sampling": 0.5},
+            "train": {"epochs": 1, "batch_size": 8, "workers": 0, "progress": False},
+        },
+    )
+    with pytest.raises(UserError, match="caption_sampling=0.5 needs data.text=caption"):
+        pretrain(config, tmp_path / "run")
