@@ -54,15 +54,21 @@ def _evaluate(model_dir: Path, data: Path, out: Path, suite: str) -> dict[str, A
 
 def run_point(data: Path, work: Path, name: str, loss: str, plan: Any) -> dict[str, Any]:
     """Train (unless already trained) and evaluate one (objective, epochs) point."""
-    from sonofm.demo import _pretrain, summarize
+    from sonofm.demo import CAPTION_SAMPLING, _pretrain, machine_info, summarize
 
-    run = work / f"{name}-n{plan.n_images}-e{plan.epochs}-s{plan.seed}"
+    # the recipe changes between sessions (caption sampling joined it): a point says which it used,
+    # and a run trained with another recipe is never reused under the same name
+    sampling = f"-cs{CAPTION_SAMPLING:g}" if CAPTION_SAMPLING else ""
+    run = work / f"{name}-n{plan.n_images}-e{plan.epochs}-s{plan.seed}{sampling}"
     info: dict[str, Any] = {
         "objective": name,
         "loss": loss,
         "n_images": plan.n_images,
         "epochs": plan.epochs,
         "seed": plan.seed,
+        "caption_sampling": CAPTION_SAMPLING,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine_info(),
     }
     t0 = time.perf_counter()
     if not (run / "model" / "config.json").is_file():
@@ -82,7 +88,8 @@ def run_point(data: Path, work: Path, name: str, loss: str, plan: Any) -> dict[s
 
 
 def _key(point: dict[str, Any]) -> tuple[Any, ...]:
-    return (point["objective"], point.get("n_images"), point["epochs"], point["seed"])
+    sampling = point.get("caption_sampling", 0.0)  # points from before caption sampling: none
+    return (point["objective"], point.get("n_images"), point["epochs"], point["seed"], sampling)
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
@@ -98,12 +105,14 @@ def table(points: list[dict[str, Any]]) -> str:
         return ""
     metrics = list(points[0]["metrics"])
     head = "| objective | images | epochs | steps | train s | " + " | ".join(metrics) + " |"
-    lines = [head, "|" + "---|" * (5 + len(metrics))]
+    head = head.replace("| epochs |", "| epochs | caption sampling |")
+    lines = [head, "|" + "---|" * (6 + len(metrics))]
     for p in sorted(points, key=lambda p: (p["objective"], p.get("n_images") or 0, p["epochs"])):
         vals = [p["metrics"].get(m) for m in metrics]
         cells = ["-" if v is None else f"{v:.3f}" for v in vals]
         lines.append(
-            f"| {p['objective']} | {p.get('n_images', '-')} | {p['epochs']} | {p.get('steps', '-')} | "
+            f"| {p['objective']} | {p.get('n_images', '-')} | {p['epochs']} | "
+            f"{p.get('caption_sampling', 0.0):g} | {p.get('steps', '-')} | "
             f"{p.get('train_s', '-')} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, loss in objectives.items():
         for e in epochs:
             point = run_point(data, args.work, name, loss, dataclasses.replace(plan, epochs=e))
-            key = (name, plan.n_images, e, plan.seed)
+            key = _key(point)
             others = [p for p in payload["points"] if _key(p) != key]
             payload["points"] = [*others, point]
             print(json.dumps(point), flush=True)
