@@ -119,10 +119,12 @@ def simulate(data: Path, plan: Any) -> None:
 def train(data: Path, work: Path, name: str, loss: str, seed: int, plan: Any) -> dict[str, Any]:
     """Train one (objective, seed) with the demo's recipe unless its model exists; where it is."""
     from sonofm.atomic import atomic_write_text
-    from sonofm.demo import _pretrain
+    from sonofm.demo import CAPTION_SAMPLING, _pretrain
 
-    run = work / "runs" / f"{slug(name)}-s{seed}"
-    record = work / "runs" / f"{slug(name)}-s{seed}.json"
+    # a run of another recipe (before caption sampling joined it) is never reused under this name
+    stem = f"{slug(name)}-s{seed}" + (f"-cs{CAPTION_SAMPLING:g}" if CAPTION_SAMPLING else "")
+    run = work / "runs" / stem
+    record = work / "runs" / f"{stem}.json"
     info: dict[str, Any] = {"seed": seed, "model": str(run / "model")}
     if (run / "model" / "config.json").is_file():
         saved = json.loads(record.read_text()) if record.is_file() else {}
@@ -292,7 +294,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# Objective ablation ({'quick smoke run' if doc['quick'] else 'full run'})",
         "",
         f"Demo recipe ({plan['model']}, {plan['image_size']} px, {plan['epochs']} epochs, "
-        f"batch {plan['batch_size']}), seeds {doc['seeds']}, data `{doc['data']['dir']}` "
+        f"batch {plan['batch_size']}, caption sampling {doc.get('caption_sampling', 0.0):g}), "
+        f"seeds {doc['seeds']}, data `{doc['data']['dir']}` "
         f"({doc['data']['n_images'].get('test', 0)} test images from {k} test patients).",
         "",
         "Each cell: value [95% CI] (Δ vs clip, Holm-adjusted p). Value: mean over seeds of the metric; "
@@ -316,7 +319,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from sonofm.atomic import atomic_write_text
-    from sonofm.demo import DEFAULT, machine_info
+    from sonofm.demo import CAPTION_SAMPLING, DEFAULT, machine_info
     from sonofm.eval.stats import MIN_PATIENTS
 
     known = objectives()
@@ -383,6 +386,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
         "quick": bool(args.quick),
         "plan": dataclasses.asdict(plan),
+        "caption_sampling": CAPTION_SAMPLING,
         "suite": suite.name,
         "seeds": seeds,
         "n_boot": args.n_boot,
