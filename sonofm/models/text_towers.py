@@ -273,18 +273,23 @@ class TextTower(nn.Module):
                 len(missing),
             )
         device = next(self.encoder.parameters()).device
+        for start in range(0, len(missing), batch_size):
+            self._remember(missing[start : start + batch_size], device)
+        return len(missing)
+
+    def _remember(self, keys: list[tuple[int, ...]], device: torch.device) -> None:
+        """Encode unpadded token rows together (padded to the longest) into the bounded cache."""
+        assert self._cache is not None
+        width = max(len(k) for k in keys)
         pad = self.encoder.config.pad_token_id or 0
+        ids = torch.tensor([list(k) + [pad] * (width - len(k)) for k in keys], device=device)
+        mask = torch.tensor([[1] * len(k) + [0] * (width - len(k)) for k in keys], device=device)
         with torch.no_grad():
-            for start in range(0, len(missing), batch_size):
-                chunk = missing[start : start + batch_size]
-                width = len(chunk[-1])  # sorted by length: the last is the longest
-                ids = torch.tensor([list(k) + [pad] * (width - len(k)) for k in chunk], device=device)
-                mask = torch.tensor([[1] * len(k) + [0] * (width - len(k)) for k in chunk], device=device)
-                for key, feat in zip(chunk, self._encode(ids, mask).float(), strict=True):
-                    self._cache[key] = feat
+            feats = self._encode(ids, mask).float()
+        for key, feat in zip(keys, feats, strict=True):
+            self._cache[key] = feat
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return len(missing)
 
     def _cached_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled features from the cache; the misses are encoded together in one batch.
@@ -299,20 +304,7 @@ class TextTower(nn.Module):
         ]
         missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if missing:
-            width = max(len(k) for k in missing)
-            pad = self.encoder.config.pad_token_id or 0
-            miss_ids = torch.tensor(
-                [list(k) + [pad] * (width - len(k)) for k in missing], device=input_ids.device
-            )
-            miss_mask = torch.tensor(
-                [[1] * len(k) + [0] * (width - len(k)) for k in missing], device=input_ids.device
-            )
-            with torch.no_grad():
-                feats = self._encode(miss_ids, miss_mask).float()
-            for key, feat in zip(missing, feats, strict=True):
-                self._cache[key] = feat
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._remember(missing, input_ids.device)
         out = []
         for key in keys:
             feat = self._cache.get(key)
@@ -334,6 +326,11 @@ class TextTower(nn.Module):
         return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
 
 
+def cached_text_towers(model: nn.Module) -> list[TextTower]:
+    """The frozen text towers inside ``model`` that keep a feature cache."""
+    return [m for m in model.modules() if isinstance(m, TextTower) and m.cache_size]
+
+
 def warm_text_caches(
     model: nn.Module, texts: Sequence[str], tokenize: TextTokenizer, batch_size: int = 128
 ) -> int:
@@ -342,7 +339,7 @@ def warm_text_caches(
     ``tokenize`` must be the tokenizer training batches go through (same truncation), so the
     cache keys are the ones a step looks up. Returns how many texts were encoded.
     """
-    towers = [m for m in model.modules() if isinstance(m, TextTower) and m.cache_size]
+    towers = cached_text_towers(model)
     unique = list(dict.fromkeys(texts))  # "" included: a step encodes the empty slots of a batch too
     if not towers or not unique:
         return 0

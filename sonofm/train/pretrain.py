@@ -180,8 +180,10 @@ def _warm_text_cache(trainer: Trainer, tokenize: Any, datasets: list[Any], colla
     """Encode the run's fixed texts (captions, caption hard negatives) once, before step 1, when
     the text tower is frozen and cached: sorted by length in large batches instead of as each
     step's misses (the ultrasound-aware demo stage spent about half its time there)."""
-    from sonofm.models.text_towers import warm_text_caches
+    from sonofm.models.text_towers import cached_text_towers, warm_text_caches
 
+    if not cached_text_towers(trainer.raw_model):
+        return  # a learning text tower: listing captions and negatives would be wasted work
     texts: list[str] = []
     for dataset in datasets:
         fixed = getattr(dataset, "fixed_texts", None)
