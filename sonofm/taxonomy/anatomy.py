@@ -8,11 +8,15 @@ ones). Organ ids are also the tag ids of the ``organ`` attribute dimension.
 Synonyms are lowercase surface forms a report may use for the organ itself. Phrases that name a
 *location within* an organ ("left lobe of the thyroid", "upper outer quadrant") are kept apart in
 ``Organ.locations`` so a parser can report them without mistaking them for another organ.
+
+The body systems and organs are data, in anatomy.toml beside this module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from sonofm.taxonomy.tables import entries, load
 
 
 @dataclass(frozen=True)
@@ -38,68 +42,8 @@ class Organ:
     locations: tuple[str, ...] = ()  # sub-organ locations a report may give (not organ synonyms)
 
 
-BODY_SYSTEMS: tuple[BodySystem, ...] = (
-    BodySystem(
-        "breast",
-        "breast",
-        ("breast", "mammary"),
-        "The paired mammary glands of the anterior chest wall with their ducts, lobules and stroma.",
-    ),
-    BodySystem(
-        "endocrine",
-        "endocrine system",
-        ("endocrine system", "endocrine"),
-        "Hormone-secreting glands; in neck ultrasound chiefly the thyroid gland.",
-    ),
-    BodySystem(
-        "digestive",
-        "digestive system",
-        ("digestive system", "digestive", "gastrointestinal system", "hepatobiliary system", "hepatobiliary"),
-        "The gastrointestinal tract and its solid organs: liver, gallbladder and pancreas.",
-    ),
-    BodySystem(
-        "urinary",
-        "urinary system",
-        ("urinary system", "urinary tract", "renal tract", "urinary"),
-        "The kidneys, ureters and urinary bladder, which produce, carry and store urine.",
-    ),
-    BodySystem(
-        "female_reproductive",
-        "female reproductive system",
-        (
-            "female reproductive system",
-            "female pelvis",
-            "gynaecological",
-            "gynecological",
-            "female genital tract",
-        ),
-        "The uterus, ovaries and adnexa, including pregnancy and the fetus.",
-    ),
-    BodySystem(
-        "male_reproductive",
-        "male reproductive system",
-        ("male reproductive system", "male genital tract", "male genital organs"),
-        "The prostate, testes and scrotal contents.",
-    ),
-    BodySystem(
-        "cardiovascular",
-        "cardiovascular system",
-        ("cardiovascular system", "cardiovascular", "circulatory system", "vascular system"),
-        "The heart and blood vessels, including the carotid arteries and jugular veins.",
-    ),
-    BodySystem(
-        "musculoskeletal",
-        "musculoskeletal system",
-        ("musculoskeletal system", "musculoskeletal", "msk"),
-        "Muscles, tendons, joints and the subcutaneous soft tissues.",
-    ),
-    BodySystem(
-        "lymphatic",
-        "lymphatic system",
-        ("lymphatic system", "lymphatic", "lymphoid system"),
-        "Lymph nodes, lymphatic vessels and the spleen, which filter lymph and blood.",
-    ),
-)
+_DATA = load("anatomy")
+BODY_SYSTEMS: tuple[BodySystem, ...] = entries(_DATA["system"], BodySystem)
 
 REGIONS: tuple[str, ...] = (
     "breast",
@@ -117,215 +61,7 @@ REGIONS: tuple[str, ...] = (
 # EchoVLM's seven report-generation regions (docs/methods.md section 5).
 CORE_REGIONS: tuple[str, ...] = ("breast", "gynaecology", "heart", "kidney", "liver", "thyroid", "vessel")
 
-ORGANS: tuple[Organ, ...] = (
-    Organ(
-        "breast",
-        "breast",
-        "breast",
-        "breast",
-        ("breast", "breasts", "breast tissue", "mammary gland", "breast parenchyma", "fibroglandular tissue"),
-        "Glandular and fatty tissue of the anterior chest wall that contains the milk ducts and lobules.",
-        (
-            "upper outer quadrant",
-            "upper inner quadrant",
-            "lower outer quadrant",
-            "lower inner quadrant",
-            "retroareolar",
-            "subareolar",
-            "axillary tail",
-            "o'clock",
-        ),
-    ),
-    Organ(
-        "thyroid",
-        "thyroid",
-        "endocrine",
-        "thyroid gland",
-        ("thyroid gland", "thyroid", "thyroid parenchyma"),
-        "Butterfly-shaped endocrine gland in the anterior neck, two lobes joined by an isthmus.",
-        (
-            "right lobe",
-            "left lobe",
-            "isthmus",
-            "right lobe of the thyroid",
-            "left lobe of the thyroid",
-            "right thyroid lobe",
-            "left thyroid lobe",
-        ),
-    ),
-    Organ(
-        "liver",
-        "liver",
-        "digestive",
-        "liver",
-        ("liver", "hepatic parenchyma", "hepatic", "liver parenchyma"),
-        "Large solid organ in the right upper abdomen that processes nutrients and produces bile.",
-        ("right lobe of the liver", "left lobe of the liver", "caudate lobe", "hepatic segment"),
-    ),
-    Organ(
-        "gallbladder",
-        "liver",
-        "digestive",
-        "gallbladder",
-        ("gallbladder", "gall bladder", "gb"),
-        "Pear-shaped sac under the liver that stores bile; normally thin-walled and anechoic.",
-        ("gallbladder fundus", "gallbladder neck", "gallbladder body"),
-    ),
-    Organ(
-        "spleen",
-        "abdomen",
-        "lymphatic",
-        "spleen",
-        ("spleen", "splenic parenchyma", "splenic"),
-        "Lymphoid organ in the left upper abdomen that filters blood.",
-        ("splenic hilum", "upper pole of the spleen", "lower pole of the spleen"),
-    ),
-    Organ(
-        "pancreas",
-        "abdomen",
-        "digestive",
-        "pancreas",
-        ("pancreas", "pancreatic parenchyma", "pancreatic"),
-        "Retroperitoneal gland behind the stomach with digestive and endocrine functions.",
-        ("pancreatic head", "pancreatic body", "pancreatic tail", "uncinate process"),
-    ),
-    Organ(
-        "kidney",
-        "kidney",
-        "urinary",
-        "kidney",
-        ("kidney", "kidneys", "renal", "renal parenchyma", "right kidney", "left kidney"),
-        "Paired retroperitoneal organ that filters blood to make urine; cortex around a central sinus.",
-        ("upper pole", "lower pole", "interpolar region", "renal cortex", "renal sinus", "renal pelvis"),
-    ),
-    Organ(
-        "bladder",
-        "kidney",
-        "urinary",
-        "urinary bladder",
-        ("urinary bladder", "bladder", "bladder wall"),
-        "Hollow muscular pelvic organ that stores urine; anechoic when distended.",
-        ("bladder base", "bladder dome", "trigone"),
-    ),
-    Organ(
-        "ovary",
-        "gynaecology",
-        "female_reproductive",
-        "ovary",
-        ("ovary", "ovaries", "ovarian", "adnexa", "adnexal", "right ovary", "left ovary"),
-        "Paired female gonad in the adnexa that contains follicles and produces ova and hormones.",
-        ("right adnexa", "left adnexa"),
-    ),
-    Organ(
-        "uterus",
-        "gynaecology",
-        "female_reproductive",
-        "uterus",
-        ("uterus", "uterine", "endometrium", "myometrium", "uterine body"),
-        "Muscular pelvic organ with an endometrial lining in which a pregnancy develops.",
-        ("uterine fundus", "cervix", "anterior uterine wall", "posterior uterine wall", "endometrial cavity"),
-    ),
-    Organ(
-        "fetus",
-        "obstetric",
-        "female_reproductive",
-        "fetus",
-        ("fetus", "foetus", "fetal", "foetal", "intrauterine pregnancy", "gestation"),
-        "The developing baby in the uterus, imaged in obstetric ultrasound.",
-        ("fetal head", "fetal abdomen", "fetal heart", "placenta", "amniotic fluid"),
-    ),
-    Organ(
-        "prostate",
-        "urology",
-        "male_reproductive",
-        "prostate gland",
-        ("prostate gland", "prostate", "prostatic"),
-        "Walnut-sized gland below the male bladder surrounding the urethra.",
-        ("peripheral zone", "transition zone", "central zone", "prostatic apex", "prostatic base"),
-    ),
-    Organ(
-        "testis",
-        "urology",
-        "male_reproductive",
-        "testis",
-        ("testis", "testes", "testicle", "testicles", "testicular", "scrotum", "scrotal"),
-        "Paired male gonad in the scrotum; homogeneous medium echogenicity when normal.",
-        ("right testis", "left testis", "epididymis", "rete testis"),
-    ),
-    Organ(
-        "carotid_artery",
-        "vessel",
-        "cardiovascular",
-        "common carotid artery",
-        (
-            "common carotid artery",
-            "carotid artery",
-            "carotid arteries",
-            "carotid",
-            "cca",
-            "internal carotid artery",
-            "ica",
-            "external carotid artery",
-            "eca",
-            "carotid bulb",
-            "carotid bifurcation",
-        ),
-        "Main artery of the neck supplying the head; its wall layers give the intima-media thickness.",
-        ("proximal cca", "mid cca", "distal cca", "near wall", "far wall"),
-    ),
-    Organ(
-        "jugular_vein",
-        "vessel",
-        "cardiovascular",
-        "internal jugular vein",
-        ("internal jugular vein", "jugular vein", "jugular", "ijv"),
-        "Large compressible neck vein lateral to the carotid artery that drains the head.",
-        (),
-    ),
-    Organ(
-        "heart",
-        "heart",
-        "cardiovascular",
-        "heart",
-        ("heart", "cardiac", "echocardiogram", "echocardiography", "transthoracic echocardiogram", "tte"),
-        "Four-chambered muscular pump imaged by transthoracic echocardiography.",
-        (
-            "left ventricle",
-            "right ventricle",
-            "left atrium",
-            "right atrium",
-            "mitral valve",
-            "aortic valve",
-            "pericardium",
-        ),
-    ),
-    Organ(
-        "lymph_node",
-        "superficial",
-        "lymphatic",
-        "lymph node",
-        (
-            "lymph node",
-            "lymph nodes",
-            "node",
-            "nodes",
-            "cervical lymph node",
-            "axillary lymph node",
-            "lymphnode",
-        ),
-        "Small bean-shaped immune organ with a hypoechoic cortex and an echogenic fatty hilum.",
-        ("cervical", "axillary", "inguinal", "supraclavicular", "fatty hilum"),
-    ),
-    Organ(
-        "soft_tissue",
-        "superficial",
-        "musculoskeletal",
-        "soft tissue",
-        ("soft tissue", "soft tissues", "subcutaneous tissue", "subcutaneous fat", "subcutaneous", "muscle"),
-        "Subcutaneous fat, fascia and muscle beneath the skin.",
-        ("intramuscular", "fascia", "subfascial"),
-    ),
-)
+ORGANS: tuple[Organ, ...] = entries(_DATA["organ"], Organ)
 
 _ORGANS_BY_ID = {o.id: o for o in ORGANS}
 _SYSTEMS_BY_ID = {s.id: s for s in BODY_SYSTEMS}

@@ -24,6 +24,10 @@ Design decisions:
   smaller normal hearts. This is applied consistently by ``threshold_for`` and
   ``evaluate_guidelines``.
 - A rule whose measurements are missing produces no result (not a negative).
+
+The tables (views, frame phrases, measurements, guideline rules with their cut-offs and the
+findings they derive) are data, in echo.toml beside this module; this module reads them into
+the dataclasses below and holds the rules' logic.
 """
 
 from __future__ import annotations
@@ -34,17 +38,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
+from sonofm.taxonomy.tables import frozen, load, with_phrase
+
 ECHO_VIEWS: tuple[str, ...] = ("A4C", "A2C", "A3C", "PLAX", "PSAX_MV", "PSAX_PM", "PSAX_AP", "SC4C")
 FRAMES: tuple[str, ...] = ("ED", "ES")
 SEXES: tuple[str, ...] = ("M", "F")
 # Limit used when sex is unknown (see module docstring).
 UNKNOWN_SEX_LIMIT = "M"
 
-LANG2015 = "Lang et al., JASE 2015;28:1-39 (ASE/EACVI chamber quantification)"
-LANG2005 = "Lang et al., JASE 2005;18:1440-63 (ASE/EAE chamber quantification), partitions kept in 2015"
-RUDSKI2010 = "Rudski et al., JASE 2010;23:685-713 (right heart), TAPSE < 17 mm confirmed by Lang 2015"
-NAGUEH2016 = "Nagueh et al., JASE 2016;29:277-314 (ASE/EACVI diastolic function)"
-ADLER2015 = "Adler et al., Eur Heart J 2015;36:2921-64 (ESC pericardial diseases guideline)"
+_DATA = load("echo")
+# the guideline citations (LANG2015, LANG2005, RUDSKI2010, NAGUEH2016, ADLER2015); a source in
+# echo.toml names them as {LANG2015}
+SOURCES: dict[str, str] = _DATA["sources"]
+LANG2015 = SOURCES["LANG2015"]
+LANG2005 = SOURCES["LANG2005"]
+RUDSKI2010 = SOURCES["RUDSKI2010"]
+NAGUEH2016 = SOURCES["NAGUEH2016"]
+ADLER2015 = SOURCES["ADLER2015"]
 
 
 # ---------------------------------------------------------------------------------------- views
@@ -58,139 +68,12 @@ class ViewDef:
     definition: str
 
 
-def _v(view_id: str, phrase: str, synonyms: tuple[str, ...], definition: str) -> ViewDef:
-    return ViewDef(view_id, phrase, tuple(dict.fromkeys((phrase.lower(), *synonyms))), definition)
-
-
 VIEWS: dict[str, ViewDef] = {
-    v.id: v
-    for v in (
-        _v(
-            "A4C",
-            "apical four-chamber view",
-            (
-                "apical four-chamber",
-                "apical four chamber",
-                "apical 4-chamber",
-                "apical 4 chamber",
-                "a4c",
-                "4-chamber view",
-                "four-chamber view",
-                "4 chamber view",
-                "ap4",
-                "apical 4ch",
-            ),
-            "Apical view showing all four chambers, the mitral and tricuspid valves and the septum.",
-        ),
-        _v(
-            "A2C",
-            "apical two-chamber view",
-            (
-                "apical two-chamber",
-                "apical two chamber",
-                "apical 2-chamber",
-                "apical 2 chamber",
-                "a2c",
-                "2-chamber view",
-                "two-chamber view",
-                "2 chamber view",
-                "ap2",
-                "apical 2ch",
-            ),
-            "Apical view of the left ventricle and left atrium showing the anterior and inferior walls.",
-        ),
-        _v(
-            "A3C",
-            "apical three-chamber view",
-            (
-                "apical three-chamber",
-                "apical three chamber",
-                "apical 3-chamber",
-                "apical 3 chamber",
-                "a3c",
-                "3-chamber view",
-                "three-chamber view",
-                "apical long-axis view",
-                "apical long axis",
-                "aplax",
-                "ap3",
-            ),
-            "Apical long-axis view of the LV, LA and LV outflow tract with the aortic valve.",
-        ),
-        _v(
-            "PLAX",
-            "parasternal long-axis view",
-            ("parasternal long-axis", "parasternal long axis", "plax", "parasternal long axis view", "psla"),
-            "Parasternal view along the LV long axis: septum, posterior wall, mitral and aortic valves.",
-        ),
-        _v(
-            "PSAX_MV",
-            "parasternal short-axis view at the mitral valve level",
-            (
-                "psax at the mitral valve level",
-                "parasternal short axis at the mitral valve level",
-                "psax mv",
-                "psax-mv",
-                "psax mitral valve level",
-                "basal short-axis view",
-                "basal short axis",
-                "short axis at the mitral valve level",
-            ),
-            "Basal short-axis cross-section of the LV through the mitral leaflets ('fish mouth').",
-        ),
-        _v(
-            "PSAX_PM",
-            "parasternal short-axis view at the papillary muscle level",
-            (
-                "psax at the papillary muscle level",
-                "parasternal short axis at the papillary muscle level",
-                "psax pm",
-                "psax-pm",
-                "psax papillary muscle level",
-                "mid-ventricular short-axis view",
-                "mid short axis",
-                "short axis at the papillary muscle level",
-            ),
-            "Mid-ventricular short-axis cross-section of the LV showing both papillary muscles.",
-        ),
-        _v(
-            "PSAX_AP",
-            "parasternal short-axis view at the apical level",
-            (
-                "psax at the apical level",
-                "parasternal short axis at the apex",
-                "psax apex",
-                "psax-ap",
-                "psax apical level",
-                "apical short-axis view",
-                "apical short axis",
-                "short axis at the apical level",
-            ),
-            "Apical short-axis cross-section of the LV below the papillary muscles.",
-        ),
-        _v(
-            "SC4C",
-            "subcostal four-chamber view",
-            (
-                "subcostal four-chamber",
-                "subcostal four chamber",
-                "subcostal 4-chamber",
-                "subcostal 4 chamber",
-                "subcostal",
-                "subcostal view",
-                "subxiphoid",
-                "subxiphoid view",
-                "sc4c",
-            ),
-            "Four-chamber view from below the xiphoid, useful for pericardial effusion and the RV.",
-        ),
-    )
+    key: ViewDef(key, e["phrase"], with_phrase(e["phrase"], e["synonyms"]), e["definition"])
+    for key, e in _DATA["view"].items()
 }
 
-FRAME_PHRASES: dict[str, tuple[str, ...]] = {
-    "ED": ("end-diastole", "end diastole", "end-diastolic", "diastole", "ed"),
-    "ES": ("end-systole", "end systole", "end-systolic", "systole", "es"),
-}
+FRAME_PHRASES: dict[str, tuple[str, ...]] = frozen(_DATA["frame_phrases"])
 
 
 # --------------------------------------------------------------------------------- measurements
@@ -220,308 +103,18 @@ class MeasurementDef:
         return self.normal[normalize_sex(sex) or UNKNOWN_SEX_LIMIT]
 
 
-def _m(
-    mid: str,
-    unit: str,
-    phrase: str,
-    synonyms: tuple[str, ...],
-    decimals: int,
-    normal: dict,
-    definition: str,
-    source: str = "",
-) -> MeasurementDef:
-    return MeasurementDef(
-        mid,
-        unit,
-        phrase,
-        tuple(dict.fromkeys((phrase.lower(), *synonyms))),
-        decimals,
-        normal,
-        definition,
-        source,
-    )
-
-
 MEASUREMENTS: dict[str, MeasurementDef] = {
-    m.id: m
-    for m in (
-        _m(
-            "lvef_pct",
-            "%",
-            "LV ejection fraction",
-            (
-                "lvef",
-                "ef",
-                "ejection fraction",
-                "lv ef",
-                "left ventricular ejection fraction",
-                "biplane ef",
-                "simpson's ef",
-                "lv ejection fraction",
-            ),
-            0,
-            {"M": (52.0, 72.0), "F": (54.0, 74.0)},
-            "Fraction of the end-diastolic LV volume ejected per beat.",
-            LANG2015,
-        ),
-        _m(
-            "lv_edv_ml",
-            "mL",
-            "LV end-diastolic volume",
-            ("lvedv", "edv", "lv edv", "end-diastolic volume", "left ventricular end-diastolic volume"),
-            0,
-            {"M": (62.0, 150.0), "F": (46.0, 106.0)},
-            "Left ventricular cavity volume at end-diastole (biplane disks).",
-            LANG2015,
-        ),
-        _m(
-            "lv_esv_ml",
-            "mL",
-            "LV end-systolic volume",
-            ("lvesv", "esv", "lv esv", "end-systolic volume", "left ventricular end-systolic volume"),
-            0,
-            {"M": (21.0, 61.0), "F": (14.0, 42.0)},
-            "Left ventricular cavity volume at end-systole (biplane disks).",
-            LANG2015,
-        ),
-        _m(
-            "lvidd_mm",
-            "mm",
-            "LV end-diastolic diameter",
-            (
-                "lvidd",
-                "lvid d",
-                "lvid(d)",
-                "lvedd",
-                "lv end-diastolic dimension",
-                "lv internal diameter in diastole",
-                "left ventricular internal diameter in diastole",
-                "left ventricular end-diastolic diameter",
-                "end-diastolic diameter",
-            ),
-            1,
-            {"M": (42.0, 58.4), "F": (37.8, 52.2)},
-            "Internal LV diameter at end-diastole, linear measurement in the parasternal long axis.",
-            LANG2015,
-        ),
-        _m(
-            "lvids_mm",
-            "mm",
-            "LV end-systolic diameter",
-            (
-                "lvids",
-                "lvid s",
-                "lvid(s)",
-                "lvesd",
-                "lv end-systolic dimension",
-                "lv internal diameter in systole",
-                "left ventricular internal diameter in systole",
-                "left ventricular end-systolic diameter",
-                "end-systolic diameter",
-            ),
-            1,
-            {"M": (25.0, 39.8), "F": (21.6, 34.8)},
-            "Internal LV diameter at end-systole, linear measurement in the parasternal long axis.",
-            LANG2015,
-        ),
-        _m(
-            "ivsd_mm",
-            "mm",
-            "interventricular septal thickness",
-            (
-                "ivsd",
-                "ivs",
-                "ivs(d)",
-                "ivs d",
-                "septal thickness",
-                "interventricular septum",
-                "interventricular septal thickness in diastole",
-                "septum thickness",
-                "ivs thickness",
-            ),
-            1,
-            {"M": (6.0, 10.0), "F": (6.0, 9.0)},
-            "Thickness of the interventricular septum at end-diastole.",
-            LANG2015,
-        ),
-        _m(
-            "lvpwd_mm",
-            "mm",
-            "LV posterior wall thickness",
-            (
-                "lvpwd",
-                "lvpw",
-                "lvpw(d)",
-                "lvpw d",
-                "pwd",
-                "posterior wall thickness",
-                "lv posterior wall",
-                "left ventricular posterior wall thickness",
-                "inferolateral wall thickness",
-            ),
-            1,
-            {"M": (6.0, 10.0), "F": (6.0, 9.0)},
-            "Thickness of the LV inferolateral (posterior) wall at end-diastole.",
-            LANG2015,
-        ),
-        _m(
-            "lavi_ml_m2",
-            "mL/m2",
-            "LA volume index",
-            (
-                "lavi",
-                "la volume index",
-                "left atrial volume index",
-                "indexed la volume",
-                "la volume indexed",
-                "indexed left atrial volume",
-                "lav index",
-            ),
-            1,
-            {"any": (16.0, 34.0)},
-            "Left atrial maximal volume divided by body surface area.",
-            LANG2015,
-        ),
-        _m(
-            "la_diameter_mm",
-            "mm",
-            "LA diameter",
-            (
-                "la diameter",
-                "left atrial diameter",
-                "la dimension",
-                "la ap diameter",
-                "left atrial dimension",
-                "la size",
-            ),
-            1,
-            {"M": (30.0, 40.0), "F": (27.0, 38.0)},
-            "Antero-posterior left atrial diameter in the parasternal long axis at end-systole.",
-            LANG2005,
-        ),
-        _m(
-            "tapse_mm",
-            "mm",
-            "TAPSE",
-            ("tapse", "tricuspid annular plane systolic excursion", "tricuspid annular excursion"),
-            1,
-            {"any": (17.0, 31.0)},
-            "Systolic excursion of the lateral tricuspid annulus towards the apex (M-mode).",
-            LANG2015,
-        ),
-        _m(
-            "e_e_prime_ratio",
-            "",
-            "average E/e'",
-            (
-                "e/e'",
-                "e/e prime",
-                "e/e' ratio",
-                "e to e prime ratio",
-                "average e/e'",
-                "mean e/e'",
-                "e/e",
-                "e over e prime",
-            ),
-            1,
-            # upper limit from NAGUEH2016; the lower bound 4 is a physiological floor (healthy adults
-            # average about 6-8), not a guideline limit: low E/e' is never abnormal.
-            {"any": (4.0, 14.0)},
-            "Mitral inflow E velocity over the average septal/lateral annular e' velocity.",
-            NAGUEH2016,
-        ),
-        _m(
-            "pe_size_mm",
-            "mm",
-            "pericardial effusion size",
-            (
-                "pericardial effusion size",
-                "effusion size",
-                "pericardial effusion depth",
-                "pericardial fluid depth",
-                "end-diastolic echo-free space",
-                "pericardial separation",
-            ),
-            1,
-            {"any": (0.0, 0.0)},
-            "Largest end-diastolic echo-free pericardial space.",
-            ADLER2015,
-        ),
-        _m(
-            "lesion_width_mm",
-            "mm",
-            "transverse diameter",
-            ("width", "transverse diameter", "transverse dimension", "transverse", "lesion width"),
-            1,
-            {},
-            "Largest lesion diameter across the image (transverse, parallel to the skin).",
-        ),
-        _m(
-            "lesion_height_mm",
-            "mm",
-            "antero-posterior diameter",
-            (
-                "height",
-                "ap diameter",
-                "anteroposterior diameter",
-                "antero-posterior diameter",
-                "ap dimension",
-                "ap",
-                "lesion height",
-            ),
-            1,
-            {},
-            "Lesion diameter along the beam (antero-posterior, perpendicular to the skin).",
-        ),
-        _m(
-            "lesion_length_mm",
-            "mm",
-            "longitudinal diameter",
-            (
-                "length",
-                "longitudinal diameter",
-                "longitudinal dimension",
-                "craniocaudal diameter",
-                "cranio-caudal",
-                "lesion length",
-            ),
-            1,
-            {},
-            "Lesion diameter in the longitudinal (sagittal) plane.",
-        ),
-        _m(
-            "imt_mm",
-            "mm",
-            "intima-media thickness",
-            (
-                "imt",
-                "cimt",
-                "intima-media thickness",
-                "intima media thickness",
-                "carotid intima-media thickness",
-            ),
-            2,  # IMT is reported to 0.01 mm (Mannheim consensus; 0.1 mm would be a 10-20% step)
-            {"any": (0.4, 0.9)},
-            "Thickness of the intima-media complex of the far carotid wall.",
-            "Mancia et al., ESH/ESC hypertension guidelines 2013 (IMT > 0.9 mm abnormal)",
-        ),
-        _m(
-            "kidney_length_mm",
-            "mm",
-            "renal length",
-            (
-                "renal length",
-                "kidney length",
-                "bipolar length",
-                "length of the kidney",
-                "pole-to-pole length",
-            ),
-            0,
-            {"any": (100.0, 120.0)},
-            "Longest pole-to-pole length of the kidney.",
-            "general radiology reference for adult kidneys (10-12 cm)",
-        ),
+    key: MeasurementDef(
+        key,
+        e["unit"],
+        e["phrase"],
+        with_phrase(e["phrase"], e["synonyms"]),
+        e["decimals"],
+        frozen(e.get("normal", {})),
+        e["definition"],
+        e.get("source", "").format(**SOURCES),
     )
+    for key, e in _DATA["measurement"].items()
 }
 
 
@@ -580,95 +173,23 @@ class GuidelineRule:
     combine: str = "any"
 
 
-# Every cut-off below is copied from the cited guideline table; see module docstring for the keys.
+def _grade_table(entries: list[list]) -> tuple[tuple[str, str | None, float | None], ...]:
+    """echo.toml writes a grade as [grade, op, edge] and the fall-through as [grade]."""
+    return tuple((e[0], None, None) if len(e) == 1 else (e[0], e[1], e[2]) for e in entries)
+
+
+# Every cut-off in echo.toml is copied from the cited guideline table (its comments say which).
 GUIDELINE_RULES: dict[str, GuidelineRule] = {
-    # LANG2015 severity partitions, cut-off fixed by docs/methods.md section 2: LVEF < 50%
-    # is reduced; 41-49 mildly, 30-40 moderately, < 30 severely abnormal.
-    "reduced_lvef": GuidelineRule(
-        "reduced_lvef",
-        ("lvef_pct",),
-        "<",
-        {"lvef_pct": {"any": 50.0}},
-        {"lvef_pct": {"any": (("severe", "<", 30.0), ("moderate", "<=", 40.0), ("mild", None, None))}},
-        LANG2015,
-    ),
-    # LANG2015 (partitions from LANG2005): septal / posterior wall thickness upper
-    # normal 10 mm (men), 9 mm (women); mild 11-13 / 10-12, moderate 14-16 / 13-15, severe >= 17 / 16.
-    "lv_hypertrophy": GuidelineRule(
-        "lv_hypertrophy",
-        ("ivsd_mm", "lvpwd_mm"),
-        ">",
-        {m: {"M": 10.0, "F": 9.0} for m in ("ivsd_mm", "lvpwd_mm")},
-        {
-            m: {
-                "M": (("mild", "<=", 13.0), ("moderate", "<=", 16.0), ("severe", None, None)),
-                "F": (("mild", "<=", 12.0), ("moderate", "<=", 15.0), ("severe", None, None)),
-            }
-            for m in ("ivsd_mm", "lvpwd_mm")
-        },
-        LANG2015,
-    ),
-    # LANG2015 normal ranges and partitions: LV end-diastolic diameter normal 42.0-58.4 mm (men),
-    # 37.8-52.2 mm (women); mild 58.5-63.0 / 52.3-56.2, moderate 63.1-68.0 / 56.3-61.0, severe above.
-    "lv_dilation": GuidelineRule(
-        "lv_dilation",
-        ("lvidd_mm",),
-        ">",
-        {"lvidd_mm": {"M": 58.4, "F": 52.2}},
-        {
-            "lvidd_mm": {
-                "M": (("mild", "<=", 63.0), ("moderate", "<=", 68.0), ("severe", None, None)),
-                "F": (("mild", "<=", 56.2), ("moderate", "<=", 61.0), ("severe", None, None)),
-            }
-        },
-        LANG2015,
-    ),
-    # LANG2015: LA volume index normal 16-34 mL/m2; mild 35-41, moderate 42-48, severe > 48.
-    # When LAVI is missing, LANG2005 LA antero-posterior diameter: normal 30-40 mm (men), 27-38 mm (women);
-    # mild 41-46 / 39-42, moderate 47-52 / 43-46, severe >= 52 / >= 47.
-    "la_enlargement": GuidelineRule(
-        "la_enlargement",
-        ("lavi_ml_m2", "la_diameter_mm"),
-        ">",
-        {"lavi_ml_m2": {"any": 34.0}, "la_diameter_mm": {"M": 40.0, "F": 38.0}},
-        {
-            "lavi_ml_m2": {"any": (("mild", "<=", 41.0), ("moderate", "<=", 48.0), ("severe", None, None))},
-            "la_diameter_mm": {
-                "M": (("mild", "<=", 46.0), ("moderate", "<=", 52.0), ("severe", None, None)),
-                "F": (("mild", "<=", 42.0), ("moderate", "<=", 46.0), ("severe", None, None)),
-            },
-        },
-        LANG2015 + "; LA diameter: " + LANG2005,
-        combine="first",
-    ),
-    # RUDSKI2010 / LANG2015: TAPSE < 17 mm indicates RV systolic dysfunction. Ungraded.
-    "rv_dysfunction": GuidelineRule(
-        "rv_dysfunction",
-        ("tapse_mm",),
-        "<",
-        {"tapse_mm": {"any": 17.0}},
-        {},
-        RUDSKI2010,
-    ),
-    # NAGUEH2016: average E/e' > 14 is the criterion for elevated LV filling pressure. Ungraded.
-    "elevated_filling_pressure": GuidelineRule(
-        "elevated_filling_pressure",
-        ("e_e_prime_ratio",),
-        ">",
-        {"e_e_prime_ratio": {"any": 14.0}},
-        {},
-        NAGUEH2016,
-    ),
-    # ADLER2015 (ESC): any end-diastolic echo-free space is an effusion; small < 10 mm,
-    # moderate 10-20 mm, large > 20 mm.
-    "pericardial_effusion": GuidelineRule(
-        "pericardial_effusion",
-        ("pe_size_mm",),
-        ">",
-        {"pe_size_mm": {"any": 0.0}},
-        {"pe_size_mm": {"any": (("small", "<", 10.0), ("moderate", "<=", 20.0), ("large", None, None))}},
-        ADLER2015,
-    ),
+    key: GuidelineRule(
+        key,
+        tuple(e["measurements"]),
+        e["op"],
+        e["limits"],
+        {m: {s: _grade_table(t) for s, t in by_sex.items()} for m, by_sex in e.get("grades", {}).items()},
+        e["source"].format(**SOURCES),
+        e.get("combine", "any"),
+    )
+    for key, e in _DATA["rule"].items()
 }
 
 
@@ -685,132 +206,17 @@ class EchoFindingDef:
     source: str
 
 
-def _f(
-    fid: str, phrase: str, synonyms: tuple[str, ...], definition: str, grades: tuple[str, ...]
-) -> EchoFindingDef:
-    rule = GUIDELINE_RULES[fid]
-    return EchoFindingDef(
-        fid,
-        phrase,
-        tuple(dict.fromkeys((phrase.lower(), *synonyms))),
-        definition,
-        grades,
-        rule.measurements,
-        rule.source,
-    )
-
-
 ECHO_FINDINGS: dict[str, EchoFindingDef] = {
-    f.id: f
-    for f in (
-        _f(
-            "reduced_lvef",
-            "reduced left ventricular ejection fraction",
-            (
-                "reduced lvef",
-                "reduced ef",
-                "reduced ejection fraction",
-                "reduced lv ejection fraction",
-                "lv systolic dysfunction",
-                "left ventricular systolic dysfunction",
-                "impaired lv systolic function",
-                "reduced lv systolic function",
-                "impaired left ventricular systolic function",
-                "depressed ejection fraction",
-                "depressed lvef",
-                "impaired systolic function",
-            ),
-            "LVEF below 50%, graded mild (41-49%), moderate (30-40%) or severe (<30%).",
-            ("mild", "moderate", "severe"),
-        ),
-        _f(
-            "lv_hypertrophy",
-            "left ventricular hypertrophy",
-            (
-                "lvh",
-                "lv hypertrophy",
-                "increased lv wall thickness",
-                "increased wall thickness",
-                "thickened lv walls",
-                "left ventricular wall thickening",
-                "lv wall thickening",
-            ),
-            "Septal or posterior wall thickness above the sex-specific upper limit (10 mm men, 9 mm women).",
-            ("mild", "moderate", "severe"),
-        ),
-        _f(
-            "lv_dilation",
-            "left ventricular dilation",
-            (
-                "lv dilation",
-                "lv dilatation",
-                "left ventricular dilatation",
-                "dilated lv",
-                "dilated left ventricle",
-                "lv enlargement",
-                "left ventricular enlargement",
-                "enlarged left ventricle",
-            ),
-            "LV end-diastolic diameter above the sex-specific upper limit (58.4 mm men, 52.2 mm women).",
-            ("mild", "moderate", "severe"),
-        ),
-        _f(
-            "la_enlargement",
-            "left atrial enlargement",
-            (
-                "la enlargement",
-                "lae",
-                "dilated la",
-                "dilated left atrium",
-                "enlarged left atrium",
-                "la dilatation",
-                "la dilation",
-                "left atrial dilatation",
-                "left atrial dilation",
-            ),
-            "LA volume index above 34 mL/m2 (or LA diameter above 40 mm men / 38 mm women).",
-            ("mild", "moderate", "severe"),
-        ),
-        _f(
-            "rv_dysfunction",
-            "right ventricular systolic dysfunction",
-            (
-                "rv dysfunction",
-                "rv systolic dysfunction",
-                "right ventricular dysfunction",
-                "impaired rv function",
-                "reduced rv function",
-                "reduced rv systolic function",
-                "impaired right ventricular function",
-            ),
-            "TAPSE below 17 mm, indicating reduced right ventricular longitudinal function.",
-            (),
-        ),
-        _f(
-            "elevated_filling_pressure",
-            "elevated left ventricular filling pressure",
-            (
-                "elevated filling pressure",
-                "elevated filling pressures",
-                "raised filling pressures",
-                "raised filling pressure",
-                "elevated lv filling pressure",
-                "elevated lv filling pressures",
-                "increased filling pressure",
-                "increased filling pressures",
-                "elevated left atrial pressure",
-            ),
-            "Average E/e' above 14, suggesting raised left ventricular filling pressure.",
-            (),
-        ),
-        _f(
-            "pericardial_effusion",
-            "pericardial effusion",
-            ("pericardial fluid", "pericardial collection", "fluid in the pericardial space"),
-            "Fluid in the pericardial sac, graded small (<10 mm), moderate (10-20 mm) or large (>20 mm).",
-            ("small", "moderate", "large"),
-        ),
+    key: EchoFindingDef(
+        key,
+        e["phrase"],
+        with_phrase(e["phrase"], e["synonyms"]),
+        e["definition"],
+        tuple(e["grades"]),
+        GUIDELINE_RULES[key].measurements,
+        GUIDELINE_RULES[key].source,
     )
+    for key, e in _DATA["finding"].items()
 }
 
 

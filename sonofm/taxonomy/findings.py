@@ -16,9 +16,9 @@ locations); this module reads them into `ClinicalFinding` / `ReportMeasurement` 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
+
+from sonofm.taxonomy.tables import entries, frozen, load
 
 
 @dataclass(frozen=True)
@@ -43,32 +43,14 @@ class ReportMeasurement:
     decimals: int = 1
 
 
-DATA_FILE = Path(__file__).with_name("findings.toml")
+_DATA = load("findings")
 
-
-def _entries(table: dict[str, dict], cls: type) -> tuple:
-    """One `cls` per [table.<id>] entry; lists become tuples, an unknown key is an error."""
-    return tuple(
-        cls(id=key, **{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()})
-        for key, entry in table.items()
-    )
-
-
-def _load() -> dict[str, dict]:
-    with DATA_FILE.open("rb") as f:
-        return tomllib.load(f)
-
-
-_DATA = _load()
-
-CLINICAL_FINDINGS: tuple[ClinicalFinding, ...] = _entries(_DATA["finding"], ClinicalFinding)
+CLINICAL_FINDINGS: tuple[ClinicalFinding, ...] = entries(_DATA["finding"], ClinicalFinding)
 # phrases that state a finding is absent or normal ("clear of the internal os": no previa)
-CLINICAL_NORMAL_PHRASES: dict[str, tuple[str, ...]] = {
-    k: tuple(v) for k, v in _DATA["normal_phrases"].items()
-}
-REPORT_MEASUREMENTS: tuple[ReportMeasurement, ...] = _entries(_DATA["measurement"], ReportMeasurement)
+CLINICAL_NORMAL_PHRASES: dict[str, tuple[str, ...]] = frozen(_DATA["normal_phrases"])
+REPORT_MEASUREMENTS: tuple[ReportMeasurement, ...] = entries(_DATA["measurement"], ReportMeasurement)
 # location phrases -> normalised location (the side, where it names a lobe, stays: "right lobe")
-LOCATION_PHRASES: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _DATA["locations"].items()}
+LOCATION_PHRASES: dict[str, tuple[str, ...]] = frozen(_DATA["locations"])
 
 # organ -> measurement a bare "<organ> measures N cm" gives (beyond kidney length in the lexicon)
 ORGAN_SIZE_MEASUREMENTS: dict[str, str] = {

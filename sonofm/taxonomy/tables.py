@@ -1,0 +1,43 @@
+"""The reader of the taxonomy's data files (anatomy.toml, attributes.toml, echo.toml,
+findings.toml beside this module).
+
+The vocabularies are data, so they live in TOML; the modules that expose them (``anatomy``,
+``attributes``, ``echo``, ``findings``) read them here into their frozen dataclasses. TOML keeps
+the order of a table's entries, and that order is kept (it is the order of tags, rules and the
+parser's index).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+
+
+def load(name: str) -> dict[str, Any]:
+    """The parsed ``<name>.toml`` beside this module."""
+    with (HERE / f"{name}.toml").open("rb") as f:
+        return tomllib.load(f)
+
+
+def frozen(value: Any) -> Any:
+    """``value`` with every list turned into a tuple, at any depth (dataclasses stay hashable)."""
+    if isinstance(value, list):
+        return tuple(frozen(v) for v in value)
+    if isinstance(value, dict):
+        return {k: frozen(v) for k, v in value.items()}
+    return value
+
+
+def entries(table: dict[str, dict], cls: type, **fixed: Any) -> tuple:
+    """One ``cls`` per ``[table.<id>]`` entry (id = the key), with ``fixed`` keyword arguments
+    added; lists become tuples and an unknown key is an error (the dataclass rejects it)."""
+    return tuple(cls(id=key, **fixed, **frozen(entry)) for key, entry in table.items())
+
+
+def with_phrase(phrase: str, synonyms: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The synonyms with the lowercase phrase first: a parser built from synonyms alone finds
+    the phrase too (the data files list only the other surface forms)."""
+    return tuple(dict.fromkeys((phrase.lower(), *synonyms)))
