@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sonofm import taxonomy as tx
+from sonofm.records import pick
 from sonofm.reports.parser import parse_report
 from sonofm.reports.schema import Study
 
@@ -61,14 +62,7 @@ class Score:
         return Score(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
 
     def to_dict(self) -> dict[str, float]:
-        return {
-            "precision": self.precision,
-            "recall": self.recall,
-            "f1": self.f1,
-            "tp": self.tp,
-            "fp": self.fp,
-            "fn": self.fn,
-        }
+        return pick(self, "precision", "recall", "f1", "tp", "fp", "fn")
 
 
 def study_score(ref: Study, pred: Study) -> Score:

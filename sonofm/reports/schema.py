@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sonofm.records import pick
+
 
 class Status(StrEnum):
     """Polarity of a finding as a report states it."""
@@ -89,19 +91,16 @@ class Study:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "region": self.region,
-            "organ": self.organ,
-            "view": self.view,
-            "frame": self.frame,
-            "sex": self.sex,
-            "findings": [f.to_dict() for f in self.findings],
-            "measurements": dict(self.measurements),
-            "impression": self.impression,
-            "assessment": dict(self.assessment),
-            "laterality": self.laterality,
-            "location": self.location,
-        }
+        return pick(
+            self,
+            *("region", "organ", "view", "frame", "sex"),
+            findings=[f.to_dict() for f in self.findings],
+            measurements=dict(self.measurements),
+            impression=self.impression,
+            assessment=dict(self.assessment),
+            laterality=self.laterality,
+            location=self.location,
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Study:

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from sonofm.records import pick
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -44,13 +46,8 @@ class BatchStats:
         self.sizes[n] = self.sizes.get(n, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "batches": self.batches,
-            "items": self.items,
-            "largest": self.largest,
-            "failed_batches": self.failed_batches,
-            "mean_size": self.items / self.batches if self.batches else 0.0,
-        }
+        mean_size = self.items / self.batches if self.batches else 0.0
+        return pick(self, "batches", "items", "largest", "failed_batches", mean_size=mean_size)
 
 
 class MicroBatcher(Generic[T, R]):

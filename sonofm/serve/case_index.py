@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sonofm.errors import UserError
+from sonofm.records import pick
 from sonofm.serve.faiss_index import _faiss, normalize_rows, set_search_params
 
 log = logging.getLogger(__name__)
@@ -51,19 +52,12 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (paths as strings) for APIs."""
-        return {
-            "id": self.id,
-            "score": self.score,
-            "rank": self.rank,
-            "report": self.report,
-            "region": self.region,
-            "organ": self.organ,
-            "diagnosis": self.diagnosis,
-            "view": self.view,
-            "patient_id": self.patient_id,
-            "thumb_path": str(self.thumb_path),
-            "image_path": None if self.image_path is None else str(self.image_path),
-        }
+        return pick(
+            self,
+            *("id", "score", "rank", "report", "region", "organ", "diagnosis", "view", "patient_id"),
+            thumb_path=str(self.thumb_path),
+            image_path=None if self.image_path is None else str(self.image_path),
+        )
 
 
 # ---------------------------------------------------------------- the index object

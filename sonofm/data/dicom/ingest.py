@@ -36,6 +36,7 @@ from sonofm.data.dicom.deid import (
 )
 from sonofm.data.dicom.read import CHROMA_THRESHOLD, DicomImage, chroma, is_image_sop, read_dicom
 from sonofm.errors import UserError
+from sonofm.records import pick
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,11 @@ class IngestReport:
     skipped_files: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "files": self.files,
-            "ingested_files": self.ingested_files,
-            "images": self.images,
-            "new_images": self.new_images,
-            "resumed": self.resumed,
-            "skipped": self.skipped,
-            "skipped_files": self.skipped_files,
-            "sources": "keyed hashes of relative paths; map them back with `sonofm ingest locate`",
-        }
+        return pick(
+            self,
+            *("files", "ingested_files", "images", "new_images", "resumed", "skipped", "skipped_files"),
+            sources="keyed hashes of relative paths; map them back with `sonofm ingest locate`",
+        )
 
     def reasons(self) -> str:
         """One line: why files were skipped (for the error of an ingest that ingested nothing)."""
@@ -361,8 +357,12 @@ def ingest_dicom(
             f"(fingerprint {known_fp}); use that key, or choose a new --out"
         )
     claim = open_output(
-        out, job="ingest dicom", settings={"key": kfp, "src": src_tag, **params},
-        append=append, overwrite=overwrite, options="--append to add these files to it (same key)",
+        out,
+        job="ingest dicom",
+        settings={"key": kfp, "src": src_tag, **params},
+        append=append,
+        overwrite=overwrite,
+        options="--append to add these files to it (same key)",
         accumulate=True,
     )
     if claim.continues and prev is None:

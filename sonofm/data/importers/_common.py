@@ -20,6 +20,7 @@ import numpy as np
 
 from sonofm.atomic import atomic_write_json
 from sonofm.errors import DataError, UserError
+from sonofm.records import pick
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ImportResult:
     skipped_files: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "skipped": self.skipped, "skipped_files": self.skipped_files}
+        return pick(self, "images", "skipped", "skipped_files")
 
 
 class Skips:
