@@ -20,25 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sonofm.models.heads.landmarks import ConvBlock, PyramidDecoder
+from sonofm.models.heads.landmarks import ConvBlock, DecoderHead
 
 PRIOR_PROB = 0.05
 
 
-class CenterNetHead(nn.Module):
-    """Decoder + three small branches: heatmap (num_classes), log size (2), offset (2)."""
+class CenterNetHead(DecoderHead):
+    """Decoder + three small branches: heatmap (num_classes), log size (2), offset (2).
+
+    ``decoder``: the `DecoderHead` options (dim, out_stride)."""
 
     def __init__(
-        self,
-        feature_channels: list[int],
-        feature_strides: list[int],
-        num_classes: int = 1,
-        *,
-        dim: int = 64,
-        out_stride: int = 4,
+        self, feature_channels: list[int], feature_strides: list[int], num_classes: int = 1, **decoder: int
     ) -> None:
-        super().__init__()
-        self.decoder = PyramidDecoder(feature_channels, feature_strides, dim=dim, out_stride=out_stride)
+        super().__init__(feature_channels, feature_strides, **decoder)
         c = self.decoder.out_channels
 
         def branch(out: int) -> nn.Sequential:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sonofm.models.heads.landmarks import ConvBlock, PyramidDecoder
+from sonofm.models.heads.landmarks import ConvBlock, DecoderHead
 
 
-class ResidualEnhancementHead(nn.Module):
+class ResidualEnhancementHead(DecoderHead):
     """Decoder to stride 1 + image stem -> residual (or direct output without an image)."""
 
     wants_image = True
@@ -32,8 +32,7 @@ class ResidualEnhancementHead(nn.Module):
         stem_dim: int = 16,
         in_chans: int = 1,
     ) -> None:
-        super().__init__()
-        self.decoder = PyramidDecoder(feature_channels, feature_strides, dim=dim, out_stride=1)
+        super().__init__(feature_channels, feature_strides, dim=dim, out_stride=1)
         c = self.decoder.out_channels
         self.stem = nn.Sequential(ConvBlock(in_chans, stem_dim), ConvBlock(stem_dim, stem_dim))
         self.fuse = nn.Sequential(

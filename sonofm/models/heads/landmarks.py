@@ -91,20 +91,27 @@ class PyramidDecoder(nn.Module):
         return x
 
 
-class LandmarkHead(nn.Module):
-    """Multi-level decoder + 1x1 conv to one heatmap (logits) per landmark, at `out_stride`."""
+class DecoderHead(nn.Module):
+    """A dense head on the shared `PyramidDecoder` (landmarks, detection, enhancement): builds
+    ``self.decoder`` from the tower's feature channels and strides; subclasses add their branches
+    on ``self.decoder.out_channels``."""
 
     def __init__(
-        self,
-        feature_channels: list[int],
-        feature_strides: list[int],
-        num_landmarks: int,
-        *,
-        dim: int = 64,
-        out_stride: int = 4,
+        self, feature_channels: list[int], feature_strides: list[int], *, dim: int = 64, out_stride: int = 4
     ) -> None:
         super().__init__()
         self.decoder = PyramidDecoder(feature_channels, feature_strides, dim=dim, out_stride=out_stride)
+
+
+class LandmarkHead(DecoderHead):
+    """Multi-level decoder + 1x1 conv to one heatmap (logits) per landmark, at `out_stride`.
+
+    ``decoder``: the `DecoderHead` options (dim, out_stride)."""
+
+    def __init__(
+        self, feature_channels: list[int], feature_strides: list[int], num_landmarks: int, **decoder: int
+    ) -> None:
+        super().__init__(feature_channels, feature_strides, **decoder)
         self.out = nn.Conv2d(self.decoder.out_channels, num_landmarks, 1)
         self.num_landmarks = num_landmarks
 
