@@ -99,7 +99,6 @@ def _f1(y: np.ndarray, probs: np.ndarray) -> float:
 class ClassifyTask(FinetuneTask):
     name: ClassVar[str] = "classify"
     primary_metric: ClassVar[str] = "acc"
-    higher_is_better: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         known = {"target", "classes", "head", "dim", "dropout", "label_smoothing"}

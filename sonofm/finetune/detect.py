@@ -117,12 +117,10 @@ class DetectTask(FinetuneTask):
 
     name: ClassVar[str] = "detect"
     primary_metric: ClassVar[str] = "ap50"
-    higher_is_better: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        regions = options.get("regions")
-        self.regions: list[str] | None = [regions] if isinstance(regions, str) else regions
+        self.regions = self.regions_option()
         self.negatives = bool(options.get("negatives", True))
         self.class_by = str(options.get("classes", "lesion"))
         if self.class_by not in ("lesion", "region"):

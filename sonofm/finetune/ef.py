@@ -176,7 +176,6 @@ class EFTask(FinetuneTask):
 
     name: ClassVar[str] = "ef"
     primary_metric: ClassVar[str] = "mae"
-    higher_is_better: ClassVar[bool] = False
     input_frames: ClassVar[int] = 2
 
     def __init__(self, **options: Any) -> None:

@@ -119,13 +119,11 @@ class EnhanceTask(FinetuneTask):
 
     name: ClassVar[str] = "enhance"
     primary_metric: ClassVar[str] = "psnr"
-    higher_is_better: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.column = str(options.get("target_column", "clean"))
-        regions = options.get("regions")
-        self.regions: list[str] | None = [regions] if isinstance(regions, str) else regions
+        self.regions = self.regions_option()
         self.ssim_weight = float(options.get("ssim_weight", 0.1))
         self.dim = int(options.get("dim", 64))
 

@@ -118,7 +118,6 @@ class LandmarksTask(FinetuneTask):
 
     name: ClassVar[str] = "landmarks"
     primary_metric: ClassVar[str] = "mre_mm"
-    higher_is_better: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -139,7 +139,6 @@ def _nanmean(a: np.ndarray) -> float:
 class SegmentTask(FinetuneTask):
     name: ClassVar[str] = "segment"
     primary_metric: ClassVar[str] = "dice"
-    higher_is_better: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         labels = [int(v) for v in options.get("labels", [1])]

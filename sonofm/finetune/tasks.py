@@ -55,6 +55,12 @@ FINETUNE_TASKS: dict[str, type[FinetuneTask]] = {}
 LOWER_IS_BETTER = ("mae", "mre", "rmse", "mse", "err", "hd95", "hausdorff", "dist", "loss", "fp_rate")
 
 
+def lower_is_better(metric: str) -> bool:
+    """Whether a metric is an error or distance by its name (LOWER_IS_BETTER)."""
+    lowered = metric.lower()
+    return any(k in lowered for k in LOWER_IS_BETTER)
+
+
 def nanmean(values: np.ndarray) -> float:
     """Mean over the defined (non-NaN) values; NaN when there are none (no numpy warning)."""
     v = np.asarray(values, dtype=np.float64)
@@ -67,12 +73,24 @@ class FinetuneTask(ABC):
 
     name: ClassVar[str]
     primary_metric: ClassVar[str]  # key of `metrics()` used to pick the best epoch
+    # the primary metric's direction; left out by a task, it follows the metric's name (errors and
+    # distances, LOWER_IS_BETTER, are lower; accuracy, AUC, Dice, PSNR are higher)
     higher_is_better: ClassVar[bool]
     input_frames: ClassVar[int] = 1  # frames stacked along the image channel axis (EF: 2)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "primary_metric" in cls.__dict__ and "higher_is_better" not in cls.__dict__:
+            cls.higher_is_better = not lower_is_better(cls.primary_metric)
 
     def __init__(self, **options: Any) -> None:
         """Keep the options (JSON-able) so a saved TaskModel can rebuild the same task."""
         self.options: dict[str, Any] = dict(options)
+
+    def regions_option(self) -> list[str] | None:
+        """The ``regions`` option as a list (a single region may be given as a string; None = all)."""
+        regions = self.options.get("regions")
+        return [regions] if isinstance(regions, str) else regions
 
     # -- data ------------------------------------------------------------------------------
     @abstractmethod
@@ -142,8 +160,7 @@ class FinetuneTask(ABC):
         """Direction of a metric: the task's own for its primary metric, else errors/distances are lower."""
         if name == self.primary_metric:
             return self.higher_is_better
-        lowered = name.lower()
-        return not any(k in lowered for k in LOWER_IS_BETTER)
+        return not lower_is_better(name)
 
     def figures(self, preds: dict[str, np.ndarray], rows: pd.DataFrame, root: Path) -> list[tuple[str, str]]:
         """(png data URI, caption) pairs for the HTML report: overlays, confusion matrices."""
