@@ -7,63 +7,36 @@ counted per reason). `IMPORTERS` maps the CLI format names to them.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 from sonofm.data.importers._common import ImportResult
 
-
-def _busi(src: Path, out: Path) -> ImportResult:
-    from sonofm.data.importers.busi import import_busi
-
-    return import_busi(src, out)
-
-
-def _thyroid(src: Path, out: Path) -> ImportResult:
-    from sonofm.data.importers.thyroid import import_thyroid
-
-    return import_thyroid(src, out)
-
-
-def _ultrabench(src: Path, out: Path) -> ImportResult:
-    from sonofm.data.importers.ultrabench import import_ultrabench
-
-    return import_ultrabench(src, out)
+# CLI format name -> (module of this package, its import function, fixed keyword arguments); the
+# module is imported when the format is used (CAMUS and EchoNet need optional packages)
+_FORMATS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "busi": ("busi", "import_busi", {}),
+    "tn3k": ("thyroid", "import_thyroid", {}),
+    "ddti": ("thyroid", "import_thyroid", {}),
+    "ultrabench": ("ultrabench", "import_ultrabench", {}),
+    "echovlm": ("sharegpt", "import_sharegpt", {"name": "echovlm"}),
+    "us365k": ("us365k", "import_us365k", {}),
+    "camus": ("echo", "import_camus", {}),
+    "echonet": ("echo", "import_echonet", {}),
+}
 
 
-def _echovlm(src: Path, out: Path) -> ImportResult:
-    from sonofm.data.importers.sharegpt import import_sharegpt
+def _lazy(module: str, function: str, options: dict[str, str]) -> Callable[[Path, Path], ImportResult]:
+    def run(src: Path, out: Path) -> ImportResult:
+        importer = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+        return importer(src, out, **options)
 
-    return import_sharegpt(src, out, name="echovlm")
-
-
-def _us365k(src: Path, out: Path) -> ImportResult:
-    from sonofm.data.importers.us365k import import_us365k
-
-    return import_us365k(src, out)
-
-
-def _camus(src: Path, out: Path) -> ImportResult:
-    from sonofm.data.importers.echo import import_camus
-
-    return import_camus(src, out)
-
-
-def _echonet(src: Path, out: Path) -> ImportResult:
-    from sonofm.data.importers.echo import import_echonet
-
-    return import_echonet(src, out)
+    return run
 
 
 IMPORTERS: dict[str, Callable[[Path, Path], ImportResult]] = {
-    "busi": _busi,
-    "tn3k": _thyroid,
-    "ddti": _thyroid,
-    "ultrabench": _ultrabench,
-    "echovlm": _echovlm,
-    "us365k": _us365k,
-    "camus": _camus,
-    "echonet": _echonet,
+    fmt: _lazy(*spec) for fmt, spec in _FORMATS.items()
 }
 
 __all__ = ["IMPORTERS", "ImportResult"]

@@ -100,6 +100,29 @@ def save_mask(label_map: np.ndarray, out: Path, rid: str) -> str:
     return rel
 
 
+def image_row(
+    out: Path,
+    rid: str,
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    split: str,
+    patient_id: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The manifest row of one imported image: writes ``images/<rid>.png`` (and ``masks/<rid>.png``
+    for a label map) and fills id, patient_id (default: the image's own id), split, image and
+    mask; ``fields`` are the rest of the row (region, organ, diagnosis, report, source...)."""
+    return {
+        "id": rid,
+        "patient_id": rid if patient_id is None else patient_id,
+        "split": split,
+        "image": save_image(image, out, rid),
+        "mask": None if mask is None else save_mask(mask, out, rid),
+        **fields,
+    }
+
+
 def binary_to_labels(masks: list[np.ndarray], label: int, shape: tuple[int, int]) -> np.ndarray:
     """Union of binary masks (any value > 127 after JPEG noise, or > 0 for 0/1 maps) as one label."""
     out = np.zeros(shape, np.uint8)
@@ -135,6 +158,20 @@ def base_attributes(organ: str | None, diagnosis: str | None) -> dict[str, list[
     if diagnosis:
         attrs["diagnosis"] = [diagnosis]
     return attrs
+
+
+def lesion_fields(
+    region: str | None, organ: str | None, diagnosis: str | None, label_map: np.ndarray
+) -> dict[str, Any]:
+    """The row fields of a lesion data set's image: region, organ, diagnosis, their attributes and
+    one box per lesion (label 1) of its label map."""
+    return {
+        "region": region,
+        "organ": organ,
+        "diagnosis": diagnosis,
+        "attributes": base_attributes(organ, diagnosis),
+        "bbox": mask_bboxes(label_map),
+    }
 
 
 def finish_dataset(

@@ -10,20 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sonofm.data.importers._common import (
-    ImportResult,
-    Skips,
-    base_attributes,
-    binary_to_labels,
-    finish_dataset,
-    load_gray,
-    mask_bboxes,
-    require_dir,
-    safe_id,
-    save_image,
-    save_mask,
-    split_of,
-)
+from sonofm.data.importers import _common as common
 from sonofm.errors import DataError, UserError
 
 CLASSES = {"benign": False, "malignant": True, "normal": None}
@@ -37,11 +24,11 @@ def _root(src: Path) -> Path:
     raise UserError(f"{src}: not a BUSI folder (expected subfolders {'/'.join(CLASSES)})")
 
 
-def import_busi(src: str | Path, out: str | Path) -> ImportResult:
+def import_busi(src: str | Path, out: str | Path) -> common.ImportResult:
     """Import BUSI into a dataset directory (lesion masks as label 1, one box per lesion)."""
-    root = _root(require_dir(src, "BUSI"))
+    root = _root(common.require_dir(src, "BUSI"))
     out = Path(out)
-    rows, skips = [], Skips()
+    rows, skips = [], common.Skips()
     for cls, malignant in CLASSES.items():
         folder = root / cls
         if not folder.is_dir():
@@ -55,10 +42,12 @@ def import_busi(src: str | Path, out: str | Path) -> ImportResult:
         for p in files:
             if _MASK.match(p.stem):
                 continue
-            rid = safe_id(f"busi_{cls}_{p.stem}")
+            rid = common.safe_id(f"busi_{cls}_{p.stem}")
             try:
-                img = load_gray(p)
-                lab = binary_to_labels([load_gray(m) for m in masks.get(p.stem, [])], 1, img.shape)
+                img = common.load_gray(p)
+                lab = common.binary_to_labels(
+                    [common.load_gray(m) for m in masks.get(p.stem, [])], 1, img.shape
+                )
             except DataError as err:
                 skips.add(p.relative_to(root), "unreadable", str(err))
                 continue
@@ -66,28 +55,15 @@ def import_busi(src: str | Path, out: str | Path) -> ImportResult:
                 skips.add(p.relative_to(root), "missing_mask", "lesion image without _mask.png")
                 continue
             diagnosis = "normal" if cls == "normal" else "mass"
-            rows.append(
-                {
-                    "id": rid,
-                    "patient_id": rid,
-                    "split": split_of(rid),
-                    "image": save_image(img, out, rid),
-                    "mask": save_mask(lab, out, rid),
-                    "region": "breast",
-                    "organ": "breast",
-                    "diagnosis": diagnosis,
-                    "malignant": malignant,
-                    "attributes": base_attributes("breast", diagnosis),
-                    "bbox": mask_bboxes(lab),
-                    "report": (
-                        "Breast ultrasound: no focal lesion."
-                        if cls == "normal"
-                        else f"Breast ultrasound: {cls} mass."
-                    ),
-                    "source": "busi",
-                }
+            report = (
+                "Breast ultrasound: no focal lesion."
+                if cls == "normal"
+                else f"Breast ultrasound: {cls} mass."
             )
-    return finish_dataset(
+            row = common.image_row(out, rid, img, lab, split=common.split_of(rid))
+            row |= common.lesion_fields("breast", "breast", diagnosis, lab)
+            rows.append(row | {"malignant": malignant, "report": report, "source": "busi"})
+    return common.finish_dataset(
         rows,
         out,
         skips,

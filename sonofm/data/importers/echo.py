@@ -17,15 +17,21 @@ from sonofm.data.importers._common import (
     ImportResult,
     Skips,
     finish_dataset,
+    image_row,
     require_dir,
     safe_id,
-    save_image,
-    save_mask,
+    split_of,
 )
 from sonofm.errors import DataError, UserError
 
 CAMUS_LABELS = {1: 3, 2: 4, 3: 5}  # CAMUS gt -> MASK_LABELS (lv, myocardium, la)
 CAMUS_VIEWS = {"2CH": "A2C", "4CH": "A4C"}
+# the manifest fields every echo frame shares
+HEART = {
+    "region": "heart",
+    "organ": "heart",
+    "attributes": {"organ": ["heart"], "body_system": ["cardiovascular"]},
+}
 
 
 def _require(module: str, package: str, what: str):
@@ -86,24 +92,10 @@ def import_camus(src: str | Path, out: str | Path) -> ImportResult:
                 meas = {}
                 if cfg.get("LVef"):
                     meas["lvef_pct"] = float(cfg["LVef"])
-                rows.append(
-                    {
-                        "id": rid,
-                        "patient_id": pid,
-                        "study_id": pid,
-                        "split": _camus_split(pid),
-                        "image": save_image(img, out, rid),
-                        "mask": save_mask(lab, out, rid) if lab is not None else None,
-                        "region": "heart",
-                        "organ": "heart",
-                        "view": view,
-                        "frame": frame,
-                        "sex": cfg.get("Sex") if cfg.get("Sex") in ("F", "M") else None,
-                        "measurements": meas,
-                        "attributes": {"organ": ["heart"], "body_system": ["cardiovascular"]},
-                        "source": "camus",
-                    }
-                )
+                sex = cfg.get("Sex") if cfg.get("Sex") in ("F", "M") else None
+                row = image_row(out, rid, img, lab, split=split_of(pid), patient_id=pid, study_id=pid)
+                row |= {"view": view, "frame": frame, "sex": sex, "measurements": meas, "source": "camus"}
+                rows.append(HEART | row)
     return finish_dataset(
         rows,
         out,
@@ -112,12 +104,6 @@ def import_camus(src: str | Path, out: str | Path) -> ImportResult:
         name="camus",
         description="CAMUS 2D echocardiography (A2C/A4C, ED/ES) with LV/myocardium/LA masks.",
     )
-
-
-def _camus_split(pid: str) -> str:
-    from sonofm.data.importers._common import split_of
-
-    return split_of(pid)
 
 
 def tracing_mask(rows: list[tuple[float, float, float, float]], shape: tuple[int, int]) -> np.ndarray:
@@ -187,22 +173,10 @@ def import_echonet(src: str | Path, out: str | Path) -> ImportResult:
                 for k, c in (("lvef_pct", "EF"), ("lv_edv_ml", "EDV"), ("lv_esv_ml", "ESV"))
                 if c in rec and pd.notna(rec[c])
             }
+            split = split_map.get(str(rec.get("Split", "")).upper(), "train")
+            row = image_row(out, rid, frames[f], masks[f], split=split, patient_id=stem, study_id=stem)
             rows.append(
-                {
-                    "id": rid,
-                    "patient_id": stem,
-                    "study_id": stem,
-                    "split": split_map.get(str(rec.get("Split", "")).upper(), "train"),
-                    "image": save_image(frames[f], out, rid),
-                    "mask": save_mask(masks[f], out, rid),
-                    "region": "heart",
-                    "organ": "heart",
-                    "view": "A4C",
-                    "frame": label,
-                    "measurements": meas,
-                    "attributes": {"organ": ["heart"], "body_system": ["cardiovascular"]},
-                    "source": "echonet",
-                }
+                row | HEART | {"view": "A4C", "frame": label, "measurements": meas, "source": "echonet"}
             )
     return finish_dataset(
         rows,

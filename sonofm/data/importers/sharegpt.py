@@ -19,9 +19,9 @@ from sonofm.data.importers._common import (
     ImportResult,
     Skips,
     finish_dataset,
+    image_row,
     load_gray,
     safe_id,
-    save_image,
     split_of,
 )
 from sonofm.errors import DataError, UserError
@@ -101,15 +101,16 @@ def import_sharegpt(
                     skips.add(f"{where} {rel}", "unreadable", str(err))
                     continue
                 rows.append(
-                    {
-                        "id": rid,
-                        "patient_id": sid,
-                        "study_id": sid,
-                        "split": split_of(sid),
-                        "image": save_image(img, out, rid),
-                        "source": name,
+                    image_row(
+                        out,
+                        rid,
+                        img,
+                        split=split_of(sid),
+                        patient_id=sid,
+                        study_id=sid,
+                        source=name,
                         **fields,
-                    }
+                    )
                 )
     return finish_dataset(
         rows,

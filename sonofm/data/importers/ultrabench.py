@@ -19,14 +19,12 @@ import numpy as np
 from sonofm.data.importers._common import (
     ImportResult,
     Skips,
-    base_attributes,
     finish_dataset,
+    image_row,
+    lesion_fields,
     load_gray,
-    mask_bboxes,
     require_dir,
     safe_id,
-    save_image,
-    save_mask,
 )
 from sonofm.errors import DataError, UserError
 
@@ -99,27 +97,15 @@ def import_ultrabench(src: str | Path, out: str | Path) -> ImportResult:
                 if pathology in ("benign", "malignant")
                 else ("normal" if pathology == "normal" else None)
             )
-            rows.append(
-                {
-                    "id": rid,
-                    "patient_id": str(s.get("patient_id") or s.get("patient") or rid),
-                    "split": split,
-                    "image": save_image(img, out, rid),
-                    "mask": save_mask(lab, out, rid) if tasks else None,
-                    "region": region,
-                    "organ": organ,
-                    "diagnosis": diagnosis,
-                    "malignant": malignant,
-                    "attributes": base_attributes(organ, diagnosis),
-                    "bbox": mask_bboxes(lab) if (lab == 1).any() else [],
-                    "source": f"ultrabench:{name}",
-                    "imaging": {
-                        "label": s.get("label"),
-                        "pathology": pathology or None,
-                        "scan_mask": s.get("scan_mask"),
-                    },
-                }
-            )
+            pid = str(s.get("patient_id") or s.get("patient") or rid)
+            row = image_row(out, rid, img, lab if tasks else None, split=split, patient_id=pid)
+            row |= lesion_fields(region, organ, diagnosis, lab)
+            imaging = {
+                "label": s.get("label"),
+                "pathology": pathology or None,
+                "scan_mask": s.get("scan_mask"),
+            }
+            rows.append(row | {"malignant": malignant, "source": f"ultrabench:{name}", "imaging": imaging})
     return finish_dataset(
         rows,
         out,

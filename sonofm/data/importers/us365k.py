@@ -16,10 +16,10 @@ from sonofm.data.importers._common import (
     ImportResult,
     Skips,
     finish_dataset,
+    image_row,
     load_gray,
     require_dir,
     safe_id,
-    save_image,
     split_of,
 )
 from sonofm.data.importers.sharegpt import read_json_records
@@ -71,14 +71,9 @@ def import_us365k(src: str | Path, out: str | Path) -> ImportResult:
         pid = patients.get(rel, rid)
         text = " ".join(captions[rel])
         rows.append(
-            {
-                "id": rid,
-                "patient_id": pid,
-                "split": split_of(pid),
-                "image": save_image(arr, out, rid),
-                "source": "us365k",
-                **report_fields(text),
-            }
+            image_row(
+                out, rid, arr, split=split_of(pid), patient_id=pid, source="us365k", **report_fields(text)
+            )
         )
     return finish_dataset(
         rows,
