@@ -23,7 +23,7 @@ import sys
 import typer
 
 from sonofm import __version__
-from sonofm.cli.common import console
+from sonofm.cli.common import console, verb_group
 from sonofm.cli.data import data_app, ingest_app, simulate_cmd
 from sonofm.cli.demo import demo_cmd
 from sonofm.cli.eval import diagnose_cmd, eval_cmd
@@ -33,17 +33,13 @@ from sonofm.cli.serve import export_app, index_app, serve_cmd
 from sonofm.cli.train import finetune_cmd, pretrain_cmd, ssl_cmd, train_vlm_cmd
 from sonofm.errors import UserError
 
-app = typer.Typer(
+app = verb_group(
+    "Ultrasound vision-language foundation models: simulate or ingest data, pretrain, "
+    "evaluate, adapt and serve.",
+    "sonofm simulate --out data/sim --n 2000 --preview",
+    "sonofm pretrain --data data/sim --out runs/clip --preset tiny",
+    "sonofm demo --out demo-out --quick",
     name="sonofm",
-    help=(
-        "Ultrasound vision-language foundation models: simulate or ingest data, pretrain, "
-        "evaluate, adapt and serve.\n\n"
-        "Examples:\n\n"
-        "  sonofm simulate --out data/sim --n 2000 --preview\n\n"
-        "  sonofm pretrain --data data/sim --out runs/clip --preset tiny\n\n"
-        "  sonofm demo --out demo-out --quick"
-    ),
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )

@@ -27,6 +27,13 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existin
 ResultT = TypeVar("ResultT")
 
 
+def verb_group(summary: str, *examples: str, **options: Any) -> typer.Typer:
+    """A Typer group of commands whose --help is ``summary`` followed by example command lines."""
+    heading = "Example:" if len(examples) == 1 else "Examples:"
+    text = "\n\n".join((summary, heading, *(f"  {e}" for e in examples)))
+    return typer.Typer(help=text, no_args_is_help=True, **options)
+
+
 def given(**options: Any) -> dict[str, Any]:
     """The named options the user gave (those not None), as config values."""
     return {key: value for key, value in options.items() if value is not None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sonofm.cli.common import console
+from sonofm.cli.common import console, verb_group
 from sonofm.errors import UserError
 
 
@@ -74,14 +74,10 @@ def simulate_cmd(
         console.print(f"preview: {path / 'preview.png'}")
 
 
-ingest_app = typer.Typer(
-    help=(
-        "Turn scanner DICOM or a downloaded public dataset into a sonofm dataset directory.\n\n"
-        "Examples:\n\n"
-        "  sonofm ingest dicom /data/pacs-export --out data/real --reports reports.csv --frames ed-es\n\n"
-        "  sonofm ingest busi Dataset_BUSI_with_GT --out data/busi"
-    ),
-    no_args_is_help=True,
+ingest_app = verb_group(
+    "Turn scanner DICOM or a downloaded public dataset into a sonofm dataset directory.",
+    "sonofm ingest dicom /data/pacs-export --out data/real --reports reports.csv --frames ed-es",
+    "sonofm ingest busi Dataset_BUSI_with_GT --out data/busi",
 )
 
 
@@ -210,13 +206,8 @@ for _fmt, _what in (
     _make_import_cmd(_fmt, _what)
 
 
-data_app = typer.Typer(
-    help=(
-        "Dataset utilities.\n\n"
-        "Examples:\n\n"
-        "  sonofm data shard data/sim --out data/sim-shards --shard-size 1000"
-    ),
-    no_args_is_help=True,
+data_app = verb_group(
+    "Dataset utilities.", "sonofm data shard data/sim --out data/sim-shards --shard-size 1000"
 )
 
 

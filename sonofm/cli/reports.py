@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from sonofm.cli.common import console
+from sonofm.cli.common import console, verb_group
 
-report_app = typer.Typer(
-    help=(
-        "Structured reports: parse report text into findings, or sample studies with written reports.\n\n"
-        "Examples:\n\n"
-        "  sonofm report parse report.txt --region thyroid\n\n"
-        "  sonofm report eval tests/reports/data/corpus.jsonl\n\n"
-        "  echo 'Hypoechoic nodule, no shadowing.' | sonofm report parse -\n\n"
-        "  sonofm report sample --region thyroid --n 3 --seed 0"
-    ),
-    no_args_is_help=True,
+report_app = verb_group(
+    "Structured reports: parse report text into findings, or sample studies with written reports.",
+    "sonofm report parse report.txt --region thyroid",
+    "sonofm report eval tests/reports/data/corpus.jsonl",
+    "echo 'Hypoechoic nodule, no shadowing.' | sonofm report parse -",
+    "sonofm report sample --region thyroid --n 3 --seed 0",
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sonofm.cli.common import console
+from sonofm.cli.common import console, verb_group
 from sonofm.errors import UserError
 
 
@@ -71,15 +71,11 @@ def serve_cmd(
     uvicorn.run(api, host=host, port=port, log_config=None, access_log=False)
 
 
-index_app = typer.Typer(
-    help=(
-        "Case-retrieval index: embed a dataset's images with a model into a FAISS index "
-        "(with reports, labels and thumbnails beside it) and search it by image or text.\n\n"
-        "Example:\n\n"
-        "  sonofm index build --model runs/clip/model --data data/sim --out idx/sim\n\n"
-        "  sonofm index search --index idx/sim --image scan.png -k 5"
-    ),
-    no_args_is_help=True,
+index_app = verb_group(
+    "Case-retrieval index: embed a dataset's images with a model into a FAISS index "
+    "(with reports, labels and thumbnails beside it) and search it by image or text.",
+    "sonofm index build --model runs/clip/model --data data/sim --out idx/sim",
+    "sonofm index search --index idx/sim --image scan.png -k 5",
 )
 
 
@@ -186,12 +182,8 @@ def index_search(
     console.print(table)
 
 
-export_app = typer.Typer(
-    help=(
-        "Export models for deployment.\n\nExample:\n\n"
-        "  sonofm export onnx --model runs/clip/model --out export/clip"
-    ),
-    no_args_is_help=True,
+export_app = verb_group(
+    "Export models for deployment.", "sonofm export onnx --model runs/clip/model --out export/clip"
 )
 
 

@@ -16,17 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sonofm.taxonomy.tables import entries, load
+from sonofm.taxonomy.tables import Term, entries, load
 
 
 @dataclass(frozen=True)
-class BodySystem:
+class BodySystem(Term):
     """Top level of the hierarchy; also the tags of the ``body_system`` attribute dimension."""
-
-    id: str
-    phrase: str
-    synonyms: tuple[str, ...]
-    definition: str
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
-from sonofm.taxonomy.tables import frozen, load, with_phrase
+from sonofm.taxonomy.tables import Term, frozen, load, with_phrase
 
 ECHO_VIEWS: tuple[str, ...] = ("A4C", "A2C", "A3C", "PLAX", "PSAX_MV", "PSAX_PM", "PSAX_AP", "SC4C")
 FRAMES: tuple[str, ...] = ("ED", "ES")
@@ -59,13 +59,8 @@ ADLER2015 = SOURCES["ADLER2015"]
 
 # ---------------------------------------------------------------------------------------- views
 @dataclass(frozen=True)
-class ViewDef:
+class ViewDef(Term):
     """A standard transthoracic view and how reports name it."""
-
-    id: str
-    phrase: str
-    synonyms: tuple[str, ...]
-    definition: str
 
 
 VIEWS: dict[str, ViewDef] = {
@@ -194,13 +189,9 @@ GUIDELINE_RULES: dict[str, GuidelineRule] = {
 
 
 @dataclass(frozen=True)
-class EchoFindingDef:
+class EchoFindingDef(Term):
     """A guideline-derived echo finding and how reports name it."""
 
-    id: str
-    phrase: str
-    synonyms: tuple[str, ...]
-    definition: str
     grades: tuple[str, ...]
     measurements: tuple[str, ...]
     source: str

@@ -1,5 +1,5 @@
 """The reader of the taxonomy's data files (anatomy.toml, attributes.toml, echo.toml,
-findings.toml beside this module).
+findings.toml beside this module) and the `Term` record several of them hold.
 
 The vocabularies are data, so they live in TOML; the modules that expose them (``anatomy``,
 ``attributes``, ``echo``, ``findings``) read them here into their frozen dataclasses. TOML keeps
@@ -10,10 +10,22 @@ parser's index).
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Term:
+    """A concept of the vocabulary and how reports name it (a body system, an echo view, an echo
+    finding): ``synonyms`` are the lowercase surface forms a parser maps to it, the phrase included."""
+
+    id: str
+    phrase: str
+    synonyms: tuple[str, ...]
+    definition: str
 
 
 def load(name: str) -> dict[str, Any]:

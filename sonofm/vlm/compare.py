@@ -18,18 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from sonofm.taxonomy import DIMENSIONS
 from sonofm.vlm import metrics as VM
 
-ATTRIBUTE_DIMS = (
-    "organ",
-    "diagnosis",
-    "shape",
-    "margin",
-    "echogenicity",
-    "internal",
-    "posterior",
-    "vascularity",
-)
+# the attribute dimensions a report states, organ and diagnosis first (body system follows the organ)
+_FIRST = ("organ", "diagnosis")
+ATTRIBUTE_DIMS = (*_FIRST, *(d for d in DIMENSIONS if d not in (*_FIRST, "body_system")))
 
 
 def _attrs(text: str, region: str | None) -> dict[str, set[str]]:
