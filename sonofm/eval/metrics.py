@@ -79,11 +79,15 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ classification
+def _labels_and_predictions(y_true: np.ndarray, scores_or_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predicted labels) from class scores (N, C) or predicted labels (N,)."""
+    p = np.asarray(scores_or_pred)
+    return np.asarray(y_true), (p.argmax(1) if p.ndim == 2 else p)
+
+
 def acc1(y_true: np.ndarray, scores_or_pred: np.ndarray) -> float:
     """Top-1 accuracy; accepts class scores (N, C) or predicted labels (N,)."""
-    y = np.asarray(y_true)
-    p = np.asarray(scores_or_pred)
-    pred = p.argmax(1) if p.ndim == 2 else p
+    y, pred = _labels_and_predictions(y_true, scores_or_pred)
     if y.size == 0:
         _warn("acc1 of an empty set is undefined; returning NaN")
         return float("nan")
@@ -92,9 +96,7 @@ def acc1(y_true: np.ndarray, scores_or_pred: np.ndarray) -> float:
 
 def balanced_accuracy(y_true: np.ndarray, scores_or_pred: np.ndarray) -> float:
     """Mean recall over the classes present in y_true (sklearn `balanced_accuracy_score`)."""
-    y = np.asarray(y_true)
-    p = np.asarray(scores_or_pred)
-    pred = p.argmax(1) if p.ndim == 2 else p
+    y, pred = _labels_and_predictions(y_true, scores_or_pred)
     if y.size == 0:
         _warn("balanced accuracy of an empty set is undefined; returning NaN")
         return float("nan")

@@ -29,7 +29,7 @@ def _num(v: Any) -> float | None:
 
 
 def ci_text(m: dict[str, Any] | None) -> str:
-    """"0.512 [0.401, 0.623] (12 patients)"; "2.000 (1 patient: no interval)" when there is none."""
+    """ "0.512 [0.401, 0.623] (12 patients)"; "2.000 (1 patient: no interval)" when there is none."""
     if not m or _num(m.get("value")) is None:
         return "n/a"
     lo, hi, k = _num(m.get("ci_low")), _num(m.get("ci_high")), m.get("n_patients")

@@ -103,33 +103,37 @@ def paired_patient_test(
     )
 
 
-def holm(pvals: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values (family-wise error control); NaN entries stay NaN."""
+def _adjusted(pvals: Sequence[float] | np.ndarray, adjust: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``adjust(sorted p-values)`` put back in the input order, capped at 1; NaN entries stay NaN."""
     p = np.asarray(pvals, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     ok = np.flatnonzero(~np.isnan(p))
-    m = ok.size
-    if not m:
+    if not ok.size:
         return out
     order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adj, 1.0)
+    out[order] = np.minimum(adjust(p[order]), 1.0)
     return out
+
+
+def _holm_sorted(p: np.ndarray) -> np.ndarray:
+    m = p.size
+    return np.maximum.accumulate((m - np.arange(m)) * p)
+
+
+def _bh_sorted(p: np.ndarray) -> np.ndarray:
+    m = p.size
+    raw = p * m / np.arange(1, m + 1)
+    return np.minimum.accumulate(raw[::-1])[::-1]
+
+
+def holm(pvals: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values (family-wise error control); NaN entries stay NaN."""
+    return _adjusted(pvals, _holm_sorted)
 
 
 def benjamini_hochberg(pvals: Sequence[float] | np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (false-discovery-rate control); NaN entries stay NaN."""
-    p = np.asarray(pvals, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    m = ok.size
-    if not m:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    raw = p[order] * m / np.arange(1, m + 1)
-    adj = np.minimum.accumulate(raw[::-1])[::-1]
-    out[order] = np.minimum(adj, 1.0)
-    return out
+    return _adjusted(pvals, _bh_sorted)
 
 
 def adjust_pvalues(pvals: Sequence[float] | np.ndarray, method: str = "holm") -> np.ndarray:

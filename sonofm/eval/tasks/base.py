@@ -23,7 +23,16 @@ import torch
 
 from sonofm.errors import UserError
 from sonofm.eval.embed import SplitEmbeddings, embed_texts
-from sonofm.eval.metrics import CI, MetricWarning, bootstrap_ci, n_groups
+from sonofm.eval.metrics import (
+    CI,
+    MetricWarning,
+    acc1,
+    balanced_accuracy,
+    bootstrap_ci,
+    expected_calibration_error,
+    macro_auc,
+    n_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,13 @@ class Task(ABC):
 
     def result(self) -> TaskResult:
         return TaskResult(self.name, self.kind)
+
+    def split_result(self, ctx: EvalContext, split: str) -> TaskResult:
+        """A new result of a task that reads one split: already skipped when the split has no images."""
+        res = self.result()
+        if not ctx.has_split(split):
+            res.skipped = f"no {split} images"
+        return res
 
 
 TASKS: dict[str, type[Task]] = {}
@@ -214,6 +230,16 @@ class EvalContext:
         res.groups[name] = unit_groups
         res.higher_is_better[name] = higher_is_better
         return ci
+
+    def add_classification_metrics(
+        self, res: TaskResult, y: np.ndarray, probs: np.ndarray, groups: np.ndarray | None, prefix: str = ""
+    ) -> None:
+        """Top-1 and balanced accuracy, macro AUC and calibration error of class probabilities."""
+        self.add_metric(res, f"{prefix}acc1", acc1, y, probs, groups=groups)
+        self.add_metric(res, f"{prefix}balanced_accuracy", balanced_accuracy, y, probs, groups=groups)
+        self.add_metric(res, f"{prefix}macro_auc", macro_auc, y, probs, groups=groups)
+        ece = expected_calibration_error
+        self.add_metric(res, f"{prefix}ece", ece, y, probs, groups=groups, higher_is_better=False)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

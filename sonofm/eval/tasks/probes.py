@@ -58,17 +58,6 @@ def _proba_full(clf, x: np.ndarray, classes: list[str]) -> np.ndarray:
     return out
 
 
-def _add_classification_metrics(
-    ctx: EvalContext, res: TaskResult, prefix: str, y: np.ndarray, probs: np.ndarray, groups
-) -> None:
-    ctx.add_metric(res, f"{prefix}acc1", M.acc1, y, probs, groups=groups)
-    ctx.add_metric(res, f"{prefix}balanced_accuracy", M.balanced_accuracy, y, probs, groups=groups)
-    ctx.add_metric(res, f"{prefix}macro_auc", M.macro_auc, y, probs, groups=groups)
-    ctx.add_metric(
-        res, f"{prefix}ece", M.expected_calibration_error, y, probs, groups=groups, higher_is_better=False
-    )
-
-
 def _drop_unseen(res: TaskResult, x: np.ndarray, y: np.ndarray, rows, classes: list[str]):
     """Test rows whose class is in `classes`; the dropped classes and counts go into res.info."""
     known = np.isin(y, classes) if len(y) else np.zeros(0, dtype=bool)
@@ -85,6 +74,23 @@ def _no_test_left(target: str, res: TaskResult) -> str:
         names = ", ".join(sorted(unseen))
         return f"no labelled test image of {target!r} has a class seen in training (test only: {names})"
     return f"no labelled test images of {target!r}"
+
+
+def _scorable_test(res: TaskResult, target: str, train_labels, classes: list[str], test: tuple):
+    """The test (x, y, rows) of classes seen in training, or None (``res.skipped`` says why) when
+    training has fewer than 2 classes or no test image is left.
+
+    Test images of classes the probe never saw cannot be scored: they are dropped (and named in
+    ``res.info``) before checking that something is left (the old order crashed on an empty test set).
+    """
+    if len(set(train_labels)) < 2:
+        res.skipped = f"needs >= 2 training classes of {target!r}"
+        return None
+    x, y, rows = _drop_unseen(res, *test, classes)
+    if len(y) == 0:
+        res.skipped = _no_test_left(target, res)
+        return None
+    return x, y, rows
 
 
 def sample_patients(patient_ids: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -139,15 +145,10 @@ class LinearProbe(Task):
         xva, yva, _ = _labelled(ctx, "val", self.target)
         xte, yte, rte = _labelled(ctx, "test", self.target)
         classes = sorted(set(ytr) | set(yva))
-        if len(set(ytr)) < 2:
-            res.skipped = f"needs >= 2 training classes of {self.target!r}"
+        test = _scorable_test(res, self.target, ytr, classes, (xte, yte, rte))
+        if test is None:
             return res
-        # test images of classes the probe never saw cannot be scored: drop them, say which, and
-        # only then check that something is left (the old order crashed on an empty test set)
-        xte, yte, rte = _drop_unseen(res, xte, yte, rte, classes)
-        if len(yte) == 0:
-            res.skipped = _no_test_left(self.target, res)
-            return res
+        xte, yte, rte = test
         y_idx = np.array([classes.index(v) for v in yte])
         g = ctx.groups(rte)
         c, val_scores, start = self._select_c(ctx, xtr, ytr, xva, yva)
@@ -155,7 +156,7 @@ class LinearProbe(Task):
         y_fit = np.concatenate([ytr, yva]) if len(yva) else ytr
         clf = _fit_logreg(x_fit, y_fit, c, ctx.seed, self.max_iter, init=start)
         probs = _proba_full(clf, xte, classes)
-        _add_classification_metrics(ctx, res, "", y_idx, probs, g)
+        ctx.add_classification_metrics(res, y_idx, probs, g)
         res.info.update(classes=classes, C=c, val_balanced_accuracy=val_scores, n_train=len(y_fit))
         res.info.update(n_patients=M.n_groups(g), health=prediction_health(y_idx, probs, classes))
         res.plots.update(y=y_idx, probs=probs, classes=classes)
@@ -169,7 +170,7 @@ class LinearProbe(Task):
             if clf_f is None:
                 clf_f = _fit_logreg(xtr[sub], ytr[sub], cf, ctx.seed, self.max_iter)
             pf = _proba_full(clf_f, xte, classes)
-            _add_classification_metrics(ctx, res, f"{100 * float(f):g}pct/", y_idx, pf, g)
+            ctx.add_classification_metrics(res, y_idx, pf, g, prefix=f"{100 * float(f):g}pct/")
             res.info[f"shots/{f:g}"] = {"n_train": len(sub), "C": cf}
         return res
 
@@ -205,18 +206,15 @@ class KNNProbe(Task):
         xtr, ytr, _ = _labelled(ctx, "train", self.target)
         xte, yte, rte = _labelled(ctx, "test", self.target)
         classes = sorted(set(ytr))
-        if len(classes) < 2:
-            res.skipped = f"needs >= 2 training classes of {self.target!r}"
+        test = _scorable_test(res, self.target, ytr, classes, (xte, yte, rte))
+        if test is None:
             return res
-        xte, yte, rte = _drop_unseen(res, xte, yte, rte, classes)
-        if len(yte) == 0:
-            res.skipped = _no_test_left(self.target, res)
-            return res
+        xte, yte, rte = test
         ytr_i = np.array([classes.index(v) for v in ytr])
         y_idx = np.array([classes.index(v) for v in yte])
         probs = knn_scores(xtr, ytr_i, xte, len(classes), self.k, self.temperature)
         g = ctx.groups(rte)
-        _add_classification_metrics(ctx, res, "", y_idx, probs, g)
+        ctx.add_classification_metrics(res, y_idx, probs, g)
         res.info.update(classes=classes, k=min(self.k, len(xtr)), n_train=len(xtr))
         res.info.update(n_patients=M.n_groups(g), health=prediction_health(y_idx, probs, classes))
         res.plots.update(y=y_idx, probs=probs, classes=classes)

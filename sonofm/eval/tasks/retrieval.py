@@ -129,9 +129,8 @@ class Retrieval(Task):
             ]
 
     def run(self, ctx: EvalContext) -> TaskResult:
-        res = self.result()
-        if not ctx.has_split(self.split):
-            res.skipped = f"no {self.split} images"
+        res = self.split_result(ctx, self.split)
+        if res.skipped:
             return res
         emb = ctx.embeddings[self.split]
         n = len(emb.ids)

@@ -93,9 +93,8 @@ class ZeroShotClassification(Task):
         self.splits = (split,)
 
     def run(self, ctx: EvalContext) -> TaskResult:
-        res = self.result()
-        if not ctx.has_split(self.split):
-            res.skipped = f"no {self.split} images"
+        res = self.split_result(ctx, self.split)
+        if res.skipped:
             return res
         rows = ctx.rows(self.split)
         labels = label_values(rows, self.target)
@@ -109,10 +108,7 @@ class ZeroShotClassification(Task):
         probs = softmax(ctx.logit_scale * class_logits(ctx, img, self.target, classes))
         y = np.array([classes.index(v) for v in labels[keep]])
         g = ctx.groups(rows[keep])
-        ctx.add_metric(res, "acc1", M.acc1, y, probs, groups=g)
-        ctx.add_metric(res, "balanced_accuracy", M.balanced_accuracy, y, probs, groups=g)
-        ctx.add_metric(res, "macro_auc", M.macro_auc, y, probs, groups=g)
-        ctx.add_metric(res, "ece", M.expected_calibration_error, y, probs, groups=g, higher_is_better=False)
+        ctx.add_classification_metrics(res, y, probs, g)
         conf = np.zeros((len(classes), len(classes)), dtype=np.int64)
         np.add.at(conf, (y, probs.argmax(1)), 1)
         res.info.update(
@@ -148,9 +144,8 @@ class ZeroShotAttributes(Task):
         self.splits = (split,)
 
     def run(self, ctx: EvalContext) -> TaskResult:
-        res = self.result()
-        if not ctx.has_split(self.split):
-            res.skipped = f"no {self.split} images"
+        res = self.split_result(ctx, self.split)
+        if res.skipped:
             return res
         rows = ctx.rows(self.split)
         lesion = _lesion_mask(rows)
@@ -238,9 +233,8 @@ class ZeroShotFindings(Task):
         self.splits = (split,)
 
     def run(self, ctx: EvalContext) -> TaskResult:
-        res = self.result()
-        if not ctx.has_split(self.split):
-            res.skipped = f"no {self.split} images"
+        res = self.split_result(ctx, self.split)
+        if res.skipped:
             return res
         rows = ctx.rows(self.split)
         img_all = ctx.embeddings[self.split].image
