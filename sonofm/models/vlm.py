@@ -46,6 +46,7 @@ from sonofm.errors import UserError
 from sonofm.models import vlm_prompt
 from sonofm.models.config import ImageTowerConfig
 from sonofm.models.image_towers import ImageTower
+from sonofm.models.io import validated_config, with_weights
 from sonofm.models.moe import (
     DualPathMoE,
     aux_loss,
@@ -311,21 +312,11 @@ def build_vlm(config: VLMConfig, tokenizer: Any) -> SonoVLM:
 
 def load_vlm(model_dir: Path, cfg_json: dict[str, Any], device: str | torch.device | None = None) -> SonoVLM:
     """Loader for `model_type == "sono_vlm"` (no pretrained sources are touched)."""
-    from pydantic import ValidationError
-
-    from sonofm.models.io import CONFIG_NAME, WEIGHTS_NAME, load_weights
     from sonofm.models.text_towers import load_tokenizer
 
-    try:
-        config = VLMConfig.model_validate(cfg_json.get("config", {}))
-    except ValidationError as e:
-        raise UserError(f"{model_dir / CONFIG_NAME}: invalid 'config': {e}") from e
-    if config.image.arch is None or config.lm_arch is None:
-        raise UserError(f"{model_dir / CONFIG_NAME}: config.image.arch / config.lm_arch missing")
-    tokenizer = load_tokenizer(str(model_dir))
-    model = SonoVLM(config, tokenizer, load_pretrained=False)
-    load_weights(model, model_dir / WEIGHTS_NAME)
-    return model.to(device) if device is not None else model
+    config = validated_config(VLMConfig, model_dir, cfg_json, "image.arch", "lm_arch")
+    model = SonoVLM(config, load_tokenizer(str(model_dir)), load_pretrained=False)
+    return with_weights(model, model_dir, device)
 
 
 # ---------------------------------------------------------------- files -> text (CLI)

@@ -91,12 +91,43 @@ def _gen_options(task: Any) -> dict[str, Any]:
     return {"max_new_tokens": task.max_new_tokens, "num_beams": task.num_beams}
 
 
+class _GenerationTask(Task):
+    """A task that has a SonoVLM answer about (up to `max_samples` of) one split's images: `run`
+    skips a model that cannot generate text and hands the split's rows to `run_rows`."""
+
+    needs_embeddings = False
+
+    def __init__(
+        self,
+        name: str | None,
+        split: str,
+        max_samples: int | None,
+        batch_size: int,
+        max_new_tokens: int,
+        num_beams: int,
+        n_examples: int,
+    ) -> None:
+        super().__init__(name)
+        self.split, self.max_samples, self.batch_size = split, max_samples, batch_size
+        self.max_new_tokens, self.num_beams, self.n_examples = max_new_tokens, num_beams, n_examples
+        self.splits = (split,)
+
+    def run(self, ctx: EvalContext) -> TaskResult:
+        res = self.result()
+        if not _can_chat(ctx):
+            res.skipped = f"model {type(ctx.model).__name__} cannot generate text (needs a SonoVLM)"
+            return res
+        return self.run_rows(ctx, res, _split_rows(ctx, self.split, self.max_samples, ctx.seed))
+
+    def run_rows(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
+        raise NotImplementedError
+
+
 @register_task
-class ReportGeneration(Task):
+class ReportGeneration(_GenerationTask):
     """Generated report vs reference report of every image of a split (see module docstring)."""
 
     kind = "report_generation"
-    needs_embeddings = False
 
     def __init__(
         self,
@@ -111,20 +142,12 @@ class ReportGeneration(Task):
         meteor: bool = True,
         per_region: bool = True,
     ) -> None:
-        super().__init__(name)
-        self.split, self.question, self.max_samples = split, question, max_samples
-        self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
-        self.n_examples, self.meteor, self.per_region = n_examples, meteor, per_region
-        self.splits = (split,)
+        super().__init__(name, split, max_samples, batch_size, max_new_tokens, num_beams, n_examples)
+        self.question, self.meteor, self.per_region = question, meteor, per_region
 
-    def run(self, ctx: EvalContext) -> TaskResult:
+    def run_rows(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
         from sonofm.vlm.conversations import format_report
 
-        res = self.result()
-        if not _can_chat(ctx):
-            res.skipped = f"model {type(ctx.model).__name__} cannot generate text (needs a SonoVLM)"
-            return res
-        rows = _split_rows(ctx, self.split, self.max_samples, ctx.seed)
         rows = rows[rows["report"].astype("string").fillna("").str.strip() != ""].reset_index(drop=True)
         if rows.empty:
             res.skipped = f"no {self.split} images with a report"
@@ -199,11 +222,10 @@ class ReportGeneration(Task):
 
 
 @register_task
-class VQA(Task):
+class VQA(_GenerationTask):
     """Closed/open VQA and diagnosis questions on a split's images (see module docstring)."""
 
     kind = "vqa"
-    needs_embeddings = False
 
     def __init__(
         self,
@@ -218,20 +240,12 @@ class VQA(Task):
         seed: int = 0,
         n_examples: int = 4,
     ) -> None:
-        super().__init__(name)
-        self.split, self.tasks, self.questions_per_image = split, tuple(tasks), questions_per_image
-        self.max_samples, self.batch_size, self.max_new_tokens = max_samples, batch_size, max_new_tokens
-        self.num_beams, self.seed, self.n_examples = num_beams, seed, n_examples
-        self.splits = (split,)
+        super().__init__(name, split, max_samples, batch_size, max_new_tokens, num_beams, n_examples)
+        self.tasks, self.questions_per_image, self.seed = tuple(tasks), questions_per_image, seed
 
-    def run(self, ctx: EvalContext) -> TaskResult:
+    def run_rows(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
         from sonofm.vlm.conversations import conversations_from_rows
 
-        res = self.result()
-        if not _can_chat(ctx):
-            res.skipped = f"model {type(ctx.model).__name__} cannot generate text (needs a SonoVLM)"
-            return res
-        rows = _split_rows(ctx, self.split, self.max_samples, ctx.seed)
         recs = conversations_from_rows(
             rows, seed=self.seed, tasks=self.tasks, questions_per_image=self.questions_per_image
         )

@@ -79,12 +79,26 @@ class Task(ABC):
     def result(self) -> TaskResult:
         return TaskResult(self.name, self.kind)
 
-    def split_result(self, ctx: EvalContext, split: str) -> TaskResult:
-        """A new result of a task that reads one split: already skipped when the split has no images."""
+
+class SplitTask(Task):
+    """A task on one split (``self.split``, default test): `run` skips a split without images and
+    hands the split's rows to `run_split`."""
+
+    def __init__(self, name: str | None = None, split: str = "test") -> None:
+        super().__init__(name)
+        self.split = split
+        self.splits = (split,)
+
+    def run(self, ctx: EvalContext) -> TaskResult:
         res = self.result()
-        if not ctx.has_split(split):
-            res.skipped = f"no {split} images"
-        return res
+        if not ctx.has_split(self.split):
+            res.skipped = f"no {self.split} images"
+            return res
+        return self.run_split(ctx, res, ctx.rows(self.split))
+
+    @abstractmethod
+    def run_split(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
+        """Compute the metrics into ``res`` from the split's rows (aligned with its embeddings)."""
 
 
 TASKS: dict[str, type[Task]] = {}

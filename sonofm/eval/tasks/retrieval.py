@@ -17,10 +17,11 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+import pandas as pd
 
 from sonofm.eval import metrics as M
 from sonofm.eval.embed import row_texts
-from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
+from sonofm.eval.tasks.base import EvalContext, SplitTask, TaskResult, register_task
 
 
 def _mean_rank(ranks: np.ndarray) -> float:
@@ -32,7 +33,7 @@ def _median_rank(ranks: np.ndarray) -> float:
 
 
 @register_task
-class Retrieval(Task):
+class Retrieval(SplitTask):
     """Image->text and text->image retrieval on `split` (full gallery + fixed subset)."""
 
     kind = "retrieval"
@@ -48,15 +49,14 @@ class Retrieval(Task):
         method: str = "exact",
         name: str | None = None,
     ) -> None:
-        super().__init__(name or "retrieval")
+        super().__init__(name or "retrieval", split)
         if positives not in ("report", "study"):
             raise ValueError(f"positives must be 'report' or 'study', got {positives!r}")
         if method not in M.RETRIEVAL_METHODS:
             raise ValueError(f"method must be one of {M.RETRIEVAL_METHODS}, got {method!r}")
         self.method = method
-        self.split, self.positives, self.ks = split, positives, tuple(int(k) for k in ks)
+        self.positives, self.ks = positives, tuple(int(k) for k in ks)
         self.subset, self.examples = int(subset), int(examples)
-        self.splits = (split,)
 
     def _score(
         self, ctx: EvalContext, res: TaskResult, prefix: str, idx: np.ndarray, all_texts: np.ndarray
@@ -128,14 +128,11 @@ class Retrieval(Task):
                 for n, i in enumerate(q)
             ]
 
-    def run(self, ctx: EvalContext) -> TaskResult:
-        res = self.split_result(ctx, self.split)
-        if res.skipped:
-            return res
+    def run_split(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
         emb = ctx.embeddings[self.split]
         n = len(emb.ids)
         # the texts the embeddings are of (reports, or captions for a caption-trained model): once
-        all_texts = np.asarray(row_texts(ctx.rows(self.split), emb.text_field), dtype=object)
+        all_texts = np.asarray(row_texts(rows, emb.text_field), dtype=object)
         self._score(ctx, res, "", np.arange(n), all_texts)
         if n > self.subset:
             # fixed subset: depends only on the suite seed and the split's ids, not on the model

@@ -9,12 +9,13 @@ paired positive/negated prompts, p(finding) = softmax over {pos, neg} with the m
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from sonofm import taxonomy as tx
 from sonofm.eval import metrics as M
 from sonofm.eval.health import prediction_health
 from sonofm.eval.metrics import n_groups
-from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, label_values, register_task, softmax
+from sonofm.eval.tasks.base import EvalContext, SplitTask, TaskResult, label_values, register_task, softmax
 from sonofm.reports import prompts as P
 
 DESCRIPTOR_DIMS = ("shape", "margin", "echogenicity", "internal", "posterior", "vascularity")
@@ -82,21 +83,16 @@ def mean_column_auc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 @register_task
-class ZeroShotClassification(Task):
+class ZeroShotClassification(SplitTask):
     """Single-label zero-shot classification of `target` (diagnosis, organ, region, view, ...)."""
 
     kind = "zeroshot_classification"
 
     def __init__(self, target: str = "diagnosis", split: str = "test", name: str | None = None) -> None:
-        super().__init__(name or f"zeroshot/{target}")
-        self.target, self.split = target, split
-        self.splits = (split,)
+        super().__init__(name or f"zeroshot/{target}", split)
+        self.target = target
 
-    def run(self, ctx: EvalContext) -> TaskResult:
-        res = self.split_result(ctx, self.split)
-        if res.skipped:
-            return res
-        rows = ctx.rows(self.split)
+    def run_split(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
         labels = label_values(rows, self.target)
         keep = np.array([v is not None for v in labels])
         # the class set is every label of the whole manifest, so it does not depend on the split
@@ -123,7 +119,7 @@ class ZeroShotClassification(Task):
 
 
 @register_task
-class ZeroShotAttributes(Task):
+class ZeroShotAttributes(SplitTask):
     """Multi-label attribute recognition: per tag, AUC of image . tag-weight over lesion images."""
 
     kind = "zeroshot_attributes"
@@ -135,19 +131,14 @@ class ZeroShotAttributes(Task):
         min_positives: int = 1,
         name: str | None = None,
     ) -> None:
-        super().__init__(name or "zeroshot/attributes")
+        super().__init__(name or "zeroshot/attributes", split)
         self.dimensions = tuple(dimensions or DESCRIPTOR_DIMS)
         bad = [d for d in self.dimensions if d not in tx.DIMENSIONS]
         if bad:
             raise ValueError(f"unknown attribute dimensions {bad}; expected some of {tx.DIMENSIONS}")
-        self.split, self.min_positives = split, min_positives
-        self.splits = (split,)
+        self.min_positives = min_positives
 
-    def run(self, ctx: EvalContext) -> TaskResult:
-        res = self.split_result(ctx, self.split)
-        if res.skipped:
-            return res
-        rows = ctx.rows(self.split)
+    def run_split(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
         lesion = _lesion_mask(rows)
         if lesion.sum() < 2:
             res.skipped = "fewer than 2 lesion images with attributes"
@@ -220,7 +211,7 @@ def mean_masked_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 @register_task
-class ZeroShotFindings(Task):
+class ZeroShotFindings(SplitTask):
     """Finding detection with positive/negated prompt pairs: AUC per finding (echo + descriptors)."""
 
     kind = "zeroshot_findings"
@@ -228,15 +219,10 @@ class ZeroShotFindings(Task):
     def __init__(
         self, echo: bool = True, tags: bool = True, split: str = "test", name: str | None = None
     ) -> None:
-        super().__init__(name or "zeroshot/findings")
-        self.echo, self.tags, self.split = echo, tags, split
-        self.splits = (split,)
+        super().__init__(name or "zeroshot/findings", split)
+        self.echo, self.tags = echo, tags
 
-    def run(self, ctx: EvalContext) -> TaskResult:
-        res = self.split_result(ctx, self.split)
-        if res.skipped:
-            return res
-        rows = ctx.rows(self.split)
+    def run_split(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
         img_all = ctx.embeddings[self.split].image
         pairs = P.all_prompt_pairs(include_tags=self.tags)
         # encode every prompt in one batched pass (per-pair calls would pay the model's call overhead)
