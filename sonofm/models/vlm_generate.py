@@ -276,16 +276,8 @@ class VLMGeneration:
         """Like `chat_batch`, with each text's mean token log-prob and its low-confidence flag."""
         from sonofm.models.vlm_confidence import assess
 
-        prompts, pix = [], []
-        for images, question in batch:
-            prompts.append(
-                vlm_prompt.render_prompt(question, len(images), self.tokenizer, self.config.num_image_tokens)
-            )
-            if len(images):
-                pix.append(self.prepare_images(images))
-        ids, mask = self.pad_prompts(prompts)
         limit = int(gen.get("max_new_tokens", 128))
-        new, lp = self.generate(torch.cat(pix) if pix else None, ids, mask, return_logprobs=True, **gen)
+        new, lp = self.generate(*self._batch_inputs(batch), return_logprobs=True, **gen)
         out = []
         for (_, question), row, row_lp in zip(batch, new, lp, strict=True):
             n = int((row_lp != 0).sum()) or 1
@@ -329,6 +321,14 @@ class VLMGeneration:
 
     def chat_batch(self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any) -> list[str]:
         """Batched `chat`: [(images, question), ...] -> answers (left-padded, one generate call)."""
+        new = self.generate(*self._batch_inputs(batch), **gen)
+        return [self.decode(row) for row in new]
+
+    def _batch_inputs(
+        self, batch: Sequence[tuple[Sequence[Any], str | None]]
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(pixels of every image or None, left-padded prompt ids, attention mask) of a batch of
+        (images, question) studies."""
         prompts, pix = [], []
         for images, question in batch:
             prompts.append(
@@ -337,5 +337,4 @@ class VLMGeneration:
             if len(images):
                 pix.append(self.prepare_images(images))
         ids, mask = self.pad_prompts(prompts)
-        new = self.generate(torch.cat(pix) if pix else None, ids, mask, **gen)
-        return [self.decode(row) for row in new]
+        return (torch.cat(pix) if pix else None), ids, mask
