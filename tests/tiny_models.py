@@ -56,3 +56,59 @@ def tiny_dual_encoder(
 
 # A very small random dual encoder (1-layer BERT with MiniLM's real tokenizer, 32 px ViT).
 TINY_DUAL_ENCODER: dict[str, Any] = tiny_dual_encoder()
+
+# A 2-layer random Qwen2 language model, width 64, for the tiny generative VLM.
+TINY_QWEN2: dict[str, Any] = {
+    "model_type": "qwen2",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": True,
+}
+
+
+def tiny_vlm(
+    name: str = "unit", *, image: dict[str, Any] | None = None, lm: dict[str, Any] | None = None, **top: Any
+) -> dict[str, Any]:
+    """A fresh copy of the tiny VLM config (32 px ViT, Qwen2 64 x 2 layers, 4 experts top-2), with
+    tower keys and top-level keys overridden (``lm=None`` with ``lm_pretrained`` in ``top`` for a
+    pretrained language model)."""
+    base = {
+        "name": name,
+        "image": copy.deepcopy(TINY_VIT) | (image or {}),
+        "lm": copy.deepcopy(TINY_QWEN2) | (lm or {}),
+        "moe": {"num_experts": 4, "top_k": 2},
+        "num_image_tokens": 4,
+        "max_length": 320,
+        "vocab_size": 600,
+    }
+    return base | top
+
+
+def tiny_task_model(task: Any, image_size: int = 64, input_frames: int | None = None) -> Any:
+    """A fully fine-tuned `TaskModel` for `task` on a fresh tiny ViT (2 blocks), seeded with 0.
+
+    `input_frames`: frames stacked per input (default: the task's own, 2 for EF pairs).
+    """
+    import torch
+
+    from sonofm.models.config import ImageTowerConfig
+    from sonofm.models.image_towers import ImageTower
+    from sonofm.models.task_model import TaskModel, TaskModelConfig, feature_geometry, tower_config
+
+    torch.manual_seed(0)
+    tower = ImageTower(ImageTowerConfig(**TINY_VIT | {"image_size": image_size, "num_hidden_layers": 2}))
+    ch, st = feature_geometry(tower)
+    cfg = TaskModelConfig(
+        image=tower_config(tower),
+        adapter="full",
+        task=task.name,
+        task_options=dict(task.options),
+        feature_channels=ch,
+        feature_strides=st,
+        input_frames=task.input_frames if input_frames is None else input_frames,
+    )
+    return TaskModel(cfg, tower=tower)

@@ -18,13 +18,7 @@ from hypothesis import strategies as st
 from sonofm.eval import metrics as M
 from sonofm.eval.exact_ranks import ScreenStats, bf16_gemm_within_bound, screened_ranks
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def exact_dot(a: np.ndarray, b: np.ndarray) -> Fraction:

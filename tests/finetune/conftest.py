@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.tiny_models import TINY_VIT
 
@@ -17,12 +16,8 @@ TINY_OVERRIDES = [
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the shared 2-core machine is faster that way and results are stable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """One intra-op thread for every fine-tuning test (tests/conftest.py)."""
 
 
 def _simulate(out: Path, regions: str, n: int, seed: int) -> Path:

@@ -7,16 +7,10 @@ import pytest
 import torch
 
 from sonofm.finetune.detect import coco_ap
-from sonofm.finetune.tasks import collate, concat_predictions, get_task
+from sonofm.finetune.tasks import collate, get_task
 from sonofm.models.heads.detection import centernet_targets, decode_boxes
-
-TINY_EXTRA = {
-    "patch_size": 8,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
+from tests.finetune.fitting import eval_loss, fit, predict
+from tests.tiny_models import tiny_task_model
 
 
 @pytest.fixture(scope="module")
@@ -110,52 +104,18 @@ def test_select_includes_negatives_and_boxes_follow_augmentation(lesions):
 
 
 def test_trains_and_loss_decreases(lesions):
-    from sonofm.models.config import ImageTowerConfig
-    from sonofm.models.image_towers import ImageTower
-    from sonofm.models.task_model import TaskModel, TaskModelConfig, feature_geometry, tower_config
-
     root, df = lesions
     task = get_task("detect")
     sel = task.select(df)
-    torch.manual_seed(0)
-    tower = ImageTower(
-        ImageTowerConfig(kind="vit", image_size=64, in_chans=1, mean=[0.5], std=[0.5], **TINY_EXTRA)
-    )
-    ch, st = feature_geometry(tower)
-    cfg = TaskModelConfig(
-        image=tower_config(tower),
-        adapter="full",
-        task="detect",
-        task_options=task.options,
-        feature_channels=ch,
-        feature_strides=st,
-    )
-    model = TaskModel(cfg, tower=tower)
+    model = tiny_task_model(task)
     ds = model.task.dataset(sel[sel["split"] == "train"], root, "train", 64, augment=False)
     fixed = collate([ds[i] for i in range(16)])
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-
-    def fixed_loss() -> float:
-        model.eval()
-        with torch.no_grad():
-            return float(sum(model.task.loss(model(fixed["image"]), fixed).values()))
-
-    before = fixed_loss()
+    before = eval_loss(model, fixed)
     loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, collate_fn=collate)
-    model.train()
-    for _ in range(3):
-        for batch in loader:
-            loss = sum(model.task.loss(model(batch["image"]), batch).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    after = fixed_loss()
+    fit(model, loader, epochs=3, lr=2e-3)
+    after = eval_loss(model, fixed)
     assert after < 0.7 * before, (before, after)
-    model.eval()
-    with torch.no_grad():
-        chunks = [model.task.predict(model(b["image"]), b) | {"index": b["index"].numpy()} for b in loader]
-    preds = concat_predictions(chunks)
-    rows = ds.table.iloc[preds["index"]].reset_index(drop=True)
+    preds, rows = predict(model, loader, ds.table)
     # predictions come back in stored-image pixels: the targets equal the manifest boxes
     for tb, (_, r) in zip(preds["true_boxes"], rows.iterrows(), strict=True):
         np.testing.assert_allclose(tb, np.asarray(r["bbox"], dtype=float).reshape(-1, 4), atol=1e-4)

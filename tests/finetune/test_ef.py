@@ -12,15 +12,9 @@ import torch
 
 from sonofm.errors import DataError
 from sonofm.finetune.ef import EFTask, pair_frames, regression_metrics
-from sonofm.finetune.tasks import collate, concat_predictions, get_task
-
-TINY_EXTRA = {
-    "patch_size": 8,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
+from sonofm.finetune.tasks import collate, get_task
+from tests.finetune.fitting import eval_loss, fit, predict
+from tests.tiny_models import tiny_task_model
 
 
 @pytest.fixture(scope="module")
@@ -135,30 +129,12 @@ def test_prepare_standardises_with_training_targets(heart):
 
 
 def test_two_frame_model_trains_and_loss_decreases(heart):
-    from sonofm.models.config import ImageTowerConfig
-    from sonofm.models.image_towers import ImageTower
-    from sonofm.models.task_model import TaskModel, TaskModelConfig, feature_geometry, tower_config
-
     root, df = heart
     task = get_task("ef")
     sel = task.select(df)
     train = sel[sel["split"] == "train"]
     task.prepare(train)
-    torch.manual_seed(0)
-    tower = ImageTower(
-        ImageTowerConfig(kind="vit", image_size=64, in_chans=1, mean=[0.5], std=[0.5], **TINY_EXTRA)
-    )
-    ch, st = feature_geometry(tower)
-    cfg = TaskModelConfig(
-        image=tower_config(tower),
-        adapter="full",
-        task="ef",
-        task_options=task.options,
-        feature_channels=ch,
-        feature_strides=st,
-        input_frames=task.input_frames,
-    )
-    model = TaskModel(cfg, tower=tower)
+    model = tiny_task_model(task)
     assert model.input_frames == 2
     ds = model.task.dataset(train, root, "train", 64, augment=False)
     fixed = collate([ds[i] for i in range(min(24, len(ds)))])
@@ -173,28 +149,12 @@ def test_two_frame_model_trains_and_loss_decreases(heart):
     assert bool(fixed["has_mask"].all()) and fixed["lv_mask"].shape == (24, 2, 64, 64)
     assert 0 < float(fixed["lv_mask"].mean()) < 0.5
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-
-    def fixed_loss() -> float:
-        model.eval()
-        with torch.no_grad():
-            return float(sum(model.task.loss(model(fixed["image"]), fixed).values()))
-
-    before = fixed_loss()
-    model.train()
-    for _ in range(40):  # fit a fixed set of pairs: the loss on them must fall
-        loss = sum(model.task.loss(model(fixed["image"]), fixed).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = fixed_loss()
+    before = eval_loss(model, fixed)
+    fit(model, [fixed], epochs=40, lr=1e-3)  # fit a fixed set of pairs: the loss on them must fall
+    after = eval_loss(model, fixed)
     assert after < 0.8 * before, (before, after)
     loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, collate_fn=collate)
-    model.eval()
-    with torch.no_grad():
-        chunks = [model.task.predict(model(b["image"]), b) | {"index": b["index"].numpy()} for b in loader]
-    preds = concat_predictions(chunks)
-    rows = ds.table.iloc[preds["index"]].reset_index(drop=True)
+    preds, rows = predict(model, loader, ds.table)
     m = model.task.metrics(preds, rows)
     assert {"mae", "rmse", "r2", "mae_study"} <= set(m)
     assert m["mae"] == pytest.approx(np.mean(np.abs(preds["pred"] - rows["target"].to_numpy())), rel=1e-6)

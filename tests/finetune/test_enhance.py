@@ -10,14 +10,9 @@ import torch
 
 from sonofm.finetune.enhance import lee_filter, median_baseline, psnr_ssim
 from sonofm.finetune.tasks import collate, concat_predictions, get_task
+from tests.finetune.fitting import eval_loss, fit
+from tests.tiny_models import tiny_task_model
 
-TINY_EXTRA = {
-    "patch_size": 8,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
 SIM = {"n": 36, "regions": "breast,liver", "size": 64, "seed": 2, "progress": False}
 
 
@@ -145,47 +140,18 @@ def test_classical_baselines_reduce_noise():
 
 
 def test_trains_and_loss_decreases(clean_data):
-    from sonofm.models.config import ImageTowerConfig
-    from sonofm.models.image_towers import ImageTower
-    from sonofm.models.task_model import TaskModel, TaskModelConfig, feature_geometry, tower_config
-
     root, df = clean_data
     task = get_task("enhance")
     sel = task.select(df)
-    torch.manual_seed(0)
-    tower = ImageTower(
-        ImageTowerConfig(kind="vit", image_size=64, in_chans=1, mean=[0.5], std=[0.5], **TINY_EXTRA)
-    )
-    ch, st = feature_geometry(tower)
-    cfg = TaskModelConfig(
-        image=tower_config(tower),
-        adapter="full",
-        task="enhance",
-        task_options=task.options,
-        feature_channels=ch,
-        feature_strides=st,
-    )
-    model = TaskModel(cfg, tower=tower)
+    model = tiny_task_model(task)
     ds = model.task.dataset(sel, root, "train", 64, augment=False)
     fixed = collate([ds[i] for i in range(12)])
     model.eval()
     with torch.no_grad():  # the residual head starts at the identity
         torch.testing.assert_close(model(fixed["image"]), fixed["image"])
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-
-    def fixed_loss() -> float:
-        model.eval()
-        with torch.no_grad():
-            return float(sum(model.task.loss(model(fixed["image"]), fixed).values()))
-
-    before = fixed_loss()
-    model.train()
-    for _ in range(12):
-        loss = sum(model.task.loss(model(fixed["image"]), fixed).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = fixed_loss()
+    before = eval_loss(model, fixed)
+    fit(model, [fixed], epochs=12, lr=2e-3)
+    after = eval_loss(model, fixed)
     assert after < 0.9 * before, (before, after)
     model.eval()
     with torch.no_grad():

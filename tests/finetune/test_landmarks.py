@@ -15,7 +15,7 @@ from sonofm.finetune.landmarks import (
     radial_errors_mm,
     to_stored_pixels,
 )
-from sonofm.finetune.tasks import collate, concat_predictions, get_task
+from sonofm.finetune.tasks import collate, get_task
 from sonofm.models.heads.landmarks import (
     PyramidDecoder,
     gaussian_heatmaps,
@@ -24,6 +24,8 @@ from sonofm.models.heads.landmarks import (
     quadratic_refine,
     soft_argmax,
 )
+from tests.finetune.fitting import eval_loss, fit, predict
+from tests.tiny_models import tiny_task_model
 
 TINY_IMAGE = {
     "image_size": 64,
@@ -43,29 +45,6 @@ def heart(tmp_path_factory):
     out = tmp_path_factory.mktemp("heart") / "d"
     simulate_dataset(out, 80, regions="heart", size=64, seed=0, progress=False)
     return out, read_manifest(out)
-
-
-def tiny_task_model(task, in_frames: int = 1):
-    from sonofm.models.config import ImageTowerConfig
-    from sonofm.models.image_towers import ImageTower
-    from sonofm.models.task_model import TaskModel, TaskModelConfig, feature_geometry, tower_config
-
-    torch.manual_seed(0)
-    extra = {k: v for k, v in TINY_IMAGE.items() if k != "image_size"}
-    tower = ImageTower(
-        ImageTowerConfig(kind="vit", image_size=64, in_chans=1, mean=[0.5], std=[0.5], **extra)
-    )
-    ch, st = feature_geometry(tower)
-    cfg = TaskModelConfig(
-        image=tower_config(tower),
-        adapter="full",
-        task=task.name,
-        task_options=dict(task.options),
-        feature_channels=ch,
-        feature_strides=st,
-        input_frames=in_frames,
-    )
-    return TaskModel(cfg, tower=tower)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -216,27 +195,11 @@ def test_trains_and_loss_decreases(heart):
     ds = task.dataset(sel[sel["split"] == "train"], root, "train", 64, augment=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, collate_fn=collate)
     fixed = collate([ds[i] for i in range(min(16, len(ds)))])
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-
-    def fixed_loss() -> float:
-        model.eval()
-        with torch.no_grad():
-            return float(sum(model.task.loss(model(fixed["image"]), fixed).values()))
-
-    before = fixed_loss()
-    model.train()
-    for _ in range(25):  # fit a fixed set of images: the loss on them must fall
-        loss = sum(model.task.loss(model(fixed["image"]), fixed).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = fixed_loss()
+    before = eval_loss(model, fixed)
+    fit(model, [fixed], epochs=25, lr=2e-3)  # fit a fixed set of images: the loss on them must fall
+    after = eval_loss(model, fixed)
     assert after < 0.75 * before, (before, after)
-    model.eval()
-    with torch.no_grad():
-        chunks = [model.task.predict(model(b["image"]), b) | {"index": b["index"].numpy()} for b in loader]
-    preds = concat_predictions(chunks)
-    rows = ds.table.iloc[preds["index"]].reset_index(drop=True)
+    preds, rows = predict(model, loader, ds.table)
     m = model.task.metrics(preds, rows)
     assert math.isfinite(m["mre_mm"]) and 0 <= m["sdr_4mm"] <= 1
     figs = model.task.figures(preds, rows, root)

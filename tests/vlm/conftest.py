@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
-from tests.tiny_models import TINY_VIT
+from tests.tiny_models import tiny_vlm
 
 # A tiny VLM (ViT 32 px / width 32, Qwen2 width 64 x 2 layers) used by the data/train tests.
-TINY_VLM = {
-    "name": "unit",
-    "image": copy.deepcopy(TINY_VIT),
-    "lm": {
-        "model_type": "qwen2",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
-        "tie_word_embeddings": True,
-    },
-    "moe": {"num_experts": 4, "top_k": 2},
-    "num_image_tokens": 4,
-    "max_length": 320,
-    "vocab_size": 600,
-}
+TINY_VLM = tiny_vlm()
 
 
 @pytest.fixture(scope="session")

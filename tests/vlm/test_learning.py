@@ -12,35 +12,14 @@ import math
 import pytest
 import torch
 
-LEARN_VLM = {
-    "name": "learn-tiny",
-    "image": {
-        "kind": "vit",
-        "image_size": 32,
-        "in_chans": 1,
-        "mean": [0.5],
-        "std": [0.5],
-        "patch_size": 8,
-        "hidden_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 128,
-    },
-    "lm": {
-        "model_type": "qwen2",
-        "hidden_size": 96,
-        "intermediate_size": 192,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
-        "tie_word_embeddings": True,
-    },
-    "moe": {"num_experts": 4, "top_k": 2},
-    "num_image_tokens": 4,
-    "max_length": 320,
-    "vocab_size": 1000,
-}
+from tests.tiny_models import tiny_vlm
+
+LEARN_VLM = tiny_vlm(
+    "learn-tiny",
+    image={"hidden_size": 64, "intermediate_size": 128},
+    lm={"hidden_size": 96, "intermediate_size": 192},
+    vocab_size=1000,
+)
 
 
 @pytest.mark.slow

