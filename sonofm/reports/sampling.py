@@ -10,149 +10,21 @@ negated-caption generator and as ground truth by other modules. Randomness only 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from sonofm import taxonomy as tx
 from sonofm.reports.attributes import study_attributes
 from sonofm.reports.schema import Finding, Status, Study
+from sonofm.taxonomy.tables import frozen, load
 
-# organ -> (lesion profile, weight); profiles below. The choice of which profiles occur where is
-# sampling policy (how often each kind of study appears), not vocabulary.
-ORGAN_PROFILES: dict[str, tuple[tuple[str, float], ...]] = {
-    "breast": (
-        ("simple_cyst", 2),
-        ("complex_cyst", 1),
-        ("benign_solid", 3),
-        ("suspicious_solid", 3),
-        ("normal", 1),
-    ),
-    "thyroid": (
-        ("simple_cyst", 1),
-        ("benign_solid", 3),
-        ("suspicious_solid", 2),
-        ("spongiform", 1),
-        ("colloid", 1),
-        ("normal", 1),
-    ),
-    "liver": (
-        ("simple_cyst", 2),
-        ("benign_solid", 2),
-        ("suspicious_solid", 2),
-        ("collection", 1),
-        ("normal", 2),
-    ),
-    "gallbladder": (("benign_solid", 1), ("collection", 1), ("normal", 2)),
-    "spleen": (("simple_cyst", 1), ("benign_solid", 1), ("normal", 2)),
-    "pancreas": (("simple_cyst", 1), ("complex_cyst", 1), ("suspicious_solid", 1), ("normal", 2)),
-    "kidney": (("simple_cyst", 3), ("complex_cyst", 1), ("suspicious_solid", 1), ("normal", 2)),
-    "bladder": (("suspicious_solid", 1), ("normal", 2)),
-    "ovary": (
-        ("simple_cyst", 3),
-        ("complex_cyst", 2),
-        ("suspicious_solid", 1),
-        ("tubular", 1),
-        ("normal", 1),
-    ),
-    "uterus": (("benign_solid", 3), ("collection", 1), ("normal", 2)),
-    "fetus": (("normal", 1),),
-    "prostate": (("benign_solid", 1), ("suspicious_solid", 1), ("normal", 2)),
-    "testis": (("simple_cyst", 1), ("suspicious_solid", 2), ("normal", 2)),
-    "carotid_artery": (("normal", 1),),
-    "jugular_vein": (("normal", 1),),
-    "lymph_node": (("benign_solid", 2), ("suspicious_solid", 2)),
-    "soft_tissue": (("benign_solid", 2), ("simple_cyst", 1), ("collection", 2), ("suspicious_solid", 1)),
-}
-
-# profile -> diagnosis choices and, per dimension, (choices, probability the dimension is stated)
-_PROFILES: dict[str, dict] = {
-    "simple_cyst": {
-        "diagnosis": ("cyst",),
-        "shape": (("oval", "round"), 0.8),
-        "margin": (("circumscribed",), 0.9),
-        "echogenicity": (("anechoic",), 1.0),
-        "internal": (("cystic",), 0.8),
-        "posterior": (("enhancement",), 0.85),
-        "vascularity": (("avascular",), 0.7),
-        "negatives": ("septations", "debris", "shadowing", "internal_vasc"),
-    },
-    "complex_cyst": {
-        "diagnosis": ("cyst",),
-        "shape": (("oval", "round", "lobulated"), 0.8),
-        "margin": (("circumscribed", "indistinct"), 0.8),
-        "echogenicity": (("anechoic", "hypoechoic", "heterogeneous"), 0.9),
-        "internal": (("septations", "debris", "mixed_cystic_solid"), 1.0),
-        "posterior": (("enhancement",), 0.6),
-        "vascularity": (("avascular", "peripheral", "minimal"), 0.7),
-        "negatives": ("shadowing", "microcalcifications", "internal_vasc"),
-        "uncertain": ("septations", "debris"),
-    },
-    "benign_solid": {
-        "diagnosis": ("nodule", "mass"),
-        "shape": (("oval", "round", "lobulated", "wider_than_tall"), 0.9),
-        "margin": (("circumscribed",), 0.9),
-        "echogenicity": (("hypoechoic", "isoechoic", "hyperechoic"), 1.0),
-        "internal": (("solid",), 0.9),
-        "posterior": (("enhancement",), 0.3),
-        "vascularity": (("peripheral", "minimal", "avascular"), 0.7),
-        "extra": (("macrocalcifications", "rim_calcifications"), 0.15),
-        "negatives": ("shadowing", "microcalcifications", "internal_vasc"),
-        "uncertain": ("microcalcifications",),
-    },
-    "suspicious_solid": {
-        "diagnosis": ("mass", "nodule"),
-        "shape": (("irregular", "taller_than_wide", "round"), 0.9),
-        "margin": (("spiculated", "angular", "indistinct", "microlobulated"), 0.95),
-        "echogenicity": (("hypoechoic", "very_hypoechoic", "heterogeneous"), 1.0),
-        "internal": (("solid",), 0.9),
-        "posterior": (("shadowing",), 0.6),
-        "vascularity": (("internal", "hypervascular"), 0.8),
-        "extra": (("microcalcifications",), 0.45),
-        "negatives": ("enhancement",),
-        "uncertain": ("microcalcifications", "extrathyroidal_extension"),
-    },
-    "spongiform": {
-        "diagnosis": ("nodule",),
-        "shape": (("oval", "wider_than_tall"), 0.7),
-        "margin": (("circumscribed",), 0.8),
-        "echogenicity": (("isoechoic", "hyperechoic"), 0.6),
-        "internal": (("spongiform",), 1.0),
-        "posterior": ((), 0.0),
-        "vascularity": (("peripheral", "minimal"), 0.5),
-        "negatives": ("microcalcifications", "shadowing"),
-    },
-    "colloid": {
-        "diagnosis": ("cyst", "nodule"),
-        "shape": (("oval", "round"), 0.7),
-        "margin": (("circumscribed",), 0.9),
-        "echogenicity": (("anechoic",), 0.9),
-        "internal": (("cystic",), 1.0),
-        "extra": (("comet_tail",), 1.0),
-        "posterior": ((), 0.0),
-        "vascularity": (("avascular",), 0.6),
-        "negatives": ("microcalcifications", "internal_vasc"),
-    },
-    "collection": {
-        "diagnosis": ("fluid_collection",),
-        "shape": (("irregular", "oval", "lobulated"), 0.7),
-        "margin": (("indistinct", "circumscribed"), 0.7),
-        "echogenicity": (("anechoic", "hypoechoic", "heterogeneous"), 0.9),
-        "internal": (("debris", "septations", "cystic"), 1.0),
-        "posterior": (("enhancement",), 0.6),
-        "vascularity": (("peripheral", "avascular"), 0.6),
-        "negatives": ("internal_vasc", "shadowing"),
-        "uncertain": ("septations",),
-    },
-    "tubular": {
-        "diagnosis": ("cyst", "fluid_collection"),
-        "shape": (("tubular",), 1.0),
-        "margin": (("circumscribed",), 0.6),
-        "echogenicity": (("anechoic",), 0.9),
-        "internal": (("cystic",), 0.8),
-        "posterior": (("enhancement",), 0.5),
-        "vascularity": (("avascular",), 0.5),
-        "negatives": ("internal_vasc",),
-    },
-}
+# The sampling policy is data (sampling.toml beside this module): organ -> (lesion profile,
+# weight); profile -> diagnosis choices and, per dimension, (choices, probability the dimension is
+# stated); echo measurement -> (low, high) of its sampled span.
+_DATA = frozen(load("sampling", Path(__file__).parent))
+ORGAN_PROFILES: dict[str, tuple[tuple[str, float], ...]] = _DATA["organ_profiles"]
+_PROFILES: dict[str, dict] = _DATA["profile"]
 # tags that only make sense in the thyroid / thyroid and breast (TI-RADS / BI-RADS orientation)
 _THYROID_ONLY = {"very_hypoechoic", "extrathyroidal_extension", "spongiform", "comet_tail"}
 _ORIENTATION = {"taller_than_wide", "wider_than_tall"}
@@ -293,21 +165,7 @@ def risk_assessment(study: Study) -> dict[str, str]:
     return {}
 
 
-# measurement -> (low, high) range sampled for "clearly normal" and (low, high) for the full span
-_ECHO_SPAN: dict[str, tuple[float, float]] = {
-    "lvef_pct": (15.0, 75.0),
-    "lvidd_mm": (38.0, 75.0),
-    "lvids_mm": (22.0, 60.0),
-    "ivsd_mm": (6.0, 19.0),
-    "lvpwd_mm": (6.0, 18.0),
-    "lavi_ml_m2": (18.0, 60.0),
-    "la_diameter_mm": (28.0, 58.0),
-    "tapse_mm": (8.0, 30.0),
-    "e_e_prime_ratio": (5.0, 25.0),
-    "pe_size_mm": (1.0, 30.0),
-    "lv_edv_ml": (50.0, 250.0),
-    "lv_esv_ml": (15.0, 180.0),
-}
+_ECHO_SPAN: dict[str, tuple[float, float]] = _DATA["echo_span"]
 _RULE_OF = {m: f for f, r in tx.GUIDELINE_RULES.items() for m in r.measurements}
 
 

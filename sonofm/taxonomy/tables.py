@@ -28,9 +28,9 @@ class Term:
     definition: str
 
 
-def load(name: str) -> dict[str, Any]:
-    """The parsed ``<name>.toml`` beside this module."""
-    with (HERE / f"{name}.toml").open("rb") as f:
+def load(name: str, folder: Path = HERE) -> dict[str, Any]:
+    """The parsed ``<name>.toml`` beside this module (or in ``folder``: another package's data)."""
+    with (folder / f"{name}.toml").open("rb") as f:
         return tomllib.load(f)
 
 
