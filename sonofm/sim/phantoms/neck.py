@@ -10,7 +10,7 @@ Patient frame: x = 0 at the midline, image right = patient left (radiological co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -147,15 +147,7 @@ def neck_transverse(
     _superficial(model, n)
     rng = np.random.default_rng([n.seed, 0])
     parts = TissueModel(n.t_deep)
-    thy = Tissue(
-        n.t_thyroid.name,
-        n.t_thyroid.echogenicity_db,
-        n.t_thyroid.attenuation_db_cm_mhz,
-        thyroid_label,
-        n.t_thyroid.texture_db,
-        n.t_thyroid.texture_scale_mm,
-        n.t_thyroid.texture_seed,
-    )
+    thy = replace(n.t_thyroid, label=thyroid_label)
     for side in (-1, 1):
         # sternocleidomastoid over the vessels, longus colli behind the lobe
         parts.add(
@@ -185,15 +177,7 @@ def thyroid_longitudinal(n: Neck, shift: float, *, thyroid_label: int | None) ->
     model = TissueModel(n.t_deep)
     _superficial(model, n)
     rng = np.random.default_rng([n.seed, 1])
-    thy = Tissue(
-        n.t_thyroid.name,
-        n.t_thyroid.echogenicity_db,
-        n.t_thyroid.attenuation_db_cm_mhz,
-        thyroid_label,
-        n.t_thyroid.texture_db,
-        n.t_thyroid.texture_scale_mm,
-        n.t_thyroid.texture_seed,
-    )
+    thy = replace(n.t_thyroid, label=thyroid_label)
     parts = TissueModel(n.t_deep)
     parts.add(Band.flat(n.lobe_cz + n.lobe_rz + 1.0, n.lobe_cz + n.lobe_rz + 7.0), n.t_muscle)  # longus colli
     parts.add(
