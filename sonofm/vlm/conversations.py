@@ -35,6 +35,7 @@ import pandas as pd
 
 from sonofm.atomic import atomic_write_text
 from sonofm.errors import DataError, UserError
+from sonofm.taxonomy.tables import frozen, load
 
 log = logging.getLogger(__name__)
 
@@ -43,78 +44,32 @@ TASKS: tuple[str, ...] = ("report", "diagnosis", "vqa_closed", "vqa_open", "mult
 # The dimensions asked about in VQA (diagnosis/organ/body_system have their own questions).
 VQA_DIMENSIONS: tuple[str, ...] = ("shape", "margin", "echogenicity", "internal", "posterior", "vascularity")
 
-# Must stay the first report template: `SonoVLM.chat(question=None)` asks exactly this
+# The question wording is data (questions.toml beside this module): templates per kind of question.
+_QUESTIONS = frozen(load("questions", Path(__file__).parent))
+REPORT_QUESTIONS: tuple[str, ...] = _QUESTIONS["report"]
+# The first report template: `SonoVLM.chat(question=None)` asks exactly this
 # (sonofm.models.vlm_prompt.DEFAULT_QUESTION).
-DEFAULT_REPORT_QUESTION = "Write the ultrasound report for this study."
-REPORT_QUESTIONS: tuple[str, ...] = (
-    DEFAULT_REPORT_QUESTION,
-    "Write the report for this ultrasound image.",
-    "Describe the findings in this ultrasound image and give an impression.",
-    "Please provide a structured ultrasound report (findings and impression).",
-    "What does this ultrasound show? Answer as a report.",
-    "Generate the radiology report for this scan.",
-)
-MULTI_QUESTIONS: tuple[str, ...] = (
-    "Write the ultrasound report for this study of {n} images.",
-    "These {n} images belong to one examination. Write the report.",
-    "Describe the findings across these {n} ultrasound images and give an impression.",
-)
-DIAGNOSIS_QUESTIONS: tuple[str, ...] = (
-    "What is the most likely diagnosis?",
-    "What is the diagnosis for this ultrasound image?",
-    "Which abnormality, if any, is shown?",
-    "Give the diagnosis.",
-)
-ECHO_DIAGNOSIS_QUESTIONS: tuple[str, ...] = (
-    "What are the main echocardiographic findings?",
-    "Summarise the abnormal findings of this echocardiogram.",
-    "Which cardiac abnormalities are present?",
-)
-DIMENSION_NOUNS = {
-    "shape": "shape",
-    "margin": "margin",
-    "echogenicity": "echogenicity",
-    "internal": "internal content",
-    "posterior": "posterior acoustic feature",
-    "vascularity": "vascularity",
-}
+DEFAULT_REPORT_QUESTION = REPORT_QUESTIONS[0]
+MULTI_QUESTIONS: tuple[str, ...] = _QUESTIONS["multi"]
+DIAGNOSIS_QUESTIONS: tuple[str, ...] = _QUESTIONS["diagnosis"]
+ECHO_DIAGNOSIS_QUESTIONS: tuple[str, ...] = _QUESTIONS["echo_diagnosis"]
+DIMENSION_NOUNS: dict[str, str] = _QUESTIONS["dimension_nouns"]
 # yes/no wording by grammar: adjectives (oval, hypoechoic, solid) vs nouns (spiculated margins, debris)
-ADJ_TAG_QUESTIONS: tuple[str, ...] = ("Is the lesion {phrase}?", "Would you describe the lesion as {phrase}?")
-NOUN_TAG_QUESTIONS: tuple[str, ...] = (
-    "Does the lesion show {phrase}?",
-    "Is there evidence of {phrase}?",
-    "Can you see {phrase}? Answer yes or no.",
-)
+ADJ_TAG_QUESTIONS: tuple[str, ...] = _QUESTIONS["adj_tag"]
+NOUN_TAG_QUESTIONS: tuple[str, ...] = _QUESTIONS["noun_tag"]
 _ADJ_DIMS = ("shape", "echogenicity")
 _ADJ_TAGS = {("internal", t) for t in ("solid", "cystic", "mixed_cystic_solid", "spongiform")} | {
     ("vascularity", "avascular")
 }
-OPEN_DIM_QUESTIONS: tuple[str, ...] = (
-    "What is the {noun} of the lesion?",
-    "Describe the lesion's {noun}.",
-    "How would you characterise the {noun}?",
-)
-MC_DIM_QUESTIONS: tuple[str, ...] = (
-    "What is the {noun} of the lesion? Options: {options}.",
-    "Choose the lesion's {noun}: {options}.",
-)
-THRESHOLD_QUESTIONS: tuple[str, ...] = (
-    "Is the {phrase} {cmp} {value}?",
-    "Is the measured {phrase} {cmp} {value}? Answer yes or no.",
-)
-OPEN_MEASURE_QUESTIONS: tuple[str, ...] = (
-    "What is the {phrase}?",
-    "How large is the {phrase}?",
-    "Report the {phrase}.",
-)
-VIEW_YESNO_QUESTIONS: tuple[str, ...] = ("Is this an {phrase}?", "Was this image acquired in the {phrase}?")
-VIEW_OPEN_QUESTIONS: tuple[str, ...] = ("Which echocardiographic view is this?", "Name the view shown.")
-VIEW_MC_QUESTIONS: tuple[str, ...] = ("Which view is this? Options: {options}.",)
-ORGAN_YESNO_QUESTIONS: tuple[str, ...] = (
-    "Is this an ultrasound of the {phrase}?",
-    "Does this image show the {phrase}?",
-)
-ORGAN_OPEN_QUESTIONS: tuple[str, ...] = ("Which organ is imaged?", "What organ is shown in this image?")
+OPEN_DIM_QUESTIONS: tuple[str, ...] = _QUESTIONS["open_dim"]
+MC_DIM_QUESTIONS: tuple[str, ...] = _QUESTIONS["mc_dim"]
+THRESHOLD_QUESTIONS: tuple[str, ...] = _QUESTIONS["threshold"]
+OPEN_MEASURE_QUESTIONS: tuple[str, ...] = _QUESTIONS["open_measure"]
+VIEW_YESNO_QUESTIONS: tuple[str, ...] = _QUESTIONS["view_yesno"]
+VIEW_OPEN_QUESTIONS: tuple[str, ...] = _QUESTIONS["view_open"]
+VIEW_MC_QUESTIONS: tuple[str, ...] = _QUESTIONS["view_mc"]
+ORGAN_YESNO_QUESTIONS: tuple[str, ...] = _QUESTIONS["organ_yesno"]
+ORGAN_OPEN_QUESTIONS: tuple[str, ...] = _QUESTIONS["organ_open"]
 
 
 # ------------------------------------------------------------------ small helpers
