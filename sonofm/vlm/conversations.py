@@ -447,30 +447,17 @@ def conversations_from_rows(
 
 
 def conversations_from_dataset(
-    data_dir: str | Path,
-    split: str | None = "train",
-    *,
-    seed: int = 0,
-    tasks: Iterable[str] = TASKS,
-    questions_per_image: int = 2,
-    max_images: int = 4,
-    report_questions: int = 1,
+    data_dir: str | Path, split: str | None = "train", **options: Any
 ) -> list[dict[str, Any]]:
     """ShareGPT records for one split (None: all rows) of a dataset directory or manifest file.
 
-    Image paths stay relative to the dataset directory (the manifest's own paths).
+    ``options``: those of `conversations_from_rows` (seed, tasks, questions_per_image, max_images,
+    report_questions). Image paths stay relative to the dataset directory (the manifest's own paths).
     """
     from sonofm.data.dataset import load_table
 
     df = load_table(data_dir, split)
-    recs = conversations_from_rows(
-        df,
-        seed=seed,
-        tasks=tasks,
-        questions_per_image=questions_per_image,
-        max_images=max_images,
-        report_questions=report_questions,
-    )
+    recs = conversations_from_rows(df, **options)
     log.info("%s [%s]: %d conversations from %d images", data_dir, split, len(recs), len(df))
     return recs
 
