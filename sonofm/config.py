@@ -39,6 +39,10 @@ class TrainerConfig(BaseModel):
     accum_steps: int = Field(1, ge=1)
     accum_feature_cache: bool = True
     lr: float = Field(5e-4, gt=0)
+    # Parameter-name prefix -> learning-rate multiplier, e.g. {"text.": 0.05}: pretrained layers
+    # that learn (a text tower's top layers) take a fraction of the rate that trains new ones from
+    # scratch; the longest matching prefix wins, other parameters take 1.
+    lr_scales: dict[str, float] = Field(default_factory=dict)
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = Field(1e-6, gt=0)

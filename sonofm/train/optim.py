@@ -17,7 +17,7 @@ same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import torch
@@ -45,28 +45,57 @@ def is_no_decay(name: str, param: torch.Tensor, keywords: Iterable[str] = NO_DEC
     return param.ndim < 2 or any(k in lowered for k in keywords)
 
 
+def lr_scale(name: str, scales: Mapping[str, float]) -> float:
+    """The multiplier of the longest prefix in ``scales`` that ``name`` starts with (1 if none)."""
+    matches = [prefix for prefix in scales if name.startswith(prefix)]
+    return float(scales[max(matches, key=len)]) if matches else 1.0
+
+
 def param_groups(
-    model: nn.Module, weight_decay: float, keywords: Iterable[str] = NO_DECAY_KEYWORDS
+    model: nn.Module,
+    weight_decay: float,
+    keywords: Iterable[str] = NO_DECAY_KEYWORDS,
+    lr_scales: Mapping[str, float] | None = None,
 ) -> list[dict]:
-    """Two AdamW groups, ``decay`` and ``no_decay``, over the trainable parameters (named)."""
+    """AdamW groups over the trainable parameters (named): ``decay`` and ``no_decay``, each split
+    further by learning-rate multiplier when ``lr_scales`` gives some (``lr_scale`` in the group)."""
     keywords = tuple(keywords)
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    decay_names: list[str] = []
-    no_decay_names: list[str] = []
+    scales = dict(lr_scales or {})
+    bad = {k: v for k, v in scales.items() if not v > 0}
+    if bad:
+        raise ValueError(f"train.lr_scales must be > 0, got {bad}")
+    groups: dict[tuple[str, float], dict] = {}
+    for kind, decay in (("decay", weight_decay), ("no_decay", 0.0)):
+        groups[(kind, 1.0)] = {
+            "params": [],
+            "weight_decay": decay,
+            "names": [],
+            "group": kind,
+            "lr_scale": 1.0,
+        }
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if is_no_decay(name, p, keywords):
-            no_decay.append(p)
-            no_decay_names.append(name)
-        else:
-            decay.append(p)
-            decay_names.append(name)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "names": decay_names, "group": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names, "group": "no_decay"},
+        kind = "no_decay" if is_no_decay(name, p, keywords) else "decay"
+        scale = lr_scale(name, scales)
+        group = groups.setdefault(
+            (kind, scale),
+            {
+                "params": [],
+                "weight_decay": groups[(kind, 1.0)]["weight_decay"],
+                "names": [],
+                "group": f"{kind}@{scale:g}",
+                "lr_scale": scale,
+            },
+        )
+        group["params"].append(p)
+        group["names"].append(name)
+    unmatched = [
+        prefix for prefix in scales if not any(n.startswith(prefix) for n, _ in model.named_parameters())
     ]
+    if unmatched:
+        raise ValueError(f"train.lr_scales prefixes {unmatched} match no parameter of the model")
+    return list(groups.values())
 
 
 OptimizerImpl = Literal["auto", "fused", "foreach", "loop"]
@@ -86,13 +115,16 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.98),
     eps: float = 1e-6,
     impl: OptimizerImpl = "auto",
+    lr_scales: Mapping[str, float] | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups` (CLIP's betas/eps by default).
 
     ``impl``: ``auto`` (fused where supported, else foreach), or one of ``fused``, ``foreach``,
     ``loop`` (the per-parameter reference). All give the same update up to float rounding.
     """
-    groups = [g for g in param_groups(model, weight_decay) if g["params"]]
+    groups = [g for g in param_groups(model, weight_decay, lr_scales=lr_scales) if g["params"]]
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
     if not groups:
         raise ValueError("the model has no trainable parameters")
     if impl == "auto":

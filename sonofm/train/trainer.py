@@ -216,7 +216,12 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
         if config.grad_checkpointing:
             enable_grad_checkpointing(self.raw_model)
         self.optimizer = build_optimizer(
-            self.raw_model, config.lr, config.weight_decay, tuple(config.betas), config.eps
+            self.raw_model,
+            config.lr,
+            config.weight_decay,
+            tuple(config.betas),
+            config.eps,
+            lr_scales=config.lr_scales,
         )
         self.scheduler = build_scheduler(
             self.optimizer, min(config.warmup_steps, self.total_steps), self.total_steps, config.min_lr_ratio

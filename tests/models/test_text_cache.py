@@ -74,9 +74,49 @@ def test_cache_is_bounded_and_cleared_by_new_weights() -> None:
     assert len(tower._cache) == 0
 
 
-def test_cache_needs_a_fully_frozen_tower() -> None:
-    tower, _ = _tower(freeze_layers=1, cache=10)
-    assert tower._cache is None
+def test_cache_needs_frozen_layers() -> None:
+    tower, _ = _tower(freeze_layers=0, cache=10)
+    assert tower._cache is None and tower.cache_kind is None
+
+
+def _grads(tower: TextTower) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in tower.named_parameters() if p.grad is not None}
+
+
+def test_prefix_cache_gives_the_encoders_features_and_gradients_and_runs_frozen_layers_once() -> None:
+    plain, tok = _tower(freeze_layers=1)
+    cached, _ = _tower(freeze_layers=1, cache=100)
+    cached.load_state_dict(plain.state_dict())
+    assert cached.cache_kind == "prefix"
+    texts = ["a hypoechoic nodule with microcalcifications", "normal liver", "an anechoic cyst"]
+    ids, mask = _batch(tok, texts)
+    for tower in (plain, cached):
+        tower.eval()  # no dropout, so both paths must agree exactly up to float16 storage
+        tower(ids, mask).pow(2).sum().backward()
+    want, got = _grads(plain), _grads(cached)
+    assert set(got) == set(want) and all(".layer.1." in n for n in got)  # only the top layer learns
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(cached(ids, mask), plain(ids, mask), atol=2e-3, rtol=2e-3)
+    calls: list[int] = []
+    original = cached._prefix
+    cached._prefix = lambda i, m: calls.append(i.shape[0]) or original(i, m)
+    ids2, mask2 = _batch(tok, [texts[1], "a new text", texts[0]])  # other order and padding
+    torch.testing.assert_close(cached(ids2, mask2), plain(ids2, mask2), atol=2e-3, rtol=2e-3)
+    assert calls == [1]  # only the unseen text ran through the frozen layers
+    # the trainable top layer still drops out in training mode
+    cached.train()
+    assert not torch.equal(cached(ids, mask), cached(ids, mask))
+
+
+def test_prefix_cache_refuses_an_encoder_it_cannot_split(monkeypatch) -> None:
+    import pytest
+
+    from sonofm.errors import UserError
+
+    monkeypatch.setattr(TextTower, "_run_layers", lambda self, h, m, a, b: h)  # a family that differs
+    with pytest.raises(UserError, match=r"text.cache=0"):
+        _tower(freeze_layers=1, cache=10)
 
 
 def test_warming_encodes_each_text_once_sorted_by_length_and_steps_then_hit() -> None:
@@ -109,5 +149,76 @@ def test_warming_encodes_each_text_once_sorted_by_length_and_steps_then_hit() ->
 def test_warming_a_learning_text_tower_does_nothing() -> None:
     from sonofm.models.text_towers import TextTokenizer, warm_text_caches
 
-    tower, tok = _tower(freeze_layers=1, cache=10)
+    tower, tok = _tower(freeze_layers=0, cache=10)
     assert warm_text_caches(tower, ["normal liver"], TextTokenizer(tok, 32)) == 0
+
+
+def test_warming_a_prefix_cache_makes_steps_hits() -> None:
+    from sonofm.models.text_towers import TextTokenizer, warm_text_caches
+
+    tower, tok = _tower(freeze_layers=1, cache=10)
+    texts = ["normal liver", "an anechoic cyst"]
+    assert warm_text_caches(tower, texts, TextTokenizer(tok, 32)) == 2
+    tower._prefix = None  # a step that ran the frozen layers again would fail here
+    tower(*_batch(tok, texts))
+
+
+def test_attention_pool_starts_as_mean_pooling_and_learns_where_mean_cannot() -> None:
+    mean, tok = _tower(freeze_layers=-1)
+    attn, _ = _tower(freeze_layers=-1, pool="attention", pool_heads=2)
+    attn.load_state_dict(mean.state_dict(), strict=False)
+    ids, mask = _batch(tok, ["a hypoechoic nodule with microcalcifications", "normal liver"])
+    torch.testing.assert_close(attn(ids, mask), mean(ids, mask), atol=1e-5, rtol=1e-5)
+    assert {n for n, p in attn.named_parameters() if p.requires_grad} == {
+        "attn_pool.query",
+        "attn_pool.attn.in_proj_weight",
+        "attn_pool.attn.in_proj_bias",
+        "attn_pool.attn.out_proj.weight",
+        "attn_pool.attn.out_proj.bias",
+    }  # the frozen encoder stays frozen; only the pooling learns
+    # Pull the pooled feature of a long text towards the state of one of its tokens: a mean of
+    # fixed states cannot move, a learned query can put its weight on that token.
+    h = attn.encoder(input_ids=ids[:1], attention_mask=mask[:1]).last_hidden_state.detach()
+    target = h[0, 3]
+    opt = torch.optim.Adam(attn.attn_pool.parameters(), lr=0.05)
+    start = (attn(ids[:1], mask[:1])[0] - target).norm().item()
+    for _ in range(100):
+        opt.zero_grad()
+        (attn(ids[:1], mask[:1])[0] - target).pow(2).sum().backward()
+        opt.step()
+    assert (attn(ids[:1], mask[:1])[0] - target).norm().item() < 0.2 * start
+
+
+def test_attention_pool_over_a_frozen_tower_caches_token_states_with_the_same_gradients() -> None:
+    plain, tok = _tower(freeze_layers=-1, pool="attention", pool_heads=2)
+    cached, _ = _tower(freeze_layers=-1, pool="attention", pool_heads=2, cache=100)
+    with torch.no_grad():
+        plain.attn_pool.query.normal_()  # away from the mean-pooling start
+    cached.load_state_dict(plain.state_dict())
+    assert cached.cache_kind == "prefix" and cached.prefix_layers == 2
+    ids, mask = _batch(tok, ["a hypoechoic nodule with microcalcifications", "normal liver", "a cyst"])
+    for tower in (plain, cached):
+        tower(ids, mask).pow(2).sum().backward()
+    want, got = _grads(plain), _grads(cached)
+    assert set(got) == set(want) and all(n.startswith("attn_pool.") for n in got)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=2e-3, rtol=2e-3)
+
+
+def test_attention_pool_round_trips_through_a_model_dir(tmp_path) -> None:
+    from sonofm.models import build_model, load_model, save_model
+    from tests.tiny_models import tiny_dual_encoder
+
+    spec = tiny_dual_encoder("attn", text={"pool": "attention", "pool_heads": 2})
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    with torch.no_grad():
+        model.text.attn_pool.query.normal_()
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m").eval()
+    assert loaded.config.text.pool == "attention"
+    tok = model.tokenize(["a hypoechoic nodule", "normal liver"])
+    with torch.no_grad():
+        want = model.encode_text(tok["input_ids"], tok["attention_mask"])
+        got = loaded.encode_text(tok["input_ids"], tok["attention_mask"])
+    torch.testing.assert_close(got, want, atol=0, rtol=0)

@@ -83,3 +83,32 @@ def test_schedule_rejects_bad_arguments() -> None:
         WarmupCosine(0, 0)
     with pytest.raises(ValueError, match="min_ratio"):
         WarmupCosine(0, 10, 2.0)
+
+
+def test_lr_scales_give_pretrained_parts_a_fraction_of_the_rate_through_the_schedule() -> None:
+    model = StandInDual(bias=True)
+    opt = build_optimizer(model, lr=0.1, weight_decay=0.2, lr_scales={"text_proj.": 0.05, "text_proj.b": 0.5})
+    sched = build_scheduler(opt, warmup=2, total=10)
+    by_name = {n: g for g in opt.param_groups for n in g["names"]}
+    assert by_name["text_proj.weight"]["weight_decay"] == 0.2  # the split keeps decay exclusions
+    assert by_name["text_proj.bias"]["weight_decay"] == 0.0
+    for _ in range(4):
+        opt.step()
+        sched.step()
+        base = by_name["image_proj.1.weight"]["lr"]
+        assert by_name["text_proj.weight"]["lr"] == pytest.approx(0.05 * base)
+        assert by_name["text_proj.bias"]["lr"] == pytest.approx(0.5 * base)  # longest prefix wins
+    # the update itself is scaled: one Adam step moves a weight by about lr
+    p = model.text_proj.weight
+    before = p.detach().clone()
+    p.grad = torch.ones_like(p)
+    opt.step()
+    moved = (before * (1 - by_name["text_proj.weight"]["lr"] * 0.2) - p.detach()).abs().mean()
+    assert moved.item() == pytest.approx(by_name["text_proj.weight"]["lr"], rel=0.05)
+
+
+def test_lr_scales_that_match_nothing_or_are_not_positive_are_refused() -> None:
+    with pytest.raises(ValueError, match="match no parameter"):
+        param_groups(StandInDual(), 0.1, lr_scales={"txt.": 0.1})
+    with pytest.raises(ValueError, match="must be > 0"):
+        param_groups(StandInDual(), 0.1, lr_scales={"text_proj.": 0.0})
