@@ -173,6 +173,7 @@ def build_loader(
     sampler: Sampler[int] | None = None,
     root: str | Path | None = None,
     worker_start: str = "default",
+    with_masks: bool = True,
 ) -> DataLoader[Any]:
     """A DataLoader of collated batches (see `sonofm.data.dataset.collate`).
 
@@ -194,6 +195,7 @@ def build_loader(
             seed=seed,
             root=root,
             shuffle=shuffle,
+            with_masks=with_masks,
         )
     )
     if isinstance(ds, IterableDataset):

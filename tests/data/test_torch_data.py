@@ -142,3 +142,14 @@ def test_shards_round_trip(tmp_path) -> None:
         assert it["text"] == ref["text"] and it["measurements"] == ref["measurements"]
     with pytest.raises(UserError, match="not empty"):
         export_shards(root, tmp_path / "shards")
+
+
+def test_loader_without_masks_gives_the_same_augmented_images(tmp_path) -> None:
+    # pretraining skips mask decoding; the images (and their augmentation) must not change
+    _make_dataset(tmp_path)
+    kw = {"image_size": 32, "augment": 1.0, "seed": 5, "shuffle": False}
+    with_masks = next(iter(build_loader(tmp_path, "train", 8, **kw)))
+    without = next(iter(build_loader(tmp_path, "train", 8, with_masks=False, **kw)))
+    assert with_masks["mask"].any() and "has_mask" not in with_masks
+    assert not without["has_mask"].any() and not without["mask"].any()  # nothing decoded
+    torch.testing.assert_close(without["image"], with_masks["image"], atol=0, rtol=0)
