@@ -151,5 +151,5 @@ def test_loader_without_masks_gives_the_same_augmented_images(tmp_path) -> None:
     with_masks = next(iter(build_loader(tmp_path, "train", 8, **kw)))
     without = next(iter(build_loader(tmp_path, "train", 8, with_masks=False, **kw)))
     assert with_masks["mask"].any() and "has_mask" not in with_masks
-    assert not without["has_mask"].any() and not without["mask"].any()  # nothing decoded
+    assert without["mask"] is None and not without["has_mask"].any()  # nothing decoded or carried
     torch.testing.assert_close(without["image"], with_masks["image"], atol=0, rtol=0)
