@@ -9,23 +9,17 @@ import html
 import logging
 import re
 from pathlib import Path
-from typing import Any
+
+from sonofm.figures import png_figure, pyplot
 
 log = logging.getLogger(__name__)
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+_plt = pyplot  # re-exported by demo_report under its old name
 
 
 def training_figures(runs: dict[str, Path]) -> list[tuple[str, str]]:
     """Loss terms vs step (one panel per run) and validation retrieval vs step (both runs)."""
-    from sonofm.eval.report import _png
     from sonofm.train.metrics_log import read_metrics
 
     records = {}
@@ -51,7 +45,7 @@ def training_figures(runs: dict[str, Path]) -> list[tuple[str, str]]:
         ax.set(title=f"{name}: training loss terms", xlabel="optimizer step", ylabel="loss")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    figs.append((_png(fig), "Training loss (total and each term) per optimizer step"))
+    figs.append((png_figure(fig), "Training loss (total and each term) per optimizer step"))
     fig, axes = plt.subplots(1, 2, figsize=(9.2, 3.6))
     for k, (key, title) in enumerate(
         (("val/r_mean", "mean of R@1/5/10, both directions"), ("val/r1", "R@1"))
@@ -65,7 +59,8 @@ def training_figures(runs: dict[str, Path]) -> list[tuple[str, str]]:
         ax.set(title=f"validation retrieval: {title}", xlabel="optimizer step", ylim=(0, None))
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    figs.append((_png(fig), "Validation image-text retrieval during training (val split, after each epoch)"))
+    caption = "Validation image-text retrieval during training (val split, after each epoch)"
+    figs.append((png_figure(fig), caption))
     return figs
 
 

@@ -42,6 +42,7 @@ from sonofm.demo_reading import (  # noqa: F401 (re-exported)
 )
 from sonofm.eval.metrics import MIN_PATIENTS
 from sonofm.eval.reading import model_alerts, patients_phrase
+from sonofm.figures import CSS, figure_html
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,6 @@ def build_demo_report(
     names: tuple[str, str],
 ) -> str:
     """The demo report's HTML (see the module docstring for its sections)."""
-    from sonofm.eval.report import CSS, _figure
-
     out = Path(out)
     rows = headline_rows(results, headline)
     n_images = results.get("data", {}).get("n_images", {})
@@ -192,7 +191,7 @@ def build_demo_report(
     ]
     figs = training_figures(runs)
     if figs:
-        body.append('<div class="figs wide">' + "".join(_figure(s, c) for s, c in figs) + "</div>")
+        body.append('<div class="figs wide">' + "".join(figure_html(s, c) for s, c in figs) + "</div>")
     else:
         body.append("<p>No training logs were found.</p>")
     body.append("<section class='evalsec'><h2 id='eval'>Full evaluation</h2>")

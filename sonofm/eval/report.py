@@ -21,47 +21,21 @@ from sonofm.atomic import atomic_write_text
 from sonofm.eval.metrics import reliability_bins
 from sonofm.eval.reading import alerts_html, model_alerts, task_alerts
 from sonofm.eval.tables import _ci, _fmt, _p, multiple_testing_sentence
+from sonofm.figures import (  # noqa: F401 (CSS, confusion/scatter figures, png_data_uri: re-exported)
+    CSS,
+    confusion_figure,
+    figure_html,
+    png_data_uri,
+    png_figure,
+    pyplot,
+    scatter_figure,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_ROC_CLASSES = 12
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
-color:#222;padding:0 1em}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ddd;padding:.25em .6em;
-font-size:.9em;text-align:left}th{background:#f4f4f4}
-.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0}.figs img{max-width:380px}
-figcaption{font-size:.8em;color:#555}.ok{color:#167a2c}.bad{color:#b02a2a}
-.ex{display:flex;gap:1em;align-items:flex-start;margin:.6em 0}.ex img{width:96px;height:96px;
-image-rendering:pixelated;border:1px solid #ccc}.ex ol{margin:0;font-size:.85em}
-.meta{font-size:.85em;color:#555}
-.alert{background:#fdecea;border-left:4px solid #c62828;padding:.5em 1em;margin:.6em 0;max-width:70em}
-.alert ul{margin:.3em 0}.alert li{margin:.2em 0}
-"""
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _figure(src: str, caption: str) -> str:
-    cap = html.escape(caption)
-    return f'<figure><img src="{src}" alt="{cap}"><figcaption>{cap}</figcaption></figure>'
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+# the figure kit's names as this module has always spelled them
+_png, _figure, _plt = png_figure, figure_html, pyplot
 
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> str | None:
@@ -87,30 +61,6 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> 
     return _png(fig)
 
 
-def confusion_figure(conf: np.ndarray, classes: list[str], title: str) -> str:
-    plt = _plt()
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(3.5, 0.45 * n + 1.5), max(3, 0.45 * n + 1)))
-    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(n), classes, fontsize=7)
-    for i in range(n):
-        for j in range(n):
-            if conf[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    str(conf[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if norm[i, j] > 0.5 else "black",
-                )
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    return _png(fig)
-
-
 def reliability_figure(y: np.ndarray, probs: np.ndarray, title: str, n_bins: int = 10) -> str:
     plt = _plt()
     conf, acc, count = reliability_bins(y, probs, n_bins)
@@ -122,16 +72,6 @@ def reliability_figure(y: np.ndarray, probs: np.ndarray, title: str, n_bins: int
     ax.plot(conf[ok], acc[ok], "o", c="C3", ms=3, label="bin mean confidence")
     ax.set(xlabel="confidence", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=6, loc="upper left")
-    return _png(fig)
-
-
-def scatter_figure(y: np.ndarray, pred: np.ndarray, title: str) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.scatter(y, pred, s=8, alpha=0.7)
-    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
-    ax.plot([lo, hi], [lo, hi], ls="--", c="grey", lw=0.8)
-    ax.set(xlabel="true", ylabel="predicted", title=title)
     return _png(fig)
 
 
@@ -215,15 +155,6 @@ def _task_figures(res: Any, root: Path) -> list[str]:
     for src, caption in p.get("images", []):
         figs.append(_figure(src, f"{res.name}: {caption}"))
     return figs
-
-
-def png_data_uri(image: np.ndarray) -> str:
-    """uint8 (H, W) or (H, W, 3) array -> inline PNG data URI (for `TaskResult.plots["images"]`)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _examples_html(examples: list[dict[str, Any]], root: Path) -> str:

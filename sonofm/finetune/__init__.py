@@ -7,6 +7,6 @@ themselves on import; `sonofm.finetune.tasks.get_task` imports the built-in ones
 
 from __future__ import annotations
 
-from sonofm.finetune.tasks import FINETUNE_TASKS, FinetuneTask, collate, get_task, register_finetune_task
+from sonofm.tasks.base import FINETUNE_TASKS, FinetuneTask, collate, get_task, register_finetune_task
 
 __all__ = ["FINETUNE_TASKS", "FinetuneTask", "collate", "get_task", "register_finetune_task"]

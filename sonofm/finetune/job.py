@@ -63,8 +63,9 @@ from sonofm.finetune.seed_stats import (  # noqa: F401 (re-exported: the job's s
     summarise,
     task_classes,
 )
-from sonofm.finetune.tasks import FinetuneTask, collate, concat_predictions, get_task
 from sonofm.models.model_dir import ModelDir
+from sonofm.tasks.base import FinetuneTask, collate, get_task
+from sonofm.tasks.predict import predict_dataset
 
 log = logging.getLogger(__name__)
 
@@ -193,52 +194,6 @@ def plan_splits(
             )
     train = fewshot_subset(train, d.fraction, seed, task.strata(train))
     return {"train": train, "val": val, "test": test}
-
-
-def _loader(ds: torch.utils.data.Dataset, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
-    )
-
-
-def _autocast(device: torch.device, precision: str) -> Any:
-    from sonofm.train.precision import autocast
-
-    return autocast(precision, device)
-
-
-@torch.no_grad()
-def predict_dataset(
-    model: nn.Module,
-    task: FinetuneTask,
-    ds: Any,
-    *,
-    device: torch.device,
-    batch_size: int = 32,
-    workers: int = 0,
-    precision: str = "fp32",
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Run `model` over a task dataset; per-sample predictions and the matching manifest rows."""
-    from sonofm.train.trainer import to_device
-
-    was = model.training
-    model.eval()
-    chunks = []
-    for batch in _loader(ds, batch_size, workers):
-        if "image" not in batch:
-            continue
-        batch = to_device(batch, device)
-        with _autocast(device, precision):
-            outputs = model(batch["image"])
-        chunk = task.predict(outputs, batch)
-        chunk["index"] = batch["index"].cpu().numpy()
-        chunks.append(chunk)
-    model.train(was)
-    if not chunks:
-        raise DataError(f"{task.name}: no decodable images to evaluate")
-    preds = concat_predictions(chunks)
-    rows = ds.table.iloc[preds["index"]].reset_index(drop=True)
-    return preds, rows
 
 
 class TaskStep:

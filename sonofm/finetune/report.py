@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sonofm.atomic import atomic_write_text
+from sonofm.figures import CSS
 
 
 def _fmt(v: Any) -> str:
@@ -22,8 +23,6 @@ def _fmt_ci(entry: dict[str, Any]) -> str:
 
 def write_report(path: Path, summary: dict[str, Any], per_seed: list[dict[str, Any]]) -> Path:
     """Self-contained HTML (no JavaScript, images inlined): summary table, per-seed tables, figures."""
-    from sonofm.eval.report import CSS
-
     title = f"sonofm finetune: {summary['task']} / {summary['adapter']}"
     body = [f"<h1>{html.escape(title)}</h1>"]
     body.append(

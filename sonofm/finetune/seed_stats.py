@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sonofm.atomic import atomic_write
-from sonofm.finetune.tasks import FinetuneTask, get_task
+from sonofm.tasks.base import FinetuneTask, get_task
 
 if TYPE_CHECKING:
     from sonofm.finetune.job import FinetuneConfig

@@ -75,9 +75,9 @@ class TaskModel(nn.Module):
 
     def __init__(self, config: TaskModelConfig, *, tower: nn.Module | None = None) -> None:
         super().__init__()
-        from sonofm.finetune.tasks import get_task
         from sonofm.models.adapters import apply_adapter
         from sonofm.models.image_towers import ImageTower
+        from sonofm.tasks.base import get_task
 
         self.config = config
         self.visual = tower if tower is not None else ImageTower(config.image, load_pretrained=False)

@@ -1,4 +1,7 @@
-"""Fine-tuning task registry and base class.
+"""Task definitions: the registry and base class of the downstream tasks.
+
+They sit below the jobs: `sonofm.models.task_model` builds a head from a task, the fine-tuning job
+trains it and the eval kind `finetune` scores it; `sonofm.finetune.tasks` re-exports this module.
 
 A fine-tuning *task* (segment, classify, landmarks, ef, detect, enhance) is everything that is
 specific to one downstream problem: which manifest rows it uses, how an item is built, the head
@@ -25,7 +28,7 @@ Contract (summarised in docs/design.md, "Fine-tuning tasks"):
   = batch), including targets; the caller concatenates batches along axis 0 (keys whose values
   are lists are concatenated as lists). ``metrics(preds, rows)`` and ``figures(preds, rows,
   root)`` then see every sample of a split at once, with ``rows`` the manifest rows in the same
-  order (`sonofm.finetune.job.predict_dataset` runs a model over a dataset this way).
+  order (`sonofm.tasks.predict.predict_dataset` runs a model over a dataset this way).
 - ``per_sample`` / ``metric_fns`` expose metrics in per-sample form so the eval kind
   ``finetune`` can bootstrap CIs; ``primary_metric`` picks the best epoch on validation.
 - A head whose class sets ``wants_image = True`` is called ``head(feature_maps, image=images)``.
@@ -184,12 +187,12 @@ def register_finetune_task(cls: type[FinetuneTask]) -> type[FinetuneTask]:
 
 # Built-in task modules; imported lazily so `tasks.py` itself stays light and import-cycle free.
 _BUILTIN_MODULES = (
-    "sonofm.finetune.segment",
-    "sonofm.finetune.classify",
-    "sonofm.finetune.landmarks",
-    "sonofm.finetune.ef",
-    "sonofm.finetune.detect",
-    "sonofm.finetune.enhance",
+    "sonofm.tasks.segment",
+    "sonofm.tasks.classify",
+    "sonofm.tasks.landmarks",
+    "sonofm.tasks.ef",
+    "sonofm.tasks.detect",
+    "sonofm.tasks.enhance",
 )
 
 

@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonofm.errors import UserError
-from sonofm.finetune.tasks import FinetuneTask, ManifestTaskDataset, register_finetune_task
+from sonofm.figures import confusion_figure
+from sonofm.tasks.base import FinetuneTask, ManifestTaskDataset, register_finetune_task
+from sonofm.tasks.labels import label_values
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -123,8 +125,6 @@ class ClassifyTask(FinetuneTask):
         return [str(c) for c in classes]
 
     def labels(self, df: pd.DataFrame) -> np.ndarray:
-        from sonofm.eval.tasks.base import label_values
-
         return label_values(df, self.target)
 
     def select(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -212,8 +212,6 @@ class ClassifyTask(FinetuneTask):
         }
 
     def figures(self, preds: dict[str, np.ndarray], rows: pd.DataFrame, root: Path) -> list[tuple[str, str]]:
-        from sonofm.eval.report import confusion_figure
-
         y, pred = preds["label"], preds["probs"].argmax(1)
         classes = self.classes
         known = y >= 0

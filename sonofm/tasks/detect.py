@@ -29,9 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from sonofm.errors import DataError, UserError
-from sonofm.finetune.landmarks import read_display, stored_size
-from sonofm.finetune.tasks import FinetuneTask, ManifestTaskDataset, register_finetune_task
+from sonofm.figures import png_figure, pyplot
 from sonofm.models.heads.detection import CenterNetHead, centernet_loss, centernet_targets, decode_boxes
+from sonofm.tasks.base import FinetuneTask, ManifestTaskDataset, register_finetune_task
+from sonofm.tasks.landmarks import read_display, stored_size
 
 log = logging.getLogger(__name__)
 
@@ -248,9 +249,7 @@ class DetectTask(FinetuneTask):
     def figures(self, preds: dict[str, Any], rows: pd.DataFrame, root: Path) -> list[tuple[str, str]]:
         from matplotlib.patches import Rectangle
 
-        from sonofm.eval.report import _plt, _png
-
-        plt = _plt()
+        plt = pyplot()
         with_box = [i for i, b in enumerate(preds["true_boxes"]) if len(b)]
         without = [i for i, b in enumerate(preds["true_boxes"]) if not len(b)]
         picks = (with_box[: MAX_FIGURES - 2] + without[:2])[:MAX_FIGURES]
@@ -285,7 +284,7 @@ class DetectTask(FinetuneTask):
             ax.set_axis_off()
             figs.append(
                 (
-                    _png(fig),
+                    png_figure(fig),
                     f"{row['id']} ({row['region']}): {len(preds['true_boxes'][i])} true box(es) "
                     f"green, {shown} prediction(s) >= {FIGURE_MIN_SCORE} red",
                 )

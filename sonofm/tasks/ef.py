@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonofm.errors import DataError
-from sonofm.finetune.tasks import FinetuneTask, PairDataset, register_finetune_task
+from sonofm.figures import scatter_figure
 from sonofm.models.heads.regression import PairEFHead
+from sonofm.tasks.base import FinetuneTask, PairDataset, register_finetune_task
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +281,6 @@ class EFTask(FinetuneTask):
         }
 
     def figures(self, preds: dict[str, np.ndarray], rows: pd.DataFrame, root: Path) -> list[tuple[str, str]]:
-        from sonofm.eval.report import scatter_figure
-
         m = regression_metrics(preds["true"], preds["pred"])
         title = f"{self.target}: MAE {m['mae']:.1f}, R^2 {m['r2']:.2f}"
         return [(scatter_figure(preds["true"], preds["pred"], title), f"{self.target}: predicted vs true")]

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonofm.errors import DataError
-from sonofm.finetune.tasks import FinetuneTask, PairDataset, register_finetune_task
+from sonofm.figures import png_data_uri
 from sonofm.models.heads.enhancement import ResidualEnhancementHead
+from sonofm.tasks.base import FinetuneTask, PairDataset, register_finetune_task
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,6 @@ class EnhanceTask(FinetuneTask):
         return {"psnr": psnr, "ssim": ssim}
 
     def figures(self, preds: dict[str, np.ndarray], rows: pd.DataFrame, root: Path) -> list[tuple[str, str]]:
-        from sonofm.eval.report import png_data_uri
-
         psnr, _ = psnr_ssim(preds["pred"], preds["target"])
         psnr_in, _ = psnr_ssim(preds["input"], preds["target"])
         figs = []

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonofm.errors import DataError, UserError
-from sonofm.finetune.tasks import FinetuneTask, ManifestTaskDataset, register_finetune_task
+from sonofm.figures import png_figure, pyplot
 from sonofm.models.heads.landmarks import (
     LandmarkHead,
     gaussian_heatmaps,
@@ -43,6 +43,7 @@ from sonofm.models.heads.landmarks import (
     quadratic_refine,
     soft_argmax,
 )
+from sonofm.tasks.base import FinetuneTask, ManifestTaskDataset, register_finetune_task
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +273,7 @@ class LandmarksTask(FinetuneTask):
         return out
 
     def figures(self, preds: dict[str, np.ndarray], rows: pd.DataFrame, root: Path) -> list[tuple[str, str]]:
-        from sonofm.eval.report import _plt, _png
-
-        plt = _plt()
+        plt = pyplot()
         err = self.per_sample(preds, rows)["mre_mm"]
         order = [i for i in np.argsort(np.nan_to_num(err, nan=-1.0)) if np.isfinite(err[i])]
         picks = sorted(set(order[:3] + order[-3:]), key=lambda i: err[i])[:MAX_FIGURES]
@@ -292,7 +291,8 @@ class LandmarksTask(FinetuneTask):
                 ax.plot([a[0], b[0]], [a[1], b[1]], c="yellow", lw=0.6)
             ax.set_axis_off()
             ax.legend(fontsize=6, loc="lower right")
-            figs.append((_png(fig), f"{row['id']} ({row.get('view') or row['region']}): MRE {err[i]:.2f} mm"))
+            caption = f"{row['id']} ({row.get('view') or row['region']}): MRE {err[i]:.2f} mm"
+            figs.append((png_figure(fig), caption))
         return figs
 
 

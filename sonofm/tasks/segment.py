@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from sonofm.errors import UserError
-from sonofm.finetune.tasks import FinetuneTask, ManifestTaskDataset, register_finetune_task
+from sonofm.figures import png_data_uri
+from sonofm.tasks.base import FinetuneTask, ManifestTaskDataset, register_finetune_task
 from sonofm.taxonomy import MASK_LABELS
 
 log = logging.getLogger(__name__)
@@ -284,8 +285,6 @@ class SegmentTask(FinetuneTask):
         }
 
     def figures(self, preds: dict[str, np.ndarray], rows: pd.DataFrame, root: Path) -> list[tuple[str, str]]:
-        from sonofm.eval.report import png_data_uri
-
         per = self.per_image(preds)
         dice = per["dice"]
         scored = np.flatnonzero(~np.isnan(dice))

@@ -28,6 +28,7 @@ import pandas as pd
 
 from sonofm.eval.metrics import CI
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
+from sonofm.figures import png_figure, pyplot
 from sonofm.vlm import metrics as VM
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,7 @@ def _can_chat(ctx: EvalContext) -> bool:
 
 def _example_figure(image: np.ndarray, generated: str, reference: str, title: str) -> str:
     """Thumbnail + generated and reference text side by side, as a PNG data URI."""
-    from sonofm.eval.report import _plt, _png
-
-    plt = _plt()
+    plt = pyplot()
     fig = plt.figure(figsize=(9.5, 3.2))
     ax = fig.add_axes((0.0, 0.05, 0.24, 0.9))
     ax.imshow(image, cmap="gray", vmin=0, vmax=255)
@@ -80,7 +79,7 @@ def _example_figure(image: np.ndarray, generated: str, reference: str, title: st
     fig.text(0.26, 0.88, wrap(generated) or "(empty)", fontsize=7, va="top", family="monospace")
     fig.text(0.63, 0.95, "reference:", fontsize=8, weight="bold", va="top")
     fig.text(0.63, 0.88, wrap(reference), fontsize=7, va="top", family="monospace")
-    return _png(fig)
+    return png_figure(fig)
 
 
 def _sub(groups: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:

@@ -33,6 +33,7 @@ from sonofm.eval.metrics import (
     macro_auc,
     n_groups,
 )
+from sonofm.tasks.labels import label_values  # noqa: F401 (re-exported: eval kinds read labels here)
 
 log = logging.getLogger(__name__)
 
@@ -142,22 +143,6 @@ def build_task(spec: dict[str, Any], where: str = "suite") -> Task:
 
 
 # ------------------------------------------------------------------ labels
-def label_values(rows: pd.DataFrame, target: str) -> np.ndarray:
-    """Object array of class labels for `target` (None where unknown)."""
-    if target == "body_system":
-        from sonofm.taxonomy import system_of
-
-        return np.array([system_of(o) if isinstance(o, str) else None for o in rows["organ"]], dtype=object)
-    if target == "malignant":
-        return np.array(
-            [None if m is None or m != m else ("malignant" if m else "benign") for m in rows["malignant"]],
-            dtype=object,
-        )
-    if target not in rows.columns:
-        raise UserError(f"task target {target!r} is not a manifest column (or body_system / malignant)")
-    return np.array([v if isinstance(v, str) and v else None for v in rows[target]], dtype=object)
-
-
 # ------------------------------------------------------------------ context
 @dataclass
 class EvalContext:

@@ -45,7 +45,7 @@ class FinetuneEval(Task):
         self.max_figures = int(max_figures)
 
     def run(self, ctx: EvalContext) -> TaskResult:
-        from sonofm.finetune.job import predict_dataset
+        from sonofm.tasks.predict import predict_dataset
 
         res = self.result()
         model = ctx.model
