@@ -277,6 +277,10 @@ class ObjectiveCollate:
         self.dataset = dataset
         self.seed = seed
         self.vocab = TagVocabulary() if spec.needs_attributes else None
+        # Caption negatives depend on (seed, sample id) only: written once per sample and kept
+        # (writing them was ~95 ms of a 64-sample batch, every epoch, in the loader's workers).
+        # `fixed_texts` fills this in the training process, so forked workers start with it.
+        self._drawn: dict[str, list[str]] = {}
 
     def fixed_texts(self) -> list[str]:
         """The hard negatives of every sample when they are drawn once per sample (caption
@@ -295,7 +299,9 @@ class ObjectiveCollate:
         for row, sid in enumerate(ids):
             record = self.structured.get(str(sid))
             caps: list[str] = []
-            if record:
+            if self.caption_negatives and str(sid) in self._drawn:
+                caps = self._drawn[str(sid)]
+            elif record:
                 # caption negatives are drawn once per sample (not per epoch): a frozen text tower
                 # then encodes them once (its cache), instead of ~150 new captions every step
                 draw = [self.seed, zlib.crc32(str(sid).encode())]
@@ -311,6 +317,8 @@ class ObjectiveCollate:
                         "sample %s: cannot write hard negatives from its structured report (%s)", sid, err
                     )
                     self.structured.pop(str(sid), None)  # warn once per sample
+                if self.caption_negatives:
+                    self._drawn[str(sid)] = caps
             valid[row, : len(caps)] = True
             texts.extend(caps + [""] * (self.negatives - len(caps)))
         return texts, valid

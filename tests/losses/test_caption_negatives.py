@@ -46,3 +46,29 @@ def test_caption_negatives_do_not_change_with_the_epoch_but_report_negatives_do(
     assert _negatives("caption", 0) == _negatives("caption", 5)
     reports = [_negatives("report", e) for e in range(4)]
     assert any(r != reports[0] for r in reports[1:])
+
+
+def test_caption_negatives_are_written_once_per_sample_and_kept(monkeypatch) -> None:
+    import sonofm.losses.compose as compose
+
+    calls: list[str] = []
+    original = compose._negated_contrastive_captions
+    monkeypatch.setattr(
+        compose, "_negated_contrastive_captions", lambda s, r, k: calls.append("w") or original(s, r, k)
+    )
+    collate = ObjectiveCollate(
+        parse_loss_spec("clip+negation"),
+        tokenizer=lambda texts: {},
+        negatives=3,
+        structured={"s1": STUDY.to_dict(), "s2": STUDY.to_dict()},
+        dataset=SimpleNamespace(epoch=0),
+        text="caption",
+    )
+    warmed = collate.fixed_texts()  # the training process lists them before the loader starts
+    assert len(calls) == 2
+    first = collate._negatives(["s1", "s2"])
+    collate.dataset.epoch = 3
+    again = collate._negatives(["s2", "s1"])
+    assert len(calls) == 2  # no sample written twice, in any epoch
+    assert again[0][:3] == first[0][3:] and again[0][3:] == first[0][:3]
+    assert set(first[0]) <= set(warmed)
