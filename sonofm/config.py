@@ -49,7 +49,7 @@ class TrainerConfig(BaseModel):
     warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # auto: sonofm.train.precision
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # auto: sonofm.inference.precision
     device: str = "auto"
     compile: bool = False
     grad_checkpointing: bool = False

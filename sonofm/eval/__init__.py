@@ -10,7 +10,7 @@ from sonofm.lazy import lazy_exports, lazy_names
 
 _LAZY = {
     "sonofm.eval.runner": ("run_suite", "load_suite", "list_suites", "Suite"),
-    "sonofm.eval.embed": ("embed_split", "embed_images", "embed_texts"),
+    "sonofm.inference.embed": ("embed_split", "embed_images", "embed_texts"),
     "sonofm.eval.tasks.base": ("Task", "TaskResult", "EvalContext", "register_task"),
     "sonofm.eval.report": ("write_html_report",),
 }

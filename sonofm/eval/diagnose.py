@@ -115,8 +115,8 @@ def diagnose(
 
     from sonofm.data.dataset import manifest_root
     from sonofm.data.manifest import read_manifest
-    from sonofm.eval.embed import embed_split, model_hash, pick_device, training_text_field
     from sonofm.eval.tasks.base import EvalContext
+    from sonofm.inference.embed import embed_split, model_hash, pick_device, training_text_field
     from sonofm.models import load_model
 
     dev = pick_device(device)

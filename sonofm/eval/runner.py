@@ -27,9 +27,9 @@ import yaml
 from sonofm.atomic import atomic_write_text
 from sonofm.data.manifest import DatasetDir
 from sonofm.errors import UserError
-from sonofm.eval.embed import embed_split, model_hash, pick_device, training_text_field
 from sonofm.eval.metrics import MetricWarning, paired_bootstrap
 from sonofm.eval.tasks import EvalContext, Task, TaskResult, build_task  # the package: registers the tasks
+from sonofm.inference.embed import embed_split, model_hash, pick_device, training_text_field
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ def run_suite(
     anything is written, unless `overwrite` (then OUT is replaced).
     """
     from sonofm.data.loader import open_table
-    from sonofm.eval.embed import data_hash
+    from sonofm.inference.embed import data_hash
     from sonofm.models.io import HUB_PREFIX, read_model_config, resolve_model_dir
     from sonofm.outdir import open_output
 

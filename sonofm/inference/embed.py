@@ -1,4 +1,7 @@
-"""Batched image/text embedding for evaluation, cached on disk per (model hash, data hash).
+"""Batched image/text embedding, cached on disk per (model hash, data hash).
+
+An inference utility below the jobs: the eval suite, the web app and its case index, ONNX export
+checks and VLM retrieval all embed through it (`sonofm.eval.embed` re-exports it).
 
 Images are decoded (PNG -> uint8, resized by the shared pipeline `sonofm.data.transforms`, as
 `UltrasoundDataset` does, no augmentation) by a decode-only dataset, batched as uint8 by the
@@ -29,6 +32,7 @@ import pandas as pd
 import torch
 
 from sonofm.atomic import atomic_write
+from sonofm.inference.precision import autocast
 from sonofm.models.model_dir import ModelDir
 
 log = logging.getLogger(__name__)
@@ -127,8 +131,6 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
-    from sonofm.train.precision import autocast
-
     return autocast(precision, device)
 
 

@@ -1,4 +1,7 @@
-"""Choosing a training precision for the hardware at hand (``train.precision=auto``).
+"""Choosing a training precision for the hardware at hand (``train.precision=auto``), and autocast.
+
+Below the jobs: the training loop, embedding and task prediction run under it
+(`sonofm.train.precision` re-exports it).
 
 bf16 autocast is only a win where the hardware computes in bf16 natively: CUDA GPUs from Ampere on,
 and CPUs with AVX512-BF16 or AMX (measured on such a 2-core EPYC: the tiny preset trains ~1.5x

@@ -337,7 +337,7 @@ class ImageTower(nn.Module):
 
     def set_attention(self, impl: str) -> bool:
         """Switch a ViT/DINOv2 tower between ``sdpa`` and ``eager`` attention (same maths; speed
-        differs by precision and length, see ``sonofm.train.precision.choose_attention``).
+        differs by precision and length, see ``sonofm.inference.precision.choose_attention``).
         Returns whether the tower has such a switch."""
         if self.kind not in _TOKEN_KINDS:
             return False

@@ -8,6 +8,8 @@
 - `negated_captions`: the negation-aware loss's hard negatives: flip one finding's polarity or move
   one measurement across its guideline threshold, re-derive the findings, re-write the text with
   the writer, and keep it only if re-parsing shows a real change of meaning.
+- `class_prompts`: the prompt ensemble of one class of a classification target (organ, region,
+  view, diagnosis, body system, malignancy), shared by zero-shot eval and the web app.
 - `refine_class_name`: a knowledge-based refiner expanding a class name into descriptive sentences
   from the taxonomy definitions.
 """
@@ -170,6 +172,24 @@ class PromptPair:
     tag: str
     positive: tuple[str, ...]
     negative: tuple[str, ...]
+
+
+def class_prompts(target: str, cls: str) -> list[str]:
+    """The prompt ensemble of class `cls` of a classification target (zero-shot eval and serving)."""
+    if target == "diagnosis":
+        return diagnosis_prompts(cls)
+    if target == "organ":
+        return organ_prompts(cls)
+    if target == "region":
+        return [p for o in tx.organs_in(cls) for p in organ_prompts(o.id)]
+    if target == "view":
+        return view_prompts(cls)
+    if target == "body_system":
+        return attribute_prompts("body_system", cls)
+    if target == "malignant":
+        word = "malignant" if cls == "malignant" else "benign"
+        return [t.format(f"a {word} lesion") for t in TEMPLATES if "{organ}" not in t]
+    return refine_class_name(cls)
 
 
 def _echo_measure_phrases(fid: str) -> tuple[list[str], list[str]]:

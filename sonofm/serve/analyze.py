@@ -12,7 +12,7 @@ Split in the three stages the server runs them in:
    the whole batch, and the segmentation forward when a segmentation model is loaded.
 3. `Analyzer.finish` (per request): probabilities, labels, thumbnails, overlay PNG.
 
-Zero-shot scoring reuses the eval suite's definitions (`sonofm.eval.tasks.zeroshot.class_prompts`,
+Zero-shot scoring reuses the eval suite's definitions (`sonofm.reports.prompts.class_prompts`,
 `sonofm.reports.prompts.all_prompt_pairs` / `attribute_prompts`, `EvalContext.class_weights`'s
 mean-of-normalised-prompts rule), so the server's probabilities are the ones the suite measures.
 

@@ -244,7 +244,7 @@ def export_onnx(
     import onnx
     import torch
 
-    from sonofm.eval.embed import model_hash
+    from sonofm.inference.embed import model_hash
     from sonofm.models.io import load_model, resolve_model_dir
     from sonofm.outdir import open_output
 
@@ -356,7 +356,7 @@ class OnnxDualEncoder:
     """`DualEncoder`'s inference API on onnxruntime (no torch model, no weights file needed).
 
     Inputs may be numpy arrays or torch tensors; outputs have the input's type (numpy in -> numpy
-    out, torch in -> torch CPU float32 out), so it is a drop-in for `sonofm.eval.embed` and the
+    out, torch in -> torch CPU float32 out), so it is a drop-in for `sonofm.inference.embed` and the
     server. `tokenize` returns torch tensors like `DualEncoder.tokenize` (`return_tensors="np"` for
     numpy). `encode_*(..., normalize=False)` gives the projection output before L2 normalisation.
     """

@@ -13,7 +13,7 @@ An index directory (written atomically: built in a temp dir beside OUT, then ren
 Kinds: "flat" (exact, `IndexFlatIP`), "ivf" (`IndexIVFFlat`, nlist ~ 4 sqrt(n), k-means trained on
 a random sample), "hnsw" (`IndexHNSWFlat`, M=32). "auto" picks flat below AUTO_FLAT_MAX vectors and
 IVF above (IVF builds far faster than HNSW at 1M and needs no graph memory; HNSW is there for
-the lowest latency at high recall). Embeddings come from `sonofm.eval.embed.embed_images` (one
+the lowest latency at high recall). Embeddings come from `sonofm.inference.embed.embed_images` (one
 batched loop for the whole toolkit), so undecodable images are skipped and logged there.
 
 The code is split by job: `faiss_index` (index kinds and construction), `case_index` (loading

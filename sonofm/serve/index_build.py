@@ -78,7 +78,7 @@ def load_encoder(model_dir: str | Path, *, device: str | None = None) -> tuple[A
 
         enc = OnnxDualEncoder.load(model_dir)
         return enc, str(enc.info.get("model_hash", ""))
-    from sonofm.eval.embed import model_hash, pick_device
+    from sonofm.inference.embed import model_hash, pick_device
     from sonofm.models.io import load_model
 
     model = load_model(model_dir).to(pick_device(device))
@@ -128,7 +128,7 @@ def build_index(
     """
     from sonofm import __version__
     from sonofm.data.manifest import load_dataset
-    from sonofm.eval.embed import embed_images
+    from sonofm.inference.embed import embed_images
     from sonofm.outdir import open_output
 
     if kind not in KINDS:

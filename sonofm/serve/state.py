@@ -89,7 +89,7 @@ def load_state(settings: ServeSettings) -> ServeState:
     """Load encoder (+ index, VLM, segmentation model), cache the text bank, build the batcher."""
     import torch
 
-    from sonofm.eval.embed import pick_device
+    from sonofm.inference.embed import pick_device
 
     t0 = time.perf_counter()
     if settings.threads is not None:

@@ -71,8 +71,8 @@ def model_logit_scale(model: Any) -> float:
 
 
 def encode_prompts(model: Any, texts: list[str], *, device: Any = None, batch_size: int = 256) -> np.ndarray:
-    """(N, D) normalised embeddings of `texts` via `sonofm.eval.embed.embed_texts` (dedup + length sort)."""
-    from sonofm.eval.embed import embed_texts
+    """(N, D) unit embeddings of `texts` via `sonofm.inference.embed.embed_texts` (dedup + length sort)."""
+    from sonofm.inference.embed import embed_texts
 
     return embed_texts(model, texts, batch_size=batch_size, device=device or torch.device("cpu"))
 
@@ -120,8 +120,8 @@ class TextBank:
 
     @classmethod
     def build(cls, model: Any, *, device: Any = None) -> TextBank:
-        from sonofm.eval.tasks.zeroshot import class_prompts
         from sonofm.reports import prompts as P
+        from sonofm.reports.prompts import class_prompts
 
         specs: list[tuple[str, list[str], list[str], list[list[str]]]] = []
         regions = list(tx.REGIONS)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from sonofm.errors import DataError
+from sonofm.inference.precision import autocast
 from sonofm.tasks.base import FinetuneTask, collate, concat_predictions
 
 
@@ -23,8 +24,6 @@ def _loader(ds: torch.utils.data.Dataset, batch_size: int, workers: int) -> torc
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
-    from sonofm.train.precision import autocast  # the train package imports the whole loop: load on use
-
     return autocast(precision, device)
 
 

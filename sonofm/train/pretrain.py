@@ -21,11 +21,11 @@ from torch import Tensor, nn
 
 from sonofm.config import PretrainConfig
 from sonofm.errors import DataError, UserError
+from sonofm.inference.precision import autocast
 from sonofm.losses import build_contrastive_loss
 from sonofm.losses.compose import build_objective, is_plain
 from sonofm.train.distributed import barrier, init_distributed
 from sonofm.train.finish import save_run_model
-from sonofm.train.precision import autocast
 from sonofm.train.steps import ContrastiveStep
 from sonofm.train.trainer import FitResult, Trainer, to_device
 

@@ -12,7 +12,7 @@ stay on the device and are materialised only at log steps (and before checkpoint
 never stalled by ``.item()``. A non-finite step is skipped on the device by the fused AdamW kernel
 (``found_inf``) and reported at the next check; optimizers without that kernel fall back to a
 per-step check. The image tower's attention kernel is picked per precision and sequence length
-(:func:`~sonofm.train.precision.choose_attention`); ``train.compile`` wraps the model in
+(:func:`~sonofm.inference.precision.choose_attention`); ``train.compile`` wraps the model in
 ``torch.compile`` and falls back to eager, with a warning, where that is unsupported or fails.
 
 Using it from a job::
@@ -56,6 +56,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from sonofm.config import TrainerConfig
 from sonofm.data.loader import worker_context
 from sonofm.errors import DataError, UserError
+from sonofm.inference.precision import autocast, choose_attention, resolve_precision
 from sonofm.train import checkpoint as ckpt
 from sonofm.train.accumulation import GradientAccumulation
 from sonofm.train.batches import batch_length, materialise, skipped_in, to_device
@@ -65,7 +66,6 @@ from sonofm.train.divergence import DivergenceGuard
 from sonofm.train.divergence import TrainingDiverged as TrainingDiverged  # re-exported
 from sonofm.train.metrics_log import MetricsLogger, Progress
 from sonofm.train.optim import build_optimizer, build_scheduler
-from sonofm.train.precision import autocast, choose_attention, resolve_precision
 from sonofm.train.sampler import EpochPlan, ResumableBatchSampler, plan_epoch, report_plan
 from sonofm.train.seeding import _rng_restore, _rng_snapshot, seed_everything
 from sonofm.train.trainer_state import TrainerState

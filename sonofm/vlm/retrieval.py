@@ -48,7 +48,7 @@ def nearest_training_cases(
     clip_model: Any, train: pd.DataFrame, train_root: Path, query: pd.DataFrame, query_root: Path
 ) -> Neighbours:
     """Top-1 neighbour in `train` of every row of `query`, by the CLIP image embedding."""
-    from sonofm.eval.embed import embed_images
+    from sonofm.inference.embed import embed_images
 
     if not hasattr(clip_model, "encode_image"):
         raise UserError(

@@ -76,8 +76,8 @@ def test_train_and_serve_inputs_are_identical(pngs) -> None:
 
 
 def test_eval_index_finetune_and_vlm_inputs_match_training(pngs) -> None:
-    from sonofm.eval.embed import _collate_uint8, _DecodeOnly
     from sonofm.finetune.segment import load_gray
+    from sonofm.inference.embed import _collate_uint8, _DecodeOnly
     from sonofm.serve.index import read_query_image
     from sonofm.vlm.data import load_image
 

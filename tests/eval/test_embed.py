@@ -10,7 +10,7 @@ import torch
 
 from sonofm.data.dataset import UltrasoundDataset
 from sonofm.data.manifest import read_manifest
-from sonofm.eval import embed as E
+from sonofm.inference import embed as E
 from sonofm.models import load_model
 
 

@@ -9,9 +9,9 @@ from scipy.stats import false_discovery_control
 
 from sonofm.eval import metrics as M
 from sonofm.eval import stats as S
-from sonofm.eval.embed import SplitEmbeddings
 from sonofm.eval.health import chance_relation, prediction_health
 from sonofm.eval.tasks import EvalContext, KNNProbe, LinearProbe
+from sonofm.inference.embed import SplitEmbeddings
 
 
 def test_single_patient_gives_no_interval_and_no_significance():

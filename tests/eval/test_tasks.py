@@ -11,7 +11,6 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from sonofm import taxonomy as tx
 from sonofm.data.manifest import read_manifest
 from sonofm.errors import UserError
-from sonofm.eval.embed import SplitEmbeddings, embed_split
 from sonofm.eval.tasks import (
     EvalContext,
     KNNProbe,
@@ -23,6 +22,7 @@ from sonofm.eval.tasks import (
     build_task,
 )
 from sonofm.eval.tasks.probes import knn_scores, sample_patients
+from sonofm.inference.embed import SplitEmbeddings, embed_split
 from sonofm.models import load_model
 from sonofm.reports import prompts as P
 

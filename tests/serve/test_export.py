@@ -88,7 +88,7 @@ def test_onnx_matches_torch_across_batch_sizes(tiny, batch) -> None:
 
 def test_onnx_encoder_feeds_embed_images(tiny, tmp_path) -> None:
     """The ONNX model is a drop-in for the shared embedding loop (build_index on onnxruntime)."""
-    from sonofm.eval.embed import embed_images
+    from sonofm.inference.embed import embed_images
     from sonofm.sim.generator import simulate_dataset
 
     model, _, out, _ = tiny

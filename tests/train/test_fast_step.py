@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from sonofm.config import TrainerConfig
+from sonofm.inference.precision import choose_attention
 from sonofm.losses import ClipLoss
 from sonofm.train import ContrastiveStep, Trainer, TrainingDiverged
 from sonofm.train import compile as compile_mod
 from sonofm.train.optim import build_optimizer, is_fused
-from sonofm.train.precision import choose_attention
 from tests.train.standin import PairData, StandInDual, collate
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sonofm.config import TrainerConfig
+from sonofm.inference import precision as prec
 from sonofm.losses import ClipLoss
 from sonofm.train import ContrastiveStep, Trainer
-from sonofm.train import precision as prec
 from tests.train.standin import PairData, StandInDual, collate
 
 X86_HEAD = (

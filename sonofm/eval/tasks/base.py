@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 
 from sonofm.errors import UserError
-from sonofm.eval.embed import SplitEmbeddings, embed_texts
 from sonofm.eval.metrics import (
     CI,
     MetricWarning,
@@ -33,6 +32,7 @@ from sonofm.eval.metrics import (
     macro_auc,
     n_groups,
 )
+from sonofm.inference.embed import SplitEmbeddings, embed_texts
 from sonofm.tasks.labels import label_values  # noqa: F401 (re-exported: eval kinds read labels here)
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from sonofm.eval import metrics as M
-from sonofm.eval.embed import row_texts
 from sonofm.eval.tasks.base import EvalContext, SplitTask, TaskResult, register_task
+from sonofm.inference.embed import row_texts
 
 
 def _mean_rank(ranks: np.ndarray) -> float:

@@ -17,26 +17,9 @@ from sonofm.eval.health import prediction_health
 from sonofm.eval.metrics import n_groups
 from sonofm.eval.tasks.base import EvalContext, SplitTask, TaskResult, label_values, register_task, softmax
 from sonofm.reports import prompts as P
+from sonofm.reports.prompts import class_prompts
 
 DESCRIPTOR_DIMS = ("shape", "margin", "echogenicity", "internal", "posterior", "vascularity")
-
-
-def class_prompts(target: str, cls: str) -> list[str]:
-    """The prompt ensemble of class `cls` of a classification target."""
-    if target == "diagnosis":
-        return P.diagnosis_prompts(cls)
-    if target == "organ":
-        return P.organ_prompts(cls)
-    if target == "region":
-        return [p for o in tx.organs_in(cls) for p in P.organ_prompts(o.id)]
-    if target == "view":
-        return P.view_prompts(cls)
-    if target == "body_system":
-        return P.attribute_prompts("body_system", cls)
-    if target == "malignant":
-        word = "malignant" if cls == "malignant" else "benign"
-        return [t.format(f"a {word} lesion") for t in P.TEMPLATES if "{organ}" not in t]
-    return P.refine_class_name(cls)
 
 
 def class_members(target: str, cls: str) -> list[list[str]]:
