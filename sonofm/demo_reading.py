@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from sonofm.eval.health import chance_relation
-from sonofm.eval.metrics import MIN_PATIENTS
-from sonofm.eval.reading import patients_phrase
+from sonofm.stats.health import chance_relation
+from sonofm.stats.metrics import MIN_PATIENTS
+from sonofm.stats.reading import patients_phrase
 
 ALPHA = 0.05
 

@@ -40,9 +40,9 @@ from sonofm.demo_reading import (  # noqa: F401 (re-exported)
     headline_rows,
     reading,
 )
-from sonofm.eval.metrics import MIN_PATIENTS
-from sonofm.eval.reading import model_alerts, patients_phrase
 from sonofm.figures import CSS, figure_html
+from sonofm.stats.metrics import MIN_PATIENTS
+from sonofm.stats.reading import model_alerts, patients_phrase
 
 log = logging.getLogger(__name__)
 

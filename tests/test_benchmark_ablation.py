@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sonofm.eval.stats import MIN_PATIENTS
+from sonofm.stats.patients import MIN_PATIENTS
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from sonofm.demo_report import headline_rows, reading
-from sonofm.eval import metrics as M
-from sonofm.eval import stats as S
-from sonofm.eval.health import prediction_health
 from sonofm.eval.runner import add_corrections
+from sonofm.stats import metrics as M
+from sonofm.stats import patients as S
+from sonofm.stats.health import prediction_health
 
 CLASSES = ["cyst", "fluid collection", "mass", "nodule", "normal appearance"]
 NAMES = ("A", "B")
@@ -106,7 +106,7 @@ def _results(
 
 
 def _read(results: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    from sonofm.eval.reading import model_alerts
+    from sonofm.stats.reading import model_alerts
 
     rows = headline_rows(results, HEADLINE)
     findings, caveats = reading(

@@ -1,15 +1,5 @@
-"""`MetricWarning`: a metric is undefined on its input (and returns NaN) -- one warning class for
-every metric module (classification, regression, retrieval, bootstrap)."""
+"""Re-export: `metric_warning` lives in `sonofm.stats.metric_warning` (below the jobs)."""
 
 from __future__ import annotations
 
-import warnings
-
-
-class MetricWarning(UserWarning):
-    """A metric is undefined on this input (e.g. AUC with a single class) and was set to NaN."""
-
-
-def warn_metric(msg: str) -> None:
-    """Warn with a `MetricWarning`, pointing at the code that called the metric."""
-    warnings.warn(msg, MetricWarning, stacklevel=3)
+from sonofm.stats.metric_warning import *  # noqa: F403

@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 
 from sonofm.atomic import atomic_write_text
-from sonofm.eval.metrics import reliability_bins
-from sonofm.eval.reading import alerts_html, model_alerts, task_alerts
 from sonofm.eval.tables import _ci, _fmt, _p, multiple_testing_sentence
 from sonofm.figures import (  # noqa: F401 (CSS, confusion/scatter figures, png_data_uri: re-exported)
     CSS,
@@ -30,6 +28,8 @@ from sonofm.figures import (  # noqa: F401 (CSS, confusion/scatter figures, png_
     pyplot,
     scatter_figure,
 )
+from sonofm.stats.metrics import reliability_bins
+from sonofm.stats.reading import alerts_html, model_alerts, task_alerts
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ import yaml
 from sonofm.atomic import atomic_write_text
 from sonofm.data.manifest import DatasetDir
 from sonofm.errors import UserError
-from sonofm.eval.metrics import MetricWarning, paired_bootstrap
 from sonofm.eval.tasks import EvalContext, Task, TaskResult, build_task  # the package: registers the tasks
 from sonofm.inference.embed import embed_split, model_hash, pick_device, training_text_field
+from sonofm.stats.metrics import MetricWarning, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ def add_corrections(compare: dict[str, dict[str, Any]]) -> dict[str, int]:
     Each tested row gets `p_holm` and `p_bh`; returns the raw / Holm / BH counts at p < 0.05, so a
     reader sees how many of the many metric differences survive the correction.
     """
-    from sonofm.eval.stats import benjamini_hochberg, count_significant, holm
+    from sonofm.stats.patients import benjamini_hochberg, count_significant, holm
 
     tested = [
         r

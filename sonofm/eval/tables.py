@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sonofm.eval.metrics import MIN_PATIENTS
+from sonofm.stats.metrics import MIN_PATIENTS
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -17,7 +17,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def _ci(m: dict[str, Any]) -> str:
     """Value [95% CI] (k patients): every interval says how many patients it rests on."""
-    from sonofm.eval.reading import ci_text
+    from sonofm.stats.reading import ci_text
 
     return ci_text(m)
 

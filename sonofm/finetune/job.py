@@ -20,7 +20,7 @@ Run layout (``out``)::
     report.html             metric tables + figures (overlays / confusion matrices) of each seed
                             (`report`)
 
-Test statistics are per patient (`sonofm.eval.stats`): the seeds' test predictions are pooled
+Test statistics are per patient (`sonofm.stats.patients`): the seeds' test predictions are pooled
 (every seed is scored on the same test patients) and the CI of each metric comes from
 resampling whole test patients, each bringing all its seeds' rows; the point estimate is the
 mean over seeds of each seed's metric. Every CI carries the number of test patients; below
@@ -409,7 +409,7 @@ def finetune(
     `n_boot`: patient resamples behind each pooled test CI.
     """
     from sonofm.data.loader import data_path, open_table
-    from sonofm.eval.stats import MIN_PATIENTS
+    from sonofm.stats.patients import MIN_PATIENTS
     from sonofm.train.distributed import init_distributed
 
     data = data_path(config.data.path)

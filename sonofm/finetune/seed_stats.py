@@ -3,7 +3,7 @@
 Each seed stores its test predictions (`save_predictions`: numeric arrays and row ids, no
 pickle); `load_seed_samples` turns them back into per-sample metric inputs with the patient of
 each row; `summarise` reports per metric the mean over seeds and a patient-level bootstrap CI of
-the pooled seeds (`sonofm.eval.stats`); `format_ci` prints one. Classes of the task the test
+the pooled seeds (`sonofm.stats.patients`); `format_ci` prints one. Classes of the task the test
 split lacks are named by `missing_test_classes`.
 """
 
@@ -120,10 +120,10 @@ def summarise(
 
     `mean` is the mean over seeds of each seed's metric (NaN/None values skipped). With
     `samples` (per seed: `load_seed_samples`), metrics with a per-sample form get a patient-level
-    bootstrap CI of the pooled seeds (`sonofm.eval.stats.pooled_ci`: whole patients resampled, no
+    bootstrap CI of the pooled seeds (`sonofm.stats.patients.pooled_ci`: whole patients resampled, no
     CI below MIN_PATIENTS); the others say why they have none.
     """
-    from sonofm.eval.stats import PatientPool, pooled_ci
+    from sonofm.stats.patients import PatientPool, pooled_ci
 
     names = sorted({k for r in per_seed for k in r.get(split, {})})
     n_pat = sorted({int(r.get("n_patients", {}).get(split, 0)) for r in per_seed})

@@ -6,7 +6,7 @@ and ``clinical_f1_no_measurements`` without the measurement facts, which count o
 reporting step), and per-attribute correctness: for each dimension the reference states (organ,
 diagnosis, shape, margin, ...), whether the generated text's parsed PRESENT tags equal the
 reference's (the generated text is parsed without the region hint, which would otherwise hand it
-the region's default organ). Intervals come from `sonofm.eval.metrics.bootstrap_ci` with patient
+the region's default organ). Intervals come from `sonofm.stats.metrics.bootstrap_ci` with patient
 ids as groups (whole patients are resampled, never single images), and the difference between two
 systems gets the same patient-level interval.
 """
@@ -91,7 +91,7 @@ def compare_reports(
 
     Every CI resamples whole patients (`patients`, one id per item) and says how many it rests on.
     """
-    from sonofm.eval.metrics import bootstrap_ci
+    from sonofm.stats.metrics import bootstrap_ci
 
     groups = np.asarray([str(p) for p in patients])
     scored = {name: item_scores(list(p), list(refs), list(regions)) for name, p in systems.items()}
@@ -116,7 +116,7 @@ def closed_vqa(
     systems: dict[str, Sequence[str]], refs: Sequence[str], patients: Sequence[str], *, n_boot: int = 1000
 ) -> dict[str, Any]:
     """Closed-question accuracy per system with patient-level CIs."""
-    from sonofm.eval.metrics import bootstrap_ci
+    from sonofm.stats.metrics import bootstrap_ci
 
     groups = np.asarray([str(p) for p in patients])
     out = {}

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sonofm.eval.metrics import CI
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
 from sonofm.figures import png_figure, pyplot
+from sonofm.stats.metrics import CI
 from sonofm.vlm import metrics as VM
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from sonofm.eval import metrics as M
+from sonofm.stats import metrics as M
 
 
 def _softmax(x):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from sonofm.eval import metrics as M
-from sonofm.eval import stats as S
-from sonofm.eval.health import prediction_health
-from sonofm.eval.reading import alerts_html, ci_text, task_alerts
 from sonofm.eval.tables import results_markdown
+from sonofm.stats import metrics as M
+from sonofm.stats import patients as S
+from sonofm.stats.health import prediction_health
+from sonofm.stats.reading import alerts_html, ci_text, task_alerts
 
 CLASSES = ["PLAX", "PSAX_PM", "A4C", "SC4C"]
 

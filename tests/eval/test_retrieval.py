@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sonofm.eval import metrics as M
+from sonofm.stats import metrics as M
 
 
 def brute_ranks(q: np.ndarray, g: np.ndarray, rel: np.ndarray) -> np.ndarray:

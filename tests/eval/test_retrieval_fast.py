@@ -15,8 +15,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sonofm.eval import metrics as M
-from sonofm.eval.exact_ranks import ScreenStats, bf16_gemm_within_bound, screened_ranks
+from sonofm.stats import metrics as M
+from sonofm.stats.exact_ranks import ScreenStats, bf16_gemm_within_bound, screened_ranks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from scipy.stats import false_discovery_control
 
-from sonofm.eval import metrics as M
-from sonofm.eval import stats as S
-from sonofm.eval.health import chance_relation, prediction_health
 from sonofm.eval.tasks import EvalContext, KNNProbe, LinearProbe
 from sonofm.inference.embed import SplitEmbeddings
+from sonofm.stats import metrics as M
+from sonofm.stats import patients as S
+from sonofm.stats.health import chance_relation, prediction_health
 
 
 def test_single_patient_gives_no_interval_and_no_significance():

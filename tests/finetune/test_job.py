@@ -10,10 +10,10 @@ import torch
 
 from sonofm.config import resolve_config
 from sonofm.errors import UserError
-from sonofm.eval.stats import MIN_PATIENTS
 from sonofm.finetune.classify import balanced_accuracy, macro_auc
 from sonofm.finetune.job import FinetuneConfig, finetune, plan_splits
 from sonofm.finetune.tasks import FINETUNE_TASKS, collate, get_task, load_builtin_tasks
+from sonofm.stats.patients import MIN_PATIENTS
 from tests.finetune.conftest import TINY_OVERRIDES
 
 

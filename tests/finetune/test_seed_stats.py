@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonofm.eval.stats import MIN_PATIENTS
 from sonofm.finetune.job import (
     FinetuneConfig,
     format_ci,
@@ -20,6 +19,7 @@ from sonofm.finetune.job import (
     summarise,
 )
 from sonofm.finetune.tasks import get_task
+from sonofm.stats.patients import MIN_PATIENTS
 
 
 def _onehot(pred: list[int], width: int) -> np.ndarray:

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from sonofm.eval import metrics as M
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
 from sonofm.eval.tasks.zeroshot import DESCRIPTOR_DIMS, _lesion_mask, mean_column_auc
 from sonofm.reports import prompts as P
+from sonofm.stats import metrics as M
 
 
 def tag_matrix(rows: Any) -> tuple[list[str], np.ndarray, np.ndarray]:

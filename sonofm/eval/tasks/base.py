@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 
 from sonofm.errors import UserError
-from sonofm.eval.metrics import (
+from sonofm.inference.embed import SplitEmbeddings, embed_texts
+from sonofm.stats.metrics import (
     CI,
     MetricWarning,
     acc1,
@@ -32,7 +33,6 @@ from sonofm.eval.metrics import (
     macro_auc,
     n_groups,
 )
-from sonofm.inference.embed import SplitEmbeddings, embed_texts
 from sonofm.tasks.labels import label_values  # noqa: F401 (re-exported: eval kinds read labels here)
 
 log = logging.getLogger(__name__)

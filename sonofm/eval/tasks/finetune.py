@@ -18,8 +18,8 @@ from typing import ClassVar
 import torch
 
 from sonofm.errors import UserError
-from sonofm.eval.metrics import CI
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
+from sonofm.stats.metrics import CI
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import warnings
 
 import numpy as np
 
-from sonofm.eval import metrics as M
-from sonofm.eval.health import prediction_health
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, label_values, register_task
+from sonofm.stats import metrics as M
+from sonofm.stats.health import prediction_health
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ on a fixed seeded subset (5k by default, as Ultrasound-CLIP reports), with boots
 queries.
 
 `method: exact` (default) ranks every gallery item exactly: a bf16 screening matmul with a
-proven error bound, ambiguous pairs re-scored in float64 (see `sonofm.eval.exact_ranks`);
+proven error bound, ambiguous pairs re-scored in float64 (see `sonofm.stats.exact_ranks`);
 `method: fp32` is the plain chunked fp32 path (same ranks up to fp32 rounding of near-ties);
 `method: ivf` uses a FAISS IVF index for very large galleries: R@K is then approximate and
 mean/median rank are not reported (ranks are censored past the top 100).
@@ -19,9 +19,9 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from sonofm.eval import metrics as M
 from sonofm.eval.tasks.base import EvalContext, SplitTask, TaskResult, register_task
 from sonofm.inference.embed import row_texts
+from sonofm.stats import metrics as M
 
 
 def _mean_rank(ranks: np.ndarray) -> float:

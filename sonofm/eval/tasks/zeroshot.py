@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 
 from sonofm import taxonomy as tx
-from sonofm.eval import metrics as M
-from sonofm.eval.health import prediction_health
-from sonofm.eval.metrics import n_groups
 from sonofm.eval.tasks.base import EvalContext, SplitTask, TaskResult, label_values, register_task, softmax
 from sonofm.reports import prompts as P
 from sonofm.reports.prompts import class_prompts
+from sonofm.stats import metrics as M
+from sonofm.stats.health import prediction_health
+from sonofm.stats.metrics import n_groups
 
 DESCRIPTOR_DIMS = ("shape", "margin", "echogenicity", "internal", "posterior", "vascularity")
 
