@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,11 @@ from sonofm.data.shards import ShardDataset, is_shard_dir, read_index, unpack_sh
 from sonofm.errors import UserError
 
 # Modules every worker needs; a forkserver imports them once, so each worker starts in ~0.1 s.
-_FORKSERVER_PRELOAD = ["torch", "sonofm.data.dataset", "sonofm.data.augment", "sonofm.losses.compose"]
+# The caller adds the module of its collate (e.g. the pretraining job's objective collate).
+_FORKSERVER_PRELOAD = ["torch", "sonofm.data.dataset", "sonofm.data.augment"]
 
 
-def worker_context(start: str, workers: int) -> Any:
+def worker_context(start: str, workers: int, preload: Sequence[str] = ()) -> Any:
     """The multiprocessing context DataLoader workers start with (None: the platform default).
 
     Forking workers from the training process (Linux's default) lets each worker inherit the
@@ -43,7 +44,8 @@ def worker_context(start: str, workers: int) -> Any:
     epoch from an ever larger parent. ``forkserver`` starts workers from a small server process
     instead (demo's ultrasound-aware stage, 2 epochs: peak 2.6 GB forked vs 2.4 GB). Like ``spawn`` (the
     macOS default) it needs picklable datasets/collates and a ``__main__`` guard in user scripts,
-    so it is opt-in (``train.worker_start=forkserver``); ``sonofm demo`` uses it.
+    so it is opt-in (``train.worker_start=forkserver``); ``sonofm demo`` uses it. ``preload``
+    names further modules the forkserver imports once (the collate's, say).
     """
     if workers <= 0 or start == "default":
         return None
@@ -52,7 +54,8 @@ def worker_context(start: str, workers: int) -> Any:
         raise ValueError(f"worker start method {start!r} is not available here; expected one of {methods}")
     ctx = multiprocessing.get_context(start)
     if start == "forkserver":
-        ctx.set_forkserver_preload(_FORKSERVER_PRELOAD)
+        extra = [m for m in preload if m not in _FORKSERVER_PRELOAD]
+        ctx.set_forkserver_preload([*_FORKSERVER_PRELOAD, *extra])
     return ctx
 
 

@@ -2,7 +2,8 @@
 
 The contrastive losses import eagerly (every job needs them); the ultrasound-aware objectives
 (docs/methods.md sections 1-2) and the composer load on first access, so `import sonofm.losses`
-stays cheap.
+stays cheap. Wiring them into the pretraining job (model, step, collate) is
+`sonofm.train.objective`'s: losses read no dataset and build no model.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ _LAZY = {
         "LossSpec",
         "parse_loss_spec",
         "build_composite_loss",
-        "build_objective",
     ),
 }
 

@@ -23,9 +23,10 @@ from sonofm.config import PretrainConfig
 from sonofm.errors import DataError, UserError
 from sonofm.inference.precision import autocast
 from sonofm.losses import build_contrastive_loss
-from sonofm.losses.compose import build_objective, is_plain
+from sonofm.losses.compose import is_plain
 from sonofm.train.distributed import barrier, init_distributed
 from sonofm.train.finish import save_run_model
+from sonofm.train.objective import build_objective
 from sonofm.train.steps import ContrastiveStep
 from sonofm.train.trainer import FitResult, Trainer, to_device
 
@@ -273,7 +274,7 @@ def pretrain(
             config.loss.name, gather_with_grad=config.loss.gather_with_grad, local_loss=config.loss.local_loss
         )
         step: Any = ContrastiveStep(loss)
-    else:  # usclip / echo / weighted combinations (sonofm.losses.compose)
+    else:  # usclip / echo / weighted combinations (sonofm.train.objective)
         objective = build_objective(
             config.loss,
             model,

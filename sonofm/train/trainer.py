@@ -277,6 +277,11 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
             model = compiled
         self.model = model
 
+    def _collate_modules(self) -> tuple[str, ...]:
+        """The collate's own sonofm module (pretrain's objective collate), for the forkserver to preload."""
+        module = type(self.collate_fn).__module__
+        return (module,) if module.startswith("sonofm.") else ()
+
     def _batches(self) -> Iterator[Batch]:
         """This epoch's micro-batches from the current position on (the resume point included)."""
         if hasattr(self.dataset, "set_epoch"):
@@ -290,7 +295,9 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
             "num_workers": self.workers,
             "pin_memory": self.device.type == "cuda",
             "generator": gen,
-            "multiprocessing_context": worker_context(self.config.worker_start, self.workers),
+            "multiprocessing_context": worker_context(
+                self.config.worker_start, self.workers, preload=self._collate_modules()
+            ),
         }
         if self.sampler is None:  # a stream: start at the saved position, or replay up to it
             seekable = hasattr(self.dataset, "set_start")

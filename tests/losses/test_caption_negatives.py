@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from sonofm.losses.compose import ObjectiveCollate, parse_loss_spec
+from sonofm.losses.compose import parse_loss_spec
 from sonofm.reports import Study
 from sonofm.reports.captions import contrastive_caption
 from sonofm.reports.schema import Finding
+from sonofm.train.objective import ObjectiveCollate
 
 STUDY = Study(
     region="breast",
@@ -49,12 +50,12 @@ def test_caption_negatives_do_not_change_with_the_epoch_but_report_negatives_do(
 
 
 def test_caption_negatives_are_written_once_per_sample_and_kept(monkeypatch) -> None:
-    import sonofm.losses.compose as compose
+    import sonofm.train.objective as objective
 
     calls: list[str] = []
-    original = compose._negated_contrastive_captions
+    original = objective._negated_contrastive_captions
     monkeypatch.setattr(
-        compose, "_negated_contrastive_captions", lambda s, r, k: calls.append("w") or original(s, r, k)
+        objective, "_negated_contrastive_captions", lambda s, r, k: calls.append("w") or original(s, r, k)
     )
     collate = ObjectiveCollate(
         parse_loss_spec("clip+negation"),

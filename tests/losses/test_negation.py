@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sonofm.losses.compose import ObjectiveCollate, parse_loss_spec, structured_by_id
+from sonofm.losses.compose import parse_loss_spec
 from sonofm.losses.negation import NegationNCELoss, negation_nce_loss
+from sonofm.train.objective import ObjectiveCollate, structured_by_id
 
 
 def _setup(b: int = 5, k: int = 3, seed: int = 0):
