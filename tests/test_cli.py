@@ -70,3 +70,13 @@ def test_help_of_every_command_has_an_example() -> None:
         doc = (cmd.help or (cmd.callback.__doc__ if cmd.callback else "") or "")
         assert "sonofm " in doc, f"`sonofm {cmd.name} --help` has no example"
     assert isinstance(cli.app, typer.Typer)
+
+
+def test_epochs_done_counts_partial_epochs_of_a_run_cut_by_max_steps() -> None:
+    from types import SimpleNamespace
+
+    from sonofm.cli.train import _epochs_done
+
+    assert _epochs_done(SimpleNamespace(step=3, epoch=0, data={"steps_per_epoch": 12})) == "0.25"
+    assert _epochs_done(SimpleNamespace(step=24, epoch=2, data={"steps_per_epoch": 12})) == "2"
+    assert _epochs_done(SimpleNamespace(step=5, epoch=1, data={})) == "1"  # a stream: no plan

@@ -23,6 +23,15 @@ from sonofm.cli.common import (
 from sonofm.errors import UserError
 
 
+def _epochs_done(fit: object) -> str:
+    """Epochs as steps over steps per epoch: a run cut by train.max_steps says "0.03", not "0"."""
+    per_epoch = (getattr(fit, "data", None) or {}).get("steps_per_epoch")
+    if not per_epoch:
+        return str(getattr(fit, "epoch", 0))
+    done = fit.step / per_epoch  # type: ignore[attr-defined]
+    return f"{done:.0f}" if abs(done - round(done)) < 1e-9 else f"{done:.2f}"
+
+
 def pretrain_cmd(
     out: str = typer.Option(..., "--out", help="Run directory: model/, checkpoints/, metrics.jsonl."),
     data: TrainData = None,
@@ -66,7 +75,7 @@ def pretrain_cmd(
         return
     fit = result.fit
     console.print(
-        f"[green]pretrained[/] {fit.step} steps, {fit.epoch} epochs"
+        f"[green]pretrained[/] {fit.step} steps, {_epochs_done(fit)} epochs"
         + (" (early stop)" if fit.stopped_early else "")
         + (f", {fit.skipped_samples} undecodable images skipped" if fit.skipped_samples else "")
     )
@@ -117,7 +126,7 @@ def ssl_cmd(
         return
     fit = result.fit
     stop = " (early stop)" if fit.stopped_early else ""
-    console.print(f"[green]ssl[/] {fit.step} steps, {fit.epoch} epochs{stop}")
+    console.print(f"[green]ssl[/] {fit.step} steps, {_epochs_done(fit)} epochs{stop}")
     for key, value in fit.last_val.items():
         console.print(f"  {key} = {value:.3f}")
     print_outputs(model=result.model_dir, metrics=result.metrics, config=saved_config(out))
