@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import textwrap
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,9 @@ class _GenerationTask(Task):
             return res
         return self.run_rows(ctx, res, _split_rows(ctx, self.split, self.max_samples, ctx.seed))
 
+    @abstractmethod
     def run_rows(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
-        raise NotImplementedError
+        """Generate for ``rows`` (the split's sampled rows) and add the metrics to ``res``."""
 
 
 @register_task
