@@ -140,6 +140,11 @@ class PretrainDataConfig(ImageDataConfig):
     # "data": measure the training images' mean/std (up to 512 images) and store them as the model's
     # preprocessing in config.json; "model": keep the preset's values
     normalize: Literal["model", "data"] = "model"
+    # a manifest column (e.g. "region"): group_fraction of the optimizer-step batches hold one
+    # value of it only, so their in-batch negatives differ in findings rather than in anatomy
+    # (sonofm.train.sampler.ResumableBatchSampler)
+    group_by: str | None = None
+    group_fraction: float = Field(0.5, ge=0, le=1)
 
 
 class PretrainConfig(BaseModel):

@@ -177,6 +177,27 @@ def _training_text(config: PretrainConfig) -> Any:
     return CaptionSampler(config.data.caption_sampling)
 
 
+def _batch_groups(dataset: Any, config: PretrainConfig, where: str) -> list[Any] | None:
+    """The training rows' ``data.group_by`` labels (None when batches are not grouped)."""
+    column = config.data.group_by
+    if not column or not config.data.group_fraction:
+        return None
+    table = getattr(dataset, "table", None)
+    if table is None:
+        raise UserError(
+            f"data.group_by={column!r}: {where} is a stream; group batches from a dataset directory"
+        )
+    if column not in table.columns:
+        raise UserError(
+            f"data.group_by={column!r}: {where} has no such manifest column "
+            f"(expected one of {sorted(map(str, table.columns))})"
+        )
+    values = table[column]
+    if values.isna().all():
+        raise UserError(f"data.group_by={column!r}: no training row of {where} has a value in that column")
+    return [str(v) for v in values.tolist()]  # missing values form one group of their own
+
+
 def _warm_text_cache(trainer: Trainer, tokenize: Any, datasets: list[Any], collate_fn: Any) -> None:
     """Encode the run's fixed texts (captions, caption hard negatives) once, before step 1, when
     the text tower is frozen and cached: sorted by length in large batches instead of as each
@@ -295,6 +316,8 @@ def pretrain(
         evaluate=evaluate,
         dist_info=info,
         extra_state={"config": config.model_dump(mode="json")},
+        batch_groups=_batch_groups(train_loader.dataset, config, str(data_path)),
+        group_fraction=config.data.group_fraction,
     )
     _warm_text_cache(trainer, tokenizer, [train_loader.dataset, val_dataset], collate_fn)
     fit = trainer.fit(resume=resume)

@@ -6,13 +6,20 @@ a global batch (237 images at global batch 128 lost 109 each epoch). Here the ep
 whole global batches by repeating samples from its start (``tail="pad"``, the default), so every
 sample is seen every epoch; the repeats are counted in :class:`EpochPlan` and recorded in
 ``training.json``. ``tail="drop"`` keeps the old behaviour and says how many samples it drops.
+
+With ``groups`` (a label per sample, e.g. the region) and ``group_fraction`` p, about p of each
+epoch's optimizer-step batches are drawn from one group only. A contrastive loss learns from its
+in-batch negatives: in a batch mixing eleven regions the region alone tells most pairs apart,
+while a batch of one region's images can only be matched by their findings and views (hard
+negatives chosen by a label the data already has, instead of mined from the model). The rest stay
+mixed, so the coarse distinctions keep being taught.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -133,8 +140,16 @@ class ResumableBatchSampler(Sampler[list[int]]):
         world_size: int = 1,
         tail: Tail = "pad",
         accum_steps: int = 1,
+        groups: Sequence[Hashable] | None = None,
+        group_fraction: float = 0.0,
     ) -> None:
         self.plan = plan_epoch(n, batch_size, world_size, tail, accum_steps)
+        if not 0.0 <= group_fraction <= 1.0:
+            raise ValueError(f"group_fraction must be in [0, 1], got {group_fraction}")
+        if groups is not None and len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} labels for {n} samples")
+        self.groups = list(groups) if groups is not None and group_fraction > 0 else None
+        self.group_fraction = group_fraction
         self.n = n
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -152,13 +167,47 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.start = batch_index
 
     def _rank_indices(self) -> list[int]:
+        g: torch.Generator | None = None
         if self.shuffle:
             g = torch.Generator()
             g.manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
+        if self.groups is not None:
+            return self._grouped_order(order, g)[self.rank :: self.world_size]
         return padded_order(order, self.plan.used)[self.rank :: self.world_size]
+
+    def _grouped_order(self, order: list[int], g: torch.Generator | None) -> list[int]:
+        """``order`` rearranged into optimizer-step batches, about ``group_fraction`` of them
+        single-group; same length and the same samples as the ungrouped epoch.
+
+        Each group gives ``floor(size * fraction / global_batch)`` pure batches from the front of
+        its shuffled members; what is left is mixed in shuffled order. A last, partial mixed batch
+        is completed (tail=pad) with samples not already in it, so no batch holds a sample twice.
+        """
+        assert self.groups is not None
+        unit = self.plan.batch_size * self.plan.world_size * self.plan.accum_steps
+        members: dict[Hashable, list[int]] = {}
+        for i in order:
+            members.setdefault(self.groups[i], []).append(i)
+        batches: list[list[int]] = []
+        grouped: set[int] = set()
+        for items in members.values():
+            k = int(len(items) * self.group_fraction) // unit
+            for b in range(k):
+                batches.append(items[b * unit : (b + 1) * unit])
+            grouped.update(items[: k * unit])
+        pool = [i for i in order if i not in grouped]
+        full = len(pool) // unit
+        batches += [pool[b * unit : (b + 1) * unit] for b in range(full)]
+        rest = pool[full * unit :]
+        if rest and self.plan.tail == "pad":
+            taken = set(rest)
+            batches.append(rest + [i for i in order if i not in taken][: unit - len(rest)])
+        if g is not None:
+            batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+        return [i for batch in batches for i in batch]
 
     def __len__(self) -> int:
         return self.plan.steps

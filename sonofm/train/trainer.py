@@ -44,7 +44,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -135,6 +135,8 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
     epoch)`` returns validation metrics (it runs on rank 0 with the unwrapped model in eval
     mode; its result is broadcast). ``extra_state`` is stored in every checkpoint (e.g. the
     resolved job config). ``on_step(trainer, record)`` callbacks see every logged record.
+    ``batch_groups`` (a label per sample) with ``group_fraction`` makes that share of the batches
+    single-group (:class:`ResumableBatchSampler`); streams refuse it.
     """
 
     def __init__(
@@ -150,6 +152,8 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
         dist_info: DistInfo | None = None,
         extra_state: dict[str, Any] | None = None,
         on_step: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
+        batch_groups: Sequence[Hashable] | None = None,
+        group_fraction: float = 0.0,
     ) -> None:
         self.config = config
         self.step_fn = step
@@ -178,6 +182,11 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
         self.streaming = isinstance(self.dataset, IterableDataset)
         self.sampler: ResumableBatchSampler | None = None
         if self.streaming:
+            if batch_groups is not None and group_fraction > 0:
+                raise UserError(
+                    "single-group batches (data.group_by) need a map-style dataset; a stream "
+                    "(WebDataset shards) is read in its own order"
+                )
             try:
                 n = len(self.dataset)  # type: ignore[arg-type]
             except TypeError as err:
@@ -202,6 +211,8 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
                 world_size=self.dist.world_size,
                 tail=config.tail,
                 accum_steps=config.accum_steps,
+                groups=batch_groups,
+                group_fraction=group_fraction,
             )
             self.plan = self.sampler.plan
         if self.dist.is_main:

@@ -292,3 +292,45 @@ def test_model_overrides_edit_the_named_preset_instead_of_replacing_it() -> None
         k: v for k, v in tiny["image"].items() if k != "pretrained"
     }
     assert config.model["text"] == tiny["text"]
+
+
+def test_group_by_makes_single_group_batches_and_names_a_missing_column(
+    dataset: Path, model_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sonofm.train.trainer as trainer_module
+    from sonofm.train.sampler import ResumableBatchSampler
+
+    df = pd.read_parquet(dataset / "manifest.parquet")
+    df["image"] = [str(dataset / p) for p in df["image"]]
+    df["region"] = "liver"
+    train = df.index[df["split"] == "train"]
+    df.loc[train[::2], "region"] = "heart"  # 16 + 16 training rows
+    manifest = tmp_path / "manifest.jsonl"
+    df[["id", "patient_id", "split", "image", "report", "region"]].to_json(
+        manifest, orient="records", lines=True
+    )
+    drawn: list[list[int]] = []
+
+    class Recording(ResumableBatchSampler):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for batch in super().__iter__():
+                drawn.append(batch)
+                yield batch
+
+    monkeypatch.setattr(trainer_module, "ResumableBatchSampler", Recording)
+    values = {
+        "model": str(model_yaml),
+        "data": {"path": str(manifest), "group_by": "region", "group_fraction": 1.0},
+        "train": {"epochs": 1, "batch_size": 8, "workers": 0, "progress": False, "warmup_steps": 1},
+    }
+    pretrain(resolve_config(PretrainConfig, values=values), tmp_path / "run")
+    regions = df[df["split"] == "train"]["region"].tolist()
+    assert len(drawn) == 4  # 32 training rows, 16 per region
+    assert all(len({regions[i] for i in batch}) == 1 for batch in drawn)
+
+    values["data"]["group_by"] = "hospital"
+    with pytest.raises(UserError, match=r"data.group_by='hospital'.*no such manifest column.*'region'"):
+        pretrain(resolve_config(PretrainConfig, values=values), tmp_path / "run2")
+    values["data"]["group_by"] = "organ"  # a standard column this dataset leaves empty
+    with pytest.raises(UserError, match=r"data.group_by='organ': no training row .* has a value"):
+        pretrain(resolve_config(PretrainConfig, values=values), tmp_path / "run3")
