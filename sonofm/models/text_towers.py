@@ -104,11 +104,20 @@ def load_tokenizer(name: str) -> Any:
 
 
 class TextTokenizer:
-    """Picklable `texts -> {input_ids, attention_mask}` for data loaders (no model inside)."""
+    """Picklable `texts -> {input_ids, attention_mask}` for data loaders (no model inside).
 
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
+    Token ids are remembered per text (up to ``memo_size`` texts): a training set's captions come
+    back every epoch, and the tokenizer call (with its tensor conversion) was about 40% of the
+    pretraining loader's CPU time. Texts seen before the loader's workers start (the pretraining
+    job encodes its fixed captions first) reach the workers with the object, so they are never
+    tokenised again; the result is the tokenizer's own output, padded the same way.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int, memo_size: int = 200_000) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.memo_size = memo_size
+        self._memo: dict[str, list[int]] = {}
 
     def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         if isinstance(texts, str):
@@ -116,14 +125,38 @@ class TextTokenizer:
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise ValueError(f"texts must be strings; items {bad[:5]} are {type(texts[bad[0]]).__name__}")
-        enc = self.tokenizer(
-            list(texts),
-            padding="longest",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        pad_id = self.tokenizer.pad_token_id
+        if not self.memo_size or pad_id is None:
+            enc = self.tokenizer(
+                list(texts),
+                padding="longest",
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+            return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        ids = self._ids(texts)
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for row, seq in enumerate(ids):
+            span = slice(width - len(seq), width) if left else slice(0, len(seq))
+            input_ids[row, span] = torch.tensor(seq, dtype=torch.long)
+            mask[row, span] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def _ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Unpadded, truncated token ids of each text, from the memo where it has them."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        fresh: dict[str, list[int]] = {}
+        if missing:
+            enc = self.tokenizer(missing, truncation=True, max_length=self.max_length)["input_ids"]
+            fresh = dict(zip(missing, (list(x) for x in enc), strict=True))
+            room = self.memo_size - len(self._memo)
+            for text in missing[: max(room, 0)]:
+                self._memo[text] = fresh[text]
+        return [self._memo[t] if t in self._memo else fresh[t] for t in texts]
 
 
 def _model_class(hf_config: Any) -> type:
