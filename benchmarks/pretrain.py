@@ -248,7 +248,7 @@ def measure_loader(data: Path, seconds: float) -> dict:
         augment=cfg.data.augment,
         workers=cfg.train.workers,
         drop_last=True,
-        with_masks=False,  # as sonofm.train.pretrain builds it
+        with_masks=False,  # as sonofm.pretrain.job builds it
     )
     images, t0, epochs = 0, None, 0
     while True:

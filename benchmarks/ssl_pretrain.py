@@ -45,7 +45,7 @@ def _log(msg: str) -> None:
 
 def _config(data: Path, precision: str):
     from sonofm.config import resolve_config
-    from sonofm.train.ssl import SSLConfig
+    from sonofm.ssl.job import SSLConfig
 
     return resolve_config(
         SSLConfig,
@@ -66,8 +66,8 @@ def measure_step(data: Path, precision: str, seconds: float) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from sonofm.models.ssl import SSLModel
+    from sonofm.ssl.job import SSLCollate, SSLStep, _dataset, build_model_config
     from sonofm.train import Trainer
-    from sonofm.train.ssl import SSLCollate, SSLStep, _dataset, build_model_config
 
     cfg = _config(data, precision)
     torch.manual_seed(0)

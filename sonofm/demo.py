@@ -113,7 +113,7 @@ def _stage(
 
 def _pretrain(data: Path, run: Path, loss: str, plan: DemoPlan) -> dict[str, Any]:
     from sonofm.config import PretrainConfig, resolve_config
-    from sonofm.train.pretrain import pretrain
+    from sonofm.pretrain import pretrain
 
     config = resolve_config(
         PretrainConfig,

@@ -1,4 +1,4 @@
-"""sonofm/lazy.py: the lazy re-exports of the packages (eval, models, serve, data, losses)."""
+"""sonofm/lazy.py: the lazy re-exports of the packages (eval, models, serve, data, losses, pretrain, ssl)."""
 
 import importlib
 import sys
@@ -10,7 +10,16 @@ from sonofm.lazy import lazy_exports, lazy_names
 
 
 @pytest.mark.parametrize(
-    "package", ["sonofm.eval", "sonofm.models", "sonofm.serve", "sonofm.data", "sonofm.losses"]
+    "package",
+    [
+        "sonofm.eval",
+        "sonofm.models",
+        "sonofm.serve",
+        "sonofm.data",
+        "sonofm.losses",
+        "sonofm.pretrain",
+        "sonofm.ssl",
+    ],
 )
 def test_every_exported_name_resolves(package):
     pkg = importlib.import_module(package)

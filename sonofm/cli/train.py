@@ -63,7 +63,7 @@ def pretrain_cmd(
       torchrun --nproc_per_node 2 -m sonofm.cli pretrain --data data/sim --out runs/ddp
     """
     from sonofm.config import PretrainConfig
-    from sonofm.train.pretrain import pretrain as run_pretrain
+    from sonofm.pretrain import pretrain as run_pretrain
 
     values = {
         "data": given(path=data),
@@ -114,7 +114,7 @@ def ssl_cmd(
 
       sonofm ssl --out runs/ssl --resume latest
     """
-    from sonofm.train.ssl import SSLConfig, ssl_pretrain
+    from sonofm.ssl import SSLConfig, ssl_pretrain
 
     values = {
         "data": given(path=data),

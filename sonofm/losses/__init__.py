@@ -3,7 +3,7 @@
 The contrastive losses import eagerly (every job needs them); the ultrasound-aware objectives
 (docs/methods.md sections 1-2) and the composer load on first access, so `import sonofm.losses`
 stays cheap. Wiring them into the pretraining job (model, step, collate) is
-`sonofm.train.objective`'s: losses read no dataset and build no model.
+`sonofm.pretrain.objective`'s: losses read no dataset and build no model.
 """
 
 from __future__ import annotations

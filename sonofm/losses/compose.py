@@ -16,7 +16,7 @@ them and logs each separately.
 
 This module holds the loss building blocks only. Wiring a spec into the pretraining job (the
 graph-wrapped model, the train step and the collate that adds attribute rows, view codes and
-hard negatives to every batch) is the job's: :mod:`sonofm.train.objective`.
+hard negatives to every batch) is the job's: :mod:`sonofm.pretrain.objective`.
 """
 
 from __future__ import annotations

@@ -312,7 +312,7 @@ class _SemanticBase(nn.Module):
         if hot is None:
             raise KeyError(
                 "the semantic losses need 'attributes_multi_hot' in the step outputs (use "
-                "sonofm.train.objective.ObjectiveStep with a collate that encodes attributes)"
+                "sonofm.pretrain.objective.ObjectiveStep with a collate that encodes attributes)"
             )
         all_hot = gather_tensor(hot.float(), gather_with_grad=False)
         return all_img, all_txt, semantic_targets(all_hot, self.matrices(), self.vocab)

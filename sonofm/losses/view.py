@@ -76,7 +76,8 @@ class ViewNCELoss(nn.Module):
         for key in ("view_code", "study_code"):
             if key not in outputs:
                 raise KeyError(
-                    f"the view loss needs {key!r} in the step outputs (sonofm.train.objective.ObjectiveStep)"
+                    f"the view loss needs {key!r} in the step outputs"
+                    " (sonofm.pretrain.objective.ObjectiveStep)"
                 )
         with torch.autocast(device_type=outputs["image_features"].device.type, enabled=False):
             img, txt, _ = gather_pair(

@@ -1,7 +1,7 @@
 """The shared training loop and its parts (optimizer, schedule, checkpoints, DDP, logging).
 
-Jobs plug a step function into :class:`Trainer`; ``sonofm.train.pretrain`` is the contrastive
-pretraining job behind ``sonofm pretrain``.
+Jobs plug a step function into :class:`Trainer`: :mod:`sonofm.pretrain` (``sonofm pretrain``),
+:mod:`sonofm.ssl`, :mod:`sonofm.finetune` and :mod:`sonofm.vlm`. The loop imports none of them.
 """
 
 from __future__ import annotations

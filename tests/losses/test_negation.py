@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from sonofm.losses.compose import parse_loss_spec
 from sonofm.losses.negation import NegationNCELoss, negation_nce_loss
-from sonofm.train.objective import ObjectiveCollate, structured_by_id
+from sonofm.pretrain.objective import ObjectiveCollate, structured_by_id
 
 
 def _setup(b: int = 5, k: int = 3, seed: int = 0):

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 
 from sonofm.config import PretrainConfig, resolve_config
+from sonofm.pretrain.job import pretrain
 from sonofm.train.distributed import cleanup, init_distributed
-from sonofm.train.pretrain import pretrain
 from tests.train.test_shard_training import _trainer
 
 

@@ -126,8 +126,8 @@ def test_pretrain_cli_streams_shards(data, tmp_path: Path) -> None:
 
 def test_ssl_streams_shards_through_loader_workers(data, tmp_path: Path) -> None:
     from sonofm.config import resolve_config
-    from sonofm.train.ssl import SSLConfig, ssl_pretrain
-    from tests.train.test_ssl_job import TINY
+    from sonofm.ssl.job import SSLConfig, ssl_pretrain
+    from tests.ssl.test_job import TINY
 
     _, shards = data
     overrides = [f"data.path={shards}", *TINY, "train.workers=2", "train.batch_size=8", "train.epochs=2"]

@@ -24,9 +24,9 @@ from sonofm.errors import DataError, UserError
 from sonofm.inference.precision import autocast
 from sonofm.losses import build_contrastive_loss
 from sonofm.losses.compose import is_plain
+from sonofm.pretrain.objective import build_objective
 from sonofm.train.distributed import barrier, init_distributed
 from sonofm.train.finish import save_run_model
-from sonofm.train.objective import build_objective
 from sonofm.train.steps import ContrastiveStep
 from sonofm.train.trainer import FitResult, Trainer, to_device
 
@@ -295,7 +295,7 @@ def pretrain(
             config.loss.name, gather_with_grad=config.loss.gather_with_grad, local_loss=config.loss.local_loss
         )
         step: Any = ContrastiveStep(loss)
-    else:  # usclip / echo / weighted combinations (sonofm.train.objective)
+    else:  # usclip / echo / weighted combinations (sonofm.pretrain.objective)
         objective = build_objective(
             config.loss,
             model,

@@ -43,7 +43,7 @@ def test_model_file_override_is_the_base_of_field_overrides(tmp_path: Path) -> N
 
 def test_pretrain_with_the_recipe_stores_data_statistics_and_heads(sim: Path, tmp_path: Path) -> None:
     from sonofm.models import load_model
-    from sonofm.train.pretrain import pretrain
+    from sonofm.pretrain.job import pretrain
 
     model = tiny_dual_encoder("recipe", text={"freeze_layers": -1, "cache": 1000})
     config = resolve_config(
@@ -99,7 +99,7 @@ def test_pretrain_encodes_captions_and_hard_negatives_before_step_one(
     """With a frozen cached text tower no training or validation step encodes text: the run's
     captions and its caption hard negatives are all encoded in the warm-up pass."""
     from sonofm.models.text_towers import TextTower
-    from sonofm.train.pretrain import pretrain
+    from sonofm.pretrain.job import pretrain
 
     warming = [False]
     outside: list[int] = []
@@ -141,7 +141,7 @@ def test_pretrain_encodes_captions_and_hard_negatives_before_step_one(
 
 def test_caption_sampling_needs_captions(sim: Path, tmp_path: Path) -> None:
     from sonofm.errors import UserError
-    from sonofm.train.pretrain import pretrain
+    from sonofm.pretrain.job import pretrain
 
     config = resolve_config(
         PretrainConfig,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from sonofm.losses.compose import parse_loss_spec
+from sonofm.pretrain.objective import ObjectiveCollate
 from sonofm.reports import Study
 from sonofm.reports.captions import contrastive_caption
 from sonofm.reports.schema import Finding
-from sonofm.train.objective import ObjectiveCollate
 
 STUDY = Study(
     region="breast",
@@ -50,7 +50,7 @@ def test_caption_negatives_do_not_change_with_the_epoch_but_report_negatives_do(
 
 
 def test_caption_negatives_are_written_once_per_sample_and_kept(monkeypatch) -> None:
-    import sonofm.train.objective as objective
+    import sonofm.pretrain.objective as objective
 
     calls: list[str] = []
     original = objective._negated_contrastive_captions

@@ -14,7 +14,7 @@ from sonofm.config import resolve_config
 from sonofm.errors import UserError
 from sonofm.models import load_image_tower, load_model
 from sonofm.models.ssl import SSLModel
-from sonofm.train.ssl import SSLCollate, SSLConfig, _dataset, build_model_config, ssl_pretrain
+from sonofm.ssl.job import SSLCollate, SSLConfig, _dataset, build_model_config, ssl_pretrain
 
 # A 32 px, 1-block ViT of width 32 on top of the tiny SSL preset.
 TINY = [

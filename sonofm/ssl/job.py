@@ -259,8 +259,6 @@ def evaluate_ssl(model: SSLModel, loader: Any, device: torch.device, seed: int =
     return metrics
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # the job
 

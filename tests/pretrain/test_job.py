@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from sonofm.config import PretrainConfig, resolve_config
 from sonofm.errors import DataError, UserError
-from sonofm.train.pretrain import pretrain, retrieval_recall
+from sonofm.pretrain.job import pretrain, retrieval_recall
 from tests.tiny_models import TINY_DUAL_ENCODER
 
 models = pytest.importorskip("sonofm.models.factory", reason="sonofm.models is not importable yet")
@@ -272,7 +272,7 @@ def test_grad_checkpointing_gives_the_same_update(model_yaml: Path, tmp_path: Pa
     ("loss", "has_bias"), [("clip", False), ("siglip", True), ("siglip+view", True), ("usclip", False)]
 )
 def test_siglip_terms_get_a_logit_bias_alone_or_in_a_combination(loss: str, has_bias: bool) -> None:
-    from sonofm.train.pretrain import _build_model
+    from sonofm.pretrain.job import _build_model
 
     config = resolve_config(PretrainConfig, values={"model": TINY_MODEL, "loss": {"name": loss}})
     model = _build_model(config)
