@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from sonofm.config import PretrainConfig
+from sonofm.data.replay import ReplayLoader
 from sonofm.errors import DataError, UserError
 from sonofm.inference.precision import autocast
 from sonofm.losses import build_contrastive_loss
@@ -284,9 +285,11 @@ def pretrain(
             log.warning("no validation: %s", err)
         else:
             val_dataset = val_loader.dataset
+            # no augmentation, fixed order and texts: every validation reads the same batches
+            val_batches = ReplayLoader(val_loader)
 
             def evaluate(m: nn.Module, epoch: int) -> dict[str, float]:
-                img, txt = embed_pairs(m, val_loader, info.device)
+                img, txt = embed_pairs(m, val_batches, info.device)
                 return retrieval_recall(img, txt)
 
     collate_fn = None

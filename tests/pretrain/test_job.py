@@ -334,3 +334,30 @@ def test_group_by_makes_single_group_batches_and_names_a_missing_column(
     values["data"]["group_by"] = "organ"  # a standard column this dataset leaves empty
     with pytest.raises(UserError, match=r"data.group_by='organ': no training row .* has a value"):
         pretrain(resolve_config(PretrainConfig, values=values), tmp_path / "run3")
+
+
+def test_validation_reads_its_images_once_and_replays_them(
+    dataset: Path, model_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collections import Counter
+
+    from sonofm.data.dataset import UltrasoundDataset
+
+    reads: Counter[str] = Counter()
+    original = UltrasoundDataset.__getitem__
+
+    def counting(self, index):  # type: ignore[no-untyped-def]
+        reads[str(self.table["split"].iloc[0])] += 1
+        return original(self, index)
+
+    monkeypatch.setattr(UltrasoundDataset, "__getitem__", counting)
+    values = {
+        "model": str(model_yaml),
+        "data": {"path": str(dataset)},
+        "train": {"epochs": 3, "batch_size": 8, "workers": 0, "progress": False, "warmup_steps": 1},
+    }
+    pretrain(resolve_config(PretrainConfig, values=values), tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if "val/r_mean" in r]) == 3  # three validations ...
+    assert reads["val"] == 8  # ... from one read of the 8 validation images
+    assert reads["train"] == 3 * 32
