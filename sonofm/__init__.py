@@ -16,6 +16,6 @@ __all__ = ["__version__", "load_model"]
 
 def load_model(path_or_id: str, **kwargs: Any) -> Any:
     """Load any sonofm model directory (local path or `hf-hub:owner/name`)."""
-    from sonofm.models.io import load_model as _load_model
+    from sonofm.models.io import load_model as _load_model  # lazy: `import sonofm` must not import torch
 
     return _load_model(path_or_id, **kwargs)

@@ -19,6 +19,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from sonofm.atomic import atomic_write_text
 from sonofm.errors import UserError
+from sonofm.models.factory import load_spec
 
 PRESET_ROOT = "presets"
 
@@ -102,7 +103,7 @@ class LossConfig(BaseModel):
         if self.local_loss and not self.gather_with_grad:
             raise ValueError("loss.local_loss=true needs loss.gather_with_grad=true")
         if self.name.strip().lower() not in ("clip", "siglip"):
-            from sonofm.losses.compose import parse_loss_spec
+            from sonofm.losses.compose import parse_loss_spec  # lazy: keeps torch out of config
 
             parse_loss_spec(self.name, semantic_lambda=self.semantic_lambda)  # ValueError names the bad term
         return self
@@ -273,8 +274,6 @@ def _expand_model_spec(cls: type[BaseModel], data: dict[str, Any], overrides: li
     spec = data.get("model", cls.model_fields["model"].default)
     if not isinstance(spec, str):
         return data
-    from sonofm.models.factory import load_spec  # lazy: config stays importable without torch
-
     return {**data, "model": load_spec(spec)}
 
 

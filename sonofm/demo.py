@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sonofm.atomic import atomic_write_text
+from sonofm.config import PretrainConfig, resolve_config
+from sonofm.demo_report import write_demo_report
 from sonofm.errors import UserError
+from sonofm.sim.generator import simulate_dataset
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +115,7 @@ def _stage(
 
 
 def _pretrain(data: Path, run: Path, loss: str, plan: DemoPlan) -> dict[str, Any]:
-    from sonofm.config import PretrainConfig, resolve_config
-    from sonofm.pretrain import pretrain
+    from sonofm.pretrain import pretrain  # lazy: keeps torch out of the demo module
 
     config = resolve_config(
         PretrainConfig,
@@ -163,8 +165,6 @@ def run_demo(
     data = out / "data"
 
     def simulate() -> dict[str, Any]:
-        from sonofm.sim.generator import simulate_dataset
-
         simulate_dataset(
             data,
             plan.n_images,
@@ -188,7 +188,7 @@ def run_demo(
     eval_dir = out / "eval"
 
     def evaluate() -> dict[str, Any]:
-        from sonofm.eval.runner import run_suite
+        from sonofm.eval.runner import run_suite  # lazy: keeps torch out of the demo module
 
         models = [str(out / "runs" / name / "model") for name in MODELS]
         run_suite(models, data, eval_dir, plan.suite, cache_dir=False, workers=0)
@@ -202,8 +202,6 @@ def run_demo(
         out / "summary.json",
         json.dumps({"plan": asdict(plan), "machine": machine, "rows": summary}, indent=2),
     )
-    from sonofm.demo_report import write_demo_report
-
     report = write_demo_report(
         out,
         results=results,
@@ -224,7 +222,7 @@ MODEL_KEYS = tuple(MODELS)
 
 def machine_info() -> dict[str, Any]:
     """CPU model, cores available to this process, RAM and torch threads (for reports and benchmarks)."""
-    import torch
+    import torch  # lazy: keeps torch out of the demo module
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):

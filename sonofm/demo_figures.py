@@ -5,12 +5,16 @@ the evaluation report. Every image is an inline PNG data URI. Used by `sonofm.de
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import re
 from pathlib import Path
 
+from sonofm.data.manifest import read_manifest
+from sonofm.data.preview import LABEL_COLOURS, contact_sheet
 from sonofm.figures import png_figure, pyplot
+from sonofm.taxonomy import MASK_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +24,7 @@ _plt = pyplot  # re-exported by demo_report under its old name
 
 def training_figures(runs: dict[str, Path]) -> list[tuple[str, str]]:
     """Loss terms vs step (one panel per run) and validation retrieval vs step (both runs)."""
-    from sonofm.train.metrics_log import read_metrics
+    from sonofm.train.metrics_log import read_metrics  # lazy: sonofm.train imports torch; the report does not
 
     records = {}
     for name, run in runs.items():
@@ -65,8 +69,6 @@ def training_figures(runs: dict[str, Path]) -> list[tuple[str, str]]:
 
 
 def _data_uri_file(path: Path) -> str | None:
-    import base64
-
     try:
         return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
     except OSError as e:
@@ -76,10 +78,6 @@ def _data_uri_file(path: Path) -> str | None:
 
 def data_section(data: Path) -> str:
     """Contact sheet (made if missing), mask colour legend and image counts per region x split."""
-    from sonofm.data.manifest import read_manifest
-    from sonofm.data.preview import LABEL_COLOURS, contact_sheet
-    from sonofm.taxonomy import MASK_LABELS
-
     parts = ["<h2 id='data'>The data</h2>"]
     sheet = data / "preview.png"
     try:

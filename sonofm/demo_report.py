@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sonofm.atomic import atomic_write_text
+from sonofm.data.manifest import read_manifest
 from sonofm.demo_figures import (  # noqa: F401 (re-exported)
     _data_uri_file,
     _plt,
@@ -106,8 +107,6 @@ def _headline_table(rows: list[dict[str, Any]], names: tuple[str, str]) -> str:
 def data_phrase(data: Path, n_images: int | None) -> str:
     """What was simulated, counted from the manifest (regions and echo views are not hard-coded)."""
     try:
-        from sonofm.data.manifest import read_manifest
-
         df = read_manifest(data)
     except Exception as e:  # the report must render without the data directory
         log.warning("cannot read manifest of %s (%s)", data, e)

@@ -1,8 +1,8 @@
 """The figure and HTML kit shared by the reports of eval, fine-tuning, the VLM and the demo.
 
 Figures are matplotlib PNGs embedded as base64 data URIs, so every report is one self-contained
-HTML file. matplotlib and PIL are imported when a figure is drawn (they are heavy and optional
-for code that never draws).
+HTML file. matplotlib is imported when a figure is drawn (it takes seconds to import, and code
+that never draws does not need it).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import io
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -32,7 +33,7 @@ image-rendering:pixelated;border:1px solid #ccc}.ex ol{margin:0;font-size:.85em}
 
 def png_figure(fig: Any) -> str:
     """A matplotlib figure as an inline PNG data URI (the figure is closed)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: slow to import (seconds); only drawing needs it
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -48,10 +49,10 @@ def figure_html(src: str, caption: str) -> str:
 
 def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (no display needed)."""
-    import matplotlib
+    import matplotlib  # lazy: slow to import (seconds); only drawing needs it
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: slow to import (seconds); only drawing needs it
 
     return plt
 
@@ -92,8 +93,6 @@ def scatter_figure(y: np.ndarray, pred: np.ndarray, title: str) -> str:
 
 def png_data_uri(image: np.ndarray) -> str:
     """uint8 (H, W) or (H, W, 3) array -> inline PNG data URI (for `TaskResult.plots["images"]`)."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -63,7 +63,7 @@ def launch(
     output-folder rule (``resume``/``overwrite``). Under torchrun only rank 0 reports, so the
     caller prints only when a result comes back.
     """
-    from sonofm.config import resolve_config  # deferred: pydantic + yaml would slow `sonofm --help`
+    from sonofm.config import resolve_config  # lazy: pydantic + yaml would slow `sonofm --help`
 
     resuming = resume is not None and resume is not False
     saved = saved_config(out)

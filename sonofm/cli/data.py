@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+from rich.table import Table
 
 from sonofm.cli.common import console, verb_group
 from sonofm.errors import UserError
@@ -40,10 +44,8 @@ def simulate_cmd(
 
       sonofm simulate --out data/deid --n 100 --burned-in-text --doppler-box
     """
-    from rich.table import Table
-
-    from sonofm.data.card import read_card
-    from sonofm.sim.generator import simulate_dataset
+    from sonofm.data.card import read_card  # lazy: pandas would slow `sonofm --help`
+    from sonofm.sim.generator import simulate_dataset  # lazy: numpy + simulator slow `sonofm --help`
 
     path = simulate_dataset(
         out,
@@ -112,9 +114,9 @@ def ingest_dicom_cmd(
 
       sonofm ingest dicom /data/export2 --out data/real --key-file ~/deid.key --append
     """
-    from rich.progress import Progress
+    from rich.progress import Progress  # lazy: keeps `sonofm --help` fast
 
-    from sonofm.data.dicom.ingest import ingest_dicom
+    from sonofm.data.dicom.ingest import ingest_dicom  # lazy: scipy would slow `sonofm --help`
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("ingesting", total=None)
@@ -159,11 +161,8 @@ def ingest_locate_cmd(
 
       sonofm ingest locate /data/export --out data/real --key-file ~/deid.key
     """
-    import json
-    from pathlib import Path
-
-    from sonofm.data.dicom.deid import read_key
-    from sonofm.data.dicom.ingest import locate_sources
+    from sonofm.data.dicom.deid import read_key  # lazy: keeps `sonofm --help` fast
+    from sonofm.data.dicom.ingest import locate_sources  # lazy: scipy would slow `sonofm --help`
 
     key = read_key(key_file or Path(out) / ".sonofm-deid.key")
     report = Path(out) / "ingest_report.json"
@@ -179,7 +178,7 @@ def _make_import_cmd(fmt: str, what: str) -> None:
         src: str = typer.Argument(..., help=f"The downloaded {what} folder (or file)."),
         out: str = typer.Option(..., "--out", help="Output dataset directory."),
     ) -> None:
-        from sonofm.data.importers import IMPORTERS
+        from sonofm.data.importers import IMPORTERS  # lazy: numpy would slow `sonofm --help`
 
         res = IMPORTERS[fmt](src, out)
         console.print(f"[green]{res.images} images[/] -> {out}")
@@ -225,7 +224,7 @@ def data_shard(
 
       sonofm data shard data/sim --out data/sim-shards --shard-size 5000
     """
-    from sonofm.data.shards import export_shards
+    from sonofm.data.shards import export_shards  # lazy: keeps torch out of `sonofm --help`
 
     index = export_shards(data, out, shard_size=shard_size)
     for split, info in index["splits"].items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.table import Table
 
 from sonofm.cli.common import console
 
@@ -21,9 +22,7 @@ def demo_cmd(
 
       sonofm demo --out demo-out --quick
     """
-    from rich.table import Table
-
-    from sonofm.demo import run_demo
+    from sonofm.demo import run_demo  # lazy: numpy + scipy slow `sonofm --help`
 
     res = run_demo(out, quick=quick, notify=lambda msg: console.print(f"[cyan]demo[/] {msg}"))
     models = [m["label"] for m in res.results["models"]]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import typer
+import json
 
+import typer
+from rich.table import Table
+
+from sonofm.atomic import atomic_write_text
 from sonofm.cli.common import console
 
 
@@ -42,8 +46,8 @@ def eval_cmd(
 
       sonofm eval --model runs/a/model --model runs/b/model --data data/sim --out eval/a-vs-b
     """
-    from sonofm.eval.cli_support import EvalProgress
-    from sonofm.eval.runner import load_suite, run_suite
+    from sonofm.eval.cli_support import EvalProgress  # lazy: keeps `sonofm --help` fast
+    from sonofm.eval.runner import load_suite, run_suite  # lazy: keeps torch out of `sonofm --help`
 
     s = load_suite(suite)
     with EvalProgress(console, len(s.tasks), len(model)) as progress:
@@ -85,12 +89,7 @@ def diagnose_cmd(
 
       sonofm diagnose --model runs/clip/model --data data/sim --out runs/clip/diagnose.json
     """
-    import json
-
-    from rich.table import Table
-
-    from sonofm.atomic import atomic_write_text
-    from sonofm.eval.diagnose import diagnose
+    from sonofm.eval.diagnose import diagnose  # lazy: numpy would slow `sonofm --help`
 
     result = diagnose(model, data, device=device)
     columns = list(result["scores"])

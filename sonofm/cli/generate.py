@@ -28,7 +28,7 @@ def generate_cmd(
 
       sonofm generate --model runs/vlm/model --image a.png --image b.png --question "Which view?" --beams 3
     """
-    from sonofm.models.vlm import generate_from_files
+    from sonofm.models.vlm import generate_from_files  # lazy: keeps torch out of `sonofm --help`
 
     out = generate_from_files(
         model,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 from sonofm.cli.common import console, verb_group
@@ -28,9 +30,7 @@ def report_parse(
 
       echo 'LVEF 35%. Moderate pericardial effusion.' | sonofm report parse - --region heart
     """
-    import json
-
-    from sonofm.reports.cli_support import parse_source
+    from sonofm.reports.cli_support import parse_source  # lazy: the report parser is slow to import
 
     result = parse_source(source, region)
     typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
@@ -54,9 +54,7 @@ def report_eval(
 
       sonofm report eval my_reports.jsonl --json
     """
-    import json
-
-    from sonofm.reports.corpus import evaluate, format_result, load_corpus
+    from sonofm.reports.corpus import evaluate, format_result, load_corpus  # lazy: slow to import
 
     result = evaluate(load_corpus(corpus))
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_result(result))
@@ -76,9 +74,7 @@ def report_sample(
 
       sonofm report sample --region heart --n 1
     """
-    import json
-
-    from sonofm.reports.cli_support import sample_reports
+    from sonofm.reports.cli_support import sample_reports  # lazy: the report writer is slow to import
 
     for rec in sample_reports(region, n, seed):
         typer.echo(json.dumps(rec, ensure_ascii=False))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
+from rich.table import Table
 
 from sonofm.cli.common import console, verb_group
 from sonofm.errors import UserError
@@ -41,10 +44,10 @@ def serve_cmd(
 
       sonofm serve --model export/clip-onnx --onnx --token s3cret --max-upload-mb 50 --cors https://pacs.example.org
     """
-    import uvicorn
+    import uvicorn  # lazy: optional dependency (sonofm[serve])
 
-    from sonofm.serve.app import configure_json_logging, create_app
-    from sonofm.serve.settings import ServeSettings
+    from sonofm.serve.app import configure_json_logging, create_app  # lazy: keeps torch out of --help
+    from sonofm.serve.settings import ServeSettings  # lazy: pydantic would slow `sonofm --help`
 
     try:
         settings = ServeSettings(
@@ -103,9 +106,9 @@ def index_build(
 
       sonofm index build --model export/clip-onnx --data data/sim --split train --kind hnsw --out idx/train
     """
-    from rich.progress import Progress
+    from rich.progress import Progress  # lazy: keeps `sonofm --help` fast
 
-    from sonofm.serve.index import CaseIndex, build_index
+    from sonofm.serve.index import CaseIndex, build_index  # lazy: pandas would slow `sonofm --help`
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("embedding images", total=None)
@@ -148,11 +151,7 @@ def index_search(
 
       sonofm index search --index idx/sim --text "hypoechoic breast mass with shadowing" --json
     """
-    import json
-
-    from rich.table import Table
-
-    from sonofm.serve.index import CaseIndex, load_encoder, read_query_image
+    from sonofm.serve.index import CaseIndex, load_encoder, read_query_image  # lazy: pandas slows --help
 
     if (image is None) == (text is None):
         raise UserError("give exactly one of --image FILE or --text TEXT")
@@ -207,7 +206,7 @@ def export_onnx_cmd(
 
       sonofm serve --model export/clip --onnx
     """
-    from sonofm.serve.export import export_onnx
+    from sonofm.serve.export import export_onnx  # lazy: numpy would slow `sonofm --help`
 
     info = export_onnx(model, out, opset=opset, check=check, overwrite=overwrite)
     worst = max(info["max_abs_diff"].values(), default=float("nan"))

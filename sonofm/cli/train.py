@@ -62,8 +62,8 @@ def pretrain_cmd(
 
       torchrun --nproc_per_node 2 -m sonofm.cli pretrain --data data/sim --out runs/ddp
     """
-    from sonofm.config import PretrainConfig
-    from sonofm.pretrain import pretrain as run_pretrain
+    from sonofm.config import PretrainConfig  # lazy: pydantic + yaml would slow `sonofm --help`
+    from sonofm.pretrain import pretrain as run_pretrain  # lazy: keeps torch out of `sonofm --help`
 
     values = {
         "data": given(path=data),
@@ -114,7 +114,7 @@ def ssl_cmd(
 
       sonofm ssl --out runs/ssl --resume latest
     """
-    from sonofm.ssl import SSLConfig, ssl_pretrain
+    from sonofm.ssl import SSLConfig, ssl_pretrain  # lazy: keeps torch out of `sonofm --help`
 
     values = {
         "data": given(path=data),
@@ -169,8 +169,8 @@ def finetune_cmd(
 
       sonofm eval --model runs/seg/seed-1/model --data data/sim --suite finetune --out runs/seg/eval
     """
-    from sonofm.finetune.job import FinetuneConfig
-    from sonofm.finetune.job import finetune as run_finetune
+    from sonofm.finetune.job import FinetuneConfig  # lazy: keeps torch out of `sonofm --help`
+    from sonofm.finetune.job import finetune as run_finetune  # lazy: keeps torch out of `sonofm --help`
 
     values = {
         "data": given(path=data, fraction=fraction),
@@ -187,7 +187,7 @@ def finetune_cmd(
     )
     if result is None:
         return
-    from sonofm.finetune.job import format_ci
+    from sonofm.finetune.job import format_ci  # lazy: keeps torch out of `sonofm --help`
 
     s = result.summary
     console.print(f"[green]finetune[/] {s['task']} / {s['adapter']}, seeds {s['seeds']}")
@@ -227,8 +227,8 @@ def train_vlm_cmd(
 
       sonofm train-vlm --out runs/vlm --resume latest
     """
-    from sonofm.vlm.train import VLMTrainConfig
-    from sonofm.vlm.train import train_vlm as run_train_vlm
+    from sonofm.vlm.train import VLMTrainConfig  # lazy: keeps torch out of `sonofm --help`
+    from sonofm.vlm.train import train_vlm as run_train_vlm  # lazy: keeps torch out of `sonofm --help`
 
     values = {"data": given(path=data, sharegpt=sharegpt), **given(image_from=image_from, moe=moe)}
     if stage is not None:

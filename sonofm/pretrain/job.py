@@ -20,14 +20,23 @@ import torch
 from torch import Tensor, nn
 
 from sonofm.config import PretrainConfig
+from sonofm.data import loader as data_loader
+from sonofm.data.loader import manifest_rows
 from sonofm.data.replay import ReplayLoader
+from sonofm.data.stats import image_mean_std
 from sonofm.errors import DataError, UserError
 from sonofm.inference.precision import autocast
 from sonofm.losses import build_contrastive_loss
-from sonofm.losses.compose import is_plain
+from sonofm.losses.compose import is_plain, parse_loss_spec
+from sonofm.losses.supervised import head_classes
+from sonofm.models import build_model
+from sonofm.models.factory import resolve_config as resolve_model_config
+from sonofm.models.text_towers import cached_text_towers, warm_text_caches
 from sonofm.pretrain.objective import build_objective
+from sonofm.reports.captions import CaptionSampler
 from sonofm.train.distributed import barrier, init_distributed
 from sonofm.train.finish import save_run_model
+from sonofm.train.rundir import open_run
 from sonofm.train.steps import ContrastiveStep
 from sonofm.train.trainer import FitResult, Trainer, to_device
 
@@ -108,8 +117,6 @@ def _check_text(dataset: Any, column: str, where: str) -> None:
 
 def uses_siglip(loss: Any) -> bool:
     """Whether the objective has a sigmoid (SigLIP) term, which needs the model's logit bias."""
-    from sonofm.losses.compose import is_plain, parse_loss_spec
-
     name = loss.name.strip().lower()
     if is_plain(name):
         return name == "siglip"
@@ -117,8 +124,6 @@ def uses_siglip(loss: Any) -> bool:
 
 
 def _build_model(config: PretrainConfig) -> nn.Module:
-    from sonofm.models import build_model
-
     overrides: dict[str, Any] = {}
     if uses_siglip(config.loss):
         overrides["logit_bias"] = True  # SigLIP learns a bias next to the scale (alone or in a combination)
@@ -130,8 +135,6 @@ def _build_model(config: PretrainConfig) -> nn.Module:
 
 
 def _uses_term(loss: Any, term: str) -> bool:
-    from sonofm.losses.compose import parse_loss_spec
-
     if is_plain(loss.name):
         return False
     return term in parse_loss_spec(loss.name, semantic_lambda=loss.semantic_lambda).names
@@ -139,9 +142,6 @@ def _uses_term(loss: Any, term: str) -> bool:
 
 def _head_classes(config: PretrainConfig) -> dict[str, list[str]]:
     """Supervised head classes from the whole manifest (the class set must not depend on the split)."""
-    from sonofm.data.loader import manifest_rows
-    from sonofm.losses.supervised import head_classes
-
     heads = head_classes(manifest_rows(config.data.path), config.loss.supervised_targets)
     if not heads:
         raise DataError(
@@ -153,9 +153,6 @@ def _head_classes(config: PretrainConfig) -> dict[str, list[str]]:
 
 def _data_normalisation(config: PretrainConfig) -> dict[str, Any]:
     """image.mean/std overrides measured on the training split (stored in the model's config.json)."""
-    from sonofm.data.stats import image_mean_std
-    from sonofm.models.factory import resolve_config as resolve_model_config
-
     image = resolve_model_config(config.model).image
     size = config.data.image_size or image.image_size
     mean, std = image_mean_std(
@@ -173,8 +170,6 @@ def _training_text(config: PretrainConfig) -> Any:
             f"data.caption_sampling={config.data.caption_sampling} needs data.text=caption "
             f"(got {config.data.text!r}): it samples single-finding captions of the structured study"
         )
-    from sonofm.reports.captions import CaptionSampler
-
     return CaptionSampler(config.data.caption_sampling)
 
 
@@ -203,8 +198,6 @@ def _warm_text_cache(trainer: Trainer, tokenize: Any, datasets: list[Any], colla
     """Encode the run's fixed texts (captions, caption hard negatives) once, before step 1, when
     the text tower is frozen and cached: sorted by length in large batches instead of as each
     step's misses (the ultrasound-aware demo stage spent about half its time there)."""
-    from sonofm.models.text_towers import cached_text_towers, warm_text_caches
-
     if not cached_text_towers(trainer.raw_model):
         return  # a learning text tower: listing captions and negatives would be wasted work
     texts: list[str] = []
@@ -233,9 +226,6 @@ def pretrain(
     Works the same in one process and under ``torchrun`` (each rank draws its own shard of every
     batch; the contrastive loss gathers features across ranks).
     """
-    from sonofm.data import loader as data_loader
-    from sonofm.train.rundir import open_run
-
     data_path = data_loader.data_path(config.data.path)  # a dataset dir, manifest or shard directory
     out = Path(out)
     run = open_run(out, job="pretrain", config=config, resume=resume, overwrite=overwrite)

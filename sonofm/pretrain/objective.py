@@ -20,7 +20,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sonofm.data.dataset import collate
+from sonofm.errors import DataError
 from sonofm.losses.compose import CompositeLoss, LossSpec, build_composite_loss, parse_loss_spec
+from sonofm.losses.semantic import TagVocabulary, model_tag_similarity
+from sonofm.losses.supervised import head_labels
+from sonofm.losses.view import label_codes
+from sonofm.models.attribute_graph import AttributeGraphConfig, AttributeGraphDualEncoder
+from sonofm.reports import Study, negated_captions
+from sonofm.reports.captions import contrastive_caption
+from sonofm.reports.prompts import negated_studies
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +101,6 @@ class ObjectiveCollate:
         heads: Mapping[str, Sequence[str]] | None = None,
         text: str = "report",
     ) -> None:
-        from sonofm.losses.semantic import TagVocabulary
-
         # hard negatives must be written like the positives: captions for caption training, else
         # the style alone tells them apart and the term teaches nothing about findings
         self.caption_negatives = text == "caption"
@@ -119,8 +126,6 @@ class ObjectiveCollate:
         return list(dict.fromkeys(texts))  # with "", the text of a sample's missing negatives
 
     def _negatives(self, ids: Sequence[Any]) -> tuple[list[str], Tensor]:
-        from sonofm.reports import Study, negated_captions
-
         epoch = int(getattr(self.dataset, "epoch", 0))
         texts: list[str] = []
         valid = torch.zeros(len(ids), self.negatives, dtype=torch.bool)
@@ -152,17 +157,12 @@ class ObjectiveCollate:
         return texts, valid
 
     def __call__(self, batch: list[dict[str, Any] | None]) -> dict[str, Any]:
-        from sonofm.data.dataset import collate
-        from sonofm.losses.view import label_codes
-
         out = collate(batch, tokenizer=self.tokenizer)
         if "image" not in out:
             return out
         if self.vocab is not None:
             out["attributes_multi_hot"] = self.vocab.multi_hot(out["attributes"])
         if self.heads:
-            from sonofm.losses.supervised import head_labels
-
             out.update(head_labels(out, self.heads))
         if self.spec.needs_views:
             out["view_code"] = label_codes(out["view"])
@@ -178,9 +178,6 @@ class ObjectiveCollate:
 
 def _negated_contrastive_captions(study: Any, rng: np.random.Generator, k: int) -> list[str]:
     """Up to ``k`` captions of structurally negated studies that read differently from the original."""
-    from sonofm.reports.captions import contrastive_caption
-    from sonofm.reports.prompts import negated_studies
-
     original = contrastive_caption(study)
     out: list[str] = []
     for new in negated_studies(study, rng, k=k * 2):
@@ -194,8 +191,6 @@ def _negated_contrastive_captions(study: Any, rng: np.random.Generator, k: int) 
 
 def structured_by_id(table: Any, where: str) -> dict[str, Any]:
     """``id -> Study.to_dict()`` from a manifest table's ``structured`` column (DataError if absent)."""
-    from sonofm.errors import DataError
-
     if "structured" not in getattr(table, "columns", ()):
         raise DataError(
             f"{where}: the negation loss writes hard negatives from each sample's structured report, but "
@@ -246,16 +241,12 @@ def build_objective(
     spec = parse_loss_spec(loss_config.name, semantic_lambda=getattr(loss_config, "semantic_lambda", 1.0))
     matrices = None
     if any(n in ("soft_clip", "semantic") for n in spec.names):
-        from sonofm.losses.semantic import model_tag_similarity
-
         matrices = model_tag_similarity(
             model,
             cache_dir=getattr(loss_config, "similarity_cache", None),
             rescale=getattr(loss_config, "similarity_rescale", "minmax"),
         )
     if spec.graph:
-        from sonofm.models.attribute_graph import AttributeGraphConfig, AttributeGraphDualEncoder
-
         model = AttributeGraphDualEncoder.from_dual_encoder(
             model, AttributeGraphConfig(**(getattr(loss_config, "graph", None) or {}))
         )

@@ -26,12 +26,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
 from sonofm.config import ImageDataConfig, TrainerConfig
+from sonofm.data.loader import build_dataset
+from sonofm.data.loader import data_path as resolve_data
 from sonofm.errors import DataError, UserError
 from sonofm.losses.mim import IGNORE_INDEX
 from sonofm.models.config import ImageTowerConfig
+from sonofm.models.factory import _MONAI_SWIN_KEYS, load_spec
+from sonofm.models.image_towers import sonofm_model_dir
+from sonofm.models.io import read_model_config
 from sonofm.models.ssl import LEVELS, SSLModel, SSLModelConfig, anatomy_labels
 from sonofm.train.distributed import barrier, init_distributed
 from sonofm.train.finish import save_run_model
+from sonofm.train.rundir import open_run
 from sonofm.train.trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -90,14 +96,12 @@ class SSLResult:
 
 def _check_tower_keys(image: ImageTowerConfig) -> None:
     """Reject misspelt architecture keys (transformers configs would silently keep them)."""
-    from sonofm.models.factory import _MONAI_SWIN_KEYS
-
     if image.arch is not None or image.pretrained:
         return
     if image.kind == "monai_swin":
         known = set(_MONAI_SWIN_KEYS)
     else:
-        from transformers import CONFIG_MAPPING
+        from transformers import CONFIG_MAPPING  # lazy: heavy (seconds); only a transformers tower needs it
 
         known = set(CONFIG_MAPPING[image.kind]().to_dict())
     unknown = sorted(set(image.extra) - known)
@@ -107,12 +111,8 @@ def _check_tower_keys(image: ImageTowerConfig) -> None:
 
 def tower_section(model: str) -> dict[str, Any]:
     """The image-tower section named by ``model`` (preset, config file or sonofm model dir)."""
-    from sonofm.models.image_towers import sonofm_model_dir
-
     model_dir = sonofm_model_dir(model)
     if model_dir is not None:
-        from sonofm.models.io import read_model_config
-
         image = (read_model_config(model_dir).get("config") or {}).get("image")
         if not isinstance(image, dict):
             raise UserError(
@@ -121,8 +121,6 @@ def tower_section(model: str) -> dict[str, Any]:
         image = {k: v for k, v in image.items() if k != "arch"}
         image["pretrained"] = str(model_dir)
         return image
-    from sonofm.models.factory import load_spec
-
     image = load_spec(model).get("image")
     if not isinstance(image, dict):
         raise UserError(f"model {model!r} has no `image` section")
@@ -187,8 +185,6 @@ class SSLCollate:
 
 
 def _dataset(config: SSLConfig, split: str, image_size: int, augment: float) -> Any:
-    from sonofm.data.loader import build_dataset
-
     return build_dataset(
         config.data.path,
         split,
@@ -267,9 +263,6 @@ def ssl_pretrain(
     config: SSLConfig, out: str | Path, *, resume: str | None = None, overwrite: bool = False
 ) -> SSLResult:
     """Pretrain an image tower as ``config`` says; write the run (and ``out/model``) into ``out``."""
-    from sonofm.data.loader import data_path as resolve_data
-    from sonofm.train.rundir import open_run
-
     data_path = resolve_data(config.data.path)  # a dataset dir, manifest or shard directory
     if config.weights.mim == 0 and not any(getattr(config.weights, lv) > 0 for lv in LEVELS):
         raise UserError("every loss weight is 0 (weights.mim, weights.region, ...): nothing to train")

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def compile_unsupported(device: torch.device | None = None) -> str | None:
     """Why ``torch.compile`` cannot run here, or None if it should."""
     try:
-        import torch._dynamo as dynamo
+        import torch._dynamo as dynamo  # lazy: slow to import (seconds); only train.compile needs it
     except ImportError as err:  # pragma: no cover - every torch 2.x has it
         return f"torch._dynamo is unavailable ({err})"
     if not dynamo.is_dynamo_supported():

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from sonofm.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -37,8 +39,6 @@ def _pick_device(requested: str, local_rank: int) -> torch.device:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda":
         if not torch.cuda.is_available():
-            from sonofm.errors import UserError
-
             raise UserError("device 'cuda' was requested but no CUDA GPU is visible; use device=cpu")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from sonofm.errors import UserError
@@ -39,8 +40,6 @@ class DivergenceGuard:
             bad = bad | ~torch.isfinite(grad_norm.detach())
         bad = bad.float()
         if self.dist.distributed:
-            import torch.distributed as dist
-
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if self._bad is None:
             self._bad = torch.zeros((), device=self.device)

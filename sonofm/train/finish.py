@@ -13,7 +13,9 @@ from typing import Any
 from pydantic import BaseModel
 from torch import nn
 
+from sonofm.data.card import read_card
 from sonofm.errors import UserError
+from sonofm.models import save_model
 from sonofm.train.checkpoint import BEST, load_checkpoint
 from sonofm.train.trainer import FitResult
 
@@ -21,8 +23,6 @@ from sonofm.train.trainer import FitResult
 def data_card(path: Path) -> dict[str, Any] | None:
     """dataset.json of the training data, or None (a hand-written manifest has no card)."""
     try:
-        from sonofm.data.card import read_card
-
         return read_card(path)
     except UserError:
         return None
@@ -39,8 +39,6 @@ def save_run_model(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Load the best checkpoint when early stopping tracked one, then write `out/model` (main rank only)."""
-    from sonofm.models import save_model
-
     best = out / "checkpoints" / BEST
     source = "final"
     metric = getattr(getattr(config, "train", None), "early_stop_metric", None)

@@ -12,6 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
 from sonofm.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,7 @@ class MetricsLogger:
         self._fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open for the run
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency (sonofm[tb])
             except ImportError:
                 log.warning("tensorboard is not installed; install sonofm[tb] to get event files")
             else:
@@ -103,15 +106,6 @@ class Progress:
         self._task = None
         if not enabled:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as RichProgress
-
         self._progress = RichProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

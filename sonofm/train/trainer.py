@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
@@ -61,7 +62,14 @@ from sonofm.train import checkpoint as ckpt
 from sonofm.train.accumulation import GradientAccumulation
 from sonofm.train.batches import batch_length, materialise, skipped_in, to_device
 from sonofm.train.compile import compile_model
-from sonofm.train.distributed import DistInfo, all_reduce_mean, all_reduce_sum, any_rank, init_distributed
+from sonofm.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    any_rank,
+    broadcast_object,
+    init_distributed,
+)
 from sonofm.train.divergence import DivergenceGuard
 from sonofm.train.divergence import TrainingDiverged as TrainingDiverged  # re-exported
 from sonofm.train.metrics_log import MetricsLogger, Progress
@@ -421,8 +429,6 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
                 metrics = {k: float(v) for k, v in self.evaluate(self.raw_model, self.epoch).items()}
             self.raw_model.train(was_training)
         if self.dist.distributed:
-            from sonofm.train.distributed import broadcast_object
-
             metrics = broadcast_object(metrics)  # type: ignore[assignment]
         return metrics
 
@@ -557,8 +563,6 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
 
     def data_summary(self) -> dict[str, Any]:
         """How this run split its data: what ``training.json`` records under ``distributed``."""
-        import torch.distributed as dist
-
         cfg = self.config
         return {
             "world_size": self.dist.world_size,

@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 from sonofm.train import checkpoint as ckpt
 from sonofm.train.optim import WarmupCosine
 from sonofm.train.seeding import seed_everything
@@ -24,8 +26,6 @@ class TrainerState:
     def state_dict(self) -> dict[str, Any]:
         rngs = [ckpt.rng_state()]
         if self.dist.distributed:
-            import torch.distributed as dist
-
             gathered: list[Any] = [None] * self.dist.world_size
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered
@@ -61,8 +61,6 @@ class TrainerState:
             path = ckpt.save_checkpoint(state, self.ckpt_dir, best=best)
             log.info("checkpoint step %d -> %s%s", self.step, path, " (best)" if best else "")
         if self.dist.distributed:
-            import torch.distributed as dist
-
             dist.barrier()
         return path
 
