@@ -26,6 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from sonofm.data.dataset import manifest_root
+from sonofm.data.manifest import read_manifest
+from sonofm.eval.tasks.attribute_bounds import attribute_bounds
+from sonofm.eval.tasks.base import EvalContext
+from sonofm.eval.tasks.zeroshot import ZeroShotAttributes, ZeroShotClassification, ZeroShotFindings
+from sonofm.inference.embed import embed_split, model_hash, pick_device, training_text_field
+from sonofm.models import load_model
+from sonofm.reports.captions import caption_for_row
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +48,6 @@ HEADLINE_METRICS = {
 
 
 def _tasks(names: Sequence[str]) -> list[Any]:
-    from sonofm.eval.tasks.zeroshot import ZeroShotAttributes, ZeroShotClassification, ZeroShotFindings
-
     out: list[Any] = []
     for name in names:
         if name == "attributes":
@@ -91,8 +99,6 @@ def summary_rows(columns: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
 
 
 def _caption_embeddings(ctx: Any, split: str) -> np.ndarray:
-    from sonofm.reports.captions import caption_for_row
-
     rows = ctx.rows(split)
     texts = [caption_for_row(r) or "ultrasound image." for r in rows.to_dict("records")]
     emb = ctx.encode_texts(texts)
@@ -111,14 +117,6 @@ def diagnose(
     n_boot: int = 0,
 ) -> dict[str, Any]:
     """Floor, model and caption-oracle scores of the zero-shot tasks, plus per-tag image bounds."""
-    import torch
-
-    from sonofm.data.dataset import manifest_root
-    from sonofm.data.manifest import read_manifest
-    from sonofm.eval.tasks.base import EvalContext
-    from sonofm.inference.embed import embed_split, model_hash, pick_device, training_text_field
-    from sonofm.models import load_model
-
     dev = pick_device(device)
     df = read_manifest(data)
     root = manifest_root(data)
@@ -159,8 +157,6 @@ def diagnose(
     oracle_emb = dataclasses.replace(ctx.embeddings[split], image=_caption_embeddings(ctx, split))
     oracle = dataclasses.replace(ctx, embeddings={**ctx.embeddings, split: oracle_emb})
     columns["caption oracle"] = _scores(oracle, task_objs)
-    from sonofm.eval.tasks.attribute_bounds import attribute_bounds
-
     bounds = attribute_bounds(ctx, "train", split)
     for name, entry in bounds.items():
         key = f"zeroshot/attributes/auc/{name}"

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sonofm.atomic import atomic_write_text
+from sonofm.data.decode import open_image
 from sonofm.eval.tables import _ci, _fmt, _p, multiple_testing_sentence
 from sonofm.figures import (  # noqa: F401 (CSS, confusion/scatter figures, png_data_uri: re-exported)
     CSS,
@@ -40,7 +41,7 @@ _png, _figure, _plt = png_figure, figure_html, pyplot
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> str | None:
     """ROC curves from {label: (y_true binary, score)}; curves with one class are left out."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_auc_score, roc_curve  # lazy: sklearn is slow; only ROC plots need it
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.2, 4))
@@ -79,7 +80,7 @@ def tsne_figures(
     emb: np.ndarray, colour_by: dict[str, list[Any]], seed: int = 0, max_points: int = 3000
 ) -> list[str]:
     """t-SNE (sklearn) of image embeddings, one panel per colouring (region, attribute, ...)."""
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # lazy: sklearn is slow to import (~1.5 s); only the t-SNE map uses it
 
     n = len(emb)
     if n < 5:
@@ -104,8 +105,6 @@ def tsne_figures(
 
 
 def _thumb(path: Path, size: int = 96) -> str | None:
-    from sonofm.data.decode import open_image
-
     try:
         with open_image(path) as im:  # one pixel limit; any decoder failure is a ValueError
             im = im.convert("L")

@@ -24,12 +24,20 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sonofm import __version__
 from sonofm.atomic import atomic_write_text
+from sonofm.data.loader import open_table
 from sonofm.data.manifest import DatasetDir
 from sonofm.errors import UserError
+from sonofm.eval.report import write_html_report
+from sonofm.eval.tables import results_markdown
 from sonofm.eval.tasks import EvalContext, Task, TaskResult, build_task  # the package: registers the tasks
-from sonofm.inference.embed import embed_split, model_hash, pick_device, training_text_field
+from sonofm.inference.embed import data_hash, embed_split, model_hash, pick_device, training_text_field
+from sonofm.models import load_model
+from sonofm.models.io import HUB_PREFIX, load_training_info, read_model_config, resolve_model_dir
+from sonofm.outdir import open_output
 from sonofm.stats.metrics import MetricWarning, paired_bootstrap
+from sonofm.stats.patients import benjamini_hochberg, count_significant, holm
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +167,6 @@ class ModelRun:
 
 
 def _model_card(model_dir: str, model: Any) -> dict[str, Any]:
-    from sonofm.models.io import load_training_info, read_model_config
-
     card: dict[str, Any] = {"dir": str(model_dir)}
     try:
         card["config"] = read_model_config(model_dir)
@@ -186,8 +192,6 @@ def evaluate_model(
     workers: int,
     emit: Event,
 ) -> ModelRun:
-    from sonofm.models import load_model
-
     dev = pick_device(device)
     model = load_model(model_dir).to(dev).eval()
     if any(t.needs_embeddings for t in suite.tasks) and not hasattr(model, "encode_image"):
@@ -295,8 +299,6 @@ def add_corrections(compare: dict[str, dict[str, Any]]) -> dict[str, int]:
     Each tested row gets `p_holm` and `p_bh`; returns the raw / Holm / BH counts at p < 0.05, so a
     reader sees how many of the many metric differences survive the correction.
     """
-    from sonofm.stats.patients import benjamini_hochberg, count_significant, holm
-
     tested = [
         r
         for rows in compare.values()
@@ -333,11 +335,6 @@ def run_suite(
     suite, n_boot, precision) re-run into it redoes it there; another one is refused before
     anything is written, unless `overwrite` (then OUT is replaced).
     """
-    from sonofm.data.loader import open_table
-    from sonofm.inference.embed import data_hash
-    from sonofm.models.io import HUB_PREFIX, read_model_config, resolve_model_dir
-    from sonofm.outdir import open_output
-
     if not models:
         raise UserError("give at least one --model")
     s = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -427,12 +424,8 @@ def run_suite(
         }
         doc = _clean(doc)
         atomic_write_text(out / "results.json", json.dumps(doc, indent=2, default=_json_default) + "\n")
-        from sonofm.eval.tables import results_markdown
-
         atomic_write_text(out / "results.md", results_markdown(doc))
         if html:
-            from sonofm.eval.report import write_html_report
-
             write_html_report(out / "report.html", doc, runs)
         emit({"event": "done", "out": str(out), "seconds": time.perf_counter() - t0})
     finally:
@@ -465,8 +458,6 @@ def eval_settings(models: Sequence[str], data: str | Path, suite: Suite, precisi
 
 def _model_key(model: str | Path) -> str:
     """A model as the fingerprint names it: a hub id as given, a folder by its resolved path."""
-    from sonofm.models.io import HUB_PREFIX
-
     m = str(model)
     return m if m.startswith(HUB_PREFIX) else str(Path(m).expanduser().resolve())
 
@@ -516,6 +507,4 @@ def _labels(models: Sequence[str]) -> list[str]:
 
 
 def _version() -> str:
-    from sonofm import __version__
-
     return __version__

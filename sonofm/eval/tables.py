@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sonofm.stats.metrics import MIN_PATIENTS
+from sonofm.stats.reading import ci_text
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -17,8 +18,6 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def _ci(m: dict[str, Any]) -> str:
     """Value [95% CI] (k patients): every interval says how many patients it rests on."""
-    from sonofm.stats.reading import ci_text
-
     return ci_text(m)
 
 

@@ -49,8 +49,10 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from torch import nn
 
 from sonofm.atomic import atomic_write_json
-from sonofm.config import ImageDataConfig, TrainerConfig
+from sonofm.config import ImageDataConfig, TrainerConfig, _deep_merge
+from sonofm.data.loader import data_path, open_table
 from sonofm.errors import DataError, UserError
+from sonofm.finetune.fewshot import fewshot_subset, sample_patients
 from sonofm.finetune.report import write_report
 from sonofm.finetune.seed_stats import (  # noqa: F401 (re-exported: the job's statistics API)
     N_BOOT,
@@ -63,9 +65,20 @@ from sonofm.finetune.seed_stats import (  # noqa: F401 (re-exported: the job's s
     summarise,
     task_classes,
 )
+from sonofm.models.adapters import ADAPTER_KINDS, count_parameters
+from sonofm.models.config import ImageTowerConfig
+from sonofm.models.factory import load_spec
+from sonofm.models.image_towers import ImageTower
+from sonofm.models.io import load_image_tower, save_model
 from sonofm.models.model_dir import ModelDir
+from sonofm.models.task_model import TaskModel, TaskModelConfig, feature_geometry, freeze_unused, tower_config
+from sonofm.stats.patients import MIN_PATIENTS
 from sonofm.tasks.base import FinetuneTask, collate, get_task
 from sonofm.tasks.predict import predict_dataset
+from sonofm.train.checkpoint import BEST, LATEST, load_checkpoint
+from sonofm.train.distributed import barrier, init_distributed
+from sonofm.train.rundir import open_run
+from sonofm.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +139,8 @@ class FinetuneResult:
 # ------------------------------------------------------------------------------------ the tower
 def build_tower(config: FinetuneConfig) -> nn.Module:
     """A fresh image tower: from a sonofm model dir (its `.visual`) or a model preset's image section."""
-    from sonofm.models.image_towers import ImageTower
-
     src = Path(config.model).expanduser()
     if ModelDir(src).is_model():
-        from sonofm.models.io import load_image_tower
-
         if config.image:
             raise UserError(
                 f"image.* overrides apply to model presets, not to the model directory {src} "
@@ -144,16 +153,10 @@ def build_tower(config: FinetuneConfig) -> nn.Module:
                 "fine-tune from the base model directory instead"
             )
         if config.init == "random":
-            from sonofm.models.task_model import tower_config
-
             return ImageTower(tower_config(tower), load_pretrained=False)
         return tower.train()
     if src.exists():
         raise UserError(f"--model {src}: a directory without config.json (not a sonofm model dir)")
-    from sonofm.config import _deep_merge
-    from sonofm.models.config import ImageTowerConfig
-    from sonofm.models.factory import load_spec
-
     spec = load_spec(config.model)
     image = _deep_merge(dict(spec.get("image") or {}), config.image)
     try:
@@ -172,8 +175,6 @@ def plan_splits(
     task: FinetuneTask, df: pd.DataFrame, config: FinetuneConfig, seed: int
 ) -> dict[str, pd.DataFrame]:
     """Task rows per split: few-shot train subset, val (carved from train if empty), test."""
-    from sonofm.finetune.fewshot import fewshot_subset, sample_patients
-
     d = config.data
     sel = task.select(df)
     train = _split_rows(sel, d.train_split)
@@ -238,19 +239,6 @@ def run_seed(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train + select + test one seed; writes seed_dir/{model, result.json}; returns the result."""
-    from sonofm.models.adapters import count_parameters
-    from sonofm.models.io import save_model
-    from sonofm.models.task_model import (
-        TaskModel,
-        TaskModelConfig,
-        feature_geometry,
-        freeze_unused,
-        tower_config,
-    )
-    from sonofm.train.checkpoint import BEST, LATEST, load_checkpoint
-    from sonofm.train.distributed import barrier, init_distributed
-    from sonofm.train.trainer import Trainer
-
     info = init_distributed(config.train.device)
     task = get_task(config.task, **config.task_options)
     splits = plan_splits(task, df, config, seed)
@@ -408,17 +396,10 @@ def finetune(
 
     `n_boot`: patient resamples behind each pooled test CI.
     """
-    from sonofm.data.loader import data_path, open_table
-    from sonofm.stats.patients import MIN_PATIENTS
-    from sonofm.train.distributed import init_distributed
-
     data = data_path(config.data.path)
     if not config.seeds:
         raise UserError("seeds: give at least one seed (e.g. --seeds 1,2,3)")
     get_task(config.task, **config.task_options)  # fail fast on a bad task or options
-    from sonofm.models.adapters import ADAPTER_KINDS
-    from sonofm.train.rundir import open_run
-
     if config.adapter not in ADAPTER_KINDS:  # checked before the run folder exists
         raise UserError(f"--adapter {config.adapter!r}: choose one of {', '.join(ADAPTER_KINDS)}")
     out = Path(out)

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from sonofm.atomic import atomic_write
+from sonofm.models.io import read_model_config
+from sonofm.stats.patients import PatientPool, pooled_ci
 from sonofm.tasks.base import FinetuneTask, get_task
 
 if TYPE_CHECKING:
@@ -82,8 +84,6 @@ def load_seed_samples(
         return None
     options = result.get("task_options")
     if options is None:
-        from sonofm.models.io import read_model_config
-
         options = read_model_config(seed_dir / "model").get("task_options", {})
     task = get_task(config.task, **options)
     with np.load(path, allow_pickle=False) as z:
@@ -123,8 +123,6 @@ def summarise(
     bootstrap CI of the pooled seeds (`sonofm.stats.patients.pooled_ci`: whole patients resampled, no
     CI below MIN_PATIENTS); the others say why they have none.
     """
-    from sonofm.stats.patients import PatientPool, pooled_ci
-
     names = sorted({k for r in per_seed for k in r.get(split, {})})
     n_pat = sorted({int(r.get("n_patients", {}).get(split, 0)) for r in per_seed})
     out: dict[str, dict[str, Any]] = {}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,6 @@ class Analyzer:
 
     # ----- stage 2: the batched forward (worker thread) -----
     def forward(self, jobs: list[Job]) -> list[ForwardOut]:
-        import time
-
         t0 = time.perf_counter()
         x = torch.stack([j.image for j in jobs]).to(self.device)
         with torch.inference_mode():

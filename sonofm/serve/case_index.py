@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import UnidentifiedImageError
 
 from sonofm.errors import UserError
 from sonofm.records import pick
@@ -261,7 +262,7 @@ class CaseIndex:
 def _model_input(model: Any, x: Any) -> Any:
     """Inputs for `model`: torch models get tensors on their device; ONNX models take numpy or torch."""
     try:
-        import torch
+        import torch  # lazy: keeps torch out of `import sonofm.serve.index`
     except ImportError:  # pragma: no cover - torch is a dependency
         return x
     if not isinstance(model, torch.nn.Module):
@@ -273,7 +274,7 @@ def _model_input(model: Any, x: Any) -> Any:
 
 def _no_grad(fn: Callable[[], Any]) -> Any:
     try:
-        import torch
+        import torch  # lazy: keeps torch out of `import sonofm.serve.index`
     except ImportError:  # pragma: no cover - torch is a dependency
         return fn()
     with torch.inference_mode():
@@ -285,9 +286,11 @@ def _no_grad(fn: Callable[[], Any]) -> Any:
 
 def read_query_image(path: str | Path, image_size: int) -> np.ndarray:
     """A PNG/JPEG file -> (1, 1, S, S) float32 in [0, 1], decoded and resized like the training data."""
-    from PIL import UnidentifiedImageError
-
-    from sonofm.data.transforms import read_gray, resize_image, to_unit
+    from sonofm.data.transforms import (  # lazy: imports torch; `import sonofm.serve.index` stays torch-free
+        read_gray,
+        resize_image,
+        to_unit,
+    )
 
     p = Path(path)
     if not p.is_file():

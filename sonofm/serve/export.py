@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from sonofm import __version__
 from sonofm.atomic import atomic_dir, atomic_write_json
 from sonofm.errors import UserError
 from sonofm.models.model_dir import CONFIG_NAME, ModelDir
@@ -65,8 +66,8 @@ class ExportCheckError(RuntimeError):
 
 
 def _wrappers(model: Any) -> tuple[Any, Any]:
-    import torch
-    from torch import nn
+    import torch  # lazy: only exporting needs torch; `import sonofm.serve.export` stays torch-free
+    from torch import nn  # lazy: only exporting needs torch
 
     class ImageEncoder(nn.Module):
         def __init__(self, m: Any) -> None:
@@ -98,14 +99,14 @@ def _export_one(
     opset: int,
 ) -> str:
     """Export with the dynamo exporter, falling back to TorchScript; returns the exporter used."""
-    import torch
+    import torch  # lazy: only exporting needs torch; `import sonofm.serve.export` stays torch-free
 
     output_names = ["embedding", "features"]
     out_axes = {"embedding": {0: "batch"}, "features": {0: "batch"}}
     try:
         if importlib.util.find_spec("onnxscript") is None:
             raise ModuleNotFoundError("the dynamo exporter needs onnxscript, which is not installed")
-        from torch.export import Dim
+        from torch.export import Dim  # lazy: torch, and only the dynamo exporter uses it
 
         dims = {ax: Dim(name, min=1) for spec in dynamic.values() for ax, name in spec.items()}
         shapes = {n: {ax: dims[ax] for ax in dynamic[n]} for n in input_names}
@@ -151,7 +152,7 @@ def _export_one(
 
 
 def _session(path: Path, threads: int | None = None) -> Any:
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: onnxruntime is the optional [serve] extra
 
     so = ort.SessionOptions()
     if threads:
@@ -161,7 +162,7 @@ def _session(path: Path, threads: int | None = None) -> Any:
 
 
 def _max_diff(sess: Any, module: Any, feeds: dict[str, np.ndarray]) -> float:
-    import torch
+    import torch  # lazy: only the export check needs torch; the module imports without it
 
     with torch.no_grad():
         ref = module(*(torch.from_numpy(v) for v in feeds.values()))
@@ -200,12 +201,10 @@ def _check_text(sess: Any, module: Any, model: Any, seed: int) -> dict[str, floa
 
 
 def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch
-    import transformers
-
-    from sonofm import __version__
+    import onnx  # lazy: onnx is the optional [serve] extra
+    import onnxruntime  # lazy: onnxruntime is the optional [serve] extra
+    import torch  # lazy: only exporting needs torch
+    import transformers  # lazy: slow to import (~1 s); only export.json's versions read it
 
     return {
         "sonofm": __version__,
@@ -241,12 +240,12 @@ def export_onnx(
     above 1e-4 raises `ExportCheckError` and nothing is written. The directory is built in a temp
     dir beside `out` and renamed into place.
     """
-    import onnx
-    import torch
+    import onnx  # lazy: onnx is the optional [serve] extra
+    import torch  # lazy: only exporting needs torch; `import sonofm.serve.export` stays torch-free
 
-    from sonofm.inference.embed import model_hash
-    from sonofm.models.io import load_model, resolve_model_dir
-    from sonofm.outdir import open_output
+    from sonofm.inference.embed import model_hash  # lazy: imports torch; only exporting needs it
+    from sonofm.models.io import load_model, resolve_model_dir  # lazy: imports torch
+    from sonofm.outdir import open_output  # lazy: outdir imports pandas (~0.4 s); only exporting needs it
 
     src = resolve_model_dir(model_dir)
     # an existing export is redone only by the same export (same model, opset)
@@ -344,7 +343,7 @@ def export_onnx(
 
 def _light_config(cfg_json: dict[str, Any]) -> Any:
     """The model's `DualEncoderConfig` from config.json (subclass-only keys such as `graph` dropped)."""
-    from sonofm.models.config import DualEncoderConfig
+    from sonofm.models.config import DualEncoderConfig  # lazy: pydantic; only loading an export needs it
 
     raw = cfg_json.get("config", {})
     return DualEncoderConfig.model_validate(
@@ -382,8 +381,8 @@ class OnnxDualEncoder:
     @classmethod
     def load(cls, export_dir: str | Path, *, threads: int | None = None) -> OnnxDualEncoder:
         """Open an export dir written by `export_onnx`; `threads` caps onnxruntime's intra-op threads."""
-        from sonofm.models.io import read_model_config
-        from sonofm.models.text_towers import load_tokenizer
+        from sonofm.models.io import read_model_config  # lazy: imports torch; only loading an export needs it
+        from sonofm.models.text_towers import load_tokenizer  # lazy: transformers + torch, only on load
 
         d = Path(export_dir).expanduser()
         for name in (EXPORT_INFO, IMAGE_FILE, TEXT_FILE, CONFIG_NAME):
@@ -438,7 +437,7 @@ class OnnxDualEncoder:
         out = {k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
         if return_tensors == "np":
             return out
-        import torch
+        import torch  # lazy: only torch-tensor callers get here (numpy callers need no torch)
 
         return {k: torch.from_numpy(v) for k, v in out.items()}
 
@@ -452,7 +451,7 @@ class OnnxDualEncoder:
     def _back(y: np.ndarray, torch_out: bool) -> Any:
         if not torch_out:
             return y
-        import torch
+        import torch  # lazy: only torch-tensor callers get here (numpy callers need no torch)
 
         return torch.from_numpy(y)
 

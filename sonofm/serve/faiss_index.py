@@ -30,7 +30,7 @@ DEFAULT_EF_SEARCH = 128
 
 
 def _faiss() -> Any:
-    import faiss
+    import faiss  # lazy: keeps FAISS (a native library) out of `import sonofm.serve.index`
 
     return faiss
 

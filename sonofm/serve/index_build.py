@@ -15,9 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image
 
+from sonofm import __version__
 from sonofm.atomic import atomic_dir, atomic_write_json
+from sonofm.data.decode import ImageDecodeError, open_image
+from sonofm.data.manifest import load_dataset
 from sonofm.errors import DataError, UserError
+from sonofm.outdir import open_output
 from sonofm.serve.case_index import (
     FORMAT,
     FORMAT_VERSION,
@@ -28,6 +33,7 @@ from sonofm.serve.case_index import (
     THUMB_SIZE,
     _str_or_none,
 )
+from sonofm.serve.export import OnnxDualEncoder
 from sonofm.serve.faiss_index import KINDS, _faiss, build_faiss
 
 log = logging.getLogger(__name__)
@@ -50,10 +56,6 @@ def _thumb_name(case_id: str, used: set[str]) -> str:
 
 
 def _write_thumb(src: Path, dst: Path) -> bool:
-    from PIL import Image
-
-    from sonofm.data.decode import ImageDecodeError, open_image
-
     try:
         with open_image(src) as im:
             im = im.convert("RGB" if im.mode in ("RGB", "RGBA", "P") else "L")
@@ -74,12 +76,13 @@ def is_onnx_export(path: str | Path) -> bool:
 def load_encoder(model_dir: str | Path, *, device: str | None = None) -> tuple[Any, str]:
     """(model, model hash) of a sonofm model dir or an ONNX export dir (runs on onnxruntime)."""
     if is_onnx_export(model_dir):
-        from sonofm.serve.export import OnnxDualEncoder
-
         enc = OnnxDualEncoder.load(model_dir)
         return enc, str(enc.info.get("model_hash", ""))
-    from sonofm.inference.embed import model_hash, pick_device
-    from sonofm.models.io import load_model
+    from sonofm.inference.embed import (  # lazy: keeps torch out of `import sonofm.serve.index`
+        model_hash,
+        pick_device,
+    )
+    from sonofm.models.io import load_model  # lazy: keeps torch out of `import sonofm.serve.index`
 
     model = load_model(model_dir).to(pick_device(device))
     if not callable(getattr(model, "encode_image", None)) or not hasattr(model.config, "embed_dim"):
@@ -126,10 +129,7 @@ def build_index(
     `progress(n)` is called with the number of images embedded per batch. `thumbnails=False`
     skips writing thumbs/ (the meta `thumb` paths then point at nothing). Returns `out`.
     """
-    from sonofm import __version__
-    from sonofm.data.manifest import load_dataset
-    from sonofm.inference.embed import embed_images
-    from sonofm.outdir import open_output
+    from sonofm.inference.embed import embed_images  # lazy: keeps torch out of `import sonofm.serve.index`
 
     if kind not in KINDS:
         raise UserError(f"index kind {kind!r} is not one of {', '.join(KINDS)}")

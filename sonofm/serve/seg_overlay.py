@@ -7,9 +7,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from sonofm.errors import UserError
 from sonofm.serve.upload import _fit
+from sonofm.taxonomy import MASK_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,6 @@ def seg_label_ids(seg: Any, n_channels: int) -> list[int]:
 
 def seg_label_names(seg: Any, ids: list[int]) -> list[str]:
     """Names of the label ids: the model's own `label_names` when it has them, else MASK_LABELS."""
-    from sonofm.taxonomy import MASK_LABELS
-
     names = getattr(seg, "label_names", None)
     if isinstance(names, list | tuple) and len(names) == len(ids):
         return [str(n) for n in names]
@@ -76,8 +76,6 @@ def seg_labels_from_logits(logits: torch.Tensor) -> np.ndarray:
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """RGB uint8: `labels` (any size) blended in colour over grayscale `image` at preview size."""
-    from PIL import Image
-
     base = _fit(image)
     h, w = base.shape
     lab = np.asarray(Image.fromarray(labels).resize((w, h), Image.Resampling.NEAREST))

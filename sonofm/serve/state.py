@@ -10,9 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from sonofm import load_model
 from sonofm.errors import UserError
+from sonofm.inference.embed import pick_device
 from sonofm.serve.analyze import Analyzer, new_deidentifier
 from sonofm.serve.batching import MicroBatcher
+from sonofm.serve.export import export_onnx
+from sonofm.serve.index import CaseIndex, is_onnx_export, load_encoder
 from sonofm.serve.settings import ServeSettings
 
 log = logging.getLogger("sonofm.serve.app")  # the service's log lines keep one logger name
@@ -38,12 +44,8 @@ class ServeState:
 
 def _load_encoder(settings: ServeSettings) -> tuple[Any, str, dict[str, Any]]:
     """(encoder, backend, info): torch model dir, ONNX export dir, or a model dir exported on the fly."""
-    from sonofm.serve.index import is_onnx_export, load_encoder
-
     src = settings.model
     if settings.onnx and not is_onnx_export(src):
-        from sonofm.serve.export import export_onnx
-
         # export to a temp dir and load from it: onnxruntime sessions and the tokenizer are in
         # memory afterwards, so nothing is left on disk (`sonofm export onnx` keeps an export)
         with tempfile.TemporaryDirectory(prefix="sonofm-onnx-") as tmp:
@@ -72,8 +74,6 @@ def _load_encoder(settings: ServeSettings) -> tuple[Any, str, dict[str, Any]]:
 def load_optional(path: str | None, what: str, needs: tuple[str, ...], device: Any) -> Any:
     if path is None:
         return None
-    from sonofm import load_model
-
     model = load_model(path)
     if device is not None and hasattr(model, "to"):
         model = model.to(device)
@@ -87,10 +87,6 @@ def load_optional(path: str | None, what: str, needs: tuple[str, ...], device: A
 
 def load_state(settings: ServeSettings) -> ServeState:
     """Load encoder (+ index, VLM, segmentation model), cache the text bank, build the batcher."""
-    import torch
-
-    from sonofm.inference.embed import pick_device
-
     t0 = time.perf_counter()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)  # one process per host: the whole process's pool
@@ -98,8 +94,6 @@ def load_state(settings: ServeSettings) -> ServeState:
     device = pick_device(settings.device) if backend == "torch" else torch.device("cpu")
     index, thumbs = None, {}
     if settings.index is not None:
-        from sonofm.serve.index import CaseIndex
-
         index = CaseIndex.load(settings.index)
         index.check_model(encoder)
         if index.info.get("model_hash") and index.info.get("model_hash") != info["hash"]:

@@ -16,8 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from sonofm.data.decode import MAX_PIXELS as DECODE_MAX_PIXELS
+from sonofm.data.decode import ImageDecodeError
+from sonofm.data.dicom.deid import Deidentifier
+from sonofm.data.pngio import encode_png
+from sonofm.data.transforms import model_input, read_gray
+from sonofm.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +89,6 @@ def sniff_kind(data: bytes, filename: str = "", content_type: str = "") -> str:
 
 def _decode_raster(data: bytes, kind: str, filename: str) -> np.ndarray:
     """PNG/JPEG bytes -> uint8 (H, W) through the shared decoder (one pixel limit, one failure)."""
-    from sonofm.data.decode import ImageDecodeError
-    from sonofm.data.transforms import read_gray
-
     try:
         return read_gray(data, name=repr(filename), max_pixels=MAX_PIXELS)
     except ImageDecodeError as e:
@@ -93,12 +96,11 @@ def _decode_raster(data: bytes, kind: str, filename: str) -> np.ndarray:
 
 
 def _decode_dicom(data: bytes, filename: str, deid: Any) -> DecodedUpload:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    import pydicom  # lazy: pydicom and scipy (~0.4 s) are only for DICOM uploads
+    from pydicom.errors import InvalidDicomError  # lazy: pydicom is only for DICOM uploads
 
-    from sonofm.data.dicom.burnin import apply_mask, burnin_mask
-    from sonofm.data.dicom.read import CHROMA_THRESHOLD, chroma, read_dicom
-    from sonofm.errors import DataError
+    from sonofm.data.dicom.burnin import apply_mask, burnin_mask  # lazy: scipy, only for DICOM uploads
+    from sonofm.data.dicom.read import CHROMA_THRESHOLD, chroma, read_dicom  # lazy: pydicom, only for DICOM
 
     has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
     try:
@@ -154,21 +156,15 @@ def decode_upload(data: bytes, filename: str, content_type: str, *, deid: Any) -
 
 def new_deidentifier() -> Any:
     """A de-identifier with a random per-process key: pseudonyms cannot be linked across restarts."""
-    from sonofm.data.dicom.deid import Deidentifier
-
     return Deidentifier(secrets.token_bytes(32))
 
 
 def to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (H, W) -> float (1, S, S) in [0, 1] by the shared pipeline (`sonofm.data.transforms`)."""
-    from sonofm.data.transforms import model_input
-
     return model_input(image, size)
 
 
 def _fit(image: np.ndarray, longest: int = PREVIEW_SIZE) -> np.ndarray:
-    from PIL import Image
-
     h, w = image.shape[:2]
     s = min(1.0, longest / max(h, w))
     if s >= 1.0:
@@ -178,6 +174,4 @@ def _fit(image: np.ndarray, longest: int = PREVIEW_SIZE) -> np.ndarray:
 
 
 def png_data_uri(image: np.ndarray) -> str:
-    from sonofm.data.pngio import encode_png
-
     return "data:image/png;base64," + base64.b64encode(encode_png(image)).decode("ascii")

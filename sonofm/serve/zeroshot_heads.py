@@ -14,6 +14,9 @@ import numpy as np
 import torch
 
 from sonofm import taxonomy as tx
+from sonofm.inference.embed import embed_texts
+from sonofm.reports import prompts as P
+from sonofm.reports.prompts import class_prompts
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +75,6 @@ def model_logit_scale(model: Any) -> float:
 
 def encode_prompts(model: Any, texts: list[str], *, device: Any = None, batch_size: int = 256) -> np.ndarray:
     """(N, D) unit embeddings of `texts` via `sonofm.inference.embed.embed_texts` (dedup + length sort)."""
-    from sonofm.inference.embed import embed_texts
-
     return embed_texts(model, texts, batch_size=batch_size, device=device or torch.device("cpu"))
 
 
@@ -120,9 +121,6 @@ class TextBank:
 
     @classmethod
     def build(cls, model: Any, *, device: Any = None) -> TextBank:
-        from sonofm.reports import prompts as P
-        from sonofm.reports.prompts import class_prompts
-
         specs: list[tuple[str, list[str], list[str], list[list[str]]]] = []
         regions = list(tx.REGIONS)
         specs.append(

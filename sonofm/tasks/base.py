@@ -36,6 +36,7 @@ Contract (summarised in docs/design.md, "Fine-tuning tasks"):
 
 from __future__ import annotations
 
+import importlib
 import logging
 import numbers
 from abc import ABC, abstractmethod
@@ -49,6 +50,7 @@ import torch
 from torch import nn
 
 from sonofm.data.augment import training_augment
+from sonofm.data.loader import build_dataset
 from sonofm.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -198,8 +200,6 @@ _BUILTIN_MODULES = (
 
 def load_builtin_tasks() -> None:
     """Import the built-in task modules so they register themselves (missing ones are skipped)."""
-    import importlib
-
     for mod in _BUILTIN_MODULES:
         try:
             importlib.import_module(mod)
@@ -281,8 +281,6 @@ class ManifestTaskDataset(torch.utils.data.Dataset):
         with_masks: bool = True,
         seed: int = 0,
     ) -> None:
-        from sonofm.data.loader import build_dataset
-
         self.table = df.reset_index(drop=True)
         self.base = build_dataset(
             self.table,

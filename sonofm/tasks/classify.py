@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from sonofm.errors import UserError
 from sonofm.figures import confusion_figure
+from sonofm.models.heads.classification import build_classification_head
 from sonofm.tasks.base import FinetuneTask, ManifestTaskDataset, register_finetune_task
 from sonofm.tasks.labels import label_values
 
@@ -39,7 +40,7 @@ IGNORE = -100
 
 
 def accuracy(y: np.ndarray, probs: np.ndarray) -> float:
-    from sklearn.metrics import accuracy_score
+    from sklearn.metrics import accuracy_score  # lazy: sklearn is slow to import; only scoring uses it
 
     return float(accuracy_score(y, probs.argmax(1))) if len(y) else float("nan")
 
@@ -54,7 +55,7 @@ def balanced_accuracy(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 def macro_prf(y: np.ndarray, probs: np.ndarray) -> tuple[float, float, float]:
-    from sklearn.metrics import precision_recall_fscore_support
+    from sklearn.metrics import precision_recall_fscore_support  # lazy: sklearn is slow; only scoring uses it
 
     labels = sorted({int(c) for c in np.unique(y) if c >= 0})
     if not labels:
@@ -67,7 +68,7 @@ def macro_prf(y: np.ndarray, probs: np.ndarray) -> tuple[float, float, float]:
 
 def macro_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """Macro one-vs-rest ROC AUC over classes with both positives and negatives present."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # lazy: sklearn is slow to import; only scoring uses it
 
     aucs = []
     for c in range(probs.shape[1]):
@@ -82,7 +83,7 @@ def balanced_class_weights(labels: np.ndarray | list[Any], classes: list[str]) -
 
     A class of the list that has no training rows gets weight 1.0 (it cannot contribute a loss term).
     """
-    from sklearn.utils.class_weight import compute_class_weight
+    from sklearn.utils.class_weight import compute_class_weight  # lazy: sklearn is slow to import
 
     y = np.asarray([str(v) for v in labels if v is not None and str(v) in classes])
     present = [c for c in classes if c in set(y.tolist())]
@@ -160,8 +161,6 @@ class ClassifyTask(FinetuneTask):
     def build_head(
         self, feature_channels: list[int], feature_strides: list[int], image_size: int
     ) -> nn.Module:
-        from sonofm.models.heads.classification import build_classification_head
-
         return build_classification_head(
             self.options["head"],
             feature_channels,

@@ -58,8 +58,8 @@ def coco_ap(
     Returns ``map`` (AP@[.5:.95]), ``ap50``, ``ap75`` and ``ar100``; NaN when there is no
     ground-truth box at all (AP is undefined).
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.coco import COCO  # lazy: optional, from the [eval] extra; only box AP needs it
+    from pycocotools.cocoeval import COCOeval  # lazy: optional ([eval] extra); only box AP needs it
 
     n = len(true_boxes)
     pl = pred_labels if pred_labels is not None else [np.zeros(len(b), int) for b in pred_boxes]
@@ -247,7 +247,7 @@ class DetectTask(FinetuneTask):
         return out
 
     def figures(self, preds: dict[str, Any], rows: pd.DataFrame, root: Path) -> list[tuple[str, str]]:
-        from matplotlib.patches import Rectangle
+        from matplotlib.patches import Rectangle  # lazy: matplotlib is slow to import; only figures draw
 
         plt = pyplot()
         with_box = [i for i, b in enumerate(preds["true_boxes"]) if len(b)]

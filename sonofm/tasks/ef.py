@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sonofm.data.dataset import build_item
+from sonofm.data.transforms import read_gray, read_label_map
 from sonofm.errors import DataError
 from sonofm.figures import scatter_figure
 from sonofm.models.heads.regression import PairEFHead
@@ -118,9 +120,6 @@ class EFPairDataset(PairDataset):
         self.mean, self.std = target_mean, target_std
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        from sonofm.data.dataset import build_item
-        from sonofm.data.transforms import read_gray, read_label_map
-
         row = self.rows[index]
         frames, masks = [], []
         for col, mcol in (("image", "mask"), ("image_es", "mask_es")):
@@ -153,7 +152,7 @@ class EFPairDataset(PairDataset):
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """MAE, RMSE, R^2 (scikit-learn) and mean signed error (bias)."""
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score  # lazy: sklearn is slow
 
     y, pred = np.asarray(y, float), np.asarray(pred, float)
     if len(y) == 0:

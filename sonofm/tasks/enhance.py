@@ -26,8 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import Tensor, nn
 
+from sonofm.data.dataset import build_item
+from sonofm.data.transforms import read_gray
 from sonofm.errors import DataError
 from sonofm.figures import png_data_uri
 from sonofm.models.heads.enhancement import ResidualEnhancementHead
@@ -40,7 +43,7 @@ MAX_FIGURES = 4
 
 def psnr_ssim(pred: np.ndarray | Tensor, target: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-image PSNR (dB) and SSIM of (N, [1,] H, W) images in [0, 1] (MONAI metrics, data range 1)."""
-    from monai.metrics import PSNRMetric, SSIMMetric
+    from monai.metrics import PSNRMetric, SSIMMetric  # lazy: monai takes ~5 s to import; only scoring uses it
 
     p = torch.as_tensor(np.asarray(pred), dtype=torch.float32)
     t = torch.as_tensor(np.asarray(target), dtype=torch.float32)
@@ -53,8 +56,6 @@ def psnr_ssim(pred: np.ndarray | Tensor, target: np.ndarray | Tensor) -> tuple[n
 
 def median_baseline(images: np.ndarray, size: int = 3) -> np.ndarray:
     """Classical baseline: per-image median filter (scipy), (N, H, W)."""
-    from scipy import ndimage
-
     return np.stack([ndimage.median_filter(im, size=size, mode="reflect") for im in images])
 
 
@@ -65,8 +66,6 @@ def lee_filter(image: np.ndarray, window: int = 5) -> np.ndarray:
     noise variance estimated as the median local variance over non-empty pixels (the typical
     speckle level of homogeneous tissue). Written here: neither scipy nor MONAI ships it.
     """
-    from scipy import ndimage
-
     x = image.astype(np.float64)
     m = ndimage.uniform_filter(x, window, mode="reflect")
     v = np.maximum(ndimage.uniform_filter(x * x, window, mode="reflect") - m * m, 0.0)
@@ -92,9 +91,6 @@ class EnhancePairDataset(PairDataset):
         self.column = column
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        from sonofm.data.dataset import build_item
-        from sonofm.data.transforms import read_gray
-
         row = self.rows[index]
         out = []
         for col in ("image", self.column):
@@ -154,7 +150,7 @@ class EnhanceTask(FinetuneTask):
         pred, target = outputs.float(), batch["clean"].float()
         terms = {"l1": F.l1_loss(pred, target)}
         if self.ssim_weight > 0:
-            from monai.losses import SSIMLoss
+            from monai.losses import SSIMLoss  # lazy: monai takes ~5 s to import; only ssim_weight > 0
 
             terms["ssim"] = self.ssim_weight * SSIMLoss(spatial_dims=2, data_range=1.0)(pred, target)
         return terms

@@ -6,13 +6,12 @@ import numpy as np
 import pandas as pd
 
 from sonofm.errors import UserError
+from sonofm.taxonomy import system_of
 
 
 def label_values(rows: pd.DataFrame, target: str) -> np.ndarray:
     """Object array of class labels for `target` (None where unknown)."""
     if target == "body_system":
-        from sonofm.taxonomy import system_of
-
         return np.array([system_of(o) if isinstance(o, str) else None for o in rows["organ"]], dtype=object)
     if target == "malignant":
         return np.array(

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sonofm.data.decode import image_size as decoded_image_size
+from sonofm.data.transforms import read_gray
 from sonofm.errors import DataError, UserError
 from sonofm.figures import png_figure, pyplot
 from sonofm.models.heads.landmarks import (
@@ -61,9 +63,7 @@ def stored_size(root: Path, rel: str) -> tuple[int, int]:
     Read through the one decoding home (`sonofm.data.decode`), so a hostile file (a
     decompression bomb, a non-image) is one ImageDecodeError naming the file, never a PIL traceback.
     """
-    from sonofm.data.decode import image_size
-
-    return image_size(Path(root) / rel)
+    return decoded_image_size(Path(root) / rel)
 
 
 def to_stored_pixels(points: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -298,6 +298,4 @@ class LandmarksTask(FinetuneTask):
 
 def read_display(root: Path, rel: str) -> np.ndarray:
     """A stored image as uint8 grayscale for figures."""
-    from sonofm.data.transforms import read_gray
-
     return read_gray(root / rel)

@@ -15,6 +15,7 @@ from torch import nn
 from sonofm.errors import DataError
 from sonofm.inference.precision import autocast
 from sonofm.tasks.base import FinetuneTask, collate, concat_predictions
+from sonofm.train.batches import to_device
 
 
 def _loader(ds: torch.utils.data.Dataset, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
@@ -39,8 +40,6 @@ def predict_dataset(
     precision: str = "fp32",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Run `model` over a task dataset; per-sample predictions and the matching manifest rows."""
-    from sonofm.train.batches import to_device  # the train package imports the whole loop: load on use
-
     was = model.training
     model.eval()
     chunks = []

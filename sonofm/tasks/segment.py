@@ -17,16 +17,20 @@ Metrics are computed at the model's input resolution.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 from torch import Tensor, nn
 
+from sonofm.data.transforms import load_gray_resized
 from sonofm.errors import UserError
 from sonofm.figures import png_data_uri
+from sonofm.models.heads.segmentation import build_segmentation_head
 from sonofm.tasks.base import FinetuneTask, ManifestTaskDataset, register_finetune_task
 from sonofm.taxonomy import MASK_LABELS
 
@@ -53,8 +57,6 @@ def overlay(
     image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None, scale: int = 2
 ) -> np.ndarray:
     """RGB uint8 picture: the grayscale image with truth contours (green) and prediction (red)."""
-    from scipy import ndimage
-
     rgb = np.repeat(image[..., None], 3, axis=2).astype(np.uint8)
     for mask, colour in ((truth, (40, 220, 60)), (pred, (235, 40, 40))):
         if mask is None:
@@ -72,8 +74,6 @@ def overlay(
 
 def load_gray(root: Path, rel: str, size: int) -> np.ndarray:
     """uint8 (size, size) of a manifest image (for overlays)."""
-    from sonofm.data.transforms import load_gray_resized
-
     return load_gray_resized(root / rel, size)
 
 
@@ -91,9 +91,11 @@ def segmentation_scores(
     shape (N, num_classes - 1): NaN where the truth has no pixel of that class; HD95 is the image
     diagonal where the truth has the class but the prediction does not.
     """
-    import warnings
-
-    from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
+    from monai.metrics import (  # lazy: monai takes ~5 s to import; only scoring needs it
+        DiceMetric,
+        HausdorffDistanceMetric,
+        MeanIoU,
+    )
 
     n = len(pred)
     k = num_classes
@@ -206,8 +208,6 @@ class SegmentTask(FinetuneTask):
     def build_head(
         self, feature_channels: list[int], feature_strides: list[int], image_size: int
     ) -> nn.Module:
-        from sonofm.models.heads.segmentation import build_segmentation_head
-
         return build_segmentation_head(
             self.options["head"],
             feature_channels,
@@ -221,7 +221,7 @@ class SegmentTask(FinetuneTask):
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> dict[str, Tensor]:
         if self._loss is None:
-            from monai.losses import DiceCELoss
+            from monai.losses import DiceCELoss  # lazy: monai takes ~5 s to import; only training needs it
 
             self._loss = DiceCELoss(to_onehot_y=True, softmax=True)
         return {"dice_ce": self._loss(outputs.float(), batch["mask"][:, None])}

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from sonofm.reports import parse_report, study_attributes
+from sonofm.stats.metrics import bootstrap_ci
 from sonofm.taxonomy import DIMENSIONS
 from sonofm.vlm import metrics as VM
 
@@ -27,8 +29,6 @@ ATTRIBUTE_DIMS = (*_FIRST, *(d for d in DIMENSIONS if d not in (*_FIRST, "body_s
 
 
 def _attrs(text: str, region: str | None) -> dict[str, set[str]]:
-    from sonofm.reports import parse_report, study_attributes
-
     if not text.strip():
         return {}
     return {k: set(v) for k, v in study_attributes(parse_report(text, region).study).items()}
@@ -91,8 +91,6 @@ def compare_reports(
 
     Every CI resamples whole patients (`patients`, one id per item) and says how many it rests on.
     """
-    from sonofm.stats.metrics import bootstrap_ci
-
     groups = np.asarray([str(p) for p in patients])
     scored = {name: item_scores(list(p), list(refs), list(regions)) for name, p in systems.items()}
     out: dict[str, Any] = {}
@@ -116,8 +114,6 @@ def closed_vqa(
     systems: dict[str, Sequence[str]], refs: Sequence[str], patients: Sequence[str], *, n_boot: int = 1000
 ) -> dict[str, Any]:
     """Closed-question accuracy per system with patient-level CIs."""
-    from sonofm.stats.metrics import bootstrap_ci
-
     groups = np.asarray([str(p) for p in patients])
     out = {}
     for name, preds in systems.items():

@@ -33,8 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sonofm import taxonomy as tx
 from sonofm.atomic import atomic_write_text
+from sonofm.data.importers.sharegpt import read_json_records
 from sonofm.errors import DataError, UserError
+from sonofm.reports import Study, write_report
 from sonofm.taxonomy.tables import frozen, load
 
 log = logging.getLogger(__name__)
@@ -136,8 +139,6 @@ def _sentence(text: str) -> str:
 
 
 def _tag_phrase(dim: str, tag: str) -> str:
-    from sonofm import taxonomy as tx
-
     try:
         return tx.get_tag(dim, tag).phrase
     except ValueError:
@@ -145,8 +146,6 @@ def _tag_phrase(dim: str, tag: str) -> str:
 
 
 def _organ_phrase(organ: str) -> str:
-    from sonofm import taxonomy as tx
-
     try:
         return tx.get_organ(organ).phrase
     except (KeyError, ValueError):
@@ -155,8 +154,6 @@ def _organ_phrase(organ: str) -> str:
 
 def format_measurement(mid: str, value: float) -> str:
     """``value`` at the measurement's reporting precision with its unit (``"55 %"``, ``"12.3 mm"``)."""
-    from sonofm import taxonomy as tx
-
     d = tx.MEASUREMENTS[mid].decimals if mid in tx.MEASUREMENTS else 1
     unit = tx.MEASUREMENTS[mid].unit if mid in tx.MEASUREMENTS else ""
     v = tx.round_measurement(mid, float(value))
@@ -165,8 +162,6 @@ def format_measurement(mid: str, value: float) -> str:
 
 
 def _measure_phrase(mid: str) -> str:
-    from sonofm import taxonomy as tx
-
     return tx.MEASUREMENTS[mid].phrase if mid in tx.MEASUREMENTS else mid.replace("_", " ")
 
 
@@ -211,8 +206,6 @@ def diagnosis_answer(row: pd.Series) -> str | None:
     """The diagnosis answer of a row: echo findings (graded) for echo rows, else the T1 diagnosis."""
     echo = _echo_findings(row)
     if echo is not None:
-        from sonofm import taxonomy as tx
-
         parts = []
         for f in echo:
             if f.get("status") != "present":
@@ -245,8 +238,6 @@ def _diagnosis_records(row: pd.Series, rng: np.random.Generator) -> list[dict[st
 
 def _known_dims(row: pd.Series) -> dict[str, tuple[set[str], set[str]]]:
     """dim -> (present tags, tags known to be absent) for the VQA dimensions with any knowledge."""
-    from sonofm import taxonomy as tx
-
     attrs = _mapping(row.get("attributes"))
     out = {}
     for dim in VQA_DIMENSIONS:
@@ -266,8 +257,6 @@ def _yesno_templates(dim: str, tag: str) -> tuple[str, ...]:
 
 def _closed_questions(row: pd.Series, rng: np.random.Generator) -> list[tuple[str, str, dict[str, Any]]]:
     """All closed questions answerable from the row: (question, answer, meta)."""
-    from sonofm import taxonomy as tx
-
     qs: list[tuple[str, str, dict[str, Any]]] = []
     for dim, (present, absent) in sorted(_known_dims(row).items()):
         for tag in sorted(present | absent):
@@ -330,8 +319,6 @@ def _closed_questions(row: pd.Series, rng: np.random.Generator) -> list[tuple[st
 
 
 def _open_questions(row: pd.Series, rng: np.random.Generator) -> list[tuple[str, str, dict[str, Any]]]:
-    from sonofm import taxonomy as tx
-
     qs: list[tuple[str, str, dict[str, Any]]] = []
     attrs = _mapping(row.get("attributes"))
     for dim in VQA_DIMENSIONS:
@@ -369,8 +356,6 @@ def _vqa_records(row: pd.Series, rng: np.random.Generator, kind: str, per_image:
 def study_report(rows: pd.DataFrame, rng: np.random.Generator) -> str | None:
     """One report for all images of a study: the shared structured study, view/frame removed,
     measurements merged (first image wins), written by `sonofm.reports.write_report`."""
-    from sonofm.reports import Study, write_report
-
     structured = [s for s in rows.get("structured", pd.Series(dtype=object)) if isinstance(s, dict)]
     if not structured:
         first = rows.iloc[0]
@@ -454,7 +439,7 @@ def conversations_from_dataset(
     ``options``: those of `conversations_from_rows` (seed, tasks, questions_per_image, max_images,
     report_questions). Image paths stay relative to the dataset directory (the manifest's own paths).
     """
-    from sonofm.data.dataset import load_table
+    from sonofm.data.dataset import load_table  # lazy: imports torch; `import sonofm.vlm` stays torch-free
 
     df = load_table(data_dir, split)
     recs = conversations_from_rows(df, **options)
@@ -507,8 +492,6 @@ def read_sharegpt(path: str | Path) -> list[dict[str, Any]]:
     Records come back canonical: ``image`` a list, roles ``human``/``gpt``, system turns dropped
     and ``<image>`` placeholders completed so their count equals the image count.
     """
-    from sonofm.data.importers.sharegpt import read_json_records
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: ShareGPT JSON file not found")

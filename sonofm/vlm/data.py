@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sonofm.data.transforms import load_model_input
 from sonofm.errors import DataError, UserError
+from sonofm.models.vlm_prompt import image_token_id, render_conversation
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ IGNORE_INDEX = -100
 
 def load_image(path: Path, image_size: int) -> torch.Tensor:
     """(1, S, S) float [0, 1] from an image file, by the shared pipeline (`sonofm.data.transforms`)."""
-    from sonofm.data.transforms import load_model_input
-
     try:
         return load_model_input(path, image_size)
     except (OSError, ValueError) as err:
@@ -66,8 +66,6 @@ class ConversationDataset(Dataset):
         image_size: int,
         max_length: int = 512,
     ) -> None:
-        from sonofm.models.vlm_prompt import image_token_id, render_conversation
-
         if not records:
             raise DataError(f"{root}: no conversations to train on")
         self.records = list(records)

@@ -21,11 +21,15 @@ from __future__ import annotations
 import collections
 import logging
 import re
+import shutil
 import string
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from sonofm.reports import parse_report, study_score
+from sonofm.reports.metrics import study_facts
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ BLEU_ORDERS = (1, 2, 3, 4)
 
 # ------------------------------------------------------------------ BLEU
 def _bleu(order: int) -> Any:
-    from sacrebleu.metrics import BLEU
+    from sacrebleu.metrics import BLEU  # lazy: optional [eval] extra (sacrebleu)
 
     return BLEU(max_ngram_order=order)
 
@@ -70,7 +74,7 @@ def corpus_bleu(preds: Sequence[str], refs: Sequence[str], order: int = 4) -> fl
 # ------------------------------------------------------------------ ROUGE
 def rouge_scores(preds: Sequence[str], refs: Sequence[str]) -> dict[str, np.ndarray]:
     """Per-pair ROUGE-1 and ROUGE-L F-measures (rouge-score, Porter stemmer)."""
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer  # lazy: optional [eval] extra (rouge-score)
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
     r1, rl = [], []
@@ -93,7 +97,7 @@ def coco_tokenize(text: str) -> str:
 
 def cider_score(preds: Sequence[str], refs: Sequence[str]) -> tuple[float, np.ndarray]:
     """pycocoevalcap CIDEr (corpus IDF over the references), corpus value and per-pair values."""
-    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.cider.cider import Cider  # lazy: optional [eval] extra (pycocoevalcap)
 
     gts = {i: [coco_tokenize(r)] for i, r in enumerate(refs)}
     res = {i: [coco_tokenize(p)] for i, p in enumerate(preds)}
@@ -103,11 +107,9 @@ def cider_score(preds: Sequence[str], refs: Sequence[str]) -> tuple[float, np.nd
 
 def meteor_score(preds: Sequence[str], refs: Sequence[str]) -> tuple[float, np.ndarray]:
     """pycocoevalcap METEOR 1.5 (Java); raises RuntimeError when the jar cannot run."""
-    import shutil
-
     if shutil.which("java") is None:
         raise RuntimeError("java is not on PATH")
-    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.meteor.meteor import Meteor  # lazy: optional [eval] extra (pycocoevalcap)
 
     gts = {i: [coco_tokenize(r) or "."] for i, r in enumerate(refs)}
     res = {i: [coco_tokenize(p) or "."] for i, p in enumerate(preds)}
@@ -143,9 +145,6 @@ def clinical_counts(
     assessments): a measurement counts as a fact only within half a reporting step, which no
     image-reading model reaches from a 64 px image, and an echo report states about 12 of them.
     """
-    from sonofm.reports import parse_report, study_score
-    from sonofm.reports.metrics import study_facts
-
     regs = _regions(regions, len(refs))
     out = np.zeros((len(refs), 3), dtype=np.int64)
     for i, (p, r, g) in enumerate(zip(preds, refs, regs, strict=True)):

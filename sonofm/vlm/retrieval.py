@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sonofm import taxonomy as tx
 from sonofm.errors import UserError
+from sonofm.vlm.conversations import _mapping, _tag_phrase
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class Neighbours:
 def _search(train: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-1 inner-product search of L2-normalised rows."""
     try:
-        import faiss
+        import faiss  # lazy: FAISS is optional here (numpy gives the same result without it)
     except ImportError:  # same result, numpy inner products
         sims = query @ train.T
         idx = sims.argmax(1)
@@ -48,7 +50,7 @@ def nearest_training_cases(
     clip_model: Any, train: pd.DataFrame, train_root: Path, query: pd.DataFrame, query_root: Path
 ) -> Neighbours:
     """Top-1 neighbour in `train` of every row of `query`, by the CLIP image embedding."""
-    from sonofm.inference.embed import embed_images
+    from sonofm.inference.embed import embed_images  # lazy: imports torch; this module imports without it
 
     if not hasattr(clip_model, "encode_image"):
         raise UserError(
@@ -68,9 +70,6 @@ def answer_from_row(meta: dict[str, Any], row: pd.Series) -> str:
     `meta` is the record meta of `sonofm.vlm.conversations` closed questions (kind attribute,
     attribute_mc, threshold, view, view_mc, organ).
     """
-    from sonofm import taxonomy as tx
-    from sonofm.vlm.conversations import _mapping, _tag_phrase
-
     kind = meta.get("kind")
     attrs = _mapping(row.get("attributes"))
     yes = lambda b: "Yes" if b else "No"  # noqa: E731

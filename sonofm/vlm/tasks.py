@@ -27,10 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sonofm.data.dataset import read_grayscale
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
 from sonofm.figures import png_figure, pyplot
 from sonofm.stats.metrics import CI
 from sonofm.vlm import metrics as VM
+from sonofm.vlm.conversations import conversations_from_rows, format_report
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,6 @@ def _split_rows(ctx: EvalContext, split: str, max_samples: int | None, seed: int
 
 
 def _load_gray(root: Path, rel: str) -> np.ndarray:
-    from sonofm.data.dataset import read_grayscale
-
     return read_grayscale(root / rel)
 
 
@@ -147,8 +147,6 @@ class ReportGeneration(_GenerationTask):
         self.question, self.meteor, self.per_region = question, meteor, per_region
 
     def run_rows(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
-        from sonofm.vlm.conversations import format_report
-
         rows = rows[rows["report"].astype("string").fillna("").str.strip() != ""].reset_index(drop=True)
         if rows.empty:
             res.skipped = f"no {self.split} images with a report"
@@ -245,8 +243,6 @@ class VQA(_GenerationTask):
         self.tasks, self.questions_per_image, self.seed = tuple(tasks), questions_per_image, seed
 
     def run_rows(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
-        from sonofm.vlm.conversations import conversations_from_rows
-
         recs = conversations_from_rows(
             rows, seed=self.seed, tasks=self.tasks, questions_per_image=self.questions_per_image
         )

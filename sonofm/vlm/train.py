@@ -41,15 +41,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
+from torch.utils.data import DataLoader
 
 from sonofm.config import DataConfig, TrainerConfig, load_preset
 from sonofm.errors import DataError, UserError
+from sonofm.models import load_model, save_model
 from sonofm.models.model_dir import ModelDir
+from sonofm.models.text_towers import load_tokenizer
+from sonofm.models.vlm import VLMConfig, build_tokenizer, build_vlm, dense_equivalent_config
+from sonofm.models.vlm_prompt import safe_no_repeat_ngram
 from sonofm.train.checkpoint import LATEST
+from sonofm.train.distributed import barrier, init_distributed
+from sonofm.train.rundir import open_run
 from sonofm.train.trainer import FitResult, Trainer, to_device
-from sonofm.vlm.conversations import TASKS
+from sonofm.vlm.conversations import (
+    IMAGE_TOKEN,
+    TASKS,
+    conversations_from_dataset,
+    read_sharegpt,
+    write_sharegpt,
+)
+from sonofm.vlm.data import Collator, ConversationDataset, GroupCollator, LengthGroupedBatches
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +157,6 @@ class VLMTrainResult:
 # ------------------------------------------------------------------ model config
 def resolve_model_config(config: VLMTrainConfig) -> Any:
     """The `VLMConfig` a run builds: preset/dict, ``image_from``, and ``moe=False`` -> dense twin."""
-    from pydantic import ValidationError
-
-    from sonofm.models.vlm import VLMConfig, dense_equivalent_config
-
     spec = config.model
     data = load_preset("vlm", spec) if isinstance(spec, str) else dict(spec)
     if config.image_from is not None:
@@ -164,8 +174,6 @@ def resolve_model_config(config: VLMTrainConfig) -> Any:
 
 # ------------------------------------------------------------------ data
 def _conversations(config: VLMTrainConfig, split: str) -> tuple[list[dict[str, Any]], Path]:
-    from sonofm.vlm.conversations import conversations_from_dataset, read_sharegpt
-
     d = config.data
     if d.sharegpt is not None:
         path = Path(d.sharegpt)
@@ -193,18 +201,12 @@ def _conversations(config: VLMTrainConfig, split: str) -> tuple[list[dict[str, A
 
 def tokenizer_texts(records: list[dict[str, Any]]) -> list[str]:
     """Every turn's text with ``<image>`` placeholders removed (the tokenizer's training corpus)."""
-    from sonofm.vlm.conversations import IMAGE_TOKEN
-
     return [t["value"].replace(IMAGE_TOKEN, "") for r in records for t in r["conversations"]]
 
 
 def _tokenizer(model_cfg: Any, records: list[dict[str, Any]], run_dir: Path, main: bool) -> Any:
     """The run's tokenizer: reloaded from ``run_dir/tokenizer`` when present (resume); else rank 0
     builds and saves it and the other ranks load that copy (identical vocabularies everywhere)."""
-    from sonofm.models.text_towers import load_tokenizer
-    from sonofm.models.vlm import build_tokenizer
-    from sonofm.train.distributed import barrier
-
     tok_dir = run_dir / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file() and main:
         build_tokenizer(model_cfg, tokenizer_texts(records)).save_pretrained(str(tok_dir))
@@ -272,7 +274,7 @@ def apply_stage2(model: nn.Module, lora: LoRASettings, *, train_visual: bool = F
     model.requires_grad_(False)
     use_lora = not _lm_is_scratch(model) if lora.enabled == "auto" else bool(lora.enabled)
     if use_lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # lazy: peft takes ~3 s to import; only stage 2 uses it
 
         names = {n.rsplit(".", 1)[-1] for n, m in model.lm.named_modules() if isinstance(m, nn.Linear)}
         targets = [t for t in lora.target_modules if t in names]
@@ -441,14 +443,10 @@ def _run_stage(
 
 
 def _save(model: nn.Module, path: Path, training: dict[str, Any]) -> None:
-    from sonofm.models import save_model
-
     save_model(model, path, training=training)
 
 
 def _load_vlm(path: Path) -> nn.Module:
-    from sonofm.models import load_model
-
     model = load_model(str(path))
     if getattr(model, "model_type", None) != "sono_vlm":
         raise UserError(
@@ -462,13 +460,6 @@ def train_vlm(
     config: VLMTrainConfig, out: str | Path, *, resume: str | None = None, overwrite: bool = False
 ) -> VLMTrainResult:
     """Run the configured stages; write the run into ``out`` (see the module docstring)."""
-    from torch.utils.data import DataLoader
-
-    from sonofm.train.distributed import barrier, init_distributed
-    from sonofm.train.rundir import open_run
-    from sonofm.vlm.conversations import write_sharegpt
-    from sonofm.vlm.data import Collator, ConversationDataset
-
     out = Path(out)
     run = open_run(
         out, job="train-vlm", config=config, resume=resume, overwrite=overwrite, needs_checkpoint=False
@@ -497,11 +488,7 @@ def train_vlm(
         tokenizer = model.tokenizer
     else:
         tokenizer = _tokenizer(model_cfg, train_recs, out, info.is_main)
-        from sonofm.models.vlm import build_vlm
-
         model = build_vlm(model_cfg, tokenizer)
-        from sonofm.models.vlm_prompt import safe_no_repeat_ngram
-
         answers = [t["value"] for r in train_recs for t in r["conversations"][1::2]]
         model.config.no_repeat_ngram = safe_no_repeat_ngram(tokenizer, answers)
         log.info(
@@ -517,8 +504,6 @@ def train_vlm(
     collate = Collator(tokenizer.pad_token_id, "right")
     val_collate = collate
     if config.data.group_by_length:
-        from sonofm.vlm.data import GroupCollator, LengthGroupedBatches
-
         train_ds = LengthGroupedBatches(train_ds, config.train.batch_size, seed=config.data.seed)
         collate = GroupCollator(collate)
     val_loader = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
 from sonofm.eval.tasks.zeroshot import DESCRIPTOR_DIMS, _lesion_mask, mean_column_auc
@@ -45,8 +46,6 @@ def tag_matrix(rows: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 def head_scores(ctx: EvalContext, split: str) -> tuple[list[str], np.ndarray] | None:
     """The attribute head's logits on a split's image embeddings (None without such a head)."""
-    import torch
-
     model = ctx.model
     heads = getattr(model, "heads", None)
     classes = getattr(getattr(model, "config", None), "heads", {}).get("attributes")
@@ -63,7 +62,7 @@ def attribute_bounds(
     ctx: EvalContext, train_split: str = "train", test_split: str = "test"
 ) -> dict[str, dict[str, float]]:
     """Per tag of `test_split`'s lesions: positives, n, probe AUC (train -> test) and head AUC."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # lazy: sklearn is slow; only this bound uses it
 
     out: dict[str, dict[str, float]] = {}
     if not (ctx.has_split(train_split) and ctx.has_split(test_split)):

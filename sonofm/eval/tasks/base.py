@@ -9,6 +9,7 @@ exactly the same samples. Dense tasks (segmentation, landmarks) implement the sa
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from abc import ABC, abstractmethod
@@ -130,8 +131,6 @@ def build_task(spec: dict[str, Any], where: str = "suite") -> Task:
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind not in TASKS and kind in EXTERNAL_TASKS:
-        import importlib
-
         importlib.import_module(EXTERNAL_TASKS[kind])  # registers the task (heavier imports, on demand)
     if kind not in TASKS:
         known = sorted(set(TASKS) | set(EXTERNAL_TASKS))

@@ -20,6 +20,7 @@ import torch
 from sonofm.errors import UserError
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
 from sonofm.stats.metrics import CI
+from sonofm.tasks.predict import predict_dataset
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ class FinetuneEval(Task):
         self.max_figures = int(max_figures)
 
     def run(self, ctx: EvalContext) -> TaskResult:
-        from sonofm.tasks.predict import predict_dataset
-
         res = self.result()
         model = ctx.model
         task = getattr(model, "task", None)

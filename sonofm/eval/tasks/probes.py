@@ -37,8 +37,8 @@ def _labelled(ctx: EvalContext, split: str, target: str) -> tuple[np.ndarray, np
 def _fit_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int, max_iter: int, init=None):
     """L2 logistic regression; ``init`` (a fitted probe on the same classes) starts L-BFGS from its
     solution (the problem is convex: same optimum, far fewer iterations for weakly regularised C)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.exceptions import ConvergenceWarning  # lazy: sklearn is slow; only probes that run fit
+    from sklearn.linear_model import LogisticRegression  # lazy: sklearn is slow; only probes that run fit
 
     clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
     if init is not None and list(init.classes_) == sorted(set(y.tolist())):
@@ -248,7 +248,7 @@ class RegressionProbe(Task):
         self.splits = ("train", "val", "test")
 
     def run(self, ctx: EvalContext) -> TaskResult:
-        from sklearn.linear_model import Ridge
+        from sklearn.linear_model import Ridge  # lazy: sklearn is slow to import; only a run fits it
 
         res = self.result()
         data = {}

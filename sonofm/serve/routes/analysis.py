@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from sonofm import taxonomy as tx
+from sonofm.atomic import atomic_write_text
+from sonofm.data.pngio import write_png
 from sonofm.serve.analyze import DecodedUpload, UploadError, decode_upload
 from sonofm.serve.middleware import BEARER_AUTH, json_error
 from sonofm.serve.schemas import AnalyzeResponse
@@ -153,9 +155,6 @@ def _store(root: Path, rid: str, decoded: DecodedUpload) -> Path:
     Files are named by a server-generated id, never by the client's request id, and an existing
     file is never replaced: two requests with the same X-Request-ID keep both uploads.
     """
-    from sonofm.atomic import atomic_write_text
-    from sonofm.data.pngio import write_png
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     while True:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
 log = logging.getLogger("sonofm.serve.app")  # the service's log lines keep one logger name
@@ -17,12 +18,10 @@ def mount_offline_docs(app: FastAPI) -> None:
     without internet (hospital networks are often closed; FastAPI's default page loads a CDN).
     Without that package `/docs` is absent and `/openapi.json` still describes the API."""
     try:
-        import fastapi_offline
+        import fastapi_offline  # lazy: optional package; without it /docs is off, the app still starts
     except ImportError:
         log.warning("fastapi-offline is not installed: /docs is off (the schema is at /openapi.json)")
         return
-    from fastapi.openapi.docs import get_swagger_ui_html
-
     assets = Path(fastapi_offline.__file__).parent / "static"
     app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
