@@ -19,6 +19,7 @@ from sonofm import __version__
 from sonofm.atomic import atomic_write_text
 from sonofm.data.manifest import CARD_FILE, SPLITS
 from sonofm.errors import DataError
+from sonofm.taxonomy import MASK_LABELS
 
 CARD_NAME = CARD_FILE
 CARD_FORMAT = "sonofm-dataset"
@@ -61,8 +62,6 @@ def build_card(
     "seed": 0, "parameters": {...}}``; the sonofm version is added. With `manifest_file` the card
     records its SHA-256 so a consumer can tell the card and manifest belong together.
     """
-    from sonofm.taxonomy import MASK_LABELS
-
     df = manifest
     counts = {col: _counts(df[col]) for col in COUNT_COLUMNS if col in df.columns}
     by_split: dict[str, Any] = {}

@@ -18,8 +18,10 @@ import pandas as pd
 import torch
 
 from sonofm.data.augment import RandomApply, Sample
+from sonofm.data.manifest import read_manifest
 from sonofm.data.transforms import image_tensor, read_gray, read_label_map, resize_image, resize_mask, to_unit
 from sonofm.errors import DataError
+from sonofm.reports.captions import caption_for_row
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ def load_table(data: str | Path | pd.DataFrame, split: str | None) -> pd.DataFra
     if isinstance(data, pd.DataFrame):
         df = data
     else:
-        from sonofm.data.manifest import read_manifest
-
         df = read_manifest(data)
     if split is not None:
         if split not in set(df["split"]):
@@ -131,8 +131,6 @@ class UltrasoundDataset(torch.utils.data.Dataset):
         if callable(self.text):
             return self.text(row, rng)
         if self.text == "caption":
-            from sonofm.reports.captions import caption_for_row
-
             return caption_for_row(row)
         value = row.get(self.text)
         return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)

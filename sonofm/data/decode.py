@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
+from PIL import Image
 
 from sonofm.errors import DataError
 
@@ -41,8 +42,6 @@ def _label(src: Source, name: str | None) -> str:
 
 def _open_checked(src: Source, label: str, max_pixels: int) -> Any:
     """An opened PIL image whose header passed the pixel limit; its pixels are not decoded yet."""
-    from PIL import Image
-
     fh = io.BytesIO(src) if isinstance(src, bytes) else src
     try:
         im = Image.open(fh)

@@ -16,17 +16,20 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import random
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Sampler
 
 from sonofm.data.augment import training_augment
 from sonofm.data.dataset import TextFn, UltrasoundDataset, collate
+from sonofm.data.manifest import read_manifest
 from sonofm.data.shards import ShardDataset, is_shard_dir, read_index, unpack_shards
 from sonofm.errors import UserError
 
@@ -62,10 +65,6 @@ def worker_context(start: str, workers: int, preload: Sequence[str] = ()) -> Any
 def _seed_worker(worker_id: int) -> None:
     # numpy/python RNGs are not used for augmentation (that is keyed on (seed, epoch, index)),
     # but third-party code in workers may use them: keep them reproducible too.
-    import random
-
-    import numpy as np
-
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -95,8 +94,6 @@ def open_table(data: str | Path) -> pd.DataFrame:
     A shard directory is unpacked once into `shard_cache_dir` (eval and fine-tuning resample
     patients and need random access, which a stream cannot give).
     """
-    from sonofm.data.manifest import read_manifest
-
     if is_shard_dir(data):
         dest = shard_cache_dir(data)
         if not (dest / "manifest.jsonl").is_file():
@@ -110,8 +107,6 @@ def manifest_rows(data: str | Path) -> pd.DataFrame:
 
     For whole-dataset label vocabularies (e.g. supervised head classes), where unpacking would be waste.
     """
-    from sonofm.data.manifest import read_manifest
-
     if is_shard_dir(data):
         splits = read_index(data)["splits"]
         return pd.concat([ShardDataset(data, split).table for split in splits], ignore_index=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from sonofm import taxonomy
 from sonofm.data.manifest_schema import _BY_NAME, SPLITS
 
 
@@ -22,9 +23,7 @@ class _CellError(ValueError):
 
 
 def _vocab() -> dict[str, Any]:
-    """Taxonomy vocabularies used to check ids (imported lazily: taxonomy is a sibling package)."""
-    from sonofm import taxonomy
-
+    """Taxonomy vocabularies used to check ids."""
     organs: set[str] = set()
     for region in taxonomy.REGIONS:
         organs.update(o.id for o in taxonomy.organs_in(region))

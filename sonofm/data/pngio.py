@@ -7,21 +7,20 @@ always gives the same bytes: the byte-identical dataset contract depends on it.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from sonofm.atomic import atomic_write
+from sonofm.data.decode import decode_image
 
 PNG_COMPRESS_LEVEL = 6
 
 
 def encode_png(array: np.ndarray) -> bytes:
     """PNG bytes of a uint8 (H, W) grayscale/label map or (H, W, 3) RGB array."""
-    import io
-
-    from PIL import Image
-
     arr = np.ascontiguousarray(array)
     if arr.dtype != np.uint8:
         raise ValueError(f"PNG arrays must be uint8, got {arr.dtype}")
@@ -50,6 +49,4 @@ def read_png(path: str | Path) -> np.ndarray:
     Decoded by :func:`sonofm.data.decode.decode_image` (one pixel limit; failures raise
     ImageDecodeError, a DataError).
     """
-    from sonofm.data.decode import decode_image
-
     return decode_image(path, "keep")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
 
 from sonofm.atomic import atomic_write
 from sonofm.data.manifest import read_manifest
@@ -85,8 +86,6 @@ def _wrap(draw, text: str, font, width: int, max_lines: int) -> list[str]:
 
 def render_tile(image: np.ndarray, mask: np.ndarray | None, thumb: int) -> np.ndarray:
     """An RGB thumbnail with the mask's label boundaries drawn in LABEL_COLOURS."""
-    from PIL import Image
-
     rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
     tile = np.asarray(Image.fromarray(rgb).resize((thumb, thumb), Image.Resampling.BILINEAR)).copy()
     if mask is not None:
@@ -101,8 +100,6 @@ def contact_sheet(
     dataset: str | Path, out: str | Path, *, thumb: int = 192, columns: int = 6, caption_lines: int = 4
 ) -> Path:
     """Write a PNG contact sheet of `dataset` (a dataset dir or manifest) to `out`; return `out`."""
-    from PIL import Image, ImageDraw, ImageFont
-
     df = read_manifest(dataset)
     root = Path(df.attrs["root"])
     rows = select_samples(df)

@@ -13,7 +13,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import IterableDataset
 
+from sonofm.data.loader import build_dataset
 from sonofm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -23,10 +25,6 @@ def image_mean_std(
     data: str | Path, split: str = "train", *, image_size: int | None = None, limit: int = 512, seed: int = 0
 ) -> tuple[float, float]:
     """Pixel mean and std (images in [0, 1], resized as training resizes them) over <= `limit` images."""
-    from torch.utils.data import IterableDataset
-
-    from sonofm.data.loader import build_dataset
-
     dataset = build_dataset(data, split, image_size=image_size, with_masks=False, seed=seed, shuffle=True)
     if not isinstance(dataset, IterableDataset):
         n = len(dataset)

@@ -30,10 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from sonofm.atomic import atomic_write
+from sonofm.data.dataset import load_table, manifest_root
+from sonofm.data.transforms import load_gray_resized, unit_from_uint8
 from sonofm.inference.precision import autocast
 from sonofm.models.model_dir import ModelDir
+from sonofm.reports.captions import caption_for_row
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +70,6 @@ def row_texts(rows: pd.DataFrame, text_field: str = "report") -> list[str]:
         return reports
     if text_field != "caption":
         raise ValueError(f"text_field must be one of {TEXT_FIELDS}, got {text_field!r}")
-    from sonofm.reports.captions import caption_for_row
-
     return [caption_for_row(r) or rep for r, rep in zip(rows.to_dict("records"), reports, strict=True)]
 
 
@@ -148,8 +151,6 @@ class _DecodeOnly(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray] | None:
-        from sonofm.data.transforms import load_gray_resized
-
         try:
             return i, load_gray_resized(self.paths[i], self.size)  # the shared pipeline, steps 1-3
         except (OSError, ValueError, SyntaxError) as err:
@@ -188,9 +189,6 @@ def embed_images(
     workers: DataLoader worker processes decoding PNGs while the model runs (None = `default_workers`;
     small splits of <= 2 batches always decode in-process: starting workers would cost more).
     """
-    from sonofm.data.dataset import load_table, manifest_root
-    from sonofm.data.transforms import unit_from_uint8
-
     dev = device if isinstance(device, torch.device) else pick_device(device)
     size = int(model.config.image.image_size)
     table = load_table(data, split)
@@ -264,16 +262,12 @@ def _cache_path(cache_dir: Path, mhash: str, dhash: str, split: str) -> Path:
 
 
 def _save_cache(path: Path, emb: SplitEmbeddings, meta: dict[str, str]) -> None:
-    from safetensors.numpy import save_file
-
     tensors = {"image": np.ascontiguousarray(emb.image), "text": np.ascontiguousarray(emb.text)}
     metadata = {**meta, "ids": json.dumps(emb.ids), "timing": json.dumps(emb.timing)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _load_cache(path: Path) -> SplitEmbeddings | None:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}

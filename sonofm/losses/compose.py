@@ -27,6 +27,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from sonofm.losses.contrastive import build_contrastive_loss
+from sonofm.losses.negation import NegationNCELoss
+from sonofm.losses.semantic import SemanticLoss, SoftClipLoss, TagVocabulary
+from sonofm.losses.supervised import SupervisedHeadsLoss
+from sonofm.losses.view import ViewNCELoss
+
 LOSS_TERMS = ("clip", "siglip", "soft_clip", "semantic", "view", "negation", "supervised")
 FLAGS = ("graph",)
 PRESETS = {"usclip": "soft_clip+semantic:{semantic_lambda}+graph", "echo": "clip+view+negation"}
@@ -157,11 +163,6 @@ def build_composite_loss(
     heads: Mapping[str, Sequence[str]] | None = None,
 ) -> CompositeLoss:
     """The loss modules of ``spec``; ``matrices`` (tag similarity M_k) is needed by soft_clip/semantic."""
-    from sonofm.losses.contrastive import build_contrastive_loss
-    from sonofm.losses.negation import NegationNCELoss
-    from sonofm.losses.semantic import SemanticLoss, SoftClipLoss, TagVocabulary
-    from sonofm.losses.view import ViewNCELoss
-
     vocab = TagVocabulary() if spec.needs_attributes else None
     modules: list[tuple[str, float, nn.Module]] = []
     for name, weight in spec.terms:
@@ -180,8 +181,6 @@ def build_composite_loss(
         elif name == "view":
             module = ViewNCELoss(gather_with_grad=gather_with_grad)
         elif name == "supervised":
-            from sonofm.losses.supervised import SupervisedHeadsLoss
-
             if not heads:
                 raise ValueError("loss term 'supervised' needs a model with supervised heads")
             module = SupervisedHeadsLoss(list(heads))

@@ -22,6 +22,7 @@ import warnings
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
 
 
@@ -61,8 +62,6 @@ def gather_tensor(x: Tensor, *, gather_with_grad: bool, sizes: list[int] | None 
     longest = max(sizes)
     padded = x if x.shape[0] == longest else torch.cat([x, x.new_zeros(longest - x.shape[0], *x.shape[1:])])
     if gather_with_grad:
-        import torch.distributed.nn.functional as dist_fn
-
         # The public differentiable all_gather (backward = reduce-scatter sum) is marked deprecated
         # in favour of private functional collectives; it is still the supported public API.
         with warnings.catch_warnings():

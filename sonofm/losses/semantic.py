@@ -41,10 +41,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sonofm.atomic import atomic_write
 from sonofm.losses.distributed import gather_pair, gather_tensor
+from sonofm.taxonomy import DIMENSIONS, tag_ids, tag_phrases
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,6 @@ SEMANTIC_TAU = 0.07
 
 
 def _dimensions() -> tuple[str, ...]:
-    from sonofm.taxonomy import DIMENSIONS
-
     return tuple(DIMENSIONS)
 
 
@@ -63,8 +64,6 @@ class TagVocabulary:
     """All tags of the 9 dimensions laid out in one index space (dimension blocks in DIMENSIONS order)."""
 
     def __init__(self, dimensions: Sequence[str] | None = None) -> None:
-        from sonofm.taxonomy import tag_ids, tag_phrases
-
         self.dimensions = tuple(dimensions) if dimensions is not None else _dimensions()
         self.ids: dict[str, tuple[str, ...]] = {d: tag_ids(d) for d in self.dimensions}
         self.phrases: dict[str, tuple[str, ...]] = {d: tag_phrases(d) for d in self.dimensions}
@@ -161,9 +160,6 @@ def tag_similarity_matrices(
     The cache file is ``<cache_dir>/<cache_key>.safetensors``; it is written atomically and a
     corrupt or mismatched file is recomputed.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
-
     vocab = vocab or TagVocabulary()
     path = None
     if cache_key is not None:

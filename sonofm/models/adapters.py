@@ -236,7 +236,7 @@ def _insert_hybrid_tuning(tower: nn.Module, opts: dict[str, Any]) -> None:
 
 
 def _insert_lora(tower: nn.Module, opts: dict[str, Any]) -> None:
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import LoraConfig, inject_adapter_in_model  # lazy: peft takes ~3 s to import; LoRA only
 
     unknown = set(opts) - {"r", "alpha", "dropout", "target_modules"}
     if unknown:

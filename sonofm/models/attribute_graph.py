@@ -34,8 +34,9 @@ from torch import Tensor, nn
 
 from sonofm.models.config import DualEncoderConfig
 from sonofm.models.dual_encoder import DualEncoder
-from sonofm.models.io import validated_config, with_weights
+from sonofm.models.io import register_model_type, validated_config, with_weights
 from sonofm.models.text_towers import load_tokenizer
+from sonofm.taxonomy import tag_ids
 from sonofm.taxonomy.attributes import DIMENSIONS
 
 DIAGNOSIS = "diagnosis"
@@ -63,8 +64,6 @@ class GraphVocabulary:
     """Tag id -> node index, per node type (diagnosis tags; descriptor tags of T2-T9 in one table)."""
 
     def __init__(self) -> None:
-        from sonofm.taxonomy import tag_ids
-
         self.diagnosis = {t: i for i, t in enumerate(tag_ids(DIAGNOSIS))}
         self.descriptor: dict[tuple[str, str], int] = {}
         for dim in DESCRIPTOR_DIMENSIONS:
@@ -88,7 +87,7 @@ class GraphVocabulary:
 
 def sample_graph(diag: Sequence[int], desc: Sequence[int]) -> Any:
     """One sample's ``HeteroData``: every diagnosis node linked to every descriptor node, both ways."""
-    from torch_geometric.data import HeteroData
+    from torch_geometric.data import HeteroData  # lazy: torch_geometric ~2 s; graph calls only
 
     data = HeteroData()
     data[DIAGNOSIS].x = torch.tensor(list(diag), dtype=torch.long)
@@ -104,7 +103,7 @@ def build_graph_batch(
     attributes: Sequence[Mapping[str, Sequence[str]] | None], vocab: GraphVocabulary
 ) -> Any:
     """A PyG ``Batch`` of the per-sample attribute graphs (one graph per sample, empty ones included)."""
-    from torch_geometric.data import Batch
+    from torch_geometric.data import Batch  # lazy: torch_geometric ~2 s; graph calls only
 
     return Batch.from_data_list([sample_graph(*vocab.nodes(a)) for a in attributes])
 
@@ -114,7 +113,7 @@ class AttributeGraphEncoder(nn.Module):
 
     def __init__(self, out_dim: int, config: AttributeGraphConfig | None = None) -> None:
         super().__init__()
-        from torch_geometric.nn import GraphConv, HeteroConv
+        from torch_geometric.nn import GraphConv, HeteroConv  # lazy: torch_geometric ~2 s; graph calls only
 
         cfg = config or AttributeGraphConfig()
         self.config = cfg
@@ -135,7 +134,7 @@ class AttributeGraphEncoder(nn.Module):
 
     def forward(self, graphs: Any, batch_size: int | None = None) -> Tensor:
         """``graphs``: a batch from :func:`build_graph_batch` -> (B, out_dim)."""
-        from torch_geometric.nn import global_mean_pool
+        from torch_geometric.nn import global_mean_pool  # lazy: torch_geometric ~2 s; graph calls only
 
         device = self.proj.weight.device
         graphs = graphs.to(device)
@@ -275,8 +274,6 @@ def load_attribute_graph_dual_encoder(
 
 
 def _register() -> None:
-    from sonofm.models.io import register_model_type
-
     register_model_type(MODEL_TYPE, f"{__name__}:load_attribute_graph_dual_encoder", overwrite=True)
 
 

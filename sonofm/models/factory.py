@@ -112,7 +112,7 @@ def _check_tower_keys(cfg: DualEncoderConfig) -> None:
     if cfg.image.kind == "monai_swin":
         known = _MONAI_SWIN_KEYS
     else:
-        from transformers import CONFIG_MAPPING
+        from transformers import CONFIG_MAPPING  # lazy: keeps torch out of sonofm.config (an importer)
 
         known = set(CONFIG_MAPPING[cfg.image.kind]().to_dict())
     unknown = sorted(set(extra) - known)
@@ -122,7 +122,7 @@ def _check_tower_keys(cfg: DualEncoderConfig) -> None:
             f"(unknown keys: {', '.join(unknown)}); valid keys include: {', '.join(sorted(known)[:40])}"
         )
     if cfg.text.extra and cfg.text.pretrained is None:
-        from transformers import CONFIG_MAPPING
+        from transformers import CONFIG_MAPPING  # lazy: keeps torch out of sonofm.config (an importer)
 
         if cfg.text.model_type in CONFIG_MAPPING:
             known_t = set(CONFIG_MAPPING[cfg.text.model_type]().to_dict())
@@ -161,6 +161,6 @@ def build_model(
     `build_model("tiny", ["image.hidden_size=256", "logit_bias=true"])`; the result's
     `model.config` holds the resolved values (and the towers' full architectures).
     """
-    from sonofm.models.dual_encoder import DualEncoder
+    from sonofm.models.dual_encoder import DualEncoder  # lazy: keeps torch out of sonofm.config (an importer)
 
     return DualEncoder(resolve_config(spec, overrides), load_pretrained=load_pretrained)

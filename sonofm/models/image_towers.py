@@ -28,6 +28,14 @@ from torch import nn
 from sonofm.data.transforms import normalise
 from sonofm.errors import UserError
 from sonofm.models.config import ImageTowerConfig
+from sonofm.models.io import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_state_dict,
+    load_image_tower,
+    read_safetensors,
+    registered_model_types,
+)
 from sonofm.models.text_towers import portable_arch, quiet_transformers, set_hf_checkpointing
 
 log = logging.getLogger(__name__)
@@ -49,7 +57,7 @@ _NO_IMAGE_SIZE = {"convnext", "convnextv2"}  # fully convolutional: any size wor
 
 
 def _hf_class(kind: str) -> type:
-    import transformers
+    import transformers  # lazy: transformers takes ~1-2 s; only HF towers need it
 
     return getattr(transformers, _HF_MODEL_CLASS[kind])
 
@@ -76,8 +84,6 @@ def sonofm_model_dir(source: str | Path) -> Path | None:
     Hugging Face model directories also hold a config.json with a `model_type` ("vit", "swin",
     ...); only sonofm's own model types (dual encoders, SSL models, task models, VLMs) count here.
     """
-    from sonofm.models.io import CONFIG_NAME, registered_model_types
-
     path = Path(source).expanduser()
     f = path / CONFIG_NAME
     if not f.is_file():
@@ -97,8 +103,6 @@ def _tower_from_model_dir(cfg: ImageTowerConfig, model_dir: Path) -> tuple[Image
     The architecture comes from the source tower (as `from_pretrained` takes it from a checkpoint);
     extra keys in `cfg` still override it, so a conflicting setting shows up as a shape mismatch.
     """
-    from sonofm.models.io import load_image_tower
-
     source = load_image_tower(model_dir)
     what = f"image.pretrained {str(model_dir)!r}"
     if getattr(source, "kind", None) != cfg.kind:
@@ -136,7 +140,7 @@ def _basic_layer_2d(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     dependency that is not installed here; only the two permutes differ, the blocks, masks and
     patch merging are MONAI's own modules and functions.
     """
-    from monai.networks.nets.swin_unetr import compute_mask, get_window_size
+    from monai.networks.nets.swin_unetr import compute_mask, get_window_size  # lazy: monai ~5 s; Swin only
 
     b, _, h, w = x.shape
     window_size, shift_size = get_window_size((h, w), layer.window_size, layer.shift_size)
@@ -162,7 +166,7 @@ class MonaiSwinBackbone(nn.Module):
 
     def __init__(self, arch: dict[str, Any]) -> None:
         super().__init__()
-        from monai.networks.nets.swin_unetr import SwinTransformer
+        from monai.networks.nets.swin_unetr import SwinTransformer  # lazy: monai ~5 s; Swin only
 
         a = dict(arch)
         for key in ("window_size", "patch_size"):
@@ -195,8 +199,6 @@ class MonaiSwinBackbone(nn.Module):
         Keys are MONAI's own; a `swinViT.` prefix (SwinUNETR checkpoints) or `module.` (DDP) is
         stripped. The match is strict: any missing, unexpected or mis-shaped key is an error.
         """
-        from sonofm.models.io import WEIGHTS_NAME, check_state_dict, read_safetensors
-
         path = Path(source).expanduser()
         if path.is_dir():
             path = path / WEIGHTS_NAME
@@ -284,7 +286,7 @@ class ImageTower(nn.Module):
         return arch
 
     def _build_hf(self, cfg: ImageTowerConfig, load_pretrained: bool) -> nn.Module:
-        from transformers import CONFIG_MAPPING
+        from transformers import CONFIG_MAPPING  # lazy: transformers takes ~1-2 s; only HF towers need it
 
         cls = _hf_class(cfg.kind)
         init_kw = {"add_pooling_layer": False} if cfg.kind in _DROP_POOLER else {}
@@ -316,8 +318,6 @@ class ImageTower(nn.Module):
 
     def _copy_weights(self, source: nn.Module, source_dir: Path | None) -> None:
         """Strict, shape-checked copy of another tower's weights (UserError names the bad keys)."""
-        from sonofm.models.io import check_state_dict
-
         state = {k: v.detach().clone() for k, v in source.state_dict().items()}
         check_state_dict(self.state_dict(), state, f"image.pretrained {str(source_dir)!r} (its image tower)")
         self.load_state_dict(state, strict=True)

@@ -22,8 +22,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from sonofm.models.adapters import apply_adapter
 from sonofm.models.config import ImageTowerConfig
+from sonofm.models.image_towers import ImageTower
 from sonofm.models.io import validated_config, with_weights
+from sonofm.tasks.base import get_task
 
 
 class TaskModelConfig(BaseModel):
@@ -75,10 +78,6 @@ class TaskModel(nn.Module):
 
     def __init__(self, config: TaskModelConfig, *, tower: nn.Module | None = None) -> None:
         super().__init__()
-        from sonofm.models.adapters import apply_adapter
-        from sonofm.models.image_towers import ImageTower
-        from sonofm.tasks.base import get_task
-
         self.config = config
         self.visual = tower if tower is not None else ImageTower(config.image, load_pretrained=False)
         apply_adapter(self.visual, config.adapter, **config.adapter_options)

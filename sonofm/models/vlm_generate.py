@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sonofm.data.transforms import model_input
 from sonofm.errors import UserError
 from sonofm.models import vlm_prompt
 from sonofm.models.moe import DualPathMoE, routing_context
-from sonofm.models.vlm_confidence import GeneratedText
+from sonofm.models.vlm_confidence import GeneratedText, assess
 
 
 @contextlib.contextmanager
@@ -137,7 +138,7 @@ class VLMGeneration:
         the MoE routing of the prompt and generated tokens is added to `routing_stats()`
         (exact with the KV cache; without it every step re-routes the whole sequence).
         """
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import GenerationConfig, LogitsProcessorList  # lazy: transformers takes ~1-2 s
 
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -238,8 +239,6 @@ class VLMGeneration:
         bilinearly to image_size by `sonofm.data.transforms`, as in training. Tensors: (C, H, W) or
         (H, W) float in [0, 1], resized with bilinear interpolation.
         """
-        from sonofm.data.transforms import model_input
-
         size = self.config.image.image_size
         out = []
         for i, im in enumerate(images):
@@ -274,8 +273,6 @@ class VLMGeneration:
         self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any
     ) -> list[GeneratedText]:
         """Like `chat_batch`, with each text's mean token log-prob and its low-confidence flag."""
-        from sonofm.models.vlm_confidence import assess
-
         limit = int(gen.get("max_new_tokens", 128))
         new, lp = self.generate(*self._batch_inputs(batch), return_logprobs=True, **gen)
         out = []

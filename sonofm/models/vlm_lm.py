@@ -16,6 +16,7 @@ from torch import nn
 
 from sonofm.errors import UserError
 from sonofm.models import vlm_prompt
+from sonofm.models.text_towers import load_tokenizer, portable_arch, quiet_transformers, resolve_source
 from sonofm.models.vlm_prompt import train_tokenizer
 
 if TYPE_CHECKING:  # vlm_config imports _hf_lm_config from here
@@ -25,7 +26,7 @@ log = logging.getLogger("sonofm.models.vlm")  # the model's logger, as before th
 
 
 def _hf_lm_config(arch: dict[str, Any]) -> Any:
-    from transformers import CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING  # lazy: transformers takes ~1-2 s to import
 
     arch = dict(arch)
     mt = arch.pop("model_type", None)
@@ -38,9 +39,7 @@ def _hf_lm_config(arch: dict[str, Any]) -> Any:
 
 
 def _build_lm(cfg: VLMConfig, tokenizer: Any) -> nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    from sonofm.models.text_towers import portable_arch, quiet_transformers
+    from transformers import AutoModelForCausalLM  # lazy: transformers takes ~1-2 s to import
 
     with quiet_transformers():
         if cfg.lm_arch is not None:
@@ -65,9 +64,7 @@ def _load_pretrained_lm(cfg: VLMConfig, tokenizer: Any) -> nn.Module:
     The vocabulary follows `tokenizer`: rows are copied by token string from the pretrained
     embedding matrix (the pruned corpus vocabulary and the VLM's added special tokens).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from sonofm.models.text_towers import load_tokenizer, resolve_source
+    from transformers import AutoConfig, AutoModelForCausalLM  # lazy: transformers takes ~1-2 s to import
 
     src, local = resolve_source(cfg.lm_pretrained)
     extra: dict[str, Any] = {}
@@ -99,8 +96,6 @@ def _load_pretrained_lm(cfg: VLMConfig, tokenizer: Any) -> nn.Module:
 def build_tokenizer(config: VLMConfig, texts: Sequence[str] | None = None) -> Any:
     """The tokenizer for `config`: the pretrained LM's (+ VLM tokens), else BPE trained on `texts`."""
     if config.lm_pretrained is not None:
-        from sonofm.models.text_towers import load_tokenizer
-
         tok = load_tokenizer(config.lm_pretrained)
         if vlm_prompt.is_wordpiece(tok):
             vlm_prompt.set_bert_roles(tok)

@@ -22,9 +22,13 @@ through decode exactly, with no unknown tokens.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers import models as tokenizer_models
 
 from sonofm.errors import DataError, UserError
 
@@ -179,13 +183,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
     pad/bos/eos/unk, `<image>`, `<|user|>` and `<|assistant|>` are special tokens (never split,
     dropped by `decode(..., skip_special_tokens=True)`).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # lazy: transformers imports torch; prompts need neither
 
     min_size = 256 + len(SPECIAL_TOKENS)
     if vocab_size < min_size:
         raise UserError(f"vocab_size must be >= {min_size} (256 bytes + special tokens), got {vocab_size}")
-    tok = Tokenizer(models.BPE(unk_token=UNK_TOKEN))
+    tok = Tokenizer(tokenizer_models.BPE(unk_token=UNK_TOKEN))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -215,8 +218,6 @@ _KEEP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,:;%/()-'+<>=x"
 
 def is_wordpiece(tokenizer: Any) -> bool:
     """True for a BERT-style WordPiece tokenizer (the packaged MiniLM's)."""
-    import json
-
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return False
@@ -239,10 +240,7 @@ def prune_wordpiece(tokenizer: Any, texts: Iterable[str]) -> Any:
     the longest piece in the vocabulary, and every piece the full vocabulary chose is kept), and
     the LM's embedding rows are copied by token string (`remap_embeddings`).
     """
-    import json
-
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # lazy: transformers imports torch; prompts need neither
 
     if not is_wordpiece(tokenizer):
         raise UserError(f"lm_vocab='corpus' needs a WordPiece tokenizer, got {type(tokenizer).__name__}")
@@ -276,7 +274,7 @@ def remap_embeddings(lm: Any, old_tokenizer: Any, new_tokenizer: Any) -> int:
     Tokens the old vocabulary lacks (the VLM's special tokens) start at the mean embedding.
     Returns how many rows were copied from the pretrained matrix.
     """
-    import torch
+    import torch  # lazy: keeps torch out of prompt rendering (vlm data workers)
 
     old = lm.get_input_embeddings().weight.detach().clone()
     old_vocab = old_tokenizer.get_vocab()

@@ -17,7 +17,10 @@ truth, or the report parser's output for real reports), so hospital data gets th
 
 from __future__ import annotations
 
+import json
+
 from sonofm import taxonomy as tx
+from sonofm.reports.parser import parse_report
 from sonofm.reports.schema import Finding, Status, Study
 
 # Order in which descriptor dimensions are said (echogenicity first: it is the most visible).
@@ -183,8 +186,6 @@ class CaptionSampler:
 
 def study_of_row(row: dict) -> Study | None:
     """The structured study of a manifest row: its ``structured`` record, else the parsed report."""
-    import json
-
     record = row.get("structured")
     if isinstance(record, str) and record.strip():
         try:
@@ -199,8 +200,6 @@ def study_of_row(row: dict) -> Study | None:
     report = row.get("report")
     if not isinstance(report, str) or not report.strip():
         return None
-    from sonofm.reports.parser import parse_report
-
     region = row.get("region") if isinstance(row.get("region"), str) else None
     return parse_report(report, region=region).study
 

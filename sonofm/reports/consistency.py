@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from sonofm import taxonomy as tx
+from sonofm.reports.parser import parse_report
 from sonofm.reports.schema import Status, Study
 
 # groups of tags of one dimension of which at most one can be PRESENT for one lesion
@@ -208,8 +209,6 @@ def wording_problems(study: Study, text: str) -> list[Problem]:
 
 def round_trip_problems(study: Study, text: str) -> list[Problem]:
     """Parse `text` back (with the study's region) and compare it with the study."""
-    from sonofm.reports.parser import parse_report
-
     region = study.region if study.region in tx.REGIONS else None
     parsed = parse_report(text, region).study
     got = {f.key(): f.status for f in parsed.findings}

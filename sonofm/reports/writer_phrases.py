@@ -13,6 +13,7 @@ from sonofm import taxonomy as tx
 from sonofm.reports import lexicon as lx
 from sonofm.reports.consistency import word_fits
 from sonofm.reports.measurements import fmt_number, format_length, unit_of_measurement
+from sonofm.reports.parser import parse_report
 from sonofm.reports.schema import Finding, Status
 
 _ADJ_DIMS = ("shape", "margin", "echogenicity")
@@ -37,8 +38,6 @@ def _cap(s: str) -> str:
 
 
 def _parses_to(text: str, dim: str, tag: str) -> bool:
-    from sonofm.reports.parser import parse_report
-
     r = parse_report(text)
     got = {(f.dimension, f.tag, f.status) for f in r.study.findings}
     return got == {(dim, tag, Status.PRESENT)} and not r.study.measurements
@@ -131,8 +130,6 @@ _HEAD = {
 
 @functools.cache
 def _echo_forms(fid: str) -> tuple[str, ...]:
-    from sonofm.reports.parser import parse_report
-
     d = tx.ECHO_FINDINGS[fid]
     out = []
     for c in dict.fromkeys([d.phrase.lower(), *d.synonyms]):
@@ -144,8 +141,6 @@ def _echo_forms(fid: str) -> tuple[str, ...]:
 
 @functools.cache
 def _echo_normal_forms(fid: str) -> tuple[str, ...]:
-    from sonofm.reports.parser import parse_report
-
     out = []
     for c in lx.REPORT_SUPPLEMENT_ECHO_NORMAL.get(fid, ()):
         r = parse_report(f"{c}.")
@@ -220,8 +215,6 @@ def _measure_sentence_raw(mid: str, value: float, rng: np.random.Generator, name
 
 @functools.cache
 def _measure_names(mid: str) -> tuple[str, ...]:
-    from sonofm.reports.parser import parse_report
-
     m = tx.MEASUREMENTS[mid]
     out = []
     probe = (

@@ -33,6 +33,7 @@ import numpy as np
 
 from sonofm.sim import physics
 from sonofm.sim.imaging import ImagingParams, pixel_grid
+from sonofm.sim.registry import simulate_patient
 
 DEFAULT_LOOKS = 16
 
@@ -102,8 +103,6 @@ def simulate_with_clean(
     region: str, rng: np.random.Generator, size: int, looks: int, key: Sequence[int]
 ) -> tuple[list[Any], list[np.ndarray]]:
     """One patient's `SimImage`s (exactly as `simulate_patient` makes them) and their clean targets."""
-    from sonofm.sim.registry import simulate_patient
-
     with record_renders() as calls:
         images = simulate_patient(region, rng, size)
     if len(calls) != len(images):

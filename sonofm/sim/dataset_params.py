@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from sonofm.errors import UserError
+from sonofm.sim.registry import registered_regions
+from sonofm.sim.splits import coverage_note, patients_from_rows, stratified_splits
 
 log = logging.getLogger("sonofm.sim.generator")  # the generator's logger, as before the split
 
@@ -69,8 +71,6 @@ def _import_plugins(plugins: Sequence[str]) -> None:
 
 
 def _resolve_regions(regions: Sequence[str] | str | None) -> tuple[str, ...]:
-    from sonofm.sim.registry import registered_regions
-
     valid = registered_regions()
     if regions is None:
         if not valid:
@@ -128,8 +128,6 @@ def _assign_splits(rows: list[dict[str, Any]], fractions: Sequence[float], seed:
     out of val/test in small datasets; this assignment sees every patient's region and views.
     Returns a note on what could not be covered ("" when every stratum is in every split).
     """
-    from sonofm.sim.splits import coverage_note, patients_from_rows, stratified_splits
-
     split_of, missing = stratified_splits(patients_from_rows(rows), fractions, seed)
     for r in rows:
         r["split"] = split_of[str(r["patient_id"])]

@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sonofm import __version__
 from sonofm.errors import UserError
@@ -82,6 +84,7 @@ from sonofm.sim.output_dir import (  # noqa: F401 (STATE_FILE re-exported)
 
 # `_Runner` calls `simulate_one_patient` through this module's namespace (tests replace it here)
 from sonofm.sim.patient import _record_path, simulate_one_patient
+from sonofm.sim.physics import tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,6 @@ def _init_worker(plugins: Sequence[str]) -> None:
 def _tune_process() -> None:
     """Per-process allocator tuning for simulation (glibc keeps freed large buffers; ~30% faster
     on VMs where page faults are dear). Idempotent; a no-op where glibc's mallopt is missing."""
-    from sonofm.sim.physics import tune_allocator
-
     if not _TUNED:
         _TUNED.append(tune_allocator())
 
@@ -207,8 +208,12 @@ def simulate_dataset(
     ``clean``): the scene compounded over that many speckle realisations (`sonofm.sim.compound`).
     Returns `out`. Raises `UserError` on bad arguments or an output directory it must not touch.
     """
-    from sonofm.data.card import build_card, write_card
-    from sonofm.data.manifest import DatasetDir, read_manifest, write_manifest
+    from sonofm.data.card import build_card, write_card  # lazy: keeps pandas out of sonofm.sim
+    from sonofm.data.manifest import (  # lazy: keeps pandas out of sonofm.sim
+        DatasetDir,
+        read_manifest,
+        write_manifest,
+    )
 
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
         raise UserError(f"--n must be a positive number of images, got {n!r}")
@@ -307,7 +312,7 @@ def simulate_dataset(
     staging_card = write_card(card, out / "records" / ".dataset-staging.json")
     _replace_if_changed(staging_card, DatasetDir.card_file(out))
     if preview:
-        from sonofm.data.preview import contact_sheet
+        from sonofm.data.preview import contact_sheet  # lazy: keeps pandas out of sonofm.sim
 
         staging_preview = contact_sheet(out, out / "records" / ".preview-staging.png")
         _replace_if_changed(staging_preview, out / "preview.png")
@@ -331,9 +336,6 @@ def simulate_dataset(
 def _progress_bar(enabled: bool, total: int):
     if not enabled:
         return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     bar = Progress(
         TextColumn("[bold]simulate"),
         BarColumn(),

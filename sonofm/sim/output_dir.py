@@ -47,7 +47,7 @@ def _prepare_out(out: Path, params: dict[str, Any]) -> None:
                 old = None
         if old is None:
             # deferred: pandas stays out of `import sonofm.sim` (the simulator is numpy/scipy-only)
-            from sonofm.data.manifest import DatasetDir
+            from sonofm.data.manifest import DatasetDir  # lazy: keeps pandas out of sonofm.sim
 
             try:
                 created = DatasetDir.read_card(out).get("created_by", {})

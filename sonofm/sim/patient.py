@@ -15,7 +15,11 @@ from typing import Any
 import numpy as np
 
 from sonofm.atomic import atomic_write_text
+from sonofm.reports import study_attributes, write_report
+from sonofm.sim import overlays
+from sonofm.sim.compound import simulate_with_clean
 from sonofm.sim.dataset_params import patient_id, patient_region, patient_split
+from sonofm.sim.registry import simulate_patient
 
 
 def _safe_key(key: str) -> str:
@@ -44,11 +48,8 @@ def simulate_one_patient(out: str | Path, params: Mapping[str, Any], index: int)
 
     Module-level (picklable) so process pools can run it; depends only on its arguments.
     """
-    from sonofm.data.manifest import dumps_json, normalize_records
-    from sonofm.data.pngio import write_png
-    from sonofm.reports import study_attributes, write_report
-    from sonofm.sim import overlays
-    from sonofm.sim.registry import simulate_patient
+    from sonofm.data.manifest import dumps_json, normalize_records  # lazy: keeps pandas out of sonofm.sim
+    from sonofm.data.pngio import write_png  # lazy: keeps PIL out of sonofm.sim
 
     out = Path(out)
     seed, size = int(params["seed"]), int(params["size"])
@@ -57,8 +58,6 @@ def simulate_one_patient(out: str | Path, params: Mapping[str, Any], index: int)
     split = patient_split(seed, index, params["splits"])
     looks = int(params.get("clean_looks", 0))  # opt-in despeckling targets (sonofm.sim.compound)
     if looks:
-        from sonofm.sim.compound import simulate_with_clean
-
         (out / "clean").mkdir(exist_ok=True)
         images, cleans = simulate_with_clean(
             region, np.random.default_rng([seed, index]), size, looks, [seed, index, 3]

@@ -37,6 +37,8 @@ approximation and is the point of this module.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 from dataclasses import dataclass
 
@@ -67,9 +69,6 @@ def tune_allocator(keep_bytes: int = 1 << 30) -> bool:
     (the dataset generator's workers); memory freed below `keep_bytes` stays with the process.
     Returns False (and does nothing) where glibc's ``mallopt`` is unavailable.
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if not name:
         return False

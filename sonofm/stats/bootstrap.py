@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 from sonofm.stats.metric_warning import MetricWarning
 
@@ -77,8 +78,6 @@ def bias_corrected_interval(stats: np.ndarray, value: float, alpha: float = 0.05
     unbiased statistic. Where even BC excludes the estimate (more than 97.5% of resamples on one
     side), the interval is widened to include it and the returned note says so.
     """
-    from scipy.stats import norm
-
     b = stats.size
     p0 = (np.sum(stats < value) + 0.5 * np.sum(stats == value)) / b
     p0 = float(np.clip(p0, 0.5 / b, 1 - 0.5 / b))

@@ -9,6 +9,7 @@ Re-exported by `sonofm.stats.metrics`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ def _positive_pairs(
 ) -> Callable[[int, int], tuple[Any, Any, Any]]:
     """A function (a, b) -> (rows, cols, has_positive) listing the relevant (query, gallery) pairs
     of query rows a..b (rows relative to a), from a dense bool matrix or from equal keys."""
-    import torch
+    import torch  # lazy: keeps torch out of stats.metrics (demo_report imports it)
 
     if not isinstance(relevance, tuple):
         rel_all = torch.as_tensor(np.asarray(relevance, dtype=bool))
@@ -92,7 +93,7 @@ def _positive_pairs(
 def _count_above(sims: Any, best: Any) -> Any:
     """#entries per row strictly above `best`, in place on `sims` (no (c, G) bool temporary: ~30x
     faster on CPU). The float32 sum of 0/1 is exact below 2**24 gallery items; beyond, count ints."""
-    import torch
+    import torch  # lazy: keeps torch out of stats.metrics (demo_report imports it)
 
     if sims.shape[1] >= 2**24:
         return (sims > best[:, None]).sum(1)
@@ -106,7 +107,7 @@ def _default_chunk(ng: int) -> int:  # fp32 path
 
 def _ranks_fp32(q: Any, g: Any, pairs: Callable, chunk: int, ranks: np.ndarray) -> None:
     """fp32 sgemm per query chunk into one reused buffer; best positive read from the same scores."""
-    import torch
+    import torch  # lazy: keeps torch out of stats.metrics (demo_report imports it)
 
     nq, ng = q.shape[0], g.shape[0]
     buf = torch.empty(min(chunk, nq), ng, dtype=torch.float32)
@@ -140,7 +141,7 @@ def ivf_ranks(
     on such data (benchmarks/eval.py, 100k x 100k) R@1 dropped from 0.60 (exact) to 0.39 while
     saving only half the time. Compare with the exact method on a sample before trusting it.
     """
-    import faiss
+    import faiss  # lazy: faiss is optional (no dependency); only method='ivf' needs it
 
     q = np.ascontiguousarray(query, dtype=np.float32)
     g = np.ascontiguousarray(gallery, dtype=np.float32)
@@ -200,9 +201,7 @@ def retrieval_ranks(
     Pass a `RankInfo` as `info` to learn what ran, whether it is exact and how long it took.
     Embeddings with NaN/inf raise ValueError (exact).
     """
-    import time
-
-    import torch
+    import torch  # lazy: keeps torch out of stats.metrics (demo_report imports it)
 
     if method not in RETRIEVAL_METHODS:
         raise ValueError(f"method must be one of {RETRIEVAL_METHODS}, got {method!r}")
@@ -227,7 +226,7 @@ def retrieval_ranks(
                     _ranks_fp32(q, g, pairs, int(chunk or _default_chunk(ng)), ranks)
                     rec.note = "full ranks decided on fp32-sgemm scores"
                 else:
-                    from sonofm.stats.exact_ranks import screened_ranks
+                    from sonofm.stats.exact_ranks import screened_ranks  # lazy: exact_ranks imports torch
 
                     st = screened_ranks(q, g, pairs, ranks, chunk=int(chunk or 1024))
                     rec.stats = st.to_dict()

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,7 +353,7 @@ class Deidentifier:
                 meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = DEID_METHOD
-        from pydicom.dataset import Dataset
+        from pydicom.dataset import Dataset  # lazy: pydicom (~0.25 s) only to de-identify, not for keys
 
         codes = []
         for value, meaning in DEID_CODES:
@@ -411,7 +412,7 @@ class Deidentifier:
 
 def is_standard_uid(value: Any) -> bool:
     """A UID registered in the DICOM standard (SOP class, transfer syntax, coding scheme...)."""
-    from pydicom.uid import UID_dictionary
+    from pydicom.uid import UID_dictionary  # lazy: pydicom (~0.25 s) only to de-identify, not for keys
 
     return str(value).strip() in UID_dictionary
 
@@ -465,8 +466,6 @@ def scrub_identifiers(text: str, ds: Any) -> str:
     patient (every name part, ID and birth-date spelling) wherever it appears in the text. Other
     identifying free text (a relative's name, an address) is NOT detected.
     """
-    import re
-
     needles: set[str] = set()
     for kw in IDENTIFYING_KEYWORDS:
         values = ds.get(kw)

@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from sonofm.atomic import atomic_write, atomic_write_text
+from sonofm.data.card import build_card, write_card
 from sonofm.data.dicom.burnin import apply_mask, burnin_mask
 from sonofm.data.dicom.deid import (
     Deidentifier,
@@ -35,7 +41,11 @@ from sonofm.data.dicom.deid import (
     source_id,
 )
 from sonofm.data.dicom.read import CHROMA_THRESHOLD, DicomImage, chroma, is_image_sop, read_dicom
+from sonofm.data.dicom.reports import load_reports, report_fields
+from sonofm.data.manifest import read_manifest, write_manifest
+from sonofm.data.pngio import write_png
 from sonofm.errors import UserError
+from sonofm.outdir import fingerprint, open_output, read_record
 from sonofm.records import pick
 
 log = logging.getLogger(__name__)
@@ -119,9 +129,6 @@ def assign_split(key: bytes, patient: str) -> str:
 
 
 def _read_header(path: Path) -> Any:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     if path.stat().st_size == 0:
         raise Skip("empty_file", "zero-length file")
     try:
@@ -140,9 +147,6 @@ def _read_header(path: Path) -> Any:
         raise Skip("not_ultrasound", f"Modality {modality}")
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if ts is not None:
-        from pydicom.pixels import get_decoder
-        from pydicom.uid import UID
-
         try:
             get_decoder(UID(ts))
         except Exception as err:
@@ -168,16 +172,11 @@ def _write_deid_dicom(ds: Any, frames: np.ndarray, path: Path) -> None:
     ):
         if kw in ds:
             delattr(ds, kw)
-    from pydicom.uid import ExplicitVRLittleEndian
-
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # also turns big-endian files native
     ds.set_pixel_data(arr, photometric, 8, generate_instance_uid=False)
     if frames.shape[0] > 1:
         ds.NumberOfFrames = frames.shape[0]
     ds.BurnedInAnnotation = "NO"  # the UI outside the scan and detected text are blanked
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-
     if not isinstance(getattr(ds, "file_meta", None), FileMetaDataset):
         ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -202,9 +201,6 @@ def ingest_file(
     source_name: str = "",
 ) -> dict[str, Any]:
     """Ingest one file; returns the marker payload (rows, audit, or skip reason). Raises Skip."""
-    from sonofm.data.dicom.reports import report_fields
-    from sonofm.data.pngio import write_png
-
     ds = _read_header(path)
     report_text = reports.lookup(ds) if reports is not None else None
     if report_text:  # the header's own names and IDs never reach the dataset through the report
@@ -321,11 +317,6 @@ def ingest_dicom(
     (same key required); `overwrite` replaces it; anything else on an existing folder is refused.
     Every option is checked before the first byte is written.
     """
-    from sonofm.data.card import build_card, write_card
-    from sonofm.data.dicom.reports import load_reports
-    from sonofm.data.manifest import read_manifest, write_manifest
-    from sonofm.outdir import fingerprint, open_output, read_record
-
     src, out = Path(src), Path(out)
     if not src.exists():
         raise UserError(f"{src}: source folder not found")

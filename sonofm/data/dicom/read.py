@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+import pydicom.data
+from pydicom.pixels import apply_color_lut, convert_color_space
 from scipy import ndimage
 
 from sonofm.errors import DataError
@@ -111,8 +114,6 @@ def decode_frames(ds: Any) -> np.ndarray:
     PALETTE COLOR goes through its lookup table (8- or 16-bit entries); YBR is converted to RGB
     by pydicom; MONOCHROME1 is inverted so that bright means echogenic.
     """
-    from pydicom.pixels import apply_color_lut
-
     arr = ds.pixel_array
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
@@ -158,8 +159,6 @@ def _decode_ybr(ds: Any) -> np.ndarray | None:
 
 
 def _ybr_to_rgb(ybr: np.ndarray) -> np.ndarray:
-    from pydicom.pixels import convert_color_space
-
     return np.stack([convert_color_space(f, "YBR_FULL", "RGB") for f in ybr])
 
 
@@ -273,8 +272,6 @@ def read_dicom(source: str | Path | Any) -> DicomImage:
 
     Raises DataError naming the file when it holds no decodable image.
     """
-    import pydicom
-
     name = str(source) if isinstance(source, str | Path) else str(getattr(source, "filename", "<dataset>"))
     try:
         ds = pydicom.dcmread(source) if isinstance(source, str | Path) else source
@@ -337,12 +334,9 @@ def testdata_ultrasound_files() -> list[Path]:
 
     Scans the installed directories directly (never downloads), sorted by file name.
     """
-    import pydicom
-    import pydicom.data
-
     roots = [Path(pydicom.data.__file__).parent / "test_files"]
     try:
-        import data_store  # the pydicom-data package
+        import data_store  # lazy: optional pydicom-data package (ImportError below)
 
         roots.append(Path(data_store.__file__).parent / "data")
     except ImportError:

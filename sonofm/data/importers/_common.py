@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from sonofm.atomic import atomic_write_json
+from sonofm.data.card import build_card, write_card
+from sonofm.data.manifest import read_manifest, write_manifest
+from sonofm.data.pngio import write_png
 from sonofm.errors import DataError, UserError
 from sonofm.records import pick
+from sonofm.taxonomy import system_of
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +76,6 @@ def split_of(key: str, fractions: tuple[float, float] = (0.8, 0.1)) -> str:
 
 def load_gray(path: Path) -> np.ndarray:
     """Any image file as uint8 grayscale (H, W); DataError naming the file when unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("L")).copy()
@@ -83,8 +86,6 @@ def load_gray(path: Path) -> np.ndarray:
 
 
 def save_image(arr: np.ndarray, out: Path, rid: str) -> str:
-    from sonofm.data.pngio import write_png
-
     (out / "images").mkdir(parents=True, exist_ok=True)
     rel = f"images/{rid}.png"
     write_png(out / rel, np.ascontiguousarray(arr))
@@ -92,8 +93,6 @@ def save_image(arr: np.ndarray, out: Path, rid: str) -> str:
 
 
 def save_mask(label_map: np.ndarray, out: Path, rid: str) -> str:
-    from sonofm.data.pngio import write_png
-
     (out / "masks").mkdir(parents=True, exist_ok=True)
     rel = f"masks/{rid}.png"
     write_png(out / rel, np.ascontiguousarray(label_map.astype(np.uint8)))
@@ -136,7 +135,7 @@ def binary_to_labels(masks: list[np.ndarray], label: int, shape: tuple[int, int]
 
 def mask_bboxes(label_map: np.ndarray, label: int = 1) -> list[list[float]]:
     """One [x0, y0, x1, y1] box per connected component of `label`."""
-    from scipy import ndimage
+    from scipy import ndimage  # lazy: scipy.ndimage (~0.2 s) only for lesion boxes
 
     lab, n = ndimage.label(label_map == label)
     boxes = []
@@ -149,8 +148,6 @@ def mask_bboxes(label_map: np.ndarray, label: int = 1) -> list[list[float]]:
 
 def base_attributes(organ: str | None, diagnosis: str | None) -> dict[str, list[str]]:
     """Attribute dict carrying what every importer knows: organ, body system, diagnosis."""
-    from sonofm.taxonomy import system_of
-
     attrs: dict[str, list[str]] = {}
     if organ:
         attrs["organ"] = [organ]
@@ -185,9 +182,6 @@ def finish_dataset(
     parameters: dict[str, Any] | None = None,
 ) -> ImportResult:
     """Write manifest, card and import report; returns counts. DataError when nothing was imported."""
-    from sonofm.data.card import build_card, write_card
-    from sonofm.data.manifest import read_manifest, write_manifest
-
     out.mkdir(parents=True, exist_ok=True)
     res = ImportResult(out=out, images=len(rows), skipped_files=skips.items)
     res.skipped = dict(sorted(Counter(s["reason"] for s in skips.items).items()))

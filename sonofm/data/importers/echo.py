@@ -9,9 +9,12 @@ frames, the larger area being end-diastole) and ``Videos/<FileName>.avi``.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
 
 from sonofm.data.importers._common import (
     ImportResult,
@@ -35,8 +38,6 @@ HEART = {
 
 
 def _require(module: str, package: str, what: str):
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -112,8 +113,6 @@ def tracing_mask(rows: list[tuple[float, float, float, float]], shape: tuple[int
     The first row is the long axis; the others are chords whose (X1, Y1) ends trace one wall and
     (X2, Y2) the other, so the outline is the X1 side followed by the X2 side reversed.
     """
-    from PIL import Image, ImageDraw
-
     pts = np.asarray(rows, dtype=np.float64)
     if len(pts) < 3:
         raise DataError("an EchoNet tracing needs at least 3 rows")
@@ -138,8 +137,6 @@ def _read_avi_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
 
 def import_echonet(src: str | Path, out: str | Path) -> ImportResult:
     """Import EchoNet-Dynamic: the traced ED and ES frames with LV masks, EF/EDV/ESV measurements."""
-    import pandas as pd
-
     root = require_dir(src, "EchoNet-Dynamic")
     for f in ("FileList.csv", "VolumeTracings.csv"):
         if not (root / f).is_file():

@@ -24,13 +24,13 @@ from torch import Tensor, nn
 
 
 def _res_block(in_c: int, out_c: int, norm: str) -> nn.Module:
-    from monai.networks.blocks import UnetResBlock
+    from monai.networks.blocks import UnetResBlock  # lazy: monai ~5 s; only the UNet decoder
 
     return UnetResBlock(2, in_c, out_c, kernel_size=3, stride=1, norm_name=norm)
 
 
 def _transp(in_c: int, out_c: int, factor: int) -> nn.Module:
-    from monai.networks.blocks.dynunet_block import get_conv_layer
+    from monai.networks.blocks.dynunet_block import get_conv_layer  # lazy: monai ~5 s; only the UNet decoder
 
     return get_conv_layer(
         2, in_c, out_c, kernel_size=factor, stride=factor, conv_only=True, is_transposed=True

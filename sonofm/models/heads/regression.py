@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sonofm.models.heads.landmarks import PyramidDecoder
+
 
 class PooledRegressionHead(nn.Module):
     """Per level: channel LayerNorm, 1x1 conv + GELU, 3x3 conv + GELU, global average pool; MLP."""
@@ -74,8 +76,6 @@ class PairEFHead(nn.Module):
         out_stride: int = 4,
     ) -> None:
         super().__init__()
-        from sonofm.models.heads.landmarks import PyramidDecoder
-
         if frames != 2:
             raise ValueError(f"PairEFHead needs an ED/ES pair (frames=2), got frames={frames}")
         self.frames = frames

@@ -43,8 +43,10 @@ from sonofm.sim.echo.views import (
 )
 from sonofm.sim.echo.views import shift_layout as _shift
 from sonofm.sim.imaging import ImagingParams, label_map, pixel_grid, sample_imaging_params, world_to_pixel
+from sonofm.sim.physics import render_bmode
 from sonofm.sim.registry import register
 from sonofm.sim.types import SimImage
+from sonofm.taxonomy.echo import evaluate_guidelines, round_measurement
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +221,6 @@ def view_lvef(exam: EchoExam, view: str) -> tuple[str, float]:
 
 def exam_findings(measurements: dict[str, float], sex: str) -> tuple[list[Finding], str]:
     """(echo findings PRESENT/ABSENT with grades + the T1 diagnosis finding where apt, diagnosis tag)."""
-    from sonofm.taxonomy.echo import evaluate_guidelines
-
     results = evaluate_guidelines(measurements, sex)
     findings = [
         Finding(
@@ -237,15 +237,11 @@ def exam_findings(measurements: dict[str, float], sex: str) -> tuple[list[Findin
 
 def reported_measurements(measurements: dict[str, float]) -> dict[str, float]:
     """Measured values rounded to each measurement's reporting precision."""
-    from sonofm.taxonomy.echo import round_measurement
-
     return {k: round_measurement(k, v) for k, v in measurements.items()}
 
 
 def render_exam(exam: EchoExam) -> list[SimImage]:
     """Render every view and frame of a planned exam into `SimImage`s (the expensive step)."""
-    from sonofm.sim.physics import render_bmode
-
     reported = reported_measurements(exam.measurements)
     findings, diagnosis = exam_findings(reported, exam.heart.sex)
     out: list[SimImage] = []
