@@ -1,4 +1,4 @@
-"""Import layering: no import cycles between sonofm modules.
+"""Import layering: no import cycles between sonofm modules, and every import inside a function says why.
 
 Python tolerates a cycle when one side imports inside a function, but a reader does not: neither
 module can be understood, tested or moved without the other. So the graph here is built from the
@@ -200,3 +200,52 @@ def test_models_io_is_below_the_models_it_loads(graph: dict[str, set[str]]) -> N
     below = {"sonofm.models.model_dir"}
     assert not {m for m in graph["sonofm.models.io"] if m.startswith("sonofm.models.")} - below
     assert not {m for m in graph["sonofm.models.model_dir"] if m.startswith("sonofm.models.")}
+
+
+def function_level_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, source) of every import written inside a function of ``path``, without a ``# lazy:`` reason."""
+    lines = path.read_text().splitlines()
+    tree = ast.parse("\n".join(lines))
+    seen: set[int] = set()
+    for func in ast.walk(tree):
+        if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(func):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno not in seen:
+                seen.add(node.lineno)
+                text = lines[node.lineno - 1 : node.end_lineno]
+                if not any("# lazy:" in line for line in text):
+                    yield node.lineno, text[0].strip()
+
+
+def test_function_level_import_check_sees_nested_functions_and_multiline_reasons(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text(
+        "import os\n"
+        "def f():\n"
+        "    import json  # lazy: reason\n"
+        "    def g():\n"
+        "        import csv\n"
+        "    from pathlib import (\n"
+        "        Path,  # lazy: reason on a continuation line\n"
+        "    )\n"
+        "class C:\n"
+        "    def m(self):\n"
+        "        import re\n"
+    )
+    assert list(function_level_imports(src)) == [(5, "import csv"), (11, "import re")]
+
+
+def test_function_level_imports_say_why() -> None:
+    """An import inside a function hides a dependency (and once hid a cycle): it is allowed only
+    where it keeps torch out of a torch-free module or defers a heavy or optional dependency, and
+    then says so on its line (``# lazy: <reason>``), so the next reader can tell it is deliberate (#19)."""
+    missing = [
+        f"{path.relative_to(PACKAGE_DIR.parent)}:{line}: {text}"
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        for line, text in function_level_imports(path)
+    ]
+    assert not missing, (
+        f"{len(missing)} imports inside functions give no reason; move them to the top of the module "
+        "or add `# lazy: <why>`:\n" + "\n".join(missing[:50])
+    )
