@@ -119,10 +119,14 @@ def simulate(data: Path, plan: Any) -> None:
 def train(data: Path, work: Path, name: str, loss: str, seed: int, plan: Any) -> dict[str, Any]:
     """Train one (objective, seed) with the demo's recipe unless its model exists; where it is."""
     from sonofm.atomic import atomic_write_text
-    from sonofm.demo import CAPTION_SAMPLING, _pretrain
+    from sonofm.demo import CAPTION_SAMPLING, DEFAULT, _pretrain
 
     # a run of another recipe (before caption sampling joined it) is never reused under this name
     stem = f"{slug(name)}-s{seed}" + (f"-cs{CAPTION_SAMPLING:g}" if CAPTION_SAMPLING else "")
+    if getattr(plan, "group_by", None) and plan.group_fraction:  # nor one without grouped batches
+        stem += f"-g{slug(plan.group_by)}{plan.group_fraction:g}"
+    if plan.epochs != DEFAULT.epochs and plan.n_images == DEFAULT.n_images:  # nor one of other length
+        stem += f"-e{plan.epochs}"
     run = work / "runs" / stem
     record = work / "runs" / f"{stem}.json"
     info: dict[str, Any] = {"seed": seed, "model": str(run / "model")}
@@ -294,7 +298,13 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# Objective ablation ({'quick smoke run' if doc['quick'] else 'full run'})",
         "",
         f"Demo recipe ({plan['model']}, {plan['image_size']} px, {plan['epochs']} epochs, "
-        f"batch {plan['batch_size']}, caption sampling {doc.get('caption_sampling', 0.0):g}), "
+        f"batch {plan['batch_size']}, caption sampling {doc.get('caption_sampling', 0.0):g}"
+        + (
+            f", {plan['group_fraction']:g} of the batches grouped by {plan['group_by']}"
+            if plan.get("group_by") and plan.get("group_fraction")
+            else ""
+        )
+        + "), "
         f"seeds {doc['seeds']}, data `{doc['data']['dir']}` "
         f"({doc['data']['n_images'].get('test', 0)} test images from {k} test patients).",
         "",
@@ -335,6 +345,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, help="results dir (default benchmarks/results; --quick: the work dir)")
     p.add_argument("--n-boot", type=int, default=1000, help="patient resamples per CI and test")
     p.add_argument("--quick", action="store_true", help="smoke run: the demo plan at 240 images, 1 epoch")
+    p.add_argument("--epochs", type=int, help="train this many epochs instead of the demo plan's")
+    p.add_argument(
+        "--group-by", help="a manifest column (e.g. region): group that share of the batches by it"
+    )
+    p.add_argument(
+        "--group-fraction", type=float, help="share of the batches grouped by --group-by (demo plan's: 0.25)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -350,6 +367,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ValueError:
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     plan = quick_plan() if args.quick else DEFAULT
+    # the recipe axes a run may move away from the demo's (recorded in the result's plan, and in
+    # each run's folder name, so runs of different recipes never stand in for each other)
+    changes = {"epochs": args.epochs, "group_by": args.group_by, "group_fraction": args.group_fraction}
+    plan = dataclasses.replace(plan, **{k: v for k, v in changes.items() if v is not None})
     work = args.work or ROOT / ".sonofm-cache" / ("ablation-quick" if args.quick else "ablation")
     out_dir = args.out or (work if args.quick else RESULTS)
 

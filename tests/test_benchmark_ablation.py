@@ -45,6 +45,38 @@ def test_objectives_keep_the_demo_models():
     assert names["+view"] == "soft_clip+semantic+graph+view"
 
 
+def test_runs_of_another_recipe_get_their_own_folder(tmp_path, monkeypatch):
+    """A grouped or longer run is never reused as the demo recipe's run (or the reverse): the
+    recipe axes that --group-by/--group-fraction/--epochs move are in the run's folder name."""
+    import dataclasses
+
+    import sonofm.demo
+    from sonofm.demo import DEFAULT
+
+    abl = _ablation()
+    trained: list[tuple[str, object]] = []
+
+    def fake_pretrain(data, run, loss, plan):
+        trained.append((run.name, plan))
+        (run / "model").mkdir(parents=True)
+        (run / "model" / "config.json").write_text("{}")
+        return {"steps": 1}
+
+    monkeypatch.setattr(sonofm.demo, "_pretrain", fake_pretrain)
+    plans = [
+        DEFAULT,
+        dataclasses.replace(DEFAULT, group_by="region", group_fraction=0.25),
+        dataclasses.replace(DEFAULT, group_by="region", group_fraction=0.5),
+        dataclasses.replace(DEFAULT, group_by="region", group_fraction=0.25, epochs=6),
+    ]
+    for plan in plans * 2:  # the second pass finds every model and trains nothing
+        abl.train(tmp_path / "data", tmp_path, "clip", "clip", 0, plan)
+    names = [name for name, _ in trained]
+    assert len(names) == len(set(names)) == 4
+    assert names[0] == "clip-s0-cs0.5" and names[3] == "clip-s0-cs0.5-gregion0.25-e6"
+    assert [p.seed for _, p in trained] == [0] * 4
+
+
 @pytest.mark.slow
 def test_quick_ablation_json_table_and_resume(tmp_path):
     from sonofm.demo import DEFAULT
@@ -89,7 +121,7 @@ def test_quick_ablation_json_table_and_resume(tmp_path):
     assert f"zero-shot region acc ({clip['region_acc']['n_patients']} patients)" in md
 
     # resumable: a run whose model exists is not trained again
-    weights = work / "runs" / "clip-s0" / "model" / "model.safetensors"
+    (weights,) = (work / "runs").glob("clip-s0*/model/model.safetensors")
     stamp = weights.stat().st_mtime_ns
     info = abl.train(work / "data", work, "clip", "clip", 0, abl.quick_plan())
     assert weights.stat().st_mtime_ns == stamp

@@ -46,6 +46,33 @@ def test_stage_log_refuses_other_settings(tmp_path) -> None:
         StageLog(tmp_path / "stages.json", DEFAULT)
 
 
+def test_pretraining_stages_get_the_plans_recipe(tmp_path, monkeypatch) -> None:
+    """Each demo model trains with the plan's recipe: captions, measured statistics, caption
+    sampling and grouped batches reach the resolved config (a dropped key would silently train
+    another recipe than the README describes)."""
+    import dataclasses
+
+    import sonofm.pretrain
+    from sonofm.demo import CAPTION_SAMPLING, DEFAULT, _pretrain
+
+    seen = []
+
+    class _Fit:
+        step, last_val = 7, {}
+
+    def fake_pretrain(config, run, resume=None):
+        seen.append(config)
+        return type("R", (), {"fit": _Fit})()
+
+    monkeypatch.setattr(sonofm.pretrain, "pretrain", fake_pretrain)
+    plan = dataclasses.replace(DEFAULT, group_by="region", group_fraction=0.3, seed=4)
+    assert _pretrain(tmp_path / "data", tmp_path / "run", "clip", plan) == {"steps": 7, "val": {}}
+    data, train = seen[0].data, seen[0].train
+    assert (data.text, data.normalize, data.caption_sampling) == ("caption", "data", CAPTION_SAMPLING)
+    assert (data.group_by, data.group_fraction) == ("region", 0.3)
+    assert (train.epochs, train.batch_size, train.seed) == (DEFAULT.epochs, DEFAULT.batch_size, 4)
+
+
 # ------------------------------------------------------------------ the report, on a synthetic run
 def _metric(v: float, lo: float, hi: float) -> dict:
     return {"value": v, "ci_low": lo, "ci_high": hi, "n": 40}
