@@ -97,6 +97,16 @@ def objectives() -> dict[str, str]:
     }
 
 
+# Recipe variants of a model, run like objectives (same seeds, paired with clip on the same test
+# patients): name -> (objective, changes to the demo plan). A quarter of the optimizer-step batches of
+# one region (data.group_by): their negatives differ in findings, not anatomy.
+GROUPED = {"group_by": "region", "group_fraction": 0.25}
+RECIPE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "clip/grouped": (BASELINE, GROUPED),
+    "usclip/grouped": ("usclip", GROUPED),
+}
+
+
 def quick_plan() -> Any:
     """The demo's plan shrunk to a smoke run (same recipe, 240 images, 1 epoch)."""
     from sonofm.demo import DEFAULT
@@ -332,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from sonofm.demo import CAPTION_SAMPLING, DEFAULT, machine_info
     from sonofm.eval.stats import MIN_PATIENTS
 
-    known = objectives()
+    known = {**objectives(), **{name: objectives()[base] for name, (base, _) in RECIPE_VARIANTS.items()}}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--objectives", default=",".join(known), help=f"comma-separated, from {list(known)}")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (the data set is fixed)")
@@ -393,7 +403,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     units: dict[str, list[dict[str, list[Unit]]]] = {}
     for name in names:
         for seed in seeds:
-            info = train(data, work, name, known[name], seed, plan)
+            changes = RECIPE_VARIANTS[name][1] if name in RECIPE_VARIANTS else {}
+            info = train(data, work, name, known[name], seed, dataclasses.replace(plan, **changes))
             log.info("[%s seed %d] evaluating", name, seed)
             units.setdefault(name, []).append(
                 evaluate(info["model"], df, root, suite, work / "cache", f"{slug(name)}-s{seed}")

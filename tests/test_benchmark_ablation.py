@@ -43,6 +43,8 @@ def test_objectives_keep_the_demo_models():
         "+supervised",
     } < set(names)
     assert names["+view"] == "soft_clip+semantic+graph+view"
+    for name, (base, changes) in abl.RECIPE_VARIANTS.items():  # a recipe variant of a known model
+        assert base in names and "," not in name and set(changes) <= {"group_by", "group_fraction", "epochs"}
 
 
 def test_runs_of_another_recipe_get_their_own_folder(tmp_path, monkeypatch):
