@@ -89,7 +89,7 @@ def diagnose_cmd(
 
       sonofm diagnose --model runs/clip/model --data data/sim --out runs/clip/diagnose.json
     """
-    from sonofm.eval.diagnose import diagnose  # lazy: numpy would slow `sonofm --help`
+    from sonofm.eval.diagnose import diagnose  # lazy: torch would slow `sonofm --help`
 
     result = diagnose(model, data, device=device)
     columns = list(result["scores"])
