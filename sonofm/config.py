@@ -146,6 +146,9 @@ class PretrainDataConfig(ImageDataConfig):
     # (sonofm.train.sampler.ResumableBatchSampler)
     group_by: str | None = None
     group_fraction: float = Field(0.5, ge=0, le=1)
+    # decoded training images kept in shared memory across epochs up to this many MB (0: decode
+    # every epoch); larger sets decode every epoch (sonofm.data.image_cache)
+    image_cache_mb: float = Field(1024, ge=0)
 
 
 class PretrainConfig(BaseModel):

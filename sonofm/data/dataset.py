@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from sonofm.data.augment import RandomApply, Sample
+from sonofm.data.image_cache import DecodedImageCache
 from sonofm.data.manifest import read_manifest
 from sonofm.data.transforms import image_tensor, read_gray, read_label_map, resize_image, resize_mask, to_unit
 from sonofm.errors import DataError
@@ -94,6 +95,7 @@ class UltrasoundDataset(torch.utils.data.Dataset):
         with_masks: bool = True,
         root: str | Path | None = None,
         seed: int = 0,
+        image_cache_mb: float = 0,
     ) -> None:
         self.table = load_table(data, split)
         if root is not None:
@@ -111,6 +113,11 @@ class UltrasoundDataset(torch.utils.data.Dataset):
         self.epoch = 0
         if text == "report" and "report" not in self.table.columns:
             raise DataError(f"{data}: manifest has no 'report' column, so there is no text to train on")
+        # decoded, resized images shared by the loader workers across epochs (masks are not cached,
+        # so a dataset that yields masks decodes every time)
+        self.image_cache = (
+            None if with_masks else DecodedImageCache.create(len(self.rows), image_size, image_cache_mb)
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -138,6 +145,12 @@ class UltrasoundDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         row = self.rows[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        cache = self.image_cache
+        cached = cache.get(index) if cache is not None else None
+        if cached is not None:
+            image, source_hw = cached
+            text = self._text(row, rng)
+            return build_item(row, image, None, text, self.image_size, self.augment, rng, source_hw=source_hw)
         try:
             image = read_grayscale(self.root / row["image"])
             mask_path = row.get("mask") if self.with_masks else None
@@ -145,7 +158,13 @@ class UltrasoundDataset(torch.utils.data.Dataset):
         except (OSError, ValueError, SyntaxError) as err:
             log.warning("skipping %s: cannot decode image (%s)", row.get("id"), err)
             return None
-        return build_item(row, image, mask, self._text(row, rng), self.image_size, self.augment, rng)
+        source_hw = image.shape[:2]
+        if cache is not None and self.image_size is not None:
+            image = resize_image(image, self.image_size)
+            cache.put(index, image, source_hw)
+        return build_item(
+            row, image, mask, self._text(row, rng), self.image_size, self.augment, rng, source_hw=source_hw
+        )
 
 
 def _landmark_array(landmarks: Any) -> tuple[list[str], np.ndarray | None]:
@@ -164,9 +183,15 @@ def build_item(
     image_size: int | None,
     augment: RandomApply | None,
     rng: np.random.Generator,
+    *,
+    source_hw: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Turn decoded arrays + a manifest row into the training dict (shared by folder and shards)."""
-    h, w = image.shape[:2]
+    """Turn decoded arrays + a manifest row into the training dict (shared by folder and shards).
+
+    ``source_hw``: the size the image was decoded at when it comes already resized (from the
+    decoded-image cache), so landmarks and pixel spacing scale as if it were resized here.
+    """
+    h, w = source_hw or image.shape[:2]
     names, pts = _landmark_array(row.get("landmarks"))
     spacing = row.get("pixel_spacing_mm")
     if image_size is not None and (h, w) != (image_size, image_size):

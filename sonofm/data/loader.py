@@ -124,11 +124,13 @@ def build_dataset(
     root: str | Path | None = None,
     with_masks: bool = True,
     shuffle: bool | None = None,
+    image_cache_mb: float = 0,
 ) -> UltrasoundDataset | ShardDataset:
     """One split of ``--data``: a map-style dataset, or a stream for a shard directory.
 
     ``shuffle`` only matters for streams (map-style order is the sampler's); it defaults to
-    shuffling the train split.
+    shuffling the train split. ``image_cache_mb``: keep decoded images across epochs
+    (map-style datasets without masks; a stream reads each sample once per pass anyway).
     """
     aug = training_augment(augment)
     if not isinstance(data, pd.DataFrame) and is_shard_dir(data):
@@ -151,6 +153,7 @@ def build_dataset(
         seed=seed,
         root=root,
         with_masks=with_masks,
+        image_cache_mb=image_cache_mb,
     )
 
 
@@ -172,6 +175,7 @@ def build_loader(
     root: str | Path | None = None,
     worker_start: str = "default",
     with_masks: bool = True,
+    image_cache_mb: float = 0,
 ) -> DataLoader[Any]:
     """A DataLoader of collated batches (see `sonofm.data.dataset.collate`).
 
@@ -194,6 +198,7 @@ def build_loader(
             root=root,
             shuffle=shuffle,
             with_masks=with_masks,
+            image_cache_mb=image_cache_mb,
         )
     )
     if isinstance(ds, IterableDataset):

@@ -251,6 +251,8 @@ def pretrain(
         worker_start=config.train.worker_start,
         # contrastive objectives never look at masks; decoding them was ~20% of the loader's time
         with_masks=False,
+        # every epoch reads every image: decode each once per run (about half the loader's CPU)
+        image_cache_mb=config.data.image_cache_mb,
     )
     _check_text(train_loader.dataset, config.data.text, str(data_path))
 
