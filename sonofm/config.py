@@ -132,7 +132,15 @@ class ImageDataConfig(DataConfig):
     val_batch_size: int = Field(128, ge=1, validation_alias=AliasChoices("val_batch_size", "eval_batch_size"))
 
 
-class PretrainDataConfig(ImageDataConfig):
+class CachedImagesConfig(ImageDataConfig):
+    """For jobs that read every image every epoch without masks (pretrain, ssl)."""
+
+    # decoded images kept in shared memory across epochs up to this many MB (0: decode every
+    # epoch); a larger set decodes every epoch (sonofm.data.image_cache)
+    image_cache_mb: float = Field(1024, ge=0)
+
+
+class PretrainDataConfig(CachedImagesConfig):
     text: str = "report"
     # with text=caption: the probability that a training image's caption names just one of its
     # findings (sonofm.reports.captions.CaptionSampler); validation and evaluation keep the full one
@@ -146,9 +154,6 @@ class PretrainDataConfig(ImageDataConfig):
     # (sonofm.train.sampler.ResumableBatchSampler)
     group_by: str | None = None
     group_fraction: float = Field(0.5, ge=0, le=1)
-    # decoded training images kept in shared memory across epochs up to this many MB (0: decode
-    # every epoch); larger sets decode every epoch (sonofm.data.image_cache)
-    image_cache_mb: float = Field(1024, ge=0)
 
 
 class PretrainConfig(BaseModel):

@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
-from sonofm.config import ImageDataConfig, TrainerConfig
+from sonofm.config import CachedImagesConfig, TrainerConfig
 from sonofm.data.loader import build_dataset
 from sonofm.data.loader import data_path as resolve_data
 from sonofm.errors import DataError, UserError
@@ -43,7 +43,7 @@ from sonofm.train.trainer import FitResult, Trainer
 log = logging.getLogger(__name__)
 
 
-class SSLDataConfig(ImageDataConfig):
+class SSLDataConfig(CachedImagesConfig):
     augment: float = Field(0.3, ge=0, le=1)
 
 
@@ -193,6 +193,7 @@ def _dataset(config: SSLConfig, split: str, image_size: int, augment: float) -> 
         text=_no_text,
         seed=config.train.seed,
         with_masks=False,
+        image_cache_mb=config.data.image_cache_mb,  # every epoch reads every image again
     )
 
 

@@ -144,3 +144,10 @@ def test_cli_runs_and_reports(data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "cli" / "config.yaml").is_file()
     res = runner.invoke(app, [*args, "weights.view=-1"])  # main() prints UserErrors as one line, exit 2
     assert isinstance(res.exception, UserError) and "weights.view" in str(res.exception)
+
+
+def test_ssl_datasets_keep_decoded_images_unless_told_not_to(data: Path) -> None:
+    """Every SSL epoch reads every image again: the job's datasets use the decoded-image cache
+    (data.image_cache_mb), and 0 turns it off."""
+    assert _dataset(config(data), "train", 32, 0.0).image_cache is not None
+    assert _dataset(config(data, "data.image_cache_mb=0"), "train", 32, 0.0).image_cache is None
