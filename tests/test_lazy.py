@@ -1,13 +1,13 @@
 """sonofm/lazy.py: the lazy re-exports of the packages (eval, models, serve, data, losses, pretrain, ssl)."""
 
 import importlib
-import subprocess
 import sys
 import types
 
 import pytest
 
 from sonofm.lazy import lazy_exports, lazy_names
+from tests.fresh_imports import packages_loaded_by
 
 
 @pytest.mark.parametrize(
@@ -52,11 +52,4 @@ def test_modules_whose_lazy_imports_keep_torch_out_import_no_torch():
     """The `# lazy:` reasons that say "keeps torch out" hold: importing these imports no torch (#19)."""
     modules = ["sonofm", "sonofm.config", "sonofm.cli", "sonofm.demo", "sonofm.demo_report"]
     modules += ["sonofm.pretrain", "sonofm.ssl"]
-    code = (
-        "import importlib, sys\n"
-        f"for m in {modules!r}:\n"
-        "    importlib.import_module(m)\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert packages_loaded_by(modules, {"torch"}) == []

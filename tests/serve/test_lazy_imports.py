@@ -6,8 +6,7 @@ come in only when a function needs them.
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.fresh_imports import packages_loaded_by
 
 MODULES = [
     "sonofm.serve",
@@ -20,11 +19,4 @@ MODULES = [
 
 
 def test_index_and_export_modules_import_no_torch_faiss_or_onnxruntime():
-    code = (
-        "import importlib, sys\n"
-        f"for m in {MODULES!r}:\n"
-        "    importlib.import_module(m)\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'faiss', 'onnxruntime', 'onnx'}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert packages_loaded_by(MODULES, {"torch", "faiss", "onnxruntime", "onnx"}) == []

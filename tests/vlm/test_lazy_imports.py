@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.fresh_imports import packages_loaded_by
 
 MODULES = [
     "sonofm.vlm",
@@ -15,11 +14,4 @@ MODULES = [
 
 
 def test_torch_free_vlm_modules_import_no_torch():
-    code = (
-        "import importlib, sys\n"
-        f"for m in {MODULES!r}:\n"
-        "    importlib.import_module(m)\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'faiss'}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert packages_loaded_by(MODULES, {"torch", "transformers", "faiss"}) == []
