@@ -135,7 +135,7 @@ def train(data: Path, work: Path, name: str, loss: str, seed: int, plan: Any) ->
 
     # a run of another recipe (before caption sampling joined it) is never reused under this name
     stem = f"{slug(name)}-s{seed}" + (f"-cs{CAPTION_SAMPLING:g}" if CAPTION_SAMPLING else "")
-    if getattr(plan, "group_by", None) and plan.group_fraction:  # nor one without grouped batches
+    if plan.group_by and plan.group_fraction:  # nor one without grouped batches
         stem += f"-g{slug(plan.group_by)}{plan.group_fraction:g}"
     if plan.epochs != DEFAULT.epochs and plan.n_images == DEFAULT.n_images:  # nor one of other length
         stem += f"-e{plan.epochs}"
@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from sonofm.demo import CAPTION_SAMPLING, DEFAULT, machine_info
     from sonofm.eval.stats import MIN_PATIENTS
 
-    known = {**objectives(), **{name: objectives()[base] for name, (base, _) in RECIPE_VARIANTS.items()}}
+    known = objectives()
+    known.update({name: known[base] for name, (base, _) in RECIPE_VARIANTS.items()})
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--objectives", default=",".join(known), help=f"comma-separated, from {list(known)}")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (the data set is fixed)")

@@ -145,26 +145,24 @@ class UltrasoundDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         row = self.rows[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        cache = self.image_cache
+        cache = self.image_cache  # None unless every item is image-only at one size
         cached = cache.get(index) if cache is not None else None
         if cached is not None:
-            image, source_hw = cached
-            text = self._text(row, rng)
-            return build_item(row, image, None, text, self.image_size, self.augment, rng, source_hw=source_hw)
-        try:
-            image = read_grayscale(self.root / row["image"])
-            mask_path = row.get("mask") if self.with_masks else None
-            mask = read_mask(self.root / mask_path) if isinstance(mask_path, str) and mask_path else None
-        except (OSError, ValueError, SyntaxError) as err:
-            log.warning("skipping %s: cannot decode image (%s)", row.get("id"), err)
-            return None
-        source_hw = image.shape[:2]
-        if cache is not None and self.image_size is not None:
-            image = resize_image(image, self.image_size)
-            cache.put(index, image, source_hw)
-        return build_item(
-            row, image, mask, self._text(row, rng), self.image_size, self.augment, rng, source_hw=source_hw
-        )
+            (image, source_hw), mask = cached, None
+        else:
+            try:
+                image = read_grayscale(self.root / row["image"])
+                mask_path = row.get("mask") if self.with_masks else None
+                mask = read_mask(self.root / mask_path) if isinstance(mask_path, str) and mask_path else None
+            except (OSError, ValueError, SyntaxError) as err:
+                log.warning("skipping %s: cannot decode image (%s)", row.get("id"), err)
+                return None
+            source_hw = image.shape[:2]
+            if cache is not None:
+                image = resize_image(image, cache.size)
+                cache.put(index, image, source_hw)
+        text = self._text(row, rng)
+        return build_item(row, image, mask, text, self.image_size, self.augment, rng, source_hw=source_hw)
 
 
 def _landmark_array(landmarks: Any) -> tuple[list[str], np.ndarray | None]:
