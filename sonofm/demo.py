@@ -18,7 +18,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,10 @@ class StageLog:
         self.data: dict[str, Any] = {}
         if path.exists():
             self.data = json.loads(path.read_text())
-            if self.data.get("plan") != self.plan:
+            # a plan field added later has a default that keeps the older behaviour, so a demo
+            # written before it existed is the same demo
+            defaults = {f.name: f.default for f in fields(DemoPlan) if f.default is not MISSING}
+            if {**defaults, **(self.data.get("plan") or {})} != self.plan:
                 raise UserError(
                     f"{path.parent} holds a demo made with other settings ({self.data.get('plan')}); "
                     "use a new --out or delete it"

@@ -44,6 +44,15 @@ def test_stage_log_refuses_other_settings(tmp_path) -> None:
     assert StageLog(tmp_path / "stages.json", QUICK).done("simulate")
     with pytest.raises(UserError, match="other settings"):
         StageLog(tmp_path / "stages.json", DEFAULT)
+    # a demo written before a plan field existed (its default keeps the old behaviour) resumes
+    old = json.loads((tmp_path / "stages.json").read_text())
+    del old["plan"]["group_by"], old["plan"]["group_fraction"]
+    (tmp_path / "stages.json").write_text(json.dumps(old))
+    assert StageLog(tmp_path / "stages.json", QUICK).done("simulate")
+    old["plan"]["group_fraction"] = 0.5  # but not one that set it otherwise
+    (tmp_path / "stages.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match="other settings"):
+        StageLog(tmp_path / "stages.json", QUICK)
 
 
 def test_pretraining_stages_get_the_plans_recipe(tmp_path, monkeypatch) -> None:
