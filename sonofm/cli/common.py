@@ -72,6 +72,9 @@ def launch(
         config_cls, preset=base, kind=kind, values=values, overrides=list(overrides or [])
     )
     result = job(config, out, resume=resume, overwrite=overwrite)
+    from sonofm.train.distributed import cleanup  # lazy: torch stays out of `sonofm --help`
+
+    cleanup()  # under torchrun: every rank leaves the process group together (no exit-time hang)
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     return result
