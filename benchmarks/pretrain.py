@@ -232,7 +232,7 @@ def measure_step(data: Path, precision: str, seconds: float, extra: tuple[str, .
 
 def measure_loader(data: Path, seconds: float) -> dict:
     """Images/s of the preset's loader alone (the training process does nothing else)."""
-    from sonofm.data.loader import build_loader
+    from sonofm.data.loader import build_loader, loader_workers
     from sonofm.models.factory import resolve_config as resolve_model
     from sonofm.models.text_towers import TextTokenizer, load_tokenizer
 
@@ -246,7 +246,7 @@ def measure_loader(data: Path, seconds: float) -> dict:
         image_size=mcfg.image.image_size,
         tokenizer=tokenizer,
         augment=cfg.data.augment,
-        workers=cfg.train.workers,
+        workers=loader_workers(cfg.train.workers, "cpu"),  # what the job starts on this machine
         drop_last=True,
         with_masks=False,  # as sonofm.pretrain.job builds it
     )
@@ -259,7 +259,7 @@ def measure_loader(data: Path, seconds: float) -> dict:
             images += len(batch["image"])
             if time.perf_counter() - t0 >= seconds:
                 dt = time.perf_counter() - t0
-                workers, augment = cfg.train.workers, cfg.data.augment
+                workers, augment = loader.num_workers, cfg.data.augment
                 return {"images_per_s": images / dt, "workers": workers, "augment": augment}
         epochs += 1
         loader.dataset.set_epoch(epochs)
@@ -412,13 +412,20 @@ def main() -> None:
             _log("timing the data loader alone ...")
             parts["loader"] = _run_child("loader", args, data, None)
 
+    # each part carries the run that measured it: a later `--part job` keeps the A/B part of an
+    # earlier run in the file, and its command and date must stay with it
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    run_info = {"command": command, "date": date, "load_before": load_before}
+    for name, part in parts.items():
+        for measured in [part] if name == "loader" else part.values():  # ab/job: one per precision
+            measured["run"] = run_info
     result = {
         "benchmark": "pretrain",
         "version": 2,
         "preset": "tiny",
         "batch_size": BATCH,
         "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": date,
         "load_before": load_before,
         "load_after": loadavg(),
         "machine": {

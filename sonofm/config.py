@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -59,7 +59,9 @@ class TrainerConfig(BaseModel):
     # an epoch that does not fill whole optimizer steps: repeat samples from its start ("pad",
     # every sample every epoch) or leave the rest out ("drop"); sonofm.train.sampler.plan_epoch
     tail: Literal["pad", "drop"] = "pad"
-    workers: int = Field(0, ge=0)
+    # DataLoader worker processes, or "auto": none on a CPU whose cores the training threads already
+    # use, a few per GPU process otherwise (sonofm.data.loader.loader_workers says why)
+    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
     # how DataLoader workers start (default: the platform's; forkserver keeps workers from
     # inheriting the trainer's heap): sonofm.data.loader.worker_context
     worker_start: Literal["default", "fork", "forkserver", "spawn"] = "default"

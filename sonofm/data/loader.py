@@ -62,6 +62,28 @@ def worker_context(start: str, workers: int, preload: Sequence[str] = ()) -> Any
     return ctx
 
 
+def loader_workers(requested: int | str, device: torch.device | str) -> int:
+    """How many DataLoader worker processes to start for ``requested`` (an int, or "auto").
+
+    "auto" on a CPU device: workers only where the training processes leave cores idle. The
+    step's intra-op threads already use every core, and a worker that wakes up to load a batch
+    stalls one of them at each parallel region's barrier, so the step waits for the worker anyway:
+    measured on 2 cores (tiny preset, fp32), one worker made the median step 10% slower and the
+    first step of each epoch 0.9 s slower (its fork's copy-on-write faults), against 16 ms of
+    loading per 64-image batch in the training process itself; the demo's two workers cost 27% per
+    step (benchmarks/pretrain.py --part job). On a GPU the step does not use the CPU, so loading
+    overlaps it: one core per process is left to the trainer, up to 8 workers each.
+    """
+    if requested != "auto":
+        return int(requested)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    procs = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun's processes on this node
+    if torch.device(device).type == "cpu":
+        spare = cpus - torch.get_num_threads() * procs
+        return max(0, min(4, spare // procs))
+    return max(1, min(8, cpus // procs - 1))
+
+
 def _seed_worker(worker_id: int) -> None:
     # numpy/python RNGs are not used for augmentation (that is keyed on (seed, epoch, index)),
     # but third-party code in workers may use them: keep them reproducible too.

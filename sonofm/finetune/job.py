@@ -50,7 +50,7 @@ from torch import nn
 
 from sonofm.atomic import atomic_write_json
 from sonofm.config import ImageDataConfig, TrainerConfig, _deep_merge
-from sonofm.data.loader import data_path, open_table
+from sonofm.data.loader import data_path, loader_workers, open_table
 from sonofm.errors import DataError, UserError
 from sonofm.finetune.fewshot import fewshot_subset, sample_patients
 from sonofm.finetune.report import write_report
@@ -284,7 +284,7 @@ def run_seed(
             "batch_size": min(config.train.batch_size, len(train_ds)),
         }
     )
-    workers = train_cfg.workers
+    workers = loader_workers(train_cfg.workers, info.device)
 
     def evaluate(m: nn.Module, epoch: int) -> dict[str, float]:
         preds, rows = predict_dataset(

@@ -238,6 +238,7 @@ def pretrain(
     model = _build_model(config)
     image_size = config.data.image_size or int(model.config.image.image_size)
     tokenizer = model.get_tokenizer()
+    workers = data_loader.loader_workers(config.train.workers, info.device)
     train_loader = data_loader.build_loader(
         data_path,
         config.data.train_split,
@@ -245,7 +246,7 @@ def pretrain(
         image_size=image_size,
         tokenizer=tokenizer,
         augment=config.data.augment,
-        workers=config.train.workers,
+        workers=workers,
         seed=config.train.seed,
         text=_training_text(config),
         worker_start=config.train.worker_start,
@@ -267,7 +268,7 @@ def pretrain(
                 image_size=image_size,
                 tokenizer=tokenizer,
                 shuffle=False,
-                workers=config.train.workers,
+                workers=workers,
                 seed=config.train.seed,
                 text=config.data.text,
                 worker_start=config.train.worker_start,

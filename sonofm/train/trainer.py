@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from sonofm.config import TrainerConfig
-from sonofm.data.loader import worker_context
+from sonofm.data.loader import loader_workers, worker_context
 from sonofm.errors import DataError, UserError
 from sonofm.inference.precision import autocast, choose_attention, resolve_precision
 from sonofm.train import checkpoint as ckpt
@@ -184,7 +184,7 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
         else:
             self.dataset = train_data
             self.collate_fn = collate_fn
-            self.workers = config.workers
+            self.workers = loader_workers(config.workers, self.device)
         # Map-style data go through a resumable sampler; streams (IterableDataset, e.g. WebDataset
         # shards) shard themselves over ranks/workers and are replayed up to the resume point.
         self.streaming = isinstance(self.dataset, IterableDataset)
