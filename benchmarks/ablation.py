@@ -109,6 +109,11 @@ RECIPE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+# plan fields that do not change a trained model (worker counts, the log interval; the suite is
+# re-run on every model anyway): a run is reused across them
+PLAN_FIELDS_WITHOUT_EFFECT = {"workers", "loader_workers", "log_every", "suite"}
+
+
 def quick_plan() -> Any:
     """The demo's plan shrunk to a smoke run (same recipe, 240 images, 1 epoch)."""
     from sonofm.demo import DEFAULT
@@ -137,20 +142,32 @@ def train(data: Path, work: Path, name: str, loss: str, seed: int, plan: Any) ->
     stem = f"{slug(name)}-s{seed}" + (f"-cs{CAPTION_SAMPLING:g}" if CAPTION_SAMPLING else "")
     if plan.group_by and plan.group_fraction:  # nor one without grouped batches
         stem += f"-g{slug(plan.group_by)}{plan.group_fraction:g}"
-    if plan.epochs != DEFAULT.epochs and plan.n_images == DEFAULT.n_images:  # nor one of other length
+    if plan.n_images == DEFAULT.n_images:  # nor one of other length (the demo's plan went 5 -> 10)
         stem += f"-e{plan.epochs}"
     run = work / "runs" / stem
     record = work / "runs" / f"{stem}.json"
     info: dict[str, Any] = {"seed": seed, "model": str(run / "model")}
+    wanted = dataclasses.asdict(dataclasses.replace(plan, seed=seed))
     if (run / "model" / "config.json").is_file():
         saved = json.loads(record.read_text()) if record.is_file() else {}
+        differ = sorted(
+            k
+            for k, v in (saved.get("plan") or {}).items()
+            if k not in PLAN_FIELDS_WITHOUT_EFFECT and wanted.get(k, v) != v
+        )
+        if differ:  # anything the folder name does not carry (image size, batch size, ...)
+            raise SystemExit(
+                f"{run} was trained with another plan ({', '.join(differ)} differ: {record}); "
+                "move it away or pass another --work"
+            )
         log.info("[%s seed %d] model exists, not retrained", name, seed)
         return {**info, "train_seconds": saved.get("train_seconds"), "steps": saved.get("steps")}
     log.info("[%s seed %d] training (%s)", name, seed, loss)
     t0 = time.perf_counter()
     trained = _pretrain(data, run, loss, dataclasses.replace(plan, seed=seed))
     info.update(train_seconds=round(time.perf_counter() - t0, 1), steps=trained.get("steps"))
-    atomic_write_text(record, json.dumps({"objective": name, "loss": loss, **info}, indent=2))
+    record_doc = {"objective": name, "loss": loss, **info, "plan": wanted}
+    atomic_write_text(record, json.dumps(record_doc, indent=2))
     return info
 
 

@@ -75,8 +75,15 @@ def test_runs_of_another_recipe_get_their_own_folder(tmp_path, monkeypatch):
         abl.train(tmp_path / "data", tmp_path, "clip", "clip", 0, plan)
     names = [name for name, _ in trained]
     assert len(names) == len(set(names)) == 4
-    assert names[0] == "clip-s0-cs0.5" and names[3] == "clip-s0-cs0.5-gregion0.25-e6"
+    e = f"e{DEFAULT.epochs}"
+    assert names[0] == f"clip-s0-cs0.5-{e}" and names[3] == "clip-s0-cs0.5-gregion0.25-e6"
     assert [p.seed for _, p in trained] == [0] * 4
+    # what the name does not carry is checked against the run's record: never reused silently
+    with pytest.raises(SystemExit, match="batch_size"):
+        abl.train(tmp_path / "data", tmp_path, "clip", "clip", 0, dataclasses.replace(DEFAULT, batch_size=32))
+    # ... unless it cannot change the model
+    abl.train(tmp_path / "data", tmp_path, "clip", "clip", 0, dataclasses.replace(DEFAULT, loader_workers=2))
+    assert len(trained) == 4
 
 
 @pytest.mark.slow
