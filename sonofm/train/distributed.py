@@ -107,12 +107,11 @@ def broadcast_object(obj: object, src: int = 0) -> object:
 def cleanup() -> None:
     """Leave the process group after a successful run; every rank must call it.
 
-    The barrier drains every rank's outstanding collectives first. Without it a gloo worker
-    thread can still hold the last reference to a finished all-reduce whose tensors are Python
-    objects; when the DDP reducer later drops the last reference to the process group, its
-    destructor joins that thread while holding the GIL, and the thread waits for the GIL to free
-    those tensors: a deadlock seen in about 1 run in 10 of the two-process trainer test. Do not
-    call it on an error path: a rank that died would leave the others waiting in the barrier.
+    The barrier lets the ranks leave together (no rank tears its group down while another still
+    waits on a collective). Call it after the Trainer is done (`fit` releases its DDP wrapper, so
+    the group is freed here, through its Python handle, with the GIL released; see
+    `Trainer._release_ddp`). Do not call it on an error path: a rank that died would leave the
+    others waiting in the barrier.
     """
     if dist.is_initialized():
         dist.barrier()

@@ -41,6 +41,7 @@ checkpoint holds of the trainer is :mod:`sonofm.train.trainer_state`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 import time
@@ -296,6 +297,20 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
             model = compiled
         self.model = model
 
+    def _release_ddp(self) -> None:
+        """Drop the DDP wrapper when training ends, while the process group is still registered.
+
+        PyTorch frees a DDP reducer with the GIL held; if the reducer holds the last reference to
+        a gloo process group (the group was destroyed first, as `cleanup` does), the group's
+        destructor joins its worker threads while one of them waits for the GIL to free a finished
+        collective's tensors: a deadlock (seen in ~1 run in 10 of the two-process trainer test). Freed
+        here, the reducer drops a reference the registry still shares, and the group is freed later
+        through its Python handle, whose destructor releases the GIL.
+        """
+        if self.dist.distributed and self.model is not self.raw_model:
+            self.model = self.raw_model
+            gc.collect()  # the wrapper sits in reference cycles: free the reducer now, not at exit
+
     def _collate_modules(self) -> tuple[str, ...]:
         """The collate's own sonofm module (pretrain's objective collate), for the forkserver to preload."""
         module = type(self.collate_fn).__module__
@@ -548,6 +563,7 @@ class Trainer(TrainerState, GradientAccumulation, DivergenceGuard):
         finally:
             progress.close()
             logger.close()
+            self._release_ddp()
         self.check_finite()
         self._sync_skipped()
         return FitResult(

@@ -1,4 +1,4 @@
-"""Leaving the process group: drain every collective first (the gloo teardown deadlock)."""
+"""Leaving the process group: every rank meets at a barrier, then the group is destroyed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.distributed as dist
 from sonofm.train.distributed import cleanup
 
 
-def test_cleanup_drains_collectives_before_leaving(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cleanup_meets_at_a_barrier_before_leaving(monkeypatch: pytest.MonkeyPatch) -> None:
     dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
     calls: list[str] = []
     barrier, destroy = dist.barrier, dist.destroy_process_group
@@ -27,8 +27,8 @@ def test_cleanup_drains_collectives_before_leaving(monkeypatch: pytest.MonkeyPat
     finally:
         if dist.is_initialized():
             destroy()
-    # without the barrier a gloo thread can still be freeing a finished all-reduce when the reducer
-    # drops the group: its destructor then joins that thread while holding the GIL
+    # a rank that destroyed its group while another still waits on a collective would leave that
+    # one to time out
     assert calls == ["barrier", "destroy"]
     assert not dist.is_initialized()
     cleanup()  # no process group (a plain run, or a second call): nothing to do
