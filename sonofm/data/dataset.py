@@ -96,6 +96,7 @@ class UltrasoundDataset(torch.utils.data.Dataset):
         root: str | Path | None = None,
         seed: int = 0,
         image_cache_mb: float = 0,
+        image_cache_shared: bool = True,
     ) -> None:
         self.table = load_table(data, split)
         if root is not None:
@@ -113,10 +114,11 @@ class UltrasoundDataset(torch.utils.data.Dataset):
         self.epoch = 0
         if text == "report" and "report" not in self.table.columns:
             raise DataError(f"{data}: manifest has no 'report' column, so there is no text to train on")
-        # decoded, resized images shared by the loader workers across epochs (masks are not cached,
-        # so a dataset that yields masks decodes every time)
-        self.image_cache = (
-            None if with_masks else DecodedImageCache.create(len(self.rows), image_size, image_cache_mb)
+        # decoded, resized images kept across epochs, in shared memory when loader workers fill it
+        # (masks are not cached, so a dataset that yields masks decodes every time)
+        budget = 0 if with_masks else image_cache_mb
+        self.image_cache = DecodedImageCache.create(
+            len(self.rows), image_size, budget, shared=image_cache_shared
         )
 
     def __len__(self) -> int:

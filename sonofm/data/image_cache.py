@@ -1,14 +1,15 @@
-"""Decoded training images kept in shared memory across epochs.
+"""Decoded training images kept in memory across epochs.
 
 A pretraining run reads every training image once per epoch, and decoding the PNG is about half
 of the loader's CPU (0.4 of ~0.8 ms an image at 128 px, measured with ``benchmarks/pretrain.py
 --part loader``). On a 2-core machine that CPU is taken from the training step. The cache keeps each
 image decoded and resized to the model's size (uint8, before augmentation, which stays random per
-epoch) in one shared-memory block allocated by the training process: loader workers, forked or
-started afresh each epoch, fill it as they go and later epochs read from it, so every file is
-decoded once per run. MONAI's ``CacheDataset`` does the same for deterministic transforms but fills
-its cache up front in the parent and per process; a lazily filled block shared by all workers costs
-nothing before step 1 and holds one copy.
+epoch) in one block allocated by the training process, in shared memory when loader workers
+(forked or started afresh each epoch) fill it, in ordinary memory when the training process loads
+its own batches (`train.workers: auto` on a CPU; a container's /dev/shm is often 64 MB): later
+epochs read from it, so every file is decoded once per run. MONAI's ``CacheDataset`` does the
+same for deterministic transforms but fills its cache up front in the parent and per process; a
+lazily filled block shared by all workers costs nothing before step 1 and holds one copy.
 """
 
 from __future__ import annotations
@@ -40,16 +41,22 @@ class DecodedImageCache:
     write the same bytes, so no lock is needed.
     """
 
-    def __init__(self, n: int, size: int) -> None:
+    def __init__(self, n: int, size: int, *, shared: bool = True) -> None:
         self.size = size
-        self.images = torch.zeros((n, size, size), dtype=torch.uint8).share_memory_()
-        self.source_hw = torch.zeros((n, 2), dtype=torch.int32).share_memory_()
-        self.filled = torch.zeros(n, dtype=torch.bool).share_memory_()
+        self.images = torch.zeros((n, size, size), dtype=torch.uint8)
+        self.source_hw = torch.zeros((n, 2), dtype=torch.int32)
+        self.filled = torch.zeros(n, dtype=torch.bool)
+        if shared:  # worker processes write into the parent's block
+            for block in (self.images, self.source_hw, self.filled):
+                block.share_memory_()
 
     @classmethod
-    def create(cls, n: int, size: int | None, budget_mb: float) -> DecodedImageCache | None:
+    def create(
+        cls, n: int, size: int | None, budget_mb: float, *, shared: bool = True
+    ) -> DecodedImageCache | None:
         """A cache for ``n`` images at ``size`` px, or None when it is off, does not fit the budget
-        or would not fit in the shared-memory filesystem (half its free space at most)."""
+        or, ``shared`` (loader workers fill it), would not fit in the shared-memory filesystem (half
+        its free space at most)."""
         if not budget_mb or size is None or n <= 0:
             return None
         need = n * (size * size + 9)
@@ -62,7 +69,7 @@ class DecodedImageCache:
                 budget_mb,
             )
             return None
-        free = _shm_free_bytes()
+        free = _shm_free_bytes() if shared else None
         if free is not None and need > free / 2:
             log.warning(
                 "decoded-image cache off: it needs %.0f MB and %s has %.0f MB free",
@@ -71,7 +78,7 @@ class DecodedImageCache:
                 free / 2**20,
             )
             return None
-        return cls(n, size)
+        return cls(n, size, shared=shared)
 
     def __len__(self) -> int:
         return int(self.filled.shape[0])

@@ -147,12 +147,14 @@ def build_dataset(
     with_masks: bool = True,
     shuffle: bool | None = None,
     image_cache_mb: float = 0,
+    workers: int = 0,
 ) -> UltrasoundDataset | ShardDataset:
     """One split of ``--data``: a map-style dataset, or a stream for a shard directory.
 
     ``shuffle`` only matters for streams (map-style order is the sampler's); it defaults to
     shuffling the train split. ``image_cache_mb``: keep decoded images across epochs
-    (map-style datasets without masks; a stream reads each sample once per pass anyway).
+    (map-style datasets without masks; a stream reads each sample once per pass anyway), in shared
+    memory when ``workers`` loader processes will fill it.
     """
     aug = training_augment(augment)
     if not isinstance(data, pd.DataFrame) and is_shard_dir(data):
@@ -176,6 +178,7 @@ def build_dataset(
         root=root,
         with_masks=with_masks,
         image_cache_mb=image_cache_mb,
+        image_cache_shared=workers > 0,
     )
 
 
@@ -221,6 +224,7 @@ def build_loader(
             shuffle=shuffle,
             with_masks=with_masks,
             image_cache_mb=image_cache_mb,
+            workers=workers,
         )
     )
     if isinstance(ds, IterableDataset):

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
 from sonofm.config import CachedImagesConfig, TrainerConfig
-from sonofm.data.loader import build_dataset
+from sonofm.data.loader import build_dataset, loader_workers
 from sonofm.data.loader import data_path as resolve_data
 from sonofm.errors import DataError, UserError
 from sonofm.losses.mim import IGNORE_INDEX
@@ -184,7 +184,7 @@ class SSLCollate:
         return out
 
 
-def _dataset(config: SSLConfig, split: str, image_size: int, augment: float) -> Any:
+def _dataset(config: SSLConfig, split: str, image_size: int, augment: float, workers: int = 0) -> Any:
     return build_dataset(
         config.data.path,
         split,
@@ -194,6 +194,7 @@ def _dataset(config: SSLConfig, split: str, image_size: int, augment: float) -> 
         seed=config.train.seed,
         with_masks=False,
         image_cache_mb=config.data.image_cache_mb,  # every epoch reads every image again
+        workers=workers,  # the trainer's loader processes share the cache
     )
 
 
@@ -277,7 +278,8 @@ def ssl_pretrain(
     torch.manual_seed(config.train.seed)  # same initial weights on every rank
     model = SSLModel(build_model_config(config))
     size = model.visual.image_size
-    train_ds = _dataset(config, config.data.train_split, size, config.data.augment)
+    workers = loader_workers(config.train.workers, info.device)  # what the Trainer will start
+    train_ds = _dataset(config, config.data.train_split, size, config.data.augment, workers)
     coverage = _label_coverage(train_ds, model)
     log.info("SSL on %d images; labelled rows per level: %s", len(train_ds), coverage)
     for lv in model.config.levels:

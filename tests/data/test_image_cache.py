@@ -58,6 +58,8 @@ def test_a_cache_that_would_not_fit_is_not_made(tmp_path, monkeypatch) -> None:
     assert DecodedImageCache.create(1000, 64, 1) is None  # 4 MB over a 1 MB budget
     monkeypatch.setattr(image_cache, "_shm_free_bytes", lambda: 2**20)  # a container's small /dev/shm
     assert DecodedImageCache.create(200, 64, 1024) is None  # 0.8 MB is over half of 1 MB free
+    private = DecodedImageCache.create(200, 64, 1024, shared=False)  # loaded in-process: no /dev/shm
+    assert private is not None and not private.images.is_shared()
     monkeypatch.setattr(image_cache, "_shm_free_bytes", lambda: None)
     cache = DecodedImageCache.create(100, 64, 1024)
     assert cache is not None and cache.get(5) is None
