@@ -14,6 +14,8 @@ simulated data set; only the loss differs:
     +negation                 Ultrasound-CLIP + the negation-aware term (hard negative captions)
     +supervised               Ultrasound-CLIP + supervised heads on the manifest labels
     usclip                    the demo's ultrasound-aware model (``sonofm.demo.MODELS["usclip"]``)
+    clip+label_text           CLIP + images contrasted with their labels' texts per label group
+    usclip/no-label_text      the ultrasound-aware model without its label-text term
 
 (+view, +negation and +supervised each add ONE term to Ultrasound-CLIP; usclip has them all.)
 Each model is evaluated with the demo's suite on the test split; the table reports zero-shot
@@ -85,7 +87,7 @@ Unit = tuple[Any, tuple[Any, ...], Any]  # (fn, per-image arrays, patient ids): 
 
 def objectives() -> dict[str, str]:
     """Objective name -> loss spec, the baseline first."""
-    from sonofm.demo import MODELS
+    from sonofm.demo import MODELS, ULTRASOUND_TERMS
 
     return {
         BASELINE: MODELS["clip"],
@@ -96,6 +98,8 @@ def objectives() -> dict[str, str]:
         "+negation": f"{USCLIP}+negation",
         "+supervised": f"{USCLIP}+supervised",
         "usclip": MODELS["usclip"],
+        "clip+label_text": f"{MODELS['clip']}+label_text",
+        "usclip/no-label_text": ULTRASOUND_TERMS,
     }
 
 
@@ -155,6 +159,8 @@ def train(data: Path, work: Path, name: str, loss: str, seed: int, plan: Any) ->
             for k, v in (saved.get("plan") or {}).items()
             if k not in PLAN_FIELDS_WITHOUT_EFFECT and wanted.get(k, v) != v
         )
+        if saved.get("loss") not in (None, loss):  # e.g. the demo's usclip gained a term
+            differ.append(f"loss {saved['loss']!r} vs {loss!r}")
         if differ:  # anything the folder name does not carry (image size, batch size, ...)
             raise SystemExit(
                 f"{run} was trained with another plan ({', '.join(differ)} differ: {record}); "

@@ -99,6 +99,21 @@ class LossConfig(BaseModel):
         default_factory=lambda: ["region", "view", "attributes"],
         description="manifest labels the 'supervised' term's heads learn (attributes = lesion descriptors)",
     )
+    label_text_groups: list[str] = Field(
+        default_factory=lambda: [
+            "organ",
+            "view",
+            "shape",
+            "margin",
+            "echogenicity",
+            "internal",
+            "posterior",
+            "vascularity",
+        ],
+        min_length=1,
+        description="label groups the 'label_text' term contrasts each image against (organ, view, "
+        "or a lesion descriptor dimension)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LossConfig:
@@ -107,7 +122,13 @@ class LossConfig(BaseModel):
         if self.name.strip().lower() not in ("clip", "siglip"):
             from sonofm.losses.compose import parse_loss_spec  # lazy: keeps torch out of config
 
-            parse_loss_spec(self.name, semantic_lambda=self.semantic_lambda)  # ValueError names the bad term
+            spec = parse_loss_spec(self.name, semantic_lambda=self.semantic_lambda)  # names the bad term
+            if spec.needs_label_text:
+                from sonofm.losses.label_text import GROUPS  # lazy: keeps torch out of config
+
+                bad = [g for g in self.label_text_groups if g not in GROUPS]
+                if bad:
+                    raise ValueError(f"loss.label_text_groups {bad}: expected some of {list(GROUPS)}")
         return self
 
 

@@ -182,6 +182,7 @@ def reading(
     multiple_testing: dict[str, int] | None = None,
     alerts: dict[str, list[str]] | None = None,
     preset: str = "tiny",
+    n_boot: int | None = None,
 ) -> tuple[list[str], list[str]]:
     """(findings, caveats): plain-language sentences generated from the headline rows.
 
@@ -304,4 +305,14 @@ def reading(
             "Benjamini-Hochberg (false discovery rate). The reading calls a difference significant only "
             "after Holm's correction."
         )
+        # a bootstrap p-value cannot fall below 1/(n_boot + 1); when Holm's smallest threshold is
+        # lower than that, "none significant" says nothing about the models
+        if n_boot and 1 / (n_boot + 1) > ALPHA / mt["tests"]:
+            caveats.append(
+                f"With {n_boot} bootstrap resamples no p-value can fall below {1 / (n_boot + 1):.4f}, "
+                f"while Holm's correction over {mt['tests']} tests needs p &lt; {ALPHA / mt['tests']:.5f} "
+                "for the strongest difference: in this run no difference can pass it, however large. "
+                "Judge the differences by their patient-level intervals, or test the few that matter with "
+                "more resamples and more training seeds (benchmarks/ablation.py: 1,000 resamples, 3 seeds)."
+            )
     return findings, caveats

@@ -156,6 +156,7 @@ def build_demo_report(
         multiple_testing=next(iter(counts.values()), None),
         alerts={name: model_alerts(m) for name, m in zip(names, models, strict=False)},
         preset=str(plan.get("model", "tiny")),
+        n_boot=results.get("suite", {}).get("n_boot"),
     )
     total_s = sum(float(v.get("seconds", 0)) for v in stages.values())
     stage_txt = ", ".join(f"{html.escape(k)} {float(v.get('seconds', 0)):.0f} s" for k, v in stages.items())
@@ -171,7 +172,8 @@ def build_demo_report(
         f"<b>{html.escape(names[1])}</b>, "
         "which adds ultrasound-aware objectives (soft labels from report similarity, a semantic loss, the "
         "attribute graph, view-aware and negation-aware terms, supervised heads on the region, view and "
-        "attribute labels), then evaluated both on the same held-out "
+        "attribute labels, and each image contrasted with the texts of its organ, view and lesion tags), "
+        "then evaluated both on the same held-out "
         "test images with the same suite.</p>",
         f"<p class='meta'>Stages: {stage_txt} (total {total_s / 60:.1f} min). Machine: {mach}.</p>",
         "<h2 id='reading'>What the numbers say</h2>",

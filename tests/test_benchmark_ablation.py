@@ -84,6 +84,10 @@ def test_runs_of_another_recipe_get_their_own_folder(tmp_path, monkeypatch):
     # ... unless it cannot change the model
     abl.train(tmp_path / "data", tmp_path, "clip", "clip", 0, dataclasses.replace(DEFAULT, loader_workers=2))
     assert len(trained) == 4
+    # an objective whose loss changed (the demo's usclip gained a term) is not its old run
+    abl.train(tmp_path / "data", tmp_path, "usclip", "soft_clip+supervised", 0, DEFAULT)
+    with pytest.raises(SystemExit, match="loss 'soft_clip\\+supervised' vs"):
+        abl.train(tmp_path / "data", tmp_path, "usclip", "soft_clip+supervised+label_text", 0, DEFAULT)
 
 
 @pytest.mark.slow

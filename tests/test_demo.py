@@ -55,6 +55,29 @@ def test_stage_log_refuses_other_settings(tmp_path) -> None:
         StageLog(tmp_path / "stages.json", QUICK)
 
 
+def test_stage_log_refuses_models_of_other_objectives(tmp_path) -> None:
+    """The demo's ultrasound-aware objective gained a term: its trained stage from before is not
+    reused as this demo's model; a demo that has only simulated resumes."""
+    from sonofm.demo import MODELS, QUICK
+
+    log = StageLog(tmp_path / "stages.json", QUICK)
+    log.finish("simulate", 1.0)
+    log.finish("pretrain-clip", 1.0)
+    assert StageLog(tmp_path / "stages.json", QUICK).done("pretrain-clip")
+    old = json.loads((tmp_path / "stages.json").read_text())
+    old["objectives"] = {**MODELS, "usclip": "soft_clip+semantic+graph+view+negation+supervised"}
+    (tmp_path / "stages.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match="other objectives"):
+        StageLog(tmp_path / "stages.json", QUICK)
+    del old["objectives"]  # written before they were recorded
+    (tmp_path / "stages.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match="before the objectives were recorded"):
+        StageLog(tmp_path / "stages.json", QUICK)
+    old["stages"] = {"simulate": {"seconds": 1.0}}
+    (tmp_path / "stages.json").write_text(json.dumps(old))
+    assert StageLog(tmp_path / "stages.json", QUICK).done("simulate")
+
+
 def test_pretraining_stages_get_the_plans_recipe(tmp_path, monkeypatch) -> None:
     """Each demo model trains with the plan's recipe: captions, measured statistics, caption
     sampling and grouped batches reach the resolved config (a dropped key would silently train

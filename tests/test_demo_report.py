@@ -245,3 +245,26 @@ def test_retrieval_chance_is_k_over_gallery():
     assert _chance(task, "text_to_image/R@10") == pytest.approx(10 / 200)
     assert _chance({"info": {"n_texts": 5, "n_images": 5}}, "image_to_text/R@10") == 1.0
     assert _chance({"info": {}}, "image_to_text/R@10") is None
+
+
+def test_a_bootstrap_too_small_for_holm_is_said_not_read_as_no_difference():
+    """With n resamples a bootstrap p is at least 1/(n+1); when Holm's smallest threshold is below
+    that, the caveat says no difference could pass, instead of letting 'none significant' stand."""
+    results = _results("random", "good")
+    tests = results["multiple_testing"]["counts"]["A vs B"]["tests"]
+    powerless = int(tests / 0.05) - 2  # 1/(n+1) just above 0.05/tests
+    able = int(tests / 0.05) + 2
+    rows = headline_rows(results, HEADLINE)
+    kwargs = dict(
+        n_test=results["data"]["n_images"]["test"],
+        n_test_patients=results["data"]["n_patients"]["test"],
+        n_params=1_000_000,
+        steps={},
+        n_images=None,
+        multiple_testing=results["multiple_testing"]["counts"]["A vs B"],
+    )
+    _, caveats = reading(rows, NAMES, n_boot=powerless, **kwargs)
+    said = [c for c in caveats if "no difference can pass it" in c]
+    assert len(said) == 1 and f"With {powerless} bootstrap resamples" in said[0]
+    _, caveats = reading(rows, NAMES, n_boot=able, **kwargs)
+    assert not any("no difference can pass it" in c for c in caveats)

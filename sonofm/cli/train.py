@@ -40,7 +40,8 @@ def pretrain_cmd(
         None,
         "--loss",
         help="clip, siglip, usclip (soft CLIP + semantic + graph), echo (CLIP + view + negation) "
-        "or weighted terms, e.g. clip+semantic:0.5+view:1.",
+        "or weighted terms, e.g. clip+semantic:0.5+view:1; terms: clip, siglip, soft_clip, semantic, "
+        "view, negation, supervised, label_text (images vs the texts of their organ/view/tags).",
     ),
     epochs: Epochs = None,
     batch_size: BatchSize = None,

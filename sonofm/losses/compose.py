@@ -8,10 +8,12 @@
 * e.g. ``clip+semantic:0.5+view:1``
 
 Terms: ``clip``, ``siglip``, ``soft_clip``, ``semantic``, ``view``, ``negation``, ``supervised``
-(the model's supervised heads on region/view/attribute labels); ``graph`` is
+(the model's supervised heads on region/view/attribute labels), ``label_text`` (images contrasted
+with the texts of their labels, per label group: :mod:`sonofm.losses.label_text`); ``graph`` is
 a model flag (fuse the attribute heterograph into the text embedding), not a loss term. Each
 term's *weighted* value is returned under its own name (``contrastive_loss``,
-``soft_clip_loss``, ``semantic_loss``, ``view_loss``, ``negation_loss``), so the trainer sums
+``soft_clip_loss``, ``semantic_loss``, ``view_loss``, ``negation_loss``, ``supervised_loss``,
+``label_text_loss``), so the trainer sums
 them and logs each separately.
 
 This module holds the loss building blocks only. Wiring a spec into the pretraining job (the
@@ -28,15 +30,23 @@ from typing import Any
 from torch import Tensor, nn
 
 from sonofm.losses.contrastive import build_contrastive_loss
+from sonofm.losses.label_text import LabelTextLoss
 from sonofm.losses.negation import NegationNCELoss
 from sonofm.losses.semantic import SemanticLoss, SoftClipLoss, TagVocabulary
 from sonofm.losses.supervised import SupervisedHeadsLoss
 from sonofm.losses.view import ViewNCELoss
 
-LOSS_TERMS = ("clip", "siglip", "soft_clip", "semantic", "view", "negation", "supervised")
+LOSS_TERMS = ("clip", "siglip", "soft_clip", "semantic", "view", "negation", "supervised", "label_text")
 FLAGS = ("graph",)
 PRESETS = {"usclip": "soft_clip+semantic:{semantic_lambda}+graph", "echo": "clip+view+negation"}
-_ALIASES = {"softclip": "soft_clip", "soft": "soft_clip", "sm": "semantic", "neg": "negation"}
+_ALIASES = {
+    "softclip": "soft_clip",
+    "soft": "soft_clip",
+    "sm": "semantic",
+    "neg": "negation",
+    "unicl": "label_text",
+    "labeltext": "label_text",
+}
 PLAIN = ("clip", "siglip")  # handled by the original single-loss path of ``sonofm pretrain``
 
 
@@ -66,6 +76,10 @@ class LossSpec:
     @property
     def needs_labels(self) -> bool:
         return "supervised" in self.names
+
+    @property
+    def needs_label_text(self) -> bool:
+        return "label_text" in self.names
 
     def __str__(self) -> str:
         parts = [f"{n}:{w:g}" for n, w in self.terms] + (["graph"] if self.graph else [])
@@ -161,8 +175,10 @@ def build_composite_loss(
     gather_with_grad: bool = True,
     local_loss: bool = False,
     heads: Mapping[str, Sequence[str]] | None = None,
+    label_groups: Sequence[tuple[int, int]] | None = None,
 ) -> CompositeLoss:
-    """The loss modules of ``spec``; ``matrices`` (tag similarity M_k) is needed by soft_clip/semantic."""
+    """The loss modules of ``spec``; ``matrices`` (tag similarity M_k) is needed by soft_clip/semantic,
+    ``label_groups`` (column ranges of the label texts' groups) by label_text."""
     vocab = TagVocabulary() if spec.needs_attributes else None
     modules: list[tuple[str, float, nn.Module]] = []
     for name, weight in spec.terms:
@@ -184,6 +200,10 @@ def build_composite_loss(
             if not heads:
                 raise ValueError("loss term 'supervised' needs a model with supervised heads")
             module = SupervisedHeadsLoss(list(heads))
+        elif name == "label_text":
+            if not label_groups:
+                raise ValueError("loss term 'label_text' needs the label groups of its label texts")
+            module = LabelTextLoss(label_groups)
         else:
             module = NegationNCELoss()
         modules.append((name, weight, module))

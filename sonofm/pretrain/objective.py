@@ -23,10 +23,13 @@ from torch import Tensor, nn
 from sonofm.data.dataset import collate
 from sonofm.errors import DataError
 from sonofm.losses.compose import CompositeLoss, LossSpec, build_composite_loss, parse_loss_spec
+from sonofm.losses.label_text import FEATURES as LABEL_TEXT_FEATURES
+from sonofm.losses.label_text import TARGETS as LABEL_TEXT_TARGETS
 from sonofm.losses.semantic import TagVocabulary, model_tag_similarity
 from sonofm.losses.supervised import head_labels
 from sonofm.losses.view import label_codes
 from sonofm.models.attribute_graph import AttributeGraphConfig, AttributeGraphDualEncoder
+from sonofm.pretrain.label_texts import DEFAULT_GROUPS, LabelTexts
 from sonofm.reports import Study, negated_captions
 from sonofm.reports.captions import contrastive_caption
 from sonofm.reports.prompts import negated_studies
@@ -46,17 +49,26 @@ class ObjectiveStep:
     """Train step for composite objectives (``sonofm.train.Trainer`` protocol).
 
     Every output the loss needs is a per-sample tensor (first dim = batch), so the trainer's
-    feature-cached gradient accumulation concatenates them across micro-batches like the features.
+    feature-cached gradient accumulation concatenates them across micro-batches like the features;
+    the exception is the label texts' features (one row per label, the same for every sample),
+    named in ``shared_outputs`` so the accumulation never mistakes them for a micro-batch.
     """
 
-    def __init__(self, loss: CompositeLoss, spec: LossSpec) -> None:
+    shared_outputs = (LABEL_TEXT_FEATURES,)
+
+    def __init__(
+        self, loss: CompositeLoss, spec: LossSpec, label_tokens: Mapping[str, Tensor] | None = None
+    ) -> None:
         self.loss_fn = loss
         self.spec = spec
+        self.label_tokens = dict(label_tokens or {})
+        if spec.needs_label_text and not self.label_tokens:
+            raise ValueError("loss term 'label_text' needs the tokenised label texts")
 
     def forward(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
         kwargs = {"attributes": batch["attributes"]} if self.spec.graph else {}
         out = dict(model(batch["image"], batch["input_ids"], batch["attention_mask"], **kwargs))
-        for key in ("attributes_multi_hot", "view_code", "study_code", "neg_valid"):
+        for key in ("attributes_multi_hot", "view_code", "study_code", "neg_valid", LABEL_TEXT_TARGETS):
             if key in batch:
                 out[key] = batch[key]
         for key in batch:
@@ -69,6 +81,13 @@ class ObjectiveStep:
                 # sample's, so fusing the sample's attribute graph into them would leak the answer.
                 neg = _unwrap(model).encode_text(batch["neg_input_ids"], batch["neg_attention_mask"])
                 out["neg_text_features"] = neg.reshape(b, k, -1)
+        if self.spec.needs_label_text:
+            # encoded every step: the label texts' embeddings are the zero-shot classifier this
+            # term trains (with a frozen, cached text tower only the trainable top runs)
+            device = batch["image"].device
+            out[LABEL_TEXT_FEATURES] = _unwrap(model).encode_text(
+                self.label_tokens["input_ids"].to(device), self.label_tokens["attention_mask"].to(device)
+            )
         return out
 
     def loss(self, outputs: dict[str, Any]) -> dict[str, Tensor]:
@@ -83,10 +102,11 @@ class ObjectiveCollate:
 
     * ``attributes_multi_hot`` (B, n_tags): the 9-dimension tag lists (soft_clip, semantic).
     * ``view_code``/``study_code`` (B,) int64 (view): crc32 codes, -1 when missing.
+    * ``label_text_targets`` (B, T) (label_text): the sample's labels over the label texts.
     * ``neg_input_ids``/``neg_attention_mask`` (B*K, L) and ``neg_valid`` (B, K) (negation): K hard
       negatives per caption from the sample's structured report (``sonofm.reports.negated_captions``),
       seeded by (seed, epoch, sample id) so runs and resumed runs see the same negatives (caption
-      negatives by (seed, sample id) only, so a frozen text tower encodes them once).
+      negatives by (seed, caption) only, so a frozen text tower encodes them once).
     """
 
     def __init__(
@@ -100,6 +120,7 @@ class ObjectiveCollate:
         seed: int = 0,
         heads: Mapping[str, Sequence[str]] | None = None,
         text: str = "report",
+        label_texts: LabelTexts | None = None,
     ) -> None:
         # hard negatives must be written like the positives: captions for caption training, else
         # the style alone tells them apart and the term teaches nothing about findings
@@ -112,13 +133,15 @@ class ObjectiveCollate:
         self.dataset = dataset
         self.seed = seed
         self.vocab = TagVocabulary() if spec.needs_attributes else None
-        # Caption negatives depend on (seed, sample id) only: written once per sample and kept
+        self.label_texts = label_texts if spec.needs_label_text else None
+        # Caption negatives depend on (seed, caption) only: written once per caption and kept
         # (writing them was ~95 ms of a 64-sample batch, every epoch, in the loader's workers).
         # `fixed_texts` fills this in the training process, so forked workers start with it.
         self._drawn: dict[str, list[str]] = {}
+        self._by_caption: dict[str, list[str]] = {}
 
     def fixed_texts(self) -> list[str]:
-        """The hard negatives of every sample when they are drawn once per sample (caption
+        """The hard negatives of every sample when they are drawn once per caption (caption
         training), so a frozen text tower can encode them before training; [] otherwise."""
         if not (self.negatives and self.caption_negatives):
             return []
@@ -135,16 +158,14 @@ class ObjectiveCollate:
             if self.caption_negatives and str(sid) in self._drawn:
                 caps = self._drawn[str(sid)]
             elif record:
-                # caption negatives are drawn once per sample (not per epoch): a frozen text tower
-                # then encodes them once (its cache), instead of ~150 new captions every step
-                draw = [self.seed, zlib.crc32(str(sid).encode())]
-                rng = np.random.default_rng(draw if self.caption_negatives else [self.seed, epoch, *draw[1:]])
                 try:
                     study = Study.from_dict(record)
                     if self.caption_negatives:
-                        caps = _negated_contrastive_captions(study, rng, self.negatives)
+                        caps = self._caption_negatives(study)
                     else:
-                        caps = negated_captions(study, rng, self.negatives)[: self.negatives]
+                        draw = [self.seed, epoch, zlib.crc32(str(sid).encode())]
+                        caps = negated_captions(study, np.random.default_rng(draw), self.negatives)
+                        caps = caps[: self.negatives]
                 except (ValueError, KeyError, TypeError) as err:  # a malformed record: no negatives
                     log.warning(
                         "sample %s: cannot write hard negatives from its structured report (%s)", sid, err
@@ -156,6 +177,17 @@ class ObjectiveCollate:
             texts.extend(caps + [""] * (self.negatives - len(caps)))
         return texts, valid
 
+    def _caption_negatives(self, study: Study) -> list[str]:
+        """Caption negatives are drawn once per caption, seeded by (seed, caption): not per epoch,
+        so a frozen text tower encodes them once (its cache), and not per sample, since images
+        with the same caption need the same contrast (the demo's 7,000 training images have
+        ~1,500 captions; per sample the negatives were 9,800 texts to encode, ~1.5 minutes)."""
+        caption = contrastive_caption(study)
+        if caption not in self._by_caption:
+            rng = np.random.default_rng([self.seed, zlib.crc32(caption.encode())])
+            self._by_caption[caption] = _negated_contrastive_captions(study, rng, self.negatives)
+        return self._by_caption[caption]
+
     def __call__(self, batch: list[dict[str, Any] | None]) -> dict[str, Any]:
         out = collate(batch, tokenizer=self.tokenizer)
         if "image" not in out:
@@ -164,6 +196,8 @@ class ObjectiveCollate:
             out["attributes_multi_hot"] = self.vocab.multi_hot(out["attributes"])
         if self.heads:
             out.update(head_labels(out, self.heads))
+        if self.label_texts is not None:
+            out[LABEL_TEXT_TARGETS] = self.label_texts.targets(out)
         if self.spec.needs_views:
             out["view_code"] = label_codes(out["view"])
             out["study_code"] = label_codes(out["study_id"])
@@ -239,6 +273,10 @@ def build_objective(
     ``loss_config`` is a :class:`sonofm.config.LossConfig` (any object with its attributes).
     """
     spec = parse_loss_spec(loss_config.name, semantic_lambda=getattr(loss_config, "semantic_lambda", 1.0))
+    label_texts = label_tokens = None
+    if spec.needs_label_text:
+        label_texts = LabelTexts.from_taxonomy(getattr(loss_config, "label_text_groups", DEFAULT_GROUPS))
+        label_tokens = tokenizer(list(label_texts.texts))
     matrices = None
     if any(n in ("soft_clip", "semantic") for n in spec.names):
         matrices = model_tag_similarity(
@@ -259,6 +297,7 @@ def build_objective(
         gather_with_grad=getattr(loss_config, "gather_with_grad", True),
         local_loss=getattr(loss_config, "local_loss", False),
         heads=getattr(getattr(model, "config", None), "heads", None),
+        label_groups=label_texts.spans if label_texts is not None else None,
     )
     structured = None
     if spec.needs_negatives:
@@ -272,6 +311,7 @@ def build_objective(
         seed=seed,
         heads=getattr(getattr(model, "config", None), "heads", None),
         text=text,
+        label_texts=label_texts,
     )
     log.info("objective: %s", spec)
-    return Objective(spec, model, ObjectiveStep(loss, spec), collate_fn)
+    return Objective(spec, model, ObjectiveStep(loss, spec, label_tokens), collate_fn)

@@ -208,3 +208,31 @@ def caption_for_row(row: dict) -> str:
     """The contrastive caption of a manifest row ("" when it has neither structure nor report)."""
     study = study_of_row(row)
     return "" if study is None else contrastive_caption(study)
+
+
+# Organ-free wording of one descriptor, as the single-finding captions put it, for the label texts
+# of the pretraining objective's label_text term: the organ is left out because a label text is
+# contrasted only with the other tags of its own dimension, which share the organ anyway.
+def label_caption(group: str, value: str) -> str:
+    """The text of one label: an organ, an echo view or a lesion descriptor ("dimension", tag).
+
+    "Ultrasound of the thyroid gland." / "Echocardiogram of the heart, apical two-chamber view." /
+    "Ultrasound: hypoechoic lesion." / "Ultrasound: lesion with comet-tail artifacts.". The
+    zero-shot prompts (:mod:`sonofm.reports.prompts`) are other sentences around the same phrases,
+    so what this text trains is the phrase, not an evaluation template.
+    """
+    if group == "organ":
+        if value == "heart":
+            return "Echocardiogram of the heart."
+        try:
+            phrase = tx.get_organ(value).phrase
+        except (KeyError, ValueError):
+            phrase = value.replace("_", " ")
+        return f"Ultrasound of the {phrase}."
+    if group == "view":
+        view = tx.VIEWS.get(value)
+        return f"Echocardiogram of the heart, {view.phrase if view else value.replace('_', ' ')}."
+    phrase = _tag_phrase(group, value)
+    if group in ADJECTIVE_DIMENSIONS or (group, value) in ADJECTIVE_TAGS:
+        return f"Ultrasound: {phrase} lesion."
+    return f"Ultrasound: lesion with {phrase}."

@@ -21,8 +21,10 @@ the big-batch loss exactly, with the memory of one micro-batch (the GradCache/op
 
 The gradient reaching the parameters in step 2 is ``dL/dF_k * dF_k/dtheta``; summed over k this
 is exactly ``dL/dtheta`` of the big batch. Per-batch outputs are the tensors whose first dimension
-is the micro-batch size; other outputs (e.g. the logit scale, a parameter used directly) keep
-their gradient in the last micro-batch only, so they are counted once. Under DDP the first K-1
+is the micro-batch size (unless the step names them in ``shared_outputs``: tensors that are the
+same for every sample, such as label-text embeddings, whose row count could equal a micro-batch);
+other outputs (e.g. the logit scale, a parameter used directly) keep their gradient in the last
+micro-batch only, so they are counted once. Under DDP the first K-1
 backward passes run inside ``no_sync`` and the loss gathers the cached features of all ranks,
 so negatives span ``batch_size * accum_steps * world_size`` samples.
 """
@@ -90,6 +92,7 @@ class GradientAccumulation:
         """The whole accumulated batch as one loss (see the module docstring)."""
         k_total = len(micro)
         sizes = [batch_length(b) for b in micro]
+        shared = set(getattr(self.step_fn, "shared_outputs", ()))
         rng_states = []
         cached: list[Outputs] = []
         with torch.no_grad():
@@ -106,7 +109,12 @@ class GradientAccumulation:
                 out = self._forward(batch)
                 full: Outputs = {}
                 for key, value in out.items():
-                    per_sample = isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == sizes[k]
+                    per_sample = (
+                        key not in shared
+                        and isinstance(value, Tensor)
+                        and value.ndim >= 1
+                        and value.shape[0] == sizes[k]
+                    )
                     if per_sample and all(
                         isinstance(c.get(key), Tensor) and c[key].shape[0] == n
                         for c, n in zip(cached, sizes, strict=True)

@@ -203,6 +203,58 @@ def test_view_task_only_uses_echo_rows(real_ctx):
         assert "macro_auc" in res.info["warnings"]
 
 
+class _ScaleOnly(torch.nn.Module):
+    """What the attribute scoring reads of a model: its logit scale (prompts come from the cache)."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.logit_scale = torch.nn.Parameter(torch.tensor(float(np.log(scale))))
+
+
+def _cache_prompts(ctx, directions: dict, other: np.ndarray) -> None:
+    """Prompt embeddings by hand: the given tags' directions, `other` for every other tag."""
+    for d in {d for d, _ in directions}:
+        for t in tx.tags(d):
+            for p in P.attribute_prompts(d, t.id):
+                ctx._prompt_cache[p] = directions.get((d, t.id), other)
+
+
+def test_dimension_scoring_cancels_what_the_dimension_prompts_share():
+    """A component shared by every echogenicity prompt (say, lesion-in-an-organ) decides the cosine
+    but not which echogenicity: the dimension softmax scores the tag itself."""
+    from sonofm.eval.tasks.zeroshot import attribute_scores
+
+    rng = np.random.default_rng(1)
+    n, dim = 200, 8
+    basis = np.eye(dim, dtype=np.float32)
+    hyper = rng.random(n) < 0.5
+    organ = rng.random(n) < 0.5  # independent of the tag, but half the images lie along e1
+    x = (
+        rng.normal(scale=0.2, size=(n, dim))
+        + 1.0 * hyper[:, None] * basis[0]
+        + 3.0 * organ[:, None] * basis[1]
+    )
+    x = _unit(x).astype(np.float32)
+    rows = [{"id": f"t{i}", "split": "test", "patient_id": f"p{i}"} for i in range(n)]
+    emb = {"test": SplitEmbeddings([r["id"] for r in rows], x, np.zeros((n, 0), np.float32))}
+    ctx = _ctx(pd.DataFrame(rows), emb, model=_ScaleOnly(10.0))
+    shared = 0.9 * basis[1]  # every echogenicity prompt also points along the organ direction
+    hyper_prompt = _unit((shared + 0.3 * basis[0])[None])[0]
+    _cache_prompts(ctx, {("echogenicity", "hyperechoic"): hyper_prompt}, other=basis[1])
+    names = ["echogenicity/hyperechoic"]
+    cosine = attribute_scores(ctx, x, names, "cosine")[:, 0]
+    by_dim = attribute_scores(ctx, x, names)[:, 0]
+    assert roc_auc_score(hyper, cosine) < 0.75 < 0.9 < roc_auc_score(hyper, by_dim)
+    # the rule itself: softmax over every tag of the dimension at the model's logit scale
+    tags = [t.id for t in tx.tags("echogenicity")]
+    w = ctx.class_weights([P.attribute_prompts("echogenicity", t) for t in tags])
+    logits = 10.0 * x @ w.T
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(by_dim, (p / p.sum(1, keepdims=True))[:, tags.index("hyperechoic")], rtol=1e-5)
+    with pytest.raises(ValueError, match="expected one of"):
+        attribute_scores(ctx, x, names, "max")
+
+
 def test_learnable_attributes_select_on_val_and_score_on_test():
     """Tags are chosen by the image-side bound on val (never on test), then scored zero-shot on test."""
     from sonofm.eval.tasks.attribute_bounds import ZeroShotLearnableAttributes, learnable
@@ -227,7 +279,7 @@ def test_learnable_attributes_select_on_val_and_score_on_test():
             }
             rows.append({"id": ids[i], "split": split, "patient_id": f"{split}p{i}", "attributes": attrs})
         emb[split] = SplitEmbeddings(ids, _unit(x).astype(np.float32), np.zeros((n, 0), np.float32))
-    ctx = _ctx(pd.DataFrame(rows), emb)
+    ctx = _ctx(pd.DataFrame(rows), emb, model=_ScaleOnly(10.0))
     basis = np.eye(dim, dtype=np.float32)
     directions = {
         ("echogenicity", "anechoic"): basis[0],
@@ -235,9 +287,7 @@ def test_learnable_attributes_select_on_val_and_score_on_test():
         ("margin", "spiculated"): basis[1],
         ("internal", "solid"): basis[2],
     }
-    for (d, t), v in directions.items():
-        for p in P.attribute_prompts(d, t):
-            ctx._prompt_cache[p] = v
+    _cache_prompts(ctx, directions, other=basis[7])
     res = ZeroShotLearnableAttributes().run(ctx)
     assert res.skipped is None
     # internal/solid is separable on test only: selecting it would mean choosing on the scored split

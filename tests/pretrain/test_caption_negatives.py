@@ -49,7 +49,7 @@ def test_caption_negatives_do_not_change_with_the_epoch_but_report_negatives_do(
     assert any(r != reports[0] for r in reports[1:])
 
 
-def test_caption_negatives_are_written_once_per_sample_and_kept(monkeypatch) -> None:
+def test_caption_negatives_are_written_once_per_caption_and_kept(monkeypatch) -> None:
     import sonofm.pretrain.objective as objective
 
     calls: list[str] = []
@@ -57,19 +57,26 @@ def test_caption_negatives_are_written_once_per_sample_and_kept(monkeypatch) -> 
     monkeypatch.setattr(
         objective, "_negated_contrastive_captions", lambda s, r, k: calls.append("w") or original(s, r, k)
     )
+    other = Study(
+        region="breast",
+        organ="breast",
+        findings=[Finding("diagnosis", "cyst"), Finding("echogenicity", "anechoic")],
+    )
     collate = ObjectiveCollate(
         parse_loss_spec("clip+negation"),
         tokenizer=lambda texts: {},
         negatives=3,
-        structured={"s1": STUDY.to_dict(), "s2": STUDY.to_dict()},
+        # s1 and s2 share a caption (their measurements, which captions leave out, may differ)
+        structured={"s1": STUDY.to_dict(), "s2": STUDY.to_dict(), "s3": other.to_dict()},
         dataset=SimpleNamespace(epoch=0),
         text="caption",
     )
     warmed = collate.fixed_texts()  # the training process lists them before the loader starts
-    assert len(calls) == 2
-    first = collate._negatives(["s1", "s2"])
+    assert len(calls) == 2  # one per caption
+    first = collate._negatives(["s1", "s2", "s3"])
     collate.dataset.epoch = 3
-    again = collate._negatives(["s2", "s1"])
-    assert len(calls) == 2  # no sample written twice, in any epoch
-    assert again[0][:3] == first[0][3:] and again[0][3:] == first[0][:3]
+    again = collate._negatives(["s3", "s2", "s1"])
+    assert len(calls) == 2  # nothing written twice, in any epoch
+    assert first[0][:3] == first[0][3:6] == again[0][3:6] == again[0][6:]  # same caption, same negatives
+    assert again[0][:3] == first[0][6:] and first[0][6:] != first[0][:3]
     assert set(first[0]) <= set(warmed)

@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 
 from sonofm.config import PretrainConfig, resolve_config
+from sonofm.errors import UserError
 from tests.tiny_models import tiny_dual_encoder
 
 
@@ -153,3 +154,42 @@ def test_caption_sampling_needs_captions(sim: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(UserError, match="caption_sampling=0.5 needs data.text=caption"):
         pretrain(config, tmp_path / "run")
+
+
+@pytest.mark.parametrize("loss", ["clip+label_text", "soft_clip+graph+negation+label_text:0.5"])
+def test_pretrain_with_label_texts_logs_their_term(sim: Path, tmp_path: Path, loss: str) -> None:
+    """The label texts go through the (graph-wrapped, cached) text tower every step and their
+    term is logged apart; the caption and label-text terms both train the model."""
+    from sonofm.pretrain.job import pretrain
+
+    model = tiny_dual_encoder("label-text", text={"freeze_layers": -1, "cache": 1000})
+    config = resolve_config(
+        PretrainConfig,
+        values={
+            "model": model,
+            "loss": {"name": loss, "label_text_groups": ["organ", "view", "echogenicity"]},
+            "data": {"path": str(sim), "text": "caption"},
+            "train": {"epochs": 2, "batch_size": 8, "workers": 0, "progress": False, "log_every": 1},
+        },
+    )
+    run = pretrain(config, tmp_path / "run")
+    rows = [json.loads(x) for x in run.metrics.read_text().splitlines()]
+    values = [r["label_text_loss"] for r in rows if "label_text_loss" in r]
+    assert len(values) >= 4 and all(np.isfinite(values)) and all(v > 0 for v in values)
+    weight = 0.5 if loss.endswith(":0.5") else 1.0
+    # 3 groups (organ 18, view 8, echogenicity 6 texts): an untrained model is near the uniform
+    # cross-entropy, weighted
+    uniform = weight * np.mean([np.log(18), np.log(8), np.log(6)])
+    assert values[0] == pytest.approx(uniform, rel=0.5)
+
+
+def test_label_text_groups_are_checked_with_the_config(sim: Path) -> None:
+    values = {
+        "model": tiny_dual_encoder("label-text-bad"),
+        "loss": {"name": "clip+label_text", "label_text_groups": ["organ", "colour"]},
+        "data": {"path": str(sim), "text": "caption"},
+    }
+    with pytest.raises(UserError, match=r"label_text_groups \['colour'\]"):
+        resolve_config(PretrainConfig, values=values)
+    values["loss"]["name"] = "clip"  # the groups only matter to the term that reads them
+    resolve_config(PretrainConfig, values=values)

@@ -17,8 +17,13 @@ import numpy as np
 import torch
 
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
-from sonofm.eval.tasks.zeroshot import DESCRIPTOR_DIMS, _lesion_mask, mean_column_auc
-from sonofm.reports import prompts as P
+from sonofm.eval.tasks.zeroshot import (
+    ATTRIBUTE_SCORING,
+    DESCRIPTOR_DIMS,
+    _lesion_mask,
+    attribute_scores,
+    mean_column_auc,
+)
 from sonofm.stats import metrics as M
 
 
@@ -123,11 +128,15 @@ class ZeroShotLearnableAttributes(Task):
         train_split: str = "train",
         threshold: float = 0.9,
         min_positives: int = 5,
+        scoring: str = "dimension",
         name: str | None = None,
     ) -> None:
         super().__init__(name or "zeroshot/attributes_learnable")
+        if scoring not in ATTRIBUTE_SCORING:
+            raise ValueError(f"attribute scoring {scoring!r}: expected one of {ATTRIBUTE_SCORING}")
         self.split, self.select_split, self.train_split = split, select_split, train_split
         self.threshold, self.min_positives = float(threshold), int(min_positives)
+        self.scoring = scoring
         self.splits = (train_split, select_split, split)
 
     def run(self, ctx: EvalContext) -> TaskResult:
@@ -142,6 +151,7 @@ class ZeroShotLearnableAttributes(Task):
             threshold=self.threshold,
             bounds={k: round(v, 4) for k, v in sorted(chosen.items())},
             n_tags=len(chosen),
+            scoring=self.scoring,
         )
         rows = ctx.rows(self.split)
         names, labels, lesion = tag_matrix(rows)
@@ -156,8 +166,7 @@ class ZeroShotLearnableAttributes(Task):
             )
             return res
         img = ctx.embeddings[self.split].image[lesion]
-        w = ctx.class_weights([P.attribute_prompts(*n.split("/")) for n in scored])
-        s = img @ w.T
+        s = attribute_scores(ctx, img, scored, self.scoring)
         y = np.stack([y_all[n] for n in scored], axis=1)
         g = ctx.groups(rows_l)
         for k, name in enumerate(scored):

@@ -4,6 +4,8 @@ Classification follows CLIP / CLIP_benchmark: class weight = mean of the class's
 prompt embeddings, renormalised; logits = logit_scale * image . weight; acc1, balanced accuracy
 (mean per-class recall) and macro one-vs-rest AUC. Finding detection follows docs/methods.md section 2:
 paired positive/negated prompts, p(finding) = softmax over {pos, neg} with the model's logit scale.
+A lesion attribute tag is scored the same way against its alternatives: its probability under
+the zero-shot classifier of its dimension (:func:`attribute_scores`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,37 @@ def class_logits(ctx: EvalContext, img: np.ndarray, target: str, classes: list[s
     for j, ms in enumerate(members):
         out[:, j] = scores[:, start : start + len(ms)].max(axis=1)
         start += len(ms)
+    return out
+
+
+ATTRIBUTE_SCORING = ("dimension", "cosine")
+
+
+def attribute_scores(
+    ctx: EvalContext, img: np.ndarray, names: list[str], scoring: str = "dimension"
+) -> np.ndarray:
+    """(N, len(names)) zero-shot scores of lesion tags named "dimension/tag".
+
+    "dimension" (default): the tag's softmax probability among all tags of its dimension, at the
+    model's logit scale: the CLIP zero-shot classifier of that dimension, as finding detection
+    scores a finding against its negation. "cosine": image . tag weight alone. Why not the cosine:
+    every tag prompt also carries what all lesion prompts share ("an ultrasound image of a ...
+    lesion"), and that part's cosine with an image follows the organ more than the finding, so
+    pooled over the lesions of eleven regions a tag's AUC measured mostly which organs resemble its
+    prompt. The softmax over the dimension cancels what the dimension's prompts share.
+    """
+    if scoring not in ATTRIBUTE_SCORING:
+        raise ValueError(f"attribute scoring {scoring!r}: expected one of {ATTRIBUTE_SCORING}")
+    if scoring == "cosine":
+        return img @ ctx.class_weights([P.attribute_prompts(*n.split("/")) for n in names]).T
+    out = np.zeros((len(img), len(names)))
+    for dim in dict.fromkeys(n.split("/")[0] for n in names):
+        tags = [t.id for t in tx.tags(dim)]
+        w = ctx.class_weights([P.attribute_prompts(dim, t) for t in tags])
+        probs = softmax(ctx.logit_scale * (img @ w.T), axis=1)
+        for k, name in enumerate(names):
+            if name.split("/")[0] == dim:
+                out[:, k] = probs[:, tags.index(name.split("/")[1])]
     return out
 
 
@@ -103,7 +136,8 @@ class ZeroShotClassification(SplitTask):
 
 @register_task
 class ZeroShotAttributes(SplitTask):
-    """Multi-label attribute recognition: per tag, AUC of image . tag-weight over lesion images."""
+    """Multi-label attribute recognition: per tag, AUC over lesion images of its zero-shot score
+    (:func:`attribute_scores`: its probability within its dimension, or the bare cosine)."""
 
     kind = "zeroshot_attributes"
 
@@ -112,6 +146,7 @@ class ZeroShotAttributes(SplitTask):
         dimensions: list[str] | None = None,
         split: str = "test",
         min_positives: int = 1,
+        scoring: str = "dimension",
         name: str | None = None,
     ) -> None:
         super().__init__(name or "zeroshot/attributes", split)
@@ -119,7 +154,10 @@ class ZeroShotAttributes(SplitTask):
         bad = [d for d in self.dimensions if d not in tx.DIMENSIONS]
         if bad:
             raise ValueError(f"unknown attribute dimensions {bad}; expected some of {tx.DIMENSIONS}")
+        if scoring not in ATTRIBUTE_SCORING:
+            raise ValueError(f"attribute scoring {scoring!r}: expected one of {ATTRIBUTE_SCORING}")
         self.min_positives = min_positives
+        self.scoring = scoring
 
     def run_split(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
         lesion = _lesion_mask(rows)
@@ -139,13 +177,12 @@ class ZeroShotAttributes(SplitTask):
             ok = [j for j in range(len(tags)) if self.min_positives <= y[:, j].sum() < len(y)]
             if not ok:
                 continue
-            w = ctx.class_weights([P.attribute_prompts(dim, tags[j]) for j in ok])
-            s = img @ w.T
+            s = attribute_scores(ctx, img, [f"{dim}/{tags[j]}" for j in ok], self.scoring)
             per_dim[dim] = [tags[j] for j in ok]
             for k, j in enumerate(ok):
                 ctx.add_metric(res, f"auc/{dim}/{tags[j]}", M.binary_auc, y[:, j], s[:, k], groups=g)
             ctx.add_metric(res, f"mean_auc/{dim}", mean_column_auc, y[:, ok], s, groups=g)
-        res.info.update(n=int(lesion.sum()), tags=per_dim)
+        res.info.update(n=int(lesion.sum()), tags=per_dim, scoring=self.scoring)
         if not per_dim:
             res.skipped = "no attribute tag has both positive and negative lesion images"
         return res
