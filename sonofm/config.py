@@ -99,20 +99,11 @@ class LossConfig(BaseModel):
         default_factory=lambda: ["region", "view", "attributes"],
         description="manifest labels the 'supervised' term's heads learn (attributes = lesion descriptors)",
     )
-    label_text_groups: list[str] = Field(
-        default_factory=lambda: [
-            "organ",
-            "view",
-            "shape",
-            "margin",
-            "echogenicity",
-            "internal",
-            "posterior",
-            "vascularity",
-        ],
+    label_text_groups: list[str] | None = Field(
+        None,
         min_length=1,
         description="label groups the 'label_text' term contrasts each image against (organ, view, "
-        "or a lesion descriptor dimension)",
+        "a lesion descriptor dimension); default: all of them",
     )
 
     @model_validator(mode="after")
@@ -126,7 +117,7 @@ class LossConfig(BaseModel):
             if spec.needs_label_text:
                 from sonofm.losses.label_text import GROUPS  # lazy: keeps torch out of config
 
-                bad = [g for g in self.label_text_groups if g not in GROUPS]
+                bad = [g for g in self.label_text_groups or () if g not in GROUPS]
                 if bad:
                     raise ValueError(f"loss.label_text_groups {bad}: expected some of {list(GROUPS)}")
         return self

@@ -105,7 +105,7 @@ def _results(
     }
 
 
-def _read(results: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+def _read(results: dict[str, Any], **extra: Any) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     from sonofm.stats.reading import model_alerts
 
     rows = headline_rows(results, HEADLINE)
@@ -119,6 +119,7 @@ def _read(results: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str], lis
         n_images=None,
         multiple_testing=results["multiple_testing"]["counts"]["A vs B"],
         alerts={n: model_alerts(m) for n, m in zip(NAMES, results["models"], strict=True)},
+        **extra,
     )
     return rows, findings, caveats
 
@@ -254,17 +255,8 @@ def test_a_bootstrap_too_small_for_holm_is_said_not_read_as_no_difference():
     tests = results["multiple_testing"]["counts"]["A vs B"]["tests"]
     powerless = int(tests / 0.05) - 2  # 1/(n+1) just above 0.05/tests
     able = int(tests / 0.05) + 2
-    rows = headline_rows(results, HEADLINE)
-    kwargs = dict(
-        n_test=results["data"]["n_images"]["test"],
-        n_test_patients=results["data"]["n_patients"]["test"],
-        n_params=1_000_000,
-        steps={},
-        n_images=None,
-        multiple_testing=results["multiple_testing"]["counts"]["A vs B"],
-    )
-    _, caveats = reading(rows, NAMES, n_boot=powerless, **kwargs)
+    _, _, caveats = _read(results, n_boot=powerless)
     said = [c for c in caveats if "no difference can pass it" in c]
     assert len(said) == 1 and f"With {powerless} bootstrap resamples" in said[0]
-    _, caveats = reading(rows, NAMES, n_boot=able, **kwargs)
+    _, _, caveats = _read(results, n_boot=able)
     assert not any("no difference can pass it" in c for c in caveats)

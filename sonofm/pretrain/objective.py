@@ -275,7 +275,8 @@ def build_objective(
     spec = parse_loss_spec(loss_config.name, semantic_lambda=getattr(loss_config, "semantic_lambda", 1.0))
     label_texts = label_tokens = None
     if spec.needs_label_text:
-        label_texts = LabelTexts.from_taxonomy(getattr(loss_config, "label_text_groups", DEFAULT_GROUPS))
+        groups = getattr(loss_config, "label_text_groups", None) or DEFAULT_GROUPS
+        label_texts = LabelTexts.from_taxonomy(groups)
         label_tokens = tokenizer(list(label_texts.texts))
     matrices = None
     if any(n in ("soft_clip", "semantic") for n in spec.names):
