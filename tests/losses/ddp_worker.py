@@ -6,6 +6,7 @@ loss mode under DDP and saves rank 0's loss (averaged over ranks) and averaged g
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import torch
@@ -80,6 +81,12 @@ def main(out_path: str) -> None:
             results[f"{key}/{pname}"] = p.grad.detach().clone()
     if rank == 0:
         torch.save(results, out_path)
+    # Free the last DDP wrapper while the group is still registered: a reducer freed after
+    # destroy_process_group can hold the gloo group's last reference, and PyTorch frees it with the
+    # GIL held while the group's worker thread waits for the GIL (the hang Trainer._release_ddp
+    # fixes; this test timed out that way under load)
+    del ddp, out, loss
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 
