@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,6 @@ from torch import Tensor
 from sonofm import taxonomy as tx
 from sonofm.losses.label_text import GROUPS
 from sonofm.reports.captions import label_caption
-
-DEFAULT_GROUPS = GROUPS
 
 
 def _group_values(group: str) -> list[str]:
@@ -46,7 +45,7 @@ class LabelTexts:
     spans: tuple[tuple[int, int], ...]
 
     @classmethod
-    def from_taxonomy(cls, groups: Sequence[str] = DEFAULT_GROUPS) -> LabelTexts:
+    def from_taxonomy(cls, groups: Sequence[str] = GROUPS) -> LabelTexts:
         groups = tuple(dict.fromkeys(groups))
         bad = [g for g in groups if g not in GROUPS]
         if bad or not groups:
@@ -62,10 +61,14 @@ class LabelTexts:
         texts = tuple(label_caption(g, v) for g, v in labels)
         return cls(groups, tuple(labels), texts, tuple(spans))
 
+    @cached_property
+    def _column(self) -> dict[tuple[str, str], int]:
+        return {label: j for j, label in enumerate(self.labels)}
+
     def targets(self, batch: Mapping[str, Any]) -> Tensor:
         """(B, T) multi-hot labels of a collated batch (its ``organ``, ``view``, ``attributes``)."""
         n = len(batch["image"])
-        column = {label: j for j, label in enumerate(self.labels)}
+        column = self._column
         y = np.zeros((n, len(self.labels)), dtype=np.float32)
         organs = batch.get("organ") or [None] * n
         views = batch.get("view") or [None] * n

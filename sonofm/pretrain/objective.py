@@ -29,7 +29,8 @@ from sonofm.losses.semantic import TagVocabulary, model_tag_similarity
 from sonofm.losses.supervised import head_labels
 from sonofm.losses.view import label_codes
 from sonofm.models.attribute_graph import AttributeGraphConfig, AttributeGraphDualEncoder
-from sonofm.pretrain.label_texts import DEFAULT_GROUPS, LabelTexts
+from sonofm.pretrain.label_texts import GROUPS as LABEL_GROUPS
+from sonofm.pretrain.label_texts import LabelTexts
 from sonofm.reports import Study, negated_captions
 from sonofm.reports.captions import contrastive_caption
 from sonofm.reports.prompts import negated_studies
@@ -275,7 +276,7 @@ def build_objective(
     spec = parse_loss_spec(loss_config.name, semantic_lambda=getattr(loss_config, "semantic_lambda", 1.0))
     label_texts = label_tokens = None
     if spec.needs_label_text:
-        groups = getattr(loss_config, "label_text_groups", None) or DEFAULT_GROUPS
+        groups = getattr(loss_config, "label_text_groups", None) or LABEL_GROUPS
         label_texts = LabelTexts.from_taxonomy(groups)
         label_tokens = tokenizer(list(label_texts.texts))
     matrices = None

@@ -135,7 +135,7 @@ def test_label_captions_name_the_phrase_not_the_zero_shot_templates() -> None:
 
 def test_config_default_groups_are_every_group() -> None:
     from sonofm.config import LossConfig
-    from sonofm.pretrain.label_texts import DEFAULT_GROUPS, GROUPS
+    from sonofm.pretrain.label_texts import GROUPS, LabelTexts
 
     assert LossConfig().label_text_groups is None  # None: every group
-    assert DEFAULT_GROUPS == GROUPS and GROUPS[:2] == ("organ", "view")
+    assert GROUPS[:2] == ("organ", "view") and LabelTexts.from_taxonomy().groups == GROUPS

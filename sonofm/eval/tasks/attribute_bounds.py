@@ -18,10 +18,10 @@ import torch
 
 from sonofm.eval.tasks.base import EvalContext, Task, TaskResult, register_task
 from sonofm.eval.tasks.zeroshot import (
-    ATTRIBUTE_SCORING,
     DESCRIPTOR_DIMS,
     _lesion_mask,
     attribute_scores,
+    check_scoring,
     mean_column_auc,
 )
 from sonofm.stats import metrics as M
@@ -132,11 +132,9 @@ class ZeroShotLearnableAttributes(Task):
         name: str | None = None,
     ) -> None:
         super().__init__(name or "zeroshot/attributes_learnable")
-        if scoring not in ATTRIBUTE_SCORING:
-            raise ValueError(f"attribute scoring {scoring!r}: expected one of {ATTRIBUTE_SCORING}")
         self.split, self.select_split, self.train_split = split, select_split, train_split
         self.threshold, self.min_positives = float(threshold), int(min_positives)
-        self.scoring = scoring
+        self.scoring = check_scoring(scoring)
         self.splits = (train_split, select_split, split)
 
     def run(self, ctx: EvalContext) -> TaskResult:

@@ -58,6 +58,13 @@ def class_logits(ctx: EvalContext, img: np.ndarray, target: str, classes: list[s
 ATTRIBUTE_SCORING = ("dimension", "cosine")
 
 
+def check_scoring(scoring: str) -> str:
+    """``scoring`` if it names a rule of :func:`attribute_scores` (a suite typo fails at load)."""
+    if scoring not in ATTRIBUTE_SCORING:
+        raise ValueError(f"attribute scoring {scoring!r}: expected one of {ATTRIBUTE_SCORING}")
+    return scoring
+
+
 def attribute_scores(
     ctx: EvalContext, img: np.ndarray, names: list[str], scoring: str = "dimension"
 ) -> np.ndarray:
@@ -71,9 +78,7 @@ def attribute_scores(
     pooled over the lesions of eleven regions a tag's AUC measured mostly which organs resemble its
     prompt. The softmax over the dimension cancels what the dimension's prompts share.
     """
-    if scoring not in ATTRIBUTE_SCORING:
-        raise ValueError(f"attribute scoring {scoring!r}: expected one of {ATTRIBUTE_SCORING}")
-    if scoring == "cosine":
+    if check_scoring(scoring) == "cosine":
         return img @ ctx.class_weights([P.attribute_prompts(*n.split("/")) for n in names]).T
     out = np.zeros((len(img), len(names)))
     for dim in dict.fromkeys(n.split("/")[0] for n in names):
@@ -154,10 +159,8 @@ class ZeroShotAttributes(SplitTask):
         bad = [d for d in self.dimensions if d not in tx.DIMENSIONS]
         if bad:
             raise ValueError(f"unknown attribute dimensions {bad}; expected some of {tx.DIMENSIONS}")
-        if scoring not in ATTRIBUTE_SCORING:
-            raise ValueError(f"attribute scoring {scoring!r}: expected one of {ATTRIBUTE_SCORING}")
         self.min_positives = min_positives
-        self.scoring = scoring
+        self.scoring = check_scoring(scoring)
 
     def run_split(self, ctx: EvalContext, res: TaskResult, rows: pd.DataFrame) -> TaskResult:
         lesion = _lesion_mask(rows)
