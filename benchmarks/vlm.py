@@ -178,6 +178,90 @@ def run_outputs(
     return {**parts["reports"], **parts["answers"], "decoding": dec}
 
 
+def findings_head_scores(model: Any, images: list[np.ndarray], rows: Any) -> dict[str, Any] | None:
+    """How well the findings head reads the held-out images (the image side of the generator):
+    accuracy per single-label group, micro F1 over the tags of each multi-label group, each over
+    the images whose row labels that group. None for a model without a head."""
+    from sonofm.models.vlm_findings import SINGLE_GROUPS
+    from sonofm.vlm.conversations import labels_of_row
+
+    if getattr(model, "findings", None) is None:
+        return None
+    vocab = model.findings.vocab
+    preds: list[dict[str, Any]] = []
+    for a in range(0, len(images), 64):
+        preds += model.predict_findings(model.prepare_images(images[a : a + 64]))
+    out: dict[str, Any] = {}
+    for k, group in enumerate(vocab.groups):
+        a, b = vocab.spans[k]
+        hit = tp = fp = fn = n = 0
+        for (_, row), pred in zip(rows.iterrows(), preds, strict=True):
+            y, known = vocab.targets(labels_of_row(row))
+            if not known[k]:
+                continue
+            n += 1
+            p, _ = vocab.targets(pred)
+            if group in SINGLE_GROUPS:
+                hit += int(bool(torch.equal(p[a:b], y[a:b])))
+            else:
+                tp += int((p[a:b] * y[a:b]).sum())
+                fp += int((p[a:b] * (1 - y[a:b])).sum())
+                fn += int(((1 - p[a:b]) * y[a:b]).sum())
+        if not n:
+            continue
+        if group in SINGLE_GROUPS:
+            out[group] = {"accuracy": hit / n, "n": n}
+        else:
+            out[group] = {"micro_f1": 2 * tp / max(2 * tp + fp + fn, 1), "n": n}
+    return out
+
+
+def oracle_findings_outputs(
+    model: Any,
+    run: Path,
+    images: list[np.ndarray],
+    rows: Any,
+    recs: list[dict[str, Any]],
+    row_of: dict[str, int],
+) -> dict[str, Any]:
+    """The ceiling of the findings prompt: reports and closed answers written from the TRUE
+    findings line (the manifest's labels) instead of the head's prediction. Cached beside the run."""
+    from sonofm.vlm.conversations import labels_of_row
+
+    weights = run / "model" / "model.safetensors"
+    key = {
+        "ids": list(rows["id"]),
+        "weights": [weights.stat().st_size, weights.stat().st_mtime_ns],
+        "n_q": len(recs),
+    }
+    cache = run / "benchmark_oracle_findings.json"
+    if cache.is_file():
+        old = json.loads(cache.read_text())
+        if old.get("key") == key:
+            _log(f"    oracle findings: reusing {cache}")
+            return old["outputs"]
+    vocab = model.findings.vocab
+    hints = [vocab.hint_text(labels_of_row(r)) for _, r in rows.iterrows()]
+    texts: list[str] = []
+    for a in range(0, len(images), 16):
+        gens = model.answer_batch(
+            [([im], None) for im in images[a : a + 16]], hints=hints[a : a + 16], max_new_tokens=320
+        )
+        texts += [g.text for g in gens]
+    items = [
+        ([images[row_of[r["image"][0]]]], r["conversations"][0]["value"].replace("<image>\n", ""))
+        for r in recs
+    ]
+    q_hints = [hints[row_of[r["image"][0]]] for r in recs]
+    answers: list[str] = []
+    for a in range(0, len(items), 32):
+        gens = model.answer_batch(items[a : a + 32], hints=q_hints[a : a + 32], max_new_tokens=ANSWER_TOKENS)
+        answers += [g.text for g in gens]
+    outputs = {"texts": texts, "answers": answers}
+    cache.write_text(json.dumps({"key": key, "outputs": outputs}))
+    return outputs
+
+
 def train_run(data: Path, clip: Path, out: Path, *, dense: bool, seed: int) -> Path:
     """`sonofm train-vlm` with its defaults (train-tiny), as a user would run it."""
     import subprocess
@@ -236,6 +320,12 @@ def markdown_table(doc: dict[str, Any]) -> str:
         rows.append(
             f"| {labels.get(gen, gen)} minus retrieval | | {_ci(d, True)} | {_ci(dn, True)} | "
             f"{vqa[gen]['value'] - doc['closed_vqa']['retrieval']['value']:+.3f} | | |"
+        )
+    ceiling = doc.get("summary", {}).get("ceiling_true_findings")
+    if ceiling:
+        rows.append(
+            f"| ceiling: MoE generator prompted with the true findings | 1 | {_ci(ceiling['clinical_f1'])} | "
+            f"{_ci(ceiling['clinical_f1_no_measurements'])} | {_ci(ceiling['closed_vqa'])} | | |"
         )
     md = doc.get("moe_vs_dense")
     if md:
@@ -357,10 +447,18 @@ def main() -> None:  # noqa: C901 - a linear script
             "generation_seconds": round(gen_s, 1),
             "example": {"id": str(test_rows["id"][0]), "generated": systems[name][0], "reference": refs[0]},
         }
-        if i == 0:  # the 10-image check and the untrained floor use the first MoE run
+        info[name]["findings_head"] = findings_head_scores(model, images, test_rows)
+        if i == 0:  # the 10-image check, the untrained floor and the findings ceiling: first MoE run
             first_model, first_run = model, run
         else:
             del model
+    oracle_name = None
+    if getattr(first_model, "findings", None) is not None:
+        oracle_name = "ceiling_true_findings"
+        _log(f"{oracle_name}: {first_run} prompted with the true findings")
+        oracle = oracle_findings_outputs(first_model, first_run, images, test_rows, recs, row_of)
+        systems[oracle_name] = oracle["texts"]
+        answers[oracle_name] = oracle["answers"]
 
     if args.generate_only:
         _log("outputs cached in every RUN/benchmark_outputs.json")
@@ -510,6 +608,16 @@ def main() -> None:  # noqa: C901 - a linear script
             "readable_of_10": n_ok,
             "clinical_f1_target_met": bool(gen_f1["value"] >= TARGETS["clinical_f1"]),
             "closed_vqa_target_met": bool(pooled_vqa["generator_moe"]["value"] >= TARGETS["closed_vqa"]),
+            "ceiling_true_findings": None
+            if oracle_name is None
+            else {
+                "note": "the first MoE run prompted with the true findings line (manifest labels) "
+                "instead of its head's prediction: what a perfect image classifier would give",
+                "clinical_f1": table["clinical_f1"][oracle_name],
+                "clinical_f1_no_measurements": table["clinical_f1_no_measurements"][oracle_name],
+                "closed_vqa": vqa[oracle_name],
+            },
+            "findings_head": info[names["moe"][0]].get("findings_head"),
         },
         "reports": table,
         "reports_seeds_pooled": pooled,

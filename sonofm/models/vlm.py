@@ -65,6 +65,7 @@ from sonofm.models.vlm_config import (  # noqa: F401 (MODEL_TYPE, VLMConfig, den
     VLMConfig,
     dense_equivalent_config,
 )
+from sonofm.models.vlm_findings import FindingsHead, FindingsVocab
 from sonofm.models.vlm_generate import VLMGeneration
 from sonofm.models.vlm_lm import _build_lm, build_tokenizer  # noqa: F401 (build_tokenizer re-exported)
 from sonofm.models.vlm_prompt import IGNORE_INDEX, IMAGE_TOKEN, train_tokenizer  # noqa: F401 (re-exported)
@@ -143,17 +144,39 @@ class SonoVLM(nn.Module, VLMGeneration):
         self.moe_blocks: list[DualPathMoE] = insert_moe(self.lm, config.moe) if config.moe is not None else []
         d_lm = int(self.lm.config.get_text_config().hidden_size)
         self.projector = build_projector(config.projector, self.visual.width, d_lm)
+        self.findings: FindingsHead | None = None
+        if config.findings is not None:
+            self.findings = FindingsHead(self.visual.width, FindingsVocab.from_config(config.findings))
         self.image_token_id = vlm_prompt.image_token_id(tokenizer)
         self.grid = math.isqrt(config.num_image_tokens)
 
     # ----- images -----
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N_img, C, S, S) in [0, 1] -> (N_img, num_image_tokens, d_lm) LM-space image tokens."""
+        return self.encode_with_findings(pixel_values)[0]
+
+    def encode_with_findings(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Image tokens and the findings head's logits (N_img, K; None without a head), one tower pass."""
         fmap = patch_grid(self.visual, pixel_values)  # (N, D, h, w)
+        logits = None if self.findings is None else self.findings(fmap.mean(dim=(2, 3)))
         if fmap.shape[-1] != self.grid or fmap.shape[-2] != self.grid:
             fmap = F.adaptive_avg_pool2d(fmap, (self.grid, self.grid))
         tokens = fmap.flatten(2).transpose(1, 2)  # (N, g*g, D), row-major patch order
-        return self.projector(tokens)
+        return self.projector(tokens), logits
+
+    @torch.no_grad()
+    def predict_findings(self, pixel_values: torch.Tensor) -> list[dict[str, Any]]:
+        """Per image, the labels the findings head decides (`FindingsVocab.decide`); [] without a head."""
+        if self.findings is None or pixel_values is None or not len(pixel_values):
+            return []
+        was = self.training
+        self.eval()
+        try:
+            logits = self.findings(patch_grid(self.visual, pixel_values).mean(dim=(2, 3)))
+        finally:
+            self.train(was)
+        probs = self.findings.probabilities(logits)
+        return self.findings.vocab.decide(probs, self.config.findings.threshold)
 
     def _check_image_tokens(self, input_ids: torch.Tensor, n_images: int) -> None:
         n_tok = int((input_ids == self.image_token_id).sum())
@@ -167,14 +190,20 @@ class SonoVLM(nn.Module, VLMGeneration):
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with image features scattered in at the image-token positions."""
+        return self._embed(input_ids, pixel_values)[0]
+
+    def _embed(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         emb = self.lm.get_input_embeddings()(input_ids)
         n_images = 0 if pixel_values is None else int(pixel_values.shape[0])
         self._check_image_tokens(input_ids, n_images)
         if n_images == 0:
-            return emb
-        feats = self.encode_images(pixel_values).to(emb.dtype).reshape(-1, emb.shape[-1])
+            return emb, None
+        feats, findings = self.encode_with_findings(pixel_values)
+        feats = feats.to(emb.dtype).reshape(-1, emb.shape[-1])
         mask = (input_ids == self.image_token_id).unsqueeze(-1).expand_as(emb)
-        return emb.masked_scatter(mask, feats)
+        return emb.masked_scatter(mask, feats), findings
 
     # ----- training forward -----
     def forward(
@@ -184,18 +213,22 @@ class SonoVLM(nn.Module, VLMGeneration):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         regions: Sequence[str] | None = None,
+        findings_targets: torch.Tensor | None = None,
+        findings_known: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """Returns dict(loss, lm_loss, aux_loss, logits).
+        """Returns dict(loss, lm_loss, aux_loss, findings_loss, logits).
 
         `loss` = lm_loss + moe.aux_weight * aux_loss when the aux loss is enabled, else lm_loss
         (None without labels). `aux_loss` (mean over layers of the load-balancing loss) is always
         reported for MoE models, detached when disabled. `regions` (one per sample) label the
         routing statistics. Positions come from the attention mask, so left or right padding
-        give the same result as the unpadded sequence.
+        give the same result as the unpadded sequence. With a findings head and
+        ``findings_targets`` / ``findings_known`` (per image, `FindingsVocab.targets`),
+        `findings_loss` is the head's loss and `loss` adds ``findings.weight`` times it.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        embeds = self.embed(input_ids, pixel_values)
+        embeds, findings_logits = self._embed(input_ids, pixel_values)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         with routing_context(self.moe_blocks, attention_mask.bool(), regions):
             out = self.lm(
@@ -217,7 +250,18 @@ class SonoVLM(nn.Module, VLMGeneration):
                 loss = None if lm_loss is None else lm_loss + self.config.moe.aux_weight * aux
             else:
                 aux = aux.detach()
-        return {"loss": loss, "lm_loss": lm_loss, "aux_loss": aux, "logits": logits}
+        findings_loss = None
+        if findings_logits is not None and findings_targets is not None and findings_known is not None:
+            findings_loss = self.findings.loss(findings_logits, findings_targets, findings_known)
+            if loss is not None and self.config.findings.weight:
+                loss = loss + self.config.findings.weight * findings_loss
+        return {
+            "loss": loss,
+            "lm_loss": lm_loss,
+            "aux_loss": aux,
+            "findings_loss": findings_loss,
+            "logits": logits,
+        }
 
     # ----- utilities -----
     @property
@@ -264,12 +308,14 @@ class SonoVLM(nn.Module, VLMGeneration):
         idle = sum((b.num_experts - b.top_k) * n(b.experts[0]) for b in self.moe_blocks)
         out = {
             "visual": n(self.visual),
+            "findings_head": n(self.findings) if self.findings is not None else 0,
             "projector": n(self.projector),
             "lm_total": lm_total,
             "lm_active": lm_total - idle,
         }
-        out["total"] = out["visual"] + out["projector"] + lm_total
-        out["active"] = out["visual"] + out["projector"] + out["lm_active"]
+        image_side = out["visual"] + out["findings_head"] + out["projector"]
+        out["total"] = image_side + lm_total
+        out["active"] = image_side + out["lm_active"]
         return out
 
     def merge_adapters(self) -> None:

@@ -26,6 +26,8 @@ class GeneratedText:
     mean_logprob: float
     low_confidence: bool
     reasons: list[str] = field(default_factory=list)
+    # the findings prompt the text was conditioned on ("Image findings: ..."; None without a head)
+    findings: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

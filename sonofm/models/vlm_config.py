@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sonofm.models.config import ImageTowerConfig
 from sonofm.models.moe import MoEConfig
 from sonofm.models.text_towers import resolve_source
+from sonofm.models.vlm_findings import FindingsConfig
 from sonofm.models.vlm_lm import _hf_lm_config
 
 MODEL_TYPE = "sono_vlm"
@@ -84,6 +85,9 @@ class VLMConfig(BaseModel):
     lm_arch: dict[str, Any] | None = None  # resolved LM config (filled in by build_vlm)
     moe: MoEConfig | None = Field(default_factory=MoEConfig)  # None = dense baseline
     num_image_tokens: int = 16
+    # The findings prompt (models/vlm_findings.py): a head on the image features predicts these
+    # label groups and every prompt states its answer ("Image findings: ..."); None = off.
+    findings: FindingsConfig | None = None
     projector: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
     max_length: int = 512
     vocab_size: int = 2000  # for train_tokenizer (ignored with lm_pretrained)

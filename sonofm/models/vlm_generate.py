@@ -270,24 +270,32 @@ class VLMGeneration:
         return vlm_prompt.detokenize(text) if vlm_prompt.is_wordpiece(self.tokenizer) else text
 
     def answer_batch(
-        self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any
+        self,
+        batch: Sequence[tuple[Sequence[Any], str | None]],
+        hints: Sequence[str | None] | None = None,
+        **gen: Any,
     ) -> list[GeneratedText]:
-        """Like `chat_batch`, with each text's mean token log-prob and its low-confidence flag."""
+        """Like `chat_batch`, with each text's mean token log-prob and its low-confidence flag.
+
+        `hints`: findings prompt lines to use instead of the head's predictions (one per study;
+        e.g. known findings to draft a report from, or the ground truth for a ceiling).
+        """
         limit = int(gen.get("max_new_tokens", 128))
-        new, lp = self.generate(*self._batch_inputs(batch), return_logprobs=True, **gen)
+        pixels, ids, mask, hints = self._batch_inputs_and_hints(batch, hints)
+        new, lp = self.generate(pixels, ids, mask, return_logprobs=True, **gen)
         out = []
-        for (_, question), row, row_lp in zip(batch, new, lp, strict=True):
+        for (_, question), row, row_lp, hint in zip(batch, new, lp, hints, strict=True):
             n = int((row_lp != 0).sum()) or 1
             eos = bool((row == self.tokenizer.eos_token_id).any())
-            out.append(
-                assess(
-                    self.decode(row),
-                    mean_logprob=float(row_lp.sum()) / n,
-                    is_report=question is None,
-                    truncated=not eos and row.shape[0] >= limit,
-                    threshold=self.config.low_confidence_logprob,
-                )
+            checked = assess(
+                self.decode(row),
+                mean_logprob=float(row_lp.sum()) / n,
+                is_report=question is None,
+                truncated=not eos and row.shape[0] >= limit,
+                threshold=self.config.low_confidence_logprob,
             )
+            checked.findings = hint
+            out.append(checked)
         return out
 
     def chat_checked(
@@ -308,13 +316,26 @@ class VLMGeneration:
         `history`: earlier turns [{"from": "human", "value"}, {"from": "gpt", "value"}, ...] of a
         multi-turn chat; the images' `<image>` placeholders are then in its first user turn.
         """
+        pixels = self.prepare_images(images) if len(images) else None
+        hint = self.findings_hint(pixels)
+        if history and hint:  # the hint belongs to the first user turn, where training put it
+            history = [dict(t) for t in history]
+            if not history[0].get("value", "").count(vlm_prompt.HINT_PREFIX):
+                history[0]["value"] = vlm_prompt.with_hint(history[0].get("value", ""), hint)
         prompt = vlm_prompt.render_prompt(
-            question, len(images), self.tokenizer, self.config.num_image_tokens, history=history
+            question, len(images), self.tokenizer, self.config.num_image_tokens, history=history, hint=hint
         )
         ids, mask = self.pad_prompts([prompt])
-        pixels = self.prepare_images(images) if len(images) else None
         new = self.generate(pixels, ids, mask, **gen)
         return self.decode(new[0])
+
+    def findings_hint(self, pixels: torch.Tensor | None) -> str | None:
+        """The findings prompt line of ONE study's images (None: no head, or not exactly one image,
+        as in training, where multi-image studies carry no findings prompt)."""
+        if getattr(self, "findings", None) is None or pixels is None or len(pixels) != 1:
+            return None
+        labels = self.predict_findings(pixels)[0]
+        return self.findings.vocab.hint_text(labels)
 
     def chat_batch(self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any) -> list[str]:
         """Batched `chat`: [(images, question), ...] -> answers (left-padded, one generate call)."""
@@ -326,12 +347,24 @@ class VLMGeneration:
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """(pixels of every image or None, left-padded prompt ids, attention mask) of a batch of
         (images, question) studies."""
-        prompts, pix = [], []
-        for images, question in batch:
+        return self._batch_inputs_and_hints(batch)[:3]
+
+    def _batch_inputs_and_hints(
+        self, batch: Sequence[tuple[Sequence[Any], str | None]], given: Sequence[str | None] | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[str | None]]:
+        if given is not None and len(given) != len(batch):
+            raise UserError(f"{len(given)} findings hints given for {len(batch)} studies")
+        prompts, pix, hints = [], [], []
+        for k, (images, question) in enumerate(batch):
+            pixels = self.prepare_images(images) if len(images) else None
+            hint = self.findings_hint(pixels) if given is None else given[k]
             prompts.append(
-                vlm_prompt.render_prompt(question, len(images), self.tokenizer, self.config.num_image_tokens)
+                vlm_prompt.render_prompt(
+                    question, len(images), self.tokenizer, self.config.num_image_tokens, hint=hint
+                )
             )
-            if len(images):
-                pix.append(self.prepare_images(images))
+            hints.append(hint)
+            if pixels is not None:
+                pix.append(pixels)
         ids, mask = self.pad_prompts(prompts)
-        return (torch.cat(pix) if pix else None), ids, mask
+        return (torch.cat(pix) if pix else None), ids, mask, hints

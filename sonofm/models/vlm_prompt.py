@@ -131,24 +131,46 @@ def render_conversation(
     return input_ids, labels
 
 
+HINT_PREFIX = "Image findings:"  # the findings prompt line (sonofm.models.vlm_findings) starts so
+
+
+def with_hint(text: str, hint: str | None) -> str:
+    """``text`` with the findings prompt line ``hint`` after its leading ``<image>`` lines.
+
+    The one place the layout is decided: training conversations (ground-truth findings) and
+    generation prompts (predicted findings) both go through here, so they match token for token.
+    """
+    if not hint:
+        return text
+    k = 0
+    line = f"{IMAGE_TOKEN}\n"
+    while text.startswith(line, k):
+        k += len(line)
+    return f"{text[:k]}{hint}\n{text[k:]}"
+
+
 def render_prompt(
     question: str | None,
     n_images: int,
     tokenizer: Any,
     num_image_tokens: int,
     history: Sequence[dict[str, str]] | None = None,
+    hint: str | None = None,
 ) -> list[int]:
     """Generation prompt ending with `<|assistant|>\\n` (a token-exact prefix of a training sample).
 
     `question=None` asks for the report (`DEFAULT_QUESTION`). When the question has no `<image>`
     placeholder, `n_images` placeholders are put in front of it, one per line (the layout of the
     training conversations); otherwise its placeholders must number `n_images`. `history` is a
-    list of earlier user/assistant turns (multi-turn chat).
+    list of earlier user/assistant turns (multi-turn chat). `hint`: the findings prompt line
+    (`with_hint`; only for a first turn, where the training conversations have it).
     """
     text = DEFAULT_QUESTION if question is None else question
     n_in_history = sum(t.get("value", "").count(IMAGE_TOKEN) for t in history or [])
     if IMAGE_TOKEN not in text and n_in_history == 0:
         text = f"{IMAGE_TOKEN}\n" * n_images + text
+    if not history:
+        text = with_hint(text, hint)
     ids: list[int] = []
     if history:
         ids, _ = render_conversation(history, tokenizer, num_image_tokens)

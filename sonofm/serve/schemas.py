@@ -55,7 +55,8 @@ class AnalyzeResponse(BaseModel):
     report_check: dict[str, Any] | None = Field(
         None,
         description="the draft's confidence: mean_logprob, low_confidence (show a warning, not the "
-        "text), reasons; null when no VLM is loaded",
+        "text), reasons, findings (the predicted findings line the generator was prompted with, "
+        "or null); null when no VLM is loaded",
     )
     answer: str | None = Field(None, description="VLM answer to `question`; null without VLM/question")
     segmentation: SegmentationOut | None = Field(

@@ -106,9 +106,39 @@ def _conv(rid: str, images: list[str], pairs: list[tuple[str, str]], meta: dict[
     return {"id": rid, "image": list(images), "conversations": turns, "meta": meta}
 
 
-def _meta(row: pd.Series, task: str, **extra: Any) -> dict[str, Any]:
+def _meta(row: pd.Series, task: str, *, single_image: bool = True, **extra: Any) -> dict[str, Any]:
+    """Task, region, source id and, for a one-image record, the image's labels (`labels_of_row`)."""
     region = row.get("region")
-    return {"task": task, "region": region if _present(region) else None, "source_id": row["id"], **extra}
+    meta = {"task": task, "region": region if _present(region) else None, "source_id": row["id"], **extra}
+    if single_image:
+        meta["labels"] = labels_of_row(row)
+    return meta
+
+
+def _str_or_none(v: Any) -> str | None:
+    return str(v).strip() if _present(v) else None
+
+
+def labels_of_row(row: pd.Series | dict[str, Any]) -> dict[str, Any]:
+    """What a manifest row says its image shows, in the format of the VLM's findings prompt
+    (`sonofm.models.vlm_findings`): ``{"organ", "view", "diagnosis": str | None, "attributes":
+    {dim: [tags]} (descriptor dimensions with tags only), "echo": [present echo findings] | None}``.
+
+    ``view`` None means the row has none (a breast scan); ``echo`` None means the row has no echo
+    findings at all, [] that every one it lists is absent.
+    """
+    attrs = _mapping(row.get("attributes"))
+    tags = {d: [str(t) for t in attrs.get(d)] for d in VQA_DIMENSIONS if attrs.get(d) is not None}
+    echo = _echo_findings(row)
+    return {
+        "organ": _str_or_none(row.get("organ")),
+        "view": _str_or_none(row.get("view")),
+        "diagnosis": _str_or_none(row.get("diagnosis")),
+        "attributes": {d: t for d, t in tags.items() if t},
+        "echo": None
+        if echo is None
+        else sorted({str(f["tag"]) for f in echo if f.get("status") == "present"}),
+    }
 
 
 _IMPRESSION_RE = re.compile(r"\bimpression\s*:", re.IGNORECASE)
@@ -387,7 +417,7 @@ def _multi_records(df: pd.DataFrame, rng: np.random.Generator, max_images: int) 
             continue
         n = len(group)
         q = _pick(rng, MULTI_QUESTIONS).format(n=n)
-        meta = _meta(group.iloc[0], "multi_image", source_id=list(group["id"]))
+        meta = _meta(group.iloc[0], "multi_image", single_image=False, source_id=list(group["id"]))
         out.append(_conv(f"{sid}-multi", list(group["image"]), [(q, ans)], meta))
     return out
 

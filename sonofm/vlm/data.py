@@ -15,6 +15,8 @@ Batches (`collate_conversations`):
   of appearance (sample 0's images first, in placeholder order), the order `SonoVLM.forward`
   scatters them into the image-token positions.
 - ``n_images`` (B,) images per sample; ``regions`` / ``ids`` / ``tasks``: lists of str.
+- with a findings vocabulary: ``findings_targets`` (N_img, K) and ``findings_known`` (N_img, G),
+  one row per image in ``pixel_values`` order (`FindingsVocab.targets`).
 
 Images are read as 8-bit grayscale and resized bilinearly with PIL to ``image_size``, exactly as
 `SonoVLM.prepare_images` does at inference.
@@ -33,7 +35,8 @@ from torch.utils.data import Dataset
 
 from sonofm.data.transforms import load_model_input
 from sonofm.errors import DataError, UserError
-from sonofm.models.vlm_prompt import image_token_id, render_conversation
+from sonofm.models.vlm_findings import FindingsVocab
+from sonofm.models.vlm_prompt import image_token_id, render_conversation, with_hint
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,11 @@ class ConversationDataset(Dataset):
     ``root``: folder the records' image paths are relative to. ``max_length``: longer samples are
     cut at the end (a sample whose image tokens would be cut raises DataError). Items whose image
     cannot be read come back as None; `collate_conversations` drops them and counts them.
+
+    ``findings``: the VLM's findings vocabulary (`sonofm.models.vlm_findings`). A one-image record
+    with ``meta["labels"]`` then gets its ground-truth findings prompt line in the first user turn
+    (`with_hint`, the layout generation uses with predicted findings) and per-image targets for
+    the findings head; other records get neither (their head targets are masked out).
     """
 
     def __init__(
@@ -65,10 +73,12 @@ class ConversationDataset(Dataset):
         num_image_tokens: int,
         image_size: int,
         max_length: int = 512,
+        findings: FindingsVocab | None = None,
     ) -> None:
         if not records:
             raise DataError(f"{root}: no conversations to train on")
-        self.records = list(records)
+        self.findings = findings
+        self.records = [self._with_findings(r) for r in records] if findings is not None else list(records)
         self.root = Path(root)
         self.tokenizer = tokenizer
         self.num_image_tokens = int(num_image_tokens)
@@ -102,6 +112,15 @@ class ConversationDataset(Dataset):
                 "%d of %d conversations were cut to max_length %d", cut, len(self.records), max_length
             )
 
+    def _with_findings(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """The record with its findings prompt line (one image and labels), else unchanged."""
+        labels = (rec.get("meta") or {}).get("labels")
+        if labels is None or len(rec.get("image") or ()) != 1:
+            return rec
+        turns = [dict(t) for t in rec["conversations"]]
+        turns[0]["value"] = with_hint(turns[0]["value"], self.findings.hint_text(labels))
+        return {**rec, "conversations": turns}
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -114,7 +133,13 @@ class ConversationDataset(Dataset):
             return None
         ids, labels = self.encoded[i]
         meta = rec.get("meta") or {}
+        item_findings = None
+        if self.findings is not None:
+            lab = meta.get("labels") if len(pixels) == 1 else None
+            y, known = self.findings.targets(lab)
+            item_findings = (y.expand(len(pixels), -1), known.expand(len(pixels), -1))
         return {
+            "findings": item_findings,
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
             "pixel_values": torch.stack(pixels)
@@ -147,6 +172,13 @@ def collate_conversations(
         labels[i, sl] = b["labels"]
         mask[i, sl] = 1
     pix = [b["pixel_values"] for b in items if len(b["pixel_values"])]
+    found = [b.get("findings") for b in items if len(b["pixel_values"])]
+    findings = {}
+    if found and all(f is not None for f in found):
+        findings = {
+            "findings_targets": torch.cat([f[0] for f in found]),
+            "findings_known": torch.cat([f[1] for f in found]),
+        }
     return {
         "input_ids": ids,  # first: the trainer counts batch rows from the first tensor
         "attention_mask": mask,
@@ -157,6 +189,7 @@ def collate_conversations(
         "tasks": [b["task"] for b in items],
         "ids": [b["id"] for b in items],
         "n_skipped": n_skipped,
+        **findings,
     }
 
 

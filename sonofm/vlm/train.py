@@ -51,6 +51,7 @@ from sonofm.models import load_model, save_model
 from sonofm.models.model_dir import ModelDir
 from sonofm.models.text_towers import load_tokenizer
 from sonofm.models.vlm import VLMConfig, build_tokenizer, build_vlm, dense_equivalent_config
+from sonofm.models.vlm_findings import FindingsVocab
 from sonofm.models.vlm_prompt import safe_no_repeat_ngram
 from sonofm.train.checkpoint import LATEST
 from sonofm.train.distributed import barrier, init_distributed
@@ -209,21 +210,26 @@ def _tokenizer(model_cfg: Any, records: list[dict[str, Any]], run_dir: Path, mai
     builds and saves it and the other ranks load that copy (identical vocabularies everywhere)."""
     tok_dir = run_dir / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file() and main:
-        build_tokenizer(model_cfg, tokenizer_texts(records)).save_pretrained(str(tok_dir))
+        texts = tokenizer_texts(records)
+        if model_cfg.findings is not None:  # a predicted findings prompt may name any label
+            texts += FindingsVocab.from_config(model_cfg.findings).all_phrases()
+        build_tokenizer(model_cfg, texts).save_pretrained(str(tok_dir))
     barrier()
     return load_tokenizer(str(tok_dir))
 
 
 # ------------------------------------------------------------------ steps and freezing
 class VLMStep:
-    """Trainer step: the LM loss, plus ``aux_weight`` x the load-balancing loss when that is on.
+    """Trainer step: the LM loss, plus ``aux_weight`` x the load-balancing loss when that is on,
+    plus ``findings_weight`` x the findings head's loss when the model has one.
 
     The unweighted balance loss is always returned as ``moe_aux_loss`` (logged, not trained on,
     when the switch is off, as in the EchoVLM release).
     """
 
-    def __init__(self, aux_weight: float | None = None) -> None:
+    def __init__(self, aux_weight: float | None = None, findings_weight: float | None = None) -> None:
         self.aux_weight = aux_weight
+        self.findings_weight = findings_weight
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         out = model(
@@ -232,17 +238,28 @@ class VLMStep:
             batch["attention_mask"],
             batch["labels"],
             regions=batch["regions"],
+            findings_targets=batch.get("findings_targets"),
+            findings_known=batch.get("findings_known"),
         )
         res = {"lm_loss": out["lm_loss"]}
         if out.get("aux_loss") is not None:
             res["moe_aux_loss"] = out["aux_loss"]
+        if out.get("findings_loss") is not None:
+            res["findings_loss"] = out["findings_loss"]
         return res
 
     def loss(self, outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         terms = {"lm_loss": outputs["lm_loss"]}
         if self.aux_weight and outputs.get("moe_aux_loss") is not None:
             terms["aux_loss"] = self.aux_weight * outputs["moe_aux_loss"]
+        if self.findings_weight and outputs.get("findings_loss") is not None:
+            terms["findings_loss"] = self.findings_weight * outputs["findings_loss"]
         return terms
+
+
+def _findings_weight(model: nn.Module) -> float | None:
+    findings = getattr(model.config, "findings", None)
+    return float(findings.weight) if findings is not None else None
 
 
 def _aux_weight(model: nn.Module) -> float | None:
@@ -260,6 +277,8 @@ def freeze_for_stage1(model: nn.Module) -> list[str]:
     for p in model.moe_parameters():
         p.requires_grad_(True)
     model.projector.requires_grad_(True)
+    if model.findings is not None:  # the findings head starts untrained in stage 1
+        model.findings.requires_grad_(True)
     for p in model.fresh_lm_parameters():
         p.requires_grad_(True)
     return [n for n, p in model.named_parameters() if p.requires_grad]
@@ -301,6 +320,8 @@ def apply_stage2(model: nn.Module, lora: LoRASettings, *, train_visual: bool = F
     for p in model.moe_parameters():
         p.requires_grad_(True)
     model.projector.requires_grad_(True)
+    if model.findings is not None:
+        model.findings.requires_grad_(True)
     for p in model.fresh_lm_parameters():
         p.requires_grad_(True)
     if train_visual:
@@ -350,20 +371,33 @@ def _val_fn(model: nn.Module, loader: Any, device: torch.device) -> dict[str, fl
     was = [b.collect_stats for b in blocks]
     for b in blocks:
         b.collect_stats = False
-    total, tokens = 0.0, 0
+    total, tokens, f_total, f_batches = 0.0, 0, 0.0, 0
     try:
         for batch in loader:
             if "input_ids" not in batch:
                 continue
             batch = to_device(batch, device)
-            out = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+            out = model(
+                batch["pixel_values"],
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["labels"],
+                findings_targets=batch.get("findings_targets"),
+                findings_known=batch.get("findings_known"),
+            )
             n = int((batch["labels"][:, 1:] != -100).sum())
             total += float(out["lm_loss"]) * n
             tokens += n
+            if out.get("findings_loss") is not None:
+                f_total += float(out["findings_loss"])
+                f_batches += 1
     finally:
         for b, w in zip(blocks, was, strict=True):
             b.collect_stats = w
-    return {"val/lm_loss": total / tokens if tokens else float("nan")}
+    res = {"val/lm_loss": total / tokens if tokens else float("nan")}
+    if f_batches:
+        res["val/findings_loss"] = f_total / f_batches
+    return res
 
 
 # ------------------------------------------------------------------ one stage
@@ -403,7 +437,7 @@ def _run_stage(
     def make(cfg: TrainerConfig) -> Trainer:
         return Trainer(
             model,
-            VLMStep(_aux_weight(model)),
+            VLMStep(_aux_weight(model), _findings_weight(model)),
             cfg,
             stage_dir,
             train_ds,
@@ -499,6 +533,7 @@ def train_vlm(
         "num_image_tokens": mc.num_image_tokens,
         "image_size": mc.image.image_size,
         "max_length": mc.max_length,
+        "findings": model.findings.vocab if model.findings is not None else None,
     }
     train_ds = ConversationDataset(train_recs, root, tokenizer, **common)
     collate = Collator(tokenizer.pad_token_id, "right")

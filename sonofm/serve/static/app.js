@@ -232,6 +232,11 @@
     $("report-lowconf-text").textContent = low ? res.report : "";
     $("report").hidden = low;
     $("report").textContent = has && !low ? res.report : "";
+    // the findings the generator was prompted with (its image classifier's answer), so a reader
+    // can tell a wrong prediction from a wrong sentence
+    const prompted = has && typeof check.findings === "string";
+    $("report-findings").hidden = !prompted;
+    $("report-findings").textContent = prompted ? "Written from the predicted " + check.findings : "";
     const ans = typeof res.answer === "string";
     $("answer-block").hidden = !ans;
     $("answer").textContent = ans ? res.answer : "";
