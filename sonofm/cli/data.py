@@ -27,6 +27,11 @@ def simulate_cmd(
         False, "--burned-in-text", help="Burn fake scanner text (labels, patient ID, date) into the pixels."
     ),
     doppler_box: bool = typer.Option(False, "--doppler-box", help="Add a colour-Doppler box (RGB images)."),
+    domain_randomization: bool = typer.Option(
+        False,
+        "--domain-randomization",
+        help="Redraw scanner and lesion rendering nuisances per image (labels kept).",
+    ),
     plugin: list[str] = typer.Option(
         [], "--plugin", help="Python module to import first, e.g. one registering extra regions (repeatable)."
     ),
@@ -56,7 +61,11 @@ def simulate_cmd(
         workers=workers,
         splits=[s.strip() for s in splits.split(",")],
         preview=preview,
-        realism={"burned_in_text": burned_in_text, "doppler_box": doppler_box},
+        realism={
+            "burned_in_text": burned_in_text,
+            "doppler_box": doppler_box,
+            "domain_randomization": domain_randomization,
+        },
         progress=True,
         plugins=plugin,
         clean_looks=clean_looks,

@@ -26,7 +26,16 @@ TOOL = "sonofm simulate"
 FORMAT_VERSION = 1
 
 
-REALISM_KNOBS = ("burned_in_text", "doppler_box")
+# Opt-in realism knobs (all off by default), name -> what turning it on does.
+REALISM_KNOBS: dict[str, str] = {
+    "burned_in_text": "burn fake scanner text (labels, patient ID, date) into the pixels",
+    "doppler_box": "add a colour-Doppler box over the lesion or LV (RGB images)",
+    "domain_randomization": "redraw scanner and lesion rendering nuisances per image, labels kept "
+    "(sonofm.sim.domain_randomization)",
+}
+# Knobs added after datasets were made with the others: recorded only when on, so the parameters,
+# card and manifest of a dataset made without them keep their exact bytes.
+_RECORDED_WHEN_ON = frozenset({"domain_randomization"})
 
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -46,7 +55,7 @@ def _normalise_realism(realism: Mapping[str, bool] | Iterable[str] | None) -> di
         unknown = on - set(REALISM_KNOBS)
     if realism is not None and unknown:
         raise UserError(f"unknown realism knob(s) {sorted(unknown)}; valid: {', '.join(REALISM_KNOBS)}")
-    return {k: k in on for k in REALISM_KNOBS}
+    return {k: k in on for k in REALISM_KNOBS if k in on or k not in _RECORDED_WHEN_ON}
 
 
 def _normalise_splits(splits: Sequence[float]) -> tuple[float, float, float]:

@@ -31,6 +31,7 @@ WIDTH_RANGE_MM = (30.0, 50.0)
 RADIUS_RANGE_MM = (40.0, 70.0)
 BANDWIDTH_RANGE = {"linear": (0.6, 0.9), "curvilinear": (0.5, 0.8), "phased": (0.5, 0.75)}
 N_TGC = 8
+_OPT_IN_FIELDS = frozenset({"scatterers_per_cell"})  # left out of `to_dict` while None
 
 
 @dataclass
@@ -51,6 +52,10 @@ class ImagingParams:
     grey = level ** grey_gamma for the log-compressed level in [0, 1] (scanners differ in their
     post-processing curves). smoothing_px: speckle-reduction smoothing of the displayed image
     (Gaussian std in output pixels, 0 = off); it never touches `BMode.envelope`.
+    scatterers_per_cell: mean number of scatterers per resolution cell (the effective number of
+    scatterers of the K-distribution); None (the default) is fully developed speckle (infinitely
+    many, Rayleigh envelope). Only domain randomisation sets it (`sonofm.sim.domain_randomization`),
+    and `to_dict` leaves it out while None, so default manifests keep their exact bytes.
     """
 
     probe: str
@@ -70,6 +75,7 @@ class ImagingParams:
     grey_gamma: float = 1.0
     smoothing_px: float = 0.0
     sound_speed_m_s: float = SOUND_SPEED_M_S
+    scatterers_per_cell: float | None = None
 
     def __post_init__(self) -> None:
         if self.probe not in PROBES:
@@ -90,6 +96,12 @@ class ImagingParams:
                 raise ValueError(f"ImagingParams.{name} must be a positive number, got {value!r}")
         if not self.focus_mm > 0:
             raise ValueError(f"ImagingParams.focus_mm must be > 0, got {self.focus_mm!r}")
+        if self.scatterers_per_cell is not None and not (
+            np.isfinite(self.scatterers_per_cell) and self.scatterers_per_cell > 0
+        ):
+            raise ValueError(
+                f"ImagingParams.scatterers_per_cell must be None or > 0, got {self.scatterers_per_cell!r}"
+            )
         if not self.smoothing_px >= 0:
             raise ValueError(f"ImagingParams.smoothing_px must be >= 0, got {self.smoothing_px!r}")
         if len(self.tgc_db) < 1:
@@ -115,10 +127,13 @@ class ImagingParams:
         return self.sound_speed_m_s / (self.center_freq_mhz * 1e3)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict for the manifest (floats rounded; None fields kept)."""
+        """JSON-able dict for the manifest (floats rounded; None fields kept, except the opt-in
+        `scatterers_per_cell`, left out while None so default manifests are unchanged)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if v is None and f.name in _OPT_IN_FIELDS:
+                continue
             if isinstance(v, tuple):
                 v = [round(float(t), 3) for t in v]
             elif isinstance(v, float | np.floating):

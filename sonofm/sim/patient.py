@@ -16,9 +16,10 @@ import numpy as np
 
 from sonofm.atomic import atomic_write_text
 from sonofm.reports import study_attributes, write_report
-from sonofm.sim import overlays
+from sonofm.sim import domain_randomization, overlays
 from sonofm.sim.compound import simulate_with_clean
 from sonofm.sim.dataset_params import patient_id, patient_region, patient_split
+from sonofm.sim.domain_randomization import DOMAIN_RANDOMIZATION_STREAM
 from sonofm.sim.registry import simulate_patient
 
 
@@ -57,18 +58,21 @@ def simulate_one_patient(out: str | Path, params: Mapping[str, Any], index: int)
     pid = patient_id(seed, index)
     split = patient_split(seed, index, params["splits"])
     looks = int(params.get("clean_looks", 0))  # opt-in despeckling targets (sonofm.sim.compound)
-    if looks:
-        (out / "clean").mkdir(exist_ok=True)
-        images, cleans = simulate_with_clean(
-            region, np.random.default_rng([seed, index]), size, looks, [seed, index, 3]
-        )
-    else:
-        images = simulate_patient(region, np.random.default_rng([seed, index]), size)
+    knobs = params["realism"]
+    # opt-in: per-image nuisances from the sibling stream [seed, index, 4, image]; workers never matter
+    dr_key = (seed, index, DOMAIN_RANDOMIZATION_STREAM) if knobs.get("domain_randomization") else None
+    with domain_randomization.active(dr_key):
+        if looks:
+            (out / "clean").mkdir(exist_ok=True)
+            images, cleans = simulate_with_clean(
+                region, np.random.default_rng([seed, index]), size, looks, [seed, index, 3]
+            )
+        else:
+            images = simulate_patient(region, np.random.default_rng([seed, index]), size)
     if not images:
         raise RuntimeError(f"region simulator {region!r} returned no images for patient {index}")
     report_rng = np.random.default_rng([seed, index, 1])
     overlay_rng = np.random.default_rng([seed, index, 2])
-    knobs = params["realism"]
     rows = []
     for k, sim in enumerate(images):
         iid = f"{pid}-{k:02d}"

@@ -10,7 +10,9 @@ Pipeline (one image, numpy/scipy only, single-threaded):
    from the skin, so strongly attenuating structures shadow what lies behind them and fluid
    (alpha ~ 0) enhances it. Nothing is painted.
 4. Scatterers: one complex Gaussian amplitude (E|s|^2 = 1) per beam point, scaled by the attenuated
-   tissue amplitude: fully developed speckle, whose envelope is Rayleigh (mean/std = 1.91).
+   tissue amplitude: fully developed speckle, whose envelope is Rayleigh (mean/std = 1.91). Opt-in
+   (`ImagingParams.scatterers_per_cell`, set by domain randomisation): a Poisson number of
+   scatterers per beam point instead, K-distributed speckle of the same mean (`scatterer_gate`).
 5. Point spread function in complex baseband (IQ): an axial Gaussian pulse envelope whose width
    comes from the fractional bandwidth, and a lateral Gaussian beam, the product of a transmit
    beam of width ``w0 * sqrt(1 + ((l - focus) / z_R)^2)`` (smallest at the transmit focus,
@@ -56,6 +58,10 @@ MAX_LATERAL_SIGMA = 8.0  # cap (in beams) near a sector apex where beams converg
 DOF_FACTOR = 10.0  # transmit beam z_R = DOF_FACTOR * lambda * F#^2
 RX_WIDTH_FACTOR = 3.0  # receive beam width (dynamic focusing) relative to the transmit focal width
 _FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
+# Echoes this far above reference parenchyma (dB) come from calcium, bone, capsules and walls: dense
+# or specular reflectors, which keep fully developed statistics when `scatterers_per_cell` thins
+# the soft-tissue scatterers (a microcalcification never vanishes for want of scatterers).
+DENSE_REFLECTOR_DB = 12.0
 _ENVELOPE_FLOOR = 1e-8
 
 
@@ -227,6 +233,24 @@ def tgc_db(params: ImagingParams, path_mm: np.ndarray) -> np.ndarray:
     return nominal + np.interp(path_mm, knots, np.asarray(params.tgc_db))
 
 
+def scatterer_gate(grid: BeamGrid, per_cell: float, rng: np.random.Generator) -> np.ndarray:
+    """(n_samples, n_lines) echo-power weights N / m for a finite scatterer density.
+
+    Fully developed speckle (the default) puts infinitely many scatterers in every resolution
+    cell, so each beam sample is one complex Gaussian of the tissue's backscatter. With `per_cell`
+    scatterers per cell on average, sample i holds N_i ~ Poisson(m) of them (m = per_cell / cell,
+    cell = 2 pi sigma_ax sigma_lat samples, the effective number of samples one PSF sums, i.e.
+    1 / sum(k^4) of the unit-energy PSF k) and their sum is a Gaussian of power N_i / m times the
+    backscatter. E[N_i / m] = 1 keeps the mean echo (contrast) exact; after the PSF the intensity
+    has contrast^2 = 1 + 2 / per_cell, the K-distribution with effective scatterer number
+    `per_cell`: sparse tissue gives the darker, spottier speckle that real scanners show.
+    """
+    cell = 2.0 * np.pi * grid.sigma_axial * grid.sigma_lateral  # (n_samples,) samples per PSF cell
+    lam = (per_cell / cell)[:, None]
+    counts = rng.poisson(lam, size=(len(grid.path_mm), len(grid.lateral)))
+    return counts / lam
+
+
 def beam_iq(
     tissue: TissueModel, params: ImagingParams, grid: BeamGrid, rng: np.random.Generator
 ) -> np.ndarray:
@@ -249,10 +273,13 @@ def beam_iq(
     # complex Gaussian of variance amp^2 + noise^2: one draw serves both.
     gain_db = tgc_db(params, path)
     noise_rms = 10.0 ** ((params.noise_db - gain_db[-1]) / 20.0)
-    std = np.sqrt(0.5 * (amp * amp + noise_rms * noise_rms)).astype(np.float32)
-
-    n_s, n_l = std.shape
+    n_s, n_l = amp.shape
     iq = rng.standard_normal((2, n_s, n_l), dtype=np.float32)
+    echo_power = amp * amp
+    if params.scatterers_per_cell is not None:  # opt-in (domain randomisation): sparse scatterers
+        gate = scatterer_gate(grid, params.scatterers_per_cell, rng)
+        echo_power *= np.where(props.echogenicity_db >= DENSE_REFLECTOR_DB, 1.0, gate)
+    std = np.sqrt(0.5 * (echo_power + noise_rms * noise_rms)).astype(np.float32)
     iq *= std
 
     ndimage.correlate1d(iq, _unit_energy_gaussian(grid.sigma_axial), axis=1, output=iq, mode="reflect")

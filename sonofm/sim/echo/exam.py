@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sonofm.reports.schema import Finding, Status, Study
+from sonofm.sim.domain_randomization import image_rng, randomize_imaging
 from sonofm.sim.echo import measure
 from sonofm.sim.echo.heart import Heart, sample_heart, teichholz_ef
 from sonofm.sim.echo.views import (
@@ -245,9 +246,12 @@ def render_exam(exam: EchoExam) -> list[SimImage]:
     reported = reported_measurements(exam.measurements)
     findings, diagnosis = exam_findings(reported, exam.heart.sex)
     out: list[SimImage] = []
-    for v, ev in exam.views.items():
+    for i, (v, ev) in enumerate(exam.views.items()):
+        # opt-in domain randomisation: one scanner setting per view (a cine loop), geometry kept
+        dr_rng = image_rng(i)
+        params = ev.params if dr_rng is None else randomize_imaging(ev.params, dr_rng)
         for f in FRAMES:
-            bmode = render_bmode(ev.geometry[f].tissue, ev.params, exam.size, exam.render_seeds[f"{v}/{f}"])
+            bmode = render_bmode(ev.geometry[f].tissue, params, exam.size, exam.render_seeds[f"{v}/{f}"])
             study = Study(
                 region="heart",
                 organ="heart",
@@ -268,7 +272,7 @@ def render_exam(exam: EchoExam) -> list[SimImage]:
                     diagnosis=diagnosis,
                     malignant=None,
                     pixel_spacing_mm=float(bmode.pixel_spacing_mm),
-                    imaging=ev.params.to_dict(),
+                    imaging=params.to_dict(),
                     study_key=STUDY_KEY,
                     view=v,
                     frame=f,

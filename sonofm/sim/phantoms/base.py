@@ -6,7 +6,10 @@ parameters, the tissue model with the lesion painted last, extra measurements/la
 label says is measured here from the exact geometry of THIS image: lesion extents (calipers),
 orientation, the posterior features (attenuation along this probe's beams at this centre
 frequency), the bounding box from the rendered label map. Planning happens before any rendering,
-so all randomness flows from the one rng in a fixed order (deterministic).
+so all randomness flows from the one rng in a fixed order (deterministic). With the opt-in realism
+knob ``domain_randomization`` each scene is first randomised from its own stream
+(`lesion_randomization.randomize_scene`: scanner and lesion rendering nuisances that keep every
+label) and then rendered and measured as usual.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from collections.abc import Callable
 import numpy as np
 
 from sonofm.reports.schema import Finding, Study
+from sonofm.sim.domain_randomization import image_rng
 from sonofm.sim.imaging import ImagingParams, label_map, pixel_grid, world_to_pixel
+from sonofm.sim.phantoms.lesion_randomization import RandomizedScene, randomize_scene
 from sonofm.sim.phantoms.lesion_section import posterior_from_model, section_extent
 from sonofm.sim.phantoms.lesions import LesionSpec, findings_from_tags, image_tags, normal_findings
 from sonofm.sim.phantoms.plan import PatientPlan, Scene
@@ -36,13 +41,21 @@ def _pixel(params: ImagingParams, size: int, x: float, z: float) -> tuple[float,
 
 
 def _measure_lesion(
-    scene: Scene, spec: LesionSpec, size: int, mask: np.ndarray
+    scene: Scene,
+    spec: LesionSpec,
+    size: int,
+    mask: np.ndarray,
+    measured: RandomizedScene | None = None,
 ) -> tuple[
     dict[str, float], dict[str, tuple[float, float]], list[tuple[float, float, float, float]], list[Finding]
 ]:
+    """Calipers, landmarks, bbox and findings of this image's lesion. `measured`: the extent and
+    posterior profile domain randomisation already measured on this scene's lesion (the extent on
+    its geometry before the outline blur, which moves no mask pixel), so they are not redone."""
     sec = scene.lesion
     assert sec is not None
-    x0, z0, x1, z1 = section_extent(sec)
+    extent = measured.extent if measured is not None else None
+    x0, z0, x1, z1 = extent if extent is not None else section_extent(sec)
     width, height = x1 - x0, z1 - z0
     xm, zm = 0.5 * (x0 + x1), 0.5 * (z0 + z1)
     horiz = "lesion_width_mm" if scene.plane == "transverse" else "lesion_length_mm"
@@ -62,7 +75,10 @@ def _measure_lesion(
         mask[row, col] = sec.label
         rows, cols = np.array([row]), np.array([col])
     bbox = [(float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))]
-    posterior = posterior_from_model(scene.model, sec, scene.params).labels
+    profile = measured.posterior if measured is not None else None
+    if profile is None:
+        profile = posterior_from_model(scene.model, sec, scene.params)
+    posterior = profile.labels
     tags = image_tags(spec, width, height, posterior)
     return meas, lm, bbox, findings_from_tags(tags)
 
@@ -70,7 +86,12 @@ def _measure_lesion(
 def render_patient(plan: PatientPlan, rng: np.random.Generator, size: int) -> list[SimImage]:
     """Render every scene of `plan` and attach its exact ground truth."""
     out = []
-    for scene in plan.scenes:
+    for k, scene in enumerate(plan.scenes):
+        randomized = None
+        dr_rng = image_rng(k)  # None unless the opt-in realism knob `domain_randomization` is on
+        if dr_rng is not None:
+            randomized = randomize_scene(scene, plan.spec, dr_rng)
+            scene = randomized.scene
         bm = render_bmode(scene.model, scene.params, size, rng)
         mask = label_map(scene.model, scene.params, size)
         _, _, spacing, _ = pixel_grid(scene.params, size)
@@ -78,7 +99,7 @@ def render_patient(plan: PatientPlan, rng: np.random.Generator, size: int) -> li
         landmarks = {k: _pixel(scene.params, size, x, z) for k, (x, z) in scene.landmarks_mm.items()}
         bboxes: list[tuple[float, float, float, float]] = []
         if plan.spec is not None and scene.lesion is not None:
-            meas, lm, bboxes, findings = _measure_lesion(scene, plan.spec, size, mask)
+            meas, lm, bboxes, findings = _measure_lesion(scene, plan.spec, size, mask, randomized)
             measurements.update(meas)
             landmarks.update(lm)
             diagnosis, malignant = plan.spec.diagnosis, plan.spec.malignant
@@ -98,6 +119,9 @@ def render_patient(plan: PatientPlan, rng: np.random.Generator, size: int) -> li
             findings=findings,
             measurements={k: round_measurement(k, v) for k, v in measurements.items()},
         )
+        imaging = {**scene.params.to_dict(), "plane": scene.plane}
+        if randomized is not None and randomized.info is not None:
+            imaging["lesion_randomization"] = randomized.info
         out.append(
             SimImage(
                 image=bm.image,
@@ -109,7 +133,7 @@ def render_patient(plan: PatientPlan, rng: np.random.Generator, size: int) -> li
                 diagnosis=diagnosis,
                 malignant=malignant,
                 pixel_spacing_mm=float(spacing),
-                imaging={**scene.params.to_dict(), "plane": scene.plane},
+                imaging=imaging,
                 study_key=plan.study_key,
                 view=None,
                 frame=None,
