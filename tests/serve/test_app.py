@@ -458,7 +458,7 @@ def _tiny_seg_and_vlm(root: Path) -> tuple[Path, Path]:
           "num_attention_heads": 2, "num_key_value_heads": 1, "tie_word_embeddings": True}  # fmt: skip
     vcfg = VLMConfig(
         image=ImageTowerConfig(kind="vit", image_size=32, in_chans=1, mean=[0.5], std=[0.5], **vit),
-        lm=lm, num_image_tokens=4,
+        lm=lm, num_image_tokens=4, findings={"groups": ["organ", "diagnosis", "echogenicity"]},
     )  # fmt: skip
     vlm_dir = save_model(build_vlm(vcfg, tok).eval(), root / "vlm")
     return Path(seg_dir), Path(vlm_dir)
@@ -482,6 +482,9 @@ def test_real_vlm_and_task_model_when_available(assets, state, tmp_path):
     assert r.status_code == 200, r.text
     res = r.json()
     assert res["report"] == vlm.chat([img], None, max_new_tokens=128)  # greedy: same text as a direct call
+    # the findings line the draft was written from is shown with it (the head's own decision)
+    hint = vlm.findings_hint(vlm.prepare_images([img]))
+    assert hint.startswith("Image findings:") and res["report_check"]["findings"] == hint
     with torch.inference_mode():
         pred = seg(to_model_input(img, 32)[None]).argmax(1)[0].numpy()
     names = {1: "lesion", 2: "organ"}  # channel c -> MASK_LABELS[labels[c - 1]]
