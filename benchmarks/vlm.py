@@ -347,6 +347,14 @@ def main() -> None:  # noqa: C901 - a linear script
         "--moe-run", type=Path, action="append", default=[], help="train-vlm run dir (repeat per seed)"
     )
     ap.add_argument("--dense-run", type=Path, action="append", default=[], help="dense twin run dir(s)")
+    ap.add_argument(
+        "--variant-run",
+        type=Path,
+        action="append",
+        default=[],
+        help="a recipe variant (e.g. trained without the findings prompt): scored on the same images, "
+        "paired against the first --moe-run (not pooled with it)",
+    )
     ap.add_argument("--train-missing", action="store_true", help="train runs whose dirs lack model/")
     ap.add_argument("--max-images", type=int, default=None, help="score only this many held-out images")
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -452,6 +460,20 @@ def main() -> None:  # noqa: C901 - a linear script
             first_model, first_run = model, run
         else:
             del model
+    variants: dict[str, Any] = {}
+    for run in args.variant_run:
+        name = f"variant_{run.name}"
+        _log(f"{name}: {run}")
+        model = load_model(str(run / "model")).eval()
+        out = run_outputs(model, run, images, recs, by_path, list(test_rows["id"]), args.heldout, args.fresh)
+        training = json.loads((run / "model" / "training.json").read_text())
+        variants[name] = {
+            "run": str(run),
+            "model": training.get("config", {}).get("model"),
+            "texts": out["texts"],
+            "answers": out["answers"],
+        }
+        del model
     oracle_name = None
     if getattr(first_model, "findings", None) is not None:
         oracle_name = "ceiling_true_findings"
@@ -532,6 +554,27 @@ def main() -> None:  # noqa: C901 - a linear script
             "clinical_f1": both["clinical_f1"],
             "clinical_f1_no_measurements": both["clinical_f1_no_measurements"],
             "closed_vqa_per_kind": pooled_vqa,
+        }
+
+    # ---- recipe variants, paired against the first MoE run on the same images
+    variant_scores: dict[str, Any] = {}
+    first_name = names["moe"][0]
+    for name, v in variants.items():
+        pair = compare.compare_reports(
+            {name: v["texts"], first_name: systems[first_name]},
+            refs,
+            regions,
+            patients,
+            baseline=name,
+            n_boot=args.n_boot,
+        )
+        variant_scores[name] = {
+            "run": v["run"],
+            "clinical_f1": pair["clinical_f1"],
+            "clinical_f1_no_measurements": pair["clinical_f1_no_measurements"],
+            "closed_vqa": compare.closed_vqa(
+                {name: v["answers"], first_name: answers[first_name]}, q_refs, q_patients, n_boot=args.n_boot
+            ),
         }
 
     # ---- `sonofm generate` on 10 random held-out images (same code path as the CLI)
@@ -626,6 +669,7 @@ def main() -> None:  # noqa: C901 - a linear script
         "closed_vqa_per_kind": vqa_kind,
         "clinical_f1_per_region": per_region,
         "moe_vs_dense": moe_vs_dense,
+        "variants_vs_first_moe_run": variant_scores,
         "low_confidence_flag": flags,
         "systems": info,
         "generate_10_random_test_images": ten,
