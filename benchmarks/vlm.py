@@ -20,14 +20,17 @@ runs of one kind are pooled: every seed's text for every image, whole patients r
 summary and the README table use the pooled MoE runs). Also: clinical F1 per region, the
 low-confidence flag rate of the trained model and of an untrained one (floor), and 10 random
 held-out images run through the same code path as ``sonofm generate`` (listed with their
-region/lesion check).
+region/lesion check). With a findings prompt (`sonofm.models.vlm_findings`): the head's accuracy
+per label group and the ceiling ``ceiling_true_findings`` (the first MoE run prompted with the
+true findings line). ``--variant-run``: a recipe variant (e.g. without the findings prompt) scored
+on the same images and paired against the first MoE run.
 
 Usage (runs that already exist are reused; missing ones are trained with the CLI's defaults; each
 run's generated texts are cached in RUN/benchmark_outputs.json, so adding a seed regenerates only
 that seed; ``--generate-only`` fills the caches while other runs still train)::
 
     python benchmarks/vlm.py --data D --heldout H --clip CLIP/model --moe-run RUN [--moe-run RUN2 ...] \
-        [--dense-run RUN3 ...]
+        [--dense-run RUN3 ...] [--variant-run RUN4 ...]
     python benchmarks/vlm.py --table [RESULT.json]     # the README table
 """
 
