@@ -9,7 +9,6 @@ visible punctate echoes.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from sonofm.sim.phantoms.plan import PatientPlan, Scene
 from sonofm.sim.physics import render_bmode
 from sonofm.sim.registry import simulate_patient
 from sonofm.sim.tissue import Tissue, TissueModel
+from tests.sim.hashes import dataset_hashes
 
 KNOB = "domain_randomization"
 REGIONS = ("thyroid", "breast", "heart")
@@ -61,15 +61,6 @@ def _sim(out: Path, n: int = 10, **kw) -> Path:
     return simulate_dataset(out, n, **kw)
 
 
-def _hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file but the run log (timings)."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).parts[0] != "logs"
-    }
-
-
 @pytest.fixture(scope="module")
 def dataset_on(tmp_path_factory) -> Path:
     return _sim(tmp_path_factory.mktemp("dr") / "on", realism=[KNOB])
@@ -92,7 +83,7 @@ def test_knob_is_a_documented_realism_knob_and_unknown_knobs_still_fail(tmp_path
 def test_knob_off_is_byte_identical_to_the_knob_absent(tmp_path, dataset_off):
     """Off (the default) the simulator runs exactly as before: same files, manifest and card."""
     explicit_off = _sim(tmp_path / "explicit", realism={KNOB: False, "burned_in_text": False})
-    assert _hashes(explicit_off) == _hashes(dataset_off)
+    assert dataset_hashes(explicit_off) == dataset_hashes(dataset_off)
     df = read_manifest(dataset_off)
     for imaging in df["imaging"]:
         assert imaging["realism"] == {"burned_in_text": False, "doppler_box": False}
@@ -116,7 +107,7 @@ def test_knob_on_is_accepted_recorded_and_reproducible_whatever_the_workers(tmp_
     df = read_manifest(dataset_on, check_files=True)
     assert all(imaging["realism"][KNOB] for imaging in df["imaging"])
     again = _sim(tmp_path / "again", realism={KNOB: True}, workers=2)  # mapping form, a process pool
-    assert _hashes(again) == _hashes(dataset_on)
+    assert dataset_hashes(again) == dataset_hashes(dataset_on)
 
 
 def test_knob_on_changes_the_images_not_the_labels(tmp_path, dataset_on, dataset_off):

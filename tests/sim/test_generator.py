@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from sonofm.data.pngio import read_png
 from sonofm.errors import UserError
 from sonofm.sim import generator
 from sonofm.sim.generator import patient_split, simulate_dataset
+from tests.sim.hashes import dataset_hashes
 
 PLUGIN = "tests.sim.fake_region"
 FAKES = ("fake_thyroid", "fake_heart")
@@ -31,15 +31,6 @@ def _sim(out: Path, n: int = 23, **kw) -> Path:
     kw.setdefault("plugins", (PLUGIN,))
     kw.setdefault("progress", False)
     return simulate_dataset(out, n, **kw)
-
-
-def _hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file except the run log (the only place timings may go)."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).parts[0] != "logs"
-    }
 
 
 def _mtimes(root: Path) -> dict[str, int]:
@@ -126,10 +117,10 @@ def test_split_blocks_are_exact():
 
 
 def test_byte_identical_for_workers_and_reruns(reference, tmp_path):
-    want = _hashes(reference)
-    assert _hashes(_sim(tmp_path / "w2", workers=2)) == want
-    assert _hashes(_sim(tmp_path / "again")) == want
-    assert _hashes(_sim(tmp_path / "seed1", seed=1)) != want
+    want = dataset_hashes(reference)
+    assert dataset_hashes(_sim(tmp_path / "w2", workers=2)) == want
+    assert dataset_hashes(_sim(tmp_path / "again")) == want
+    assert dataset_hashes(_sim(tmp_path / "seed1", seed=1)) != want
 
 
 def test_rerun_of_finished_dataset_touches_nothing(tmp_path):
@@ -164,7 +155,7 @@ def test_resume_after_kill(reference, tmp_path, monkeypatch):
     assert len(finished) > 4
     monkeypatch.setattr(generator, "simulate_one_patient", real)
     _sim(out)
-    assert _hashes(out) == _hashes(reference)  # same bytes as an uninterrupted run
+    assert dataset_hashes(out) == dataset_hashes(reference)  # same bytes as an uninterrupted run
     now = _mtimes(out)
     assert {k: now[k] for k in finished} == finished  # finished patients left alone
 
@@ -191,7 +182,7 @@ def test_resume_after_sigkill_of_a_parallel_run(reference, tmp_path):
     assert 3 <= len(finished) < 9 and not (out / "manifest.parquet").exists()
     before = _mtimes(out)
     _sim(out)
-    got, want = _hashes(out), _hashes(reference)
+    got, want = dataset_hashes(out), dataset_hashes(reference)
     assert [k for k in got.keys() | want.keys() if got.get(k) != want.get(k)] == []
     now = _mtimes(out)
     for i in finished:
@@ -210,7 +201,7 @@ def test_resume_repairs_deleted_records_and_images(reference, tmp_path):
     (out / "manifest.parquet").unlink()
     before = _mtimes(out)
     _sim(out)
-    assert _hashes(out) == _hashes(reference)
+    assert dataset_hashes(out) == dataset_hashes(reference)
     now = _mtimes(out)
     untouched = [k for k in before if k.startswith("images/") and "p000002" not in k and "p000005" not in k]
     assert untouched and all(now[k] == before[k] for k in untouched)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from sonofm.data.pngio import read_png
 from sonofm.reports import Study, study_attributes
 from sonofm.sim.generator import simulate_dataset
 from sonofm.sim.registry import registered_regions
+from tests.sim.hashes import dataset_hashes
 
 SIZE = 64
 pytestmark = pytest.mark.slow  # real physics for every region: ~10-20 s on 2 busy cores
@@ -27,14 +27,6 @@ def _real_regions() -> list[str]:
 
 def _n(regions: list[str]) -> int:
     return 6 * (len(regions) - 1) + 1
-
-
-def _hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).parts[0] != "logs"
-    }
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +65,7 @@ def test_real_regions_byte_identical_with_two_workers(real_dataset, tmp_path):
     1-process reference (a patient depends only on seed and index)."""
     out, regions = real_dataset
     small = simulate_dataset(tmp_path / "w2", 5, regions=regions, size=SIZE, seed=5, workers=2, progress=0)
-    got, want = _hashes(small), _hashes(out)
+    got, want = dataset_hashes(small), dataset_hashes(out)
     shared = [k for k in got if k.startswith(("images/", "masks/", "records/p"))]
     assert len(shared) >= 5
     assert [k for k in shared if got[k] != want[k]] == []
