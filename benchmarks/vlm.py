@@ -194,16 +194,16 @@ def findings_head_scores(model: Any, images: list[np.ndarray], rows: Any) -> dic
     preds: list[dict[str, Any]] = []
     for a in range(0, len(images), 64):
         preds += model.predict_findings(model.prepare_images(images[a : a + 64]))
+    truth = [vocab.targets(labels_of_row(row)) for _, row in rows.iterrows()]
+    decided = [vocab.targets(pred)[0] for pred in preds]
     out: dict[str, Any] = {}
     for k, group in enumerate(vocab.groups):
         a, b = vocab.spans[k]
         hit = tp = fp = fn = n = 0
-        for (_, row), pred in zip(rows.iterrows(), preds, strict=True):
-            y, known = vocab.targets(labels_of_row(row))
+        for (y, known), p in zip(truth, decided, strict=True):
             if not known[k]:
                 continue
             n += 1
-            p, _ = vocab.targets(pred)
             if group in SINGLE_GROUPS:
                 hit += int(bool(torch.equal(p[a:b], y[a:b])))
             else:

@@ -158,7 +158,7 @@ class SonoVLM(nn.Module, VLMGeneration):
     def encode_with_findings(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Image tokens and the findings head's logits (N_img, K; None without a head), one tower pass."""
         fmap = patch_grid(self.visual, pixel_values)  # (N, D, h, w)
-        logits = None if self.findings is None else self.findings(fmap.mean(dim=(2, 3)))
+        logits = self._findings_logits(fmap)
         if fmap.shape[-1] != self.grid or fmap.shape[-2] != self.grid:
             fmap = F.adaptive_avg_pool2d(fmap, (self.grid, self.grid))
         tokens = fmap.flatten(2).transpose(1, 2)  # (N, g*g, D), row-major patch order
@@ -172,11 +172,15 @@ class SonoVLM(nn.Module, VLMGeneration):
         was = self.training
         self.eval()
         try:
-            logits = self.findings(patch_grid(self.visual, pixel_values).mean(dim=(2, 3)))
+            logits = self._findings_logits(patch_grid(self.visual, pixel_values))
         finally:
             self.train(was)
         probs = self.findings.probabilities(logits)
         return self.findings.vocab.decide(probs, self.config.findings.threshold)
+
+    def _findings_logits(self, fmap: torch.Tensor) -> torch.Tensor | None:
+        """The head on the mean of the patch grid (N, D, h, w) -> (N, K); None without a head."""
+        return None if self.findings is None else self.findings(fmap.mean(dim=(2, 3)))
 
     def _check_image_tokens(self, input_ids: torch.Tensor, n_images: int) -> None:
         n_tok = int((input_ids == self.image_token_id).sum())

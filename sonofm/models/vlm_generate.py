@@ -332,10 +332,7 @@ class VLMGeneration:
     def findings_hint(self, pixels: torch.Tensor | None) -> str | None:
         """The findings prompt line of ONE study's images (None: no head, or not exactly one image,
         as in training, where multi-image studies carry no findings prompt)."""
-        if getattr(self, "findings", None) is None or pixels is None or len(pixels) != 1:
-            return None
-        labels = self.predict_findings(pixels)[0]
-        return self.findings.vocab.hint_text(labels)
+        return self._batch_hints([pixels])[0]
 
     def chat_batch(self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any) -> list[str]:
         """Batched `chat`: [(images, question), ...] -> answers (left-padded, one generate call)."""
@@ -354,17 +351,25 @@ class VLMGeneration:
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[str | None]]:
         if given is not None and len(given) != len(batch):
             raise UserError(f"{len(given)} findings hints given for {len(batch)} studies")
-        prompts, pix, hints = [], [], []
-        for k, (images, question) in enumerate(batch):
-            pixels = self.prepare_images(images) if len(images) else None
-            hint = self.findings_hint(pixels) if given is None else given[k]
-            prompts.append(
-                vlm_prompt.render_prompt(
-                    question, len(images), self.tokenizer, self.config.num_image_tokens, hint=hint
-                )
+        pix = [self.prepare_images(images) if len(images) else None for images, _ in batch]
+        hints = list(given) if given is not None else self._batch_hints(pix)
+        prompts = [
+            vlm_prompt.render_prompt(
+                question, len(images), self.tokenizer, self.config.num_image_tokens, hint=hint
             )
-            hints.append(hint)
-            if pixels is not None:
-                pix.append(pixels)
+            for (images, question), hint in zip(batch, hints, strict=True)
+        ]
         ids, mask = self.pad_prompts(prompts)
-        return (torch.cat(pix) if pix else None), ids, mask, hints
+        stacked = [p for p in pix if p is not None]
+        return (torch.cat(stacked) if stacked else None), ids, mask, hints
+
+    def _batch_hints(self, pix: Sequence[torch.Tensor | None]) -> list[str | None]:
+        """`findings_hint` of every study, with one head pass over all one-image studies."""
+        single = [k for k, p in enumerate(pix) if p is not None and len(p) == 1]
+        hints: list[str | None] = [None] * len(pix)
+        if getattr(self, "findings", None) is None or not single:
+            return hints
+        labels = self.predict_findings(torch.cat([pix[k] for k in single]))
+        for k, lab in zip(single, labels, strict=True):
+            hints[k] = self.findings.vocab.hint_text(lab)
+        return hints
