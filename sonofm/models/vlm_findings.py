@@ -130,7 +130,10 @@ class FindingsVocab:
             # an image with a known organ and no view has "no view" (a breast scan), not an unknown one
             return [NO_VIEW] if labels.get("organ") is not None else None
         if group == "echo":
-            return None if labels.get("echo") is None else list(labels["echo"])
+            if labels.get("echo") is not None:
+                return list(labels["echo"])
+            # echo findings belong to an echo view: an image with an organ and no view has none
+            return [] if labels.get("organ") is not None and labels.get("view") is None else None
         attrs = labels.get("attributes") or {}
         if attrs.get(group):
             return list(attrs[group])
@@ -179,6 +182,9 @@ class FindingsVocab:
                     labels["echo"] = picked
                 elif picked:
                     labels["attributes"][group] = picked
+            # the training rule mirrored (`_group_values`): no echo view decided, no echo findings
+            if "view" in self.groups and labels["view"] is None and labels["echo"]:
+                labels["echo"] = []
             out.append(labels)
         return out
 

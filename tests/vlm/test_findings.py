@@ -60,8 +60,9 @@ def test_targets_mark_what_the_row_states_and_mask_what_it_does_not():
         ("echogenicity", "hypoechoic"),
         ("internal", "solid"),
     }
-    # a lesion whose row skips margin/posterior/vascularity says nothing about them; no echo findings
-    assert _known(known) == {"organ", "view", "diagnosis", "shape", "echogenicity", "internal"}
+    # a lesion whose row skips margin/posterior/vascularity says nothing about them; a scan without
+    # an echo view has no echo findings (known negatives)
+    assert _known(known) == {"organ", "view", "diagnosis", "shape", "echogenicity", "internal", "echo"}
     y, known = VOCAB.targets(HEART)
     assert y[_col("view", "A4C")] == 1 and y[_col("echo", "reduced_lvef")] == 1
     assert y[_col("echo", "pericardial_effusion")] == 0
@@ -70,6 +71,18 @@ def test_targets_mark_what_the_row_states_and_mask_what_it_does_not():
     assert float(y[VOCAB.spans[VOCAB.groups.index("shape")][0] : VOCAB.spans[-1][0]].sum()) == 0
     y, known = VOCAB.targets(None)
     assert not y.any() and not known.any()
+    # a breast scan has no echo view, hence no echo findings: known negatives, not a gap
+
+
+def test_echo_findings_are_only_stated_with_an_echo_view():
+    y, _ = VOCAB.targets(HEART)
+    probs = y.clone()
+    a, b = VOCAB.spans[VOCAB.groups.index("view")]
+    probs[a:b] = 0
+    probs[VOCAB.labels.index(("view", "none"))] = 1  # the head decides "no view" ...
+    labels = VOCAB.decide(probs[None], threshold=0.5)[0]
+    assert labels["view"] is None and labels["echo"] == []  # ... so its echo findings are dropped
+    assert "ventricular" not in VOCAB.hint_text(labels)
 
 
 def test_decide_and_hint_round_trip_the_labels():
