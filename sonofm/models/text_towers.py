@@ -7,6 +7,7 @@ package; it is located through the package and always loaded with `local_files_o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import json
 import logging
@@ -23,6 +24,15 @@ from sonofm.errors import UserError
 from sonofm.models.config import PACKAGED_MINILM, TextTowerConfig
 
 log = logging.getLogger(__name__)
+
+# Pooled features of frozen text towers, shared by the models of one process whose frozen weights,
+# pooling and autocast precision are identical (the key hashes the weights themselves). Why: the
+# demo pretrains two models on one caption set with the same frozen MiniLM, and the second stage
+# re-encoded every caption before its first step. Features are a pure function of that key, so a
+# shared one is exactly what the tower would compute. At most `_SHARED_TOWERS` towers are kept,
+# each bounded by its `cache` size; the tensors are the towers' own (no copy).
+_SHARED_POOLED: OrderedDict[tuple, OrderedDict[tuple[int, ...], torch.Tensor]] = OrderedDict()
+_SHARED_TOWERS = 2
 
 
 def resolve_source(name: str) -> tuple[str, bool]:
@@ -349,9 +359,36 @@ class TextTower(nn.Module):
                 len(missing),
             )
         device = next(self.encoder.parameters()).device
+        shared = self._shared_store(device) if self.cache_kind == "pooled" and missing else None
+        if shared is not None:
+            for key in missing:
+                if key in shared:
+                    self._cache[key] = shared[key]
+            missing = [key for key in missing if key not in shared]
         for start in range(0, len(missing), batch_size):
             self._remember(missing[start : start + batch_size], device)
+        if shared is not None:
+            for key in missing:
+                if key in self._cache:
+                    shared[key] = self._cache[key]
+            while len(shared) > self.cache_size:
+                shared.popitem(last=False)
         return len(missing)
+
+    def _shared_store(self, device: torch.device) -> OrderedDict[tuple[int, ...], torch.Tensor]:
+        """The process-wide pooled features of towers with exactly these frozen weights, pooling
+        and autocast precision (`_SHARED_POOLED`)."""
+        digest = hashlib.blake2b(digest_size=16)
+        for name, t in sorted(self.encoder.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        autocast = (torch.is_autocast_enabled(device.type), str(torch.get_autocast_dtype(device.type)))
+        key = (digest.hexdigest(), self.pool, str(device), autocast)
+        store = _SHARED_POOLED.pop(key, None)
+        _SHARED_POOLED[key] = store if store is not None else OrderedDict()
+        while len(_SHARED_POOLED) > _SHARED_TOWERS:
+            _SHARED_POOLED.popitem(last=False)
+        return _SHARED_POOLED[key]
 
     def _remember(self, keys: list[tuple[int, ...]], device: torch.device) -> None:
         """Encode unpadded token rows together (padded to the longest) into the bounded cache."""
@@ -473,6 +510,11 @@ class TextTower(nn.Module):
                 f"text.cache with text.freeze_layers={self.prefix_layers} caches the frozen layers' "
                 f"hidden states, but {type(enc).__name__} cannot be split: {problem}; set text.cache=0"
             )
+
+
+def clear_shared_text_features() -> None:
+    """Drop the process-wide pooled features (`_SHARED_POOLED`), e.g. to measure a cold start."""
+    _SHARED_POOLED.clear()
 
 
 def cached_text_towers(model: nn.Module) -> list[TextTower]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sonofm.models.config import TextTowerConfig
@@ -20,6 +21,16 @@ TINY_TEXT = {
     "hidden_dropout_prob": 0.5,
     "attention_probs_dropout_prob": 0.5,
 }
+
+
+@pytest.fixture(autouse=True)
+def _cold_shared_features():
+    """Every test starts without features another test's towers left in the process."""
+    from sonofm.models.text_towers import clear_shared_text_features
+
+    clear_shared_text_features()
+    yield
+    clear_shared_text_features()
 
 
 def _tower(**kw) -> tuple[TextTower, object]:
@@ -222,3 +233,32 @@ def test_attention_pool_round_trips_through_a_model_dir(tmp_path) -> None:
         want = model.encode_text(tok["input_ids"], tok["attention_mask"])
         got = loaded.encode_text(tok["input_ids"], tok["attention_mask"])
     torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_a_second_tower_with_the_same_frozen_weights_reuses_the_warmed_features() -> None:
+    """The demo's two stages: one frozen MiniLM, one caption set, encoded once per process."""
+    from sonofm.models.text_towers import TextTokenizer, warm_text_caches
+
+    first, tok = _tower(freeze_layers=-1, cache=100)
+    texts = ["normal liver", "an anechoic cyst", "a hypoechoic nodule"]
+    assert warm_text_caches(first, texts, TextTokenizer(tok, 32)) == 3
+    second, _ = _tower(freeze_layers=-1, cache=100)  # same seed: identical weights
+    calls: list[int] = []
+    original = second._encode
+    second._encode = lambda i, m: calls.append(i.shape[0]) or original(i, m)
+    assert warm_text_caches(second, texts + ["a thyroid nodule"], TextTokenizer(tok, 32)) == 1
+    assert calls == [1]  # only the new text was encoded
+    ids, mask = _batch(tok, texts)
+    second.clear_cache()
+    want = second(ids, mask)  # computed afresh by the second tower itself
+    third, _ = _tower(freeze_layers=-1, cache=100)
+    warm_text_caches(third, texts, TextTokenizer(tok, 32))
+    torch.testing.assert_close(third(ids, mask), want, atol=0, rtol=0)
+    # other weights, or another autocast precision, are another key: encoded again
+    with torch.no_grad():
+        third.encoder.embeddings.word_embeddings.weight.mul_(2)
+    third.clear_cache()
+    assert warm_text_caches(third, texts, TextTokenizer(tok, 32)) == 3
+    fourth, _ = _tower(freeze_layers=-1, cache=100)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert warm_text_caches(fourth, texts, TextTokenizer(tok, 32)) == 3
