@@ -19,6 +19,13 @@ def generate_cmd(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Most tokens to generate."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Disable the KV cache (slower; for checks)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cpu)."),
+    measurements: str | None = typer.Option(
+        None,
+        "--measurements",
+        help='The study\'s measurements as JSON ({"lvef_pct": 55, ...}) or a JSON file; needs a '
+        "model trained with the study-context prompt (`context:` in its preset).",
+    ),
+    sex: str | None = typer.Option(None, "--sex", help="Patient sex (M/F) for the study-context prompt."),
 ) -> None:
     """Write a report for, or answer a question about, one or more ultrasound images.
 
@@ -27,8 +34,14 @@ def generate_cmd(
       sonofm generate --model runs/vlm/model --image scan.png
 
       sonofm generate --model runs/vlm/model --image a.png --image b.png --question "Which view?" --beams 3
+
+      sonofm generate --model runs/vlm/model --image a4c.png --measurements '{"lvef_pct": 38}' --sex F
     """
     from sonofm.models.vlm import generate_from_files  # lazy: keeps torch out of `sonofm --help`
+
+    context = None
+    if measurements is not None or sex is not None:
+        context = {"measurements": _read_measurements(measurements) if measurements else {}, "sex": sex}
 
     out = generate_from_files(
         model,
@@ -43,7 +56,34 @@ def generate_cmd(
         seed=seed,
         use_cache=not no_cache,
         checked=True,
+        context=context,
     )
     typer.echo(out.text)
     if out.low_confidence:  # on stderr: the text stays pipeable, the warning is never lost
         typer.echo(f"warning: low confidence ({'; '.join(out.reasons)}); review before use", err=True)
+
+
+def _read_measurements(value: str) -> dict:
+    """--measurements: inline JSON, or the path of a JSON file holding the same object."""
+    import json
+    from pathlib import Path
+
+    from sonofm.errors import UserError
+
+    path = Path(value)
+    text, where = (
+        (path.read_text(), str(path))
+        if path.suffix == ".json" and path.is_file()
+        else (value, "--measurements")
+    )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f'{where}: not valid JSON ({err.msg} at char {err.pos}); expected {{"lvef_pct": 55, ...}}'
+        ) from err
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{where}: expected a JSON object of measurement id -> number, got {type(data).__name__}"
+        )
+    return data

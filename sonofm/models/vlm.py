@@ -392,16 +392,18 @@ def generate_from_files(
     question: str | None = None,
     device: str | None = None,
     checked: bool = False,
+    context: dict[str, Any] | None = None,
     **gen: Any,
 ) -> str | GeneratedText:
     """Load a VLM directory, read the image files and answer (question None = write the report).
 
     `checked`: return a `GeneratedText` (text + mean token log-prob + low-confidence flag).
+    `context`: the study's measurements and sex (`sonofm.models.vlm_context`).
     """
     model = load_model(model_dir, device=device)
     if not isinstance(model, SonoVLM):
         raise UserError(f"{model_dir} holds a {type(model).__name__}, not a generative VLM (sono_vlm)")
     arrays = [read_image_file(p) for p in images]
     if checked:
-        return model.chat_checked(arrays, question, **gen)
-    return model.chat(arrays, question, **gen)
+        return model.chat_checked(arrays, question, context=context, **gen)
+    return model.chat(arrays, question, context=context, **gen)

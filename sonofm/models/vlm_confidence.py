@@ -28,6 +28,9 @@ class GeneratedText:
     reasons: list[str] = field(default_factory=list)
     # the findings prompt the text was conditioned on ("Image findings: ..."; None without a head)
     findings: str | None = None
+    # the model's own text when `text` is that draft grounded in the study's measurements
+    # (`sonofm.reports.grounding`); the flag above judges the model's own text
+    draft: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

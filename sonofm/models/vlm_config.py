@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sonofm.models.config import ImageTowerConfig
 from sonofm.models.moe import MoEConfig
 from sonofm.models.text_towers import resolve_source
+from sonofm.models.vlm_context import ContextConfig
 from sonofm.models.vlm_findings import FindingsConfig
 from sonofm.models.vlm_lm import _hf_lm_config
 
@@ -88,6 +89,9 @@ class VLMConfig(BaseModel):
     # The findings prompt (models/vlm_findings.py): a head on the image features predicts these
     # label groups and every prompt states its answer ("Image findings: ..."); None = off.
     findings: FindingsConfig | None = None
+    # The study-context prompt (models/vlm_context.py): the study's measurements, sex and the
+    # guideline findings they imply, as a line the LM copies from; None = off.
+    context: ContextConfig | None = None
     projector: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
     max_length: int = 512
     vocab_size: int = 2000  # for train_tokenizer (ignored with lm_pretrained)

@@ -19,7 +19,7 @@ from torch import nn
 
 from sonofm.data.transforms import model_input
 from sonofm.errors import UserError
-from sonofm.models import vlm_prompt
+from sonofm.models import vlm_context, vlm_prompt
 from sonofm.models.moe import DualPathMoE, routing_context
 from sonofm.models.vlm_confidence import GeneratedText, assess
 
@@ -103,6 +103,23 @@ class VLMGeneration:
             handle.remove()
 
     @torch.no_grad()
+    def room_after(self, prompt_len: int) -> int:
+        """How many tokens fit after a prompt of `prompt_len` in the LM's position table.
+
+        Why: an echo prompt with findings and study-context lines is ~200 tokens; a 320-token
+        report limit would run past a 512-position BERT decoder's table (an index error mid-batch).
+        """
+        positions = getattr(self.lm.config.get_text_config(), "max_position_embeddings", None)
+        if positions is None:
+            return 1 << 30
+        room = int(positions) - int(prompt_len)
+        if room < 1:
+            raise UserError(
+                f"the prompt holds {prompt_len} tokens, the language model {positions} positions: "
+                "no room to answer (shorten the question or the study context)"
+            )
+        return room
+
     def generate(
         self,
         pixel_values: torch.Tensor | None,
@@ -180,6 +197,7 @@ class VLMGeneration:
         if seed is not None:
             torch.manual_seed(seed)
         prompt_len = input_ids.shape[1]
+        gen_cfg.max_new_tokens = min(max_new_tokens, self.room_after(prompt_len))
         stats_ctx = contextlib.nullcontext()
         if regions is not None:
             if len(regions) != input_ids.shape[0]:
@@ -273,51 +291,75 @@ class VLMGeneration:
         self,
         batch: Sequence[tuple[Sequence[Any], str | None]],
         hints: Sequence[str | None] | None = None,
+        contexts: Sequence[dict[str, Any] | None] | None = None,
+        ground: bool = True,
         **gen: Any,
     ) -> list[GeneratedText]:
         """Like `chat_batch`, with each text's mean token log-prob and its low-confidence flag.
 
         `hints`: findings prompt lines to use instead of the head's predictions (one per study;
-        e.g. known findings to draft a report from, or the ground truth for a ceiling).
+        e.g. known findings to draft a report from, or the ground truth for a ceiling; given
+        hints are used as they are, context included). `contexts`: each study's
+        ``{"measurements": {id: value}, "sex": "M"|"F"}`` (or None): a model trained with the
+        study-context prompt (`sonofm.models.vlm_context`) reads them in its prompt, and with
+        `ground` every report drawn up for a study with a context is grounded in it
+        (`sonofm.reports.grounding`: its numbers, sex and echo guideline findings are the
+        study's; the model's own text stays in ``draft``).
         """
         limit = int(gen.get("max_new_tokens", 128))
-        pixels, ids, mask, hints = self._batch_inputs_and_hints(batch, hints)
+        pixels, ids, mask, hints = self._batch_inputs_and_hints(batch, hints, contexts)
         new, lp = self.generate(pixels, ids, mask, return_logprobs=True, **gen)
+        ctxs = list(contexts) if contexts is not None else [None] * len(batch)
         out = []
-        for (_, question), row, row_lp, hint in zip(batch, new, lp, hints, strict=True):
+        for (_, question), row, row_lp, hint, ctx in zip(batch, new, lp, hints, ctxs, strict=True):
             n = int((row_lp != 0).sum()) or 1
             eos = bool((row == self.tokenizer.eos_token_id).any())
             checked = assess(
                 self.decode(row),
                 mean_logprob=float(row_lp.sum()) / n,
                 is_report=question is None,
-                truncated=not eos and row.shape[0] >= limit,
+                truncated=not eos and row.shape[0] >= min(limit, self.room_after(ids.shape[1])),
                 threshold=self.config.low_confidence_logprob,
             )
             checked.findings = hint
+            if ground and ctx and question is None:
+                checked.draft = checked.text
+                checked.text = vlm_context.grounded_report(checked.text, ctx)
+                lost = vlm_context.unstated(checked.text, ctx)
+                if lost:  # e.g. echo numbers given for a draft about a breast: the draft is suspect
+                    checked.reasons.append(f"the draft has no place for the given measurements {lost}")
+                    checked.low_confidence = True
             out.append(checked)
         return out
 
     def chat_checked(
-        self, images: Sequence[np.ndarray | torch.Tensor], question: str | None = None, **gen: Any
+        self,
+        images: Sequence[np.ndarray | torch.Tensor],
+        question: str | None = None,
+        context: dict[str, Any] | None = None,
+        **gen: Any,
     ) -> GeneratedText:
         """`chat` for one study, returning the text with its confidence (what `serve` shows)."""
-        return self.answer_batch([(images, question)], **gen)[0]
+        return self.answer_batch([(images, question)], contexts=[context], **gen)[0]
 
     def chat(
         self,
         images: Sequence[np.ndarray | torch.Tensor],
         question: str | None = None,
         history: Sequence[dict[str, str]] | None = None,
+        context: dict[str, Any] | None = None,
         **gen: Any,
     ) -> str:
         """Answer `question` about `images` (None = write the report); `gen` goes to `generate`.
 
         `history`: earlier turns [{"from": "human", "value"}, {"from": "gpt", "value"}, ...] of a
         multi-turn chat; the images' `<image>` placeholders are then in its first user turn.
+        `context`: the study's measurements and sex (see `answer_batch`).
         """
+        if context and question is None and not history:  # a report: grounded, as answer_batch does
+            return self.answer_batch([(images, None)], contexts=[context], **gen)[0].text
         pixels = self.prepare_images(images) if len(images) else None
-        hint = self.findings_hint(pixels)
+        hint = self.findings_hint(pixels, context)
         if history and hint:  # the hint belongs to the first user turn, where training put it
             history = [dict(t) for t in history]
             if not history[0].get("value", "").count(vlm_prompt.HINT_PREFIX):
@@ -329,10 +371,10 @@ class VLMGeneration:
         new = self.generate(pixels, ids, mask, **gen)
         return self.decode(new[0])
 
-    def findings_hint(self, pixels: torch.Tensor | None) -> str | None:
-        """The findings prompt line of ONE study's images (None: no head, or not exactly one image,
-        as in training, where multi-image studies carry no findings prompt)."""
-        return self._batch_hints([pixels])[0]
+    def findings_hint(self, pixels: torch.Tensor | None, context: dict[str, Any] | None = None) -> str | None:
+        """The prompt lines of ONE study's images: findings and/or context (None: neither applies,
+        or not exactly one image, as in training, where multi-image studies carry no such lines)."""
+        return self._batch_hints([pixels], [context])[0]
 
     def chat_batch(self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any) -> list[str]:
         """Batched `chat`: [(images, question), ...] -> answers (left-padded, one generate call)."""
@@ -347,12 +389,17 @@ class VLMGeneration:
         return self._batch_inputs_and_hints(batch)[:3]
 
     def _batch_inputs_and_hints(
-        self, batch: Sequence[tuple[Sequence[Any], str | None]], given: Sequence[str | None] | None = None
+        self,
+        batch: Sequence[tuple[Sequence[Any], str | None]],
+        given: Sequence[str | None] | None = None,
+        contexts: Sequence[dict[str, Any] | None] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[str | None]]:
         if given is not None and len(given) != len(batch):
             raise UserError(f"{len(given)} findings hints given for {len(batch)} studies")
+        if contexts is not None and len(contexts) != len(batch):
+            raise UserError(f"{len(contexts)} study contexts given for {len(batch)} studies")
         pix = [self.prepare_images(images) if len(images) else None for images, _ in batch]
-        hints = list(given) if given is not None else self._batch_hints(pix)
+        hints = list(given) if given is not None else self._batch_hints(pix, contexts)
         prompts = [
             vlm_prompt.render_prompt(
                 question, len(images), self.tokenizer, self.config.num_image_tokens, hint=hint
@@ -363,13 +410,21 @@ class VLMGeneration:
         stacked = [p for p in pix if p is not None]
         return (torch.cat(stacked) if stacked else None), ids, mask, hints
 
-    def _batch_hints(self, pix: Sequence[torch.Tensor | None]) -> list[str | None]:
+    def _batch_hints(
+        self, pix: Sequence[torch.Tensor | None], contexts: Sequence[dict[str, Any] | None] | None = None
+    ) -> list[str | None]:
         """`findings_hint` of every study, with one head pass over all one-image studies."""
+        # the prompt line only for a model trained with it; any model's reports are still grounded
+        contexts = (
+            list(contexts) if contexts is not None and self.config.context is not None else [None] * len(pix)
+        )
         single = [k for k, p in enumerate(pix) if p is not None and len(p) == 1]
         hints: list[str | None] = [None] * len(pix)
-        if getattr(self, "findings", None) is None or not single:
+        if not single:
             return hints
-        labels = self.predict_findings(torch.cat([pix[k] for k in single]))
+        vocab = self.findings.vocab if getattr(self, "findings", None) is not None else None
+        labels = self.predict_findings(torch.cat([pix[k] for k in single])) if vocab else [None] * len(single)
         for k, lab in zip(single, labels, strict=True):
-            hints[k] = self.findings.vocab.hint_text(lab)
+            ctx = vlm_context.clean_context(contexts[k], f"study {k}") if contexts[k] else None
+            hints[k] = vlm_context.prompt_hint(vocab, lab, ctx)
         return hints

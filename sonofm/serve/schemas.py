@@ -56,7 +56,8 @@ class AnalyzeResponse(BaseModel):
         None,
         description="the draft's confidence: mean_logprob, low_confidence (show a warning, not the "
         "text), reasons, findings (the predicted findings line the generator was prompted with, "
-        "or null); null when no VLM is loaded",
+        "or null), draft (the model's own text when `report` is it grounded in the request's "
+        "measurements, else null); null when no VLM is loaded",
     )
     answer: str | None = Field(None, description="VLM answer to `question`; null without VLM/question")
     segmentation: SegmentationOut | None = Field(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -126,10 +127,14 @@ def labels_of_row(row: pd.Series | dict[str, Any]) -> dict[str, Any]:
 
     ``view`` None means the row has none (a breast scan); ``echo`` None means the row has no echo
     findings at all, [] that every one it lists is absent.
+
+    Also ``"measurements": {id: value}`` and ``"sex"``: the study context a report is written
+    from (`sonofm.models.vlm_context`).
     """
     attrs = _mapping(row.get("attributes"))
     tags = {d: [str(t) for t in attrs.get(d)] for d in VQA_DIMENSIONS if attrs.get(d) is not None}
     echo = _echo_findings(row)
+    measurements = {str(k): float(v) for k, v in _mapping(row.get("measurements")).items() if _finite(v)}
     return {
         "organ": _str_or_none(row.get("organ")),
         "view": _str_or_none(row.get("view")),
@@ -138,7 +143,16 @@ def labels_of_row(row: pd.Series | dict[str, Any]) -> dict[str, Any]:
         "echo": None
         if echo is None
         else sorted({str(f["tag"]) for f in echo if f.get("status") == "present"}),
+        "measurements": measurements,
+        "sex": _str_or_none(row.get("sex")),
     }
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 _IMPRESSION_RE = re.compile(r"\bimpression\s*:", re.IGNORECASE)

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from sonofm.data.transforms import load_model_input
 from sonofm.errors import DataError, UserError
+from sonofm.models.vlm_context import ContextConfig, dropped, prompt_hint
 from sonofm.models.vlm_findings import FindingsVocab
 from sonofm.models.vlm_prompt import image_token_id, render_conversation, with_hint
 
@@ -62,6 +63,10 @@ class ConversationDataset(Dataset):
     with ``meta["labels"]`` then gets its ground-truth findings prompt line in the first user turn
     (`with_hint`, the layout generation uses with predicted findings) and per-image targets for
     the findings head; other records get neither (their head targets are masked out).
+
+    ``context``: the study-context prompt (`sonofm.models.vlm_context`): a one-image record with
+    labels then also carries its measurements / sex line, unless its id falls in the config's
+    dropout fraction (those train the image-only prompt the same model serves without context).
     """
 
     def __init__(
@@ -74,11 +79,14 @@ class ConversationDataset(Dataset):
         image_size: int,
         max_length: int = 512,
         findings: FindingsVocab | None = None,
+        context: ContextConfig | None = None,
     ) -> None:
         if not records:
             raise DataError(f"{root}: no conversations to train on")
         self.findings = findings
-        self.records = [self._with_findings(r) for r in records] if findings is not None else list(records)
+        self.context = context
+        prompted = findings is not None or context is not None
+        self.records = [self._with_prompt_lines(r) for r in records] if prompted else list(records)
         self.root = Path(root)
         self.tokenizer = tokenizer
         self.num_image_tokens = int(num_image_tokens)
@@ -112,13 +120,19 @@ class ConversationDataset(Dataset):
                 "%d of %d conversations were cut to max_length %d", cut, len(self.records), max_length
             )
 
-    def _with_findings(self, rec: dict[str, Any]) -> dict[str, Any]:
-        """The record with its findings prompt line (one image and labels), else unchanged."""
+    def _with_prompt_lines(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """The record with its findings / context lines (one image and labels), else unchanged."""
         labels = (rec.get("meta") or {}).get("labels")
         if labels is None or len(rec.get("image") or ()) != 1:
             return rec
+        context = None
+        if self.context is not None and not dropped(rec.get("id"), self.context):
+            context = {"measurements": labels.get("measurements"), "sex": labels.get("sex")}
+        hint = prompt_hint(self.findings, labels, context)
+        if hint is None:
+            return rec
         turns = [dict(t) for t in rec["conversations"]]
-        turns[0]["value"] = with_hint(turns[0]["value"], self.findings.hint_text(labels))
+        turns[0]["value"] = with_hint(turns[0]["value"], hint)
         return {**rec, "conversations": turns}
 
     def __len__(self) -> int:

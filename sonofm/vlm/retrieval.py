@@ -91,3 +91,39 @@ def answer_from_row(meta: dict[str, Any], row: pd.Series) -> str:
     if kind == "organ":
         return yes(row.get("organ") == meta["organ"])
     raise UserError(f"no retrieval answer for closed-question kind {kind!r}")
+
+
+def with_study_context(row: pd.Series, context: dict[str, Any] | None) -> pd.Series:
+    """The retrieved case `row` given the query study's measurements and sex.
+
+    The retrieval baseline with the same inputs as a generator whose drafts are grounded in the
+    study context (`sonofm.reports.grounding`): what the image index finds (organ, view, lesion),
+    with the numbers the sonographer measured and the guideline findings those numbers imply in
+    place of the neighbour's. Its report is rewritten from the edited structured study by the report writer
+    (`retrieved_report`); its closed answers come from the edited row (`answer_from_row`).
+    """
+    from sonofm.models.vlm_context import clean_context
+    from sonofm.reports.grounding import ground_study
+    from sonofm.reports.schema import Study
+
+    ctx = clean_context(context)
+    out = row.copy()
+    out["measurements"] = dict(ctx["measurements"])
+    out["sex"] = ctx["sex"]
+    st = row.get("structured")
+    if isinstance(st, dict):  # the generator's drafts are grounded by the same edit
+        out["structured"] = ground_study(Study.from_dict(st), ctx["measurements"], ctx["sex"]).to_dict()
+    return out
+
+
+def retrieved_report(row: pd.Series, seed: int = 0) -> str:
+    """The report of a (context-edited) retrieved case, written from its structured study."""
+    from sonofm.reports.schema import Study
+    from sonofm.reports.writer import write_report
+
+    st = row.get("structured")
+    if not isinstance(st, dict):
+        raise UserError(
+            f"retrieved case {row.get('id')!r} has no structured study to rewrite its report from"
+        )
+    return write_report(Study.from_dict(st), np.random.default_rng(seed))

@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 
 from sonofm.config import DataConfig, TrainerConfig, load_preset
 from sonofm.errors import DataError, UserError
-from sonofm.models import load_model, save_model
+from sonofm.models import load_model, save_model, vlm_context
 from sonofm.models.model_dir import ModelDir
 from sonofm.models.text_towers import load_tokenizer
 from sonofm.models.vlm import VLMConfig, build_tokenizer, build_vlm, dense_equivalent_config
@@ -213,6 +213,8 @@ def _tokenizer(model_cfg: Any, records: list[dict[str, Any]], run_dir: Path, mai
         texts = tokenizer_texts(records)
         if model_cfg.findings is not None:  # a predicted findings prompt may name any label
             texts += FindingsVocab.from_config(model_cfg.findings).all_phrases()
+        if model_cfg.context is not None:  # so may a caller's measurements
+            texts += vlm_context.all_phrases()
         build_tokenizer(model_cfg, texts).save_pretrained(str(tok_dir))
     barrier()
     return load_tokenizer(str(tok_dir))
@@ -534,6 +536,7 @@ def train_vlm(
         "image_size": mc.image.image_size,
         "max_length": mc.max_length,
         "findings": model.findings.vocab if model.findings is not None else None,
+        "context": mc.context,
     }
     train_ds = ConversationDataset(train_recs, root, tokenizer, **common)
     collate = Collator(tokenizer.pad_token_id, "right")

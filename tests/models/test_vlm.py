@@ -237,6 +237,17 @@ def test_generate_cli(trained, images, tmp_path) -> None:
         app, ["generate", "--model", str(path), "--image", str(tmp_path / "missing.png")]
     )
     assert isinstance(res.exception, UserError) and "does not exist" in str(res.exception)
+    base = ["generate", "--model", str(path), "--image", str(png), "--measurements"]
+    res = CliRunner().invoke(app, [*base, '{"lvef_pct": 40'])
+    assert isinstance(res.exception, UserError) and "--measurements: not valid JSON" in str(res.exception)
+    res = CliRunner().invoke(app, [*base, "[40]"])
+    assert isinstance(res.exception, UserError) and "expected a JSON object" in str(res.exception)
+    # the draft states the study's measurements (grounded), whatever the model wrote
+    res = CliRunner().invoke(app, [*base, '{"lesion_width_mm": 17.4}', "--max-new-tokens", "48"])
+    assert res.exit_code == 0, res.output
+    from sonofm.reports import parse_report
+
+    assert parse_report(res.stdout, "breast").study.measurements == {"lesion_width_mm": 17.4}
 
 
 @pytest.mark.filterwarnings("ignore:Expected explicit VR")
@@ -361,3 +372,24 @@ def test_image_from_copies_the_tower(trained, tmp_path, tok) -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="square"):
         tiny_config(num_image_tokens=5)
+
+
+def test_generation_stops_at_the_position_table(trained, tok, images) -> None:
+    """A long prompt (findings + study-context lines) leaves fewer positions than max_new_tokens:
+    generation is cut to the room left instead of indexing past the table, and a prompt that
+    fills it is refused with the numbers."""
+    model, _ = trained
+    prompt = vlm_prompt.render_prompt(None, 1, tok, N_TOK)
+    cfg = model.lm.config.get_text_config()
+    old = cfg.max_position_embeddings
+    try:
+        cfg.max_position_embeddings = len(prompt) + 5
+        assert model.room_after(len(prompt)) == 5
+        out = model.answer_batch([([images[0]], None)], max_new_tokens=48)[0]
+        assert len(tok.encode(out.text, add_special_tokens=False)) <= 5
+        assert out.low_confidence and "cut at the length limit" in out.reasons
+        cfg.max_position_embeddings = len(prompt)
+        with pytest.raises(UserError, match=f"prompt holds {len(prompt)} tokens"):
+            model.chat([images[0]], max_new_tokens=8)
+    finally:
+        cfg.max_position_embeddings = old

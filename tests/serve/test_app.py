@@ -425,6 +425,9 @@ def test_optional_vlm_and_segmentation(assets, state):
     assert res["similar_cases"] is None
     assert res["report"] == "Findings: test report." and res["answer"] == "answer to: Is there a lesion?"
     assert vlm.calls == [((80, 80), None), ((80, 80), "Is there a lesion?")]
+    with TestClient(create_app(settings, state=st)) as c:  # a VLM that cannot take measurements
+        r = _post(c, png_bytes(img), data={"measurements": '{"lvef_pct": 38}'})
+    assert r.status_code == 422 and "cannot draft from measurements" in r.json()["detail"]
     seg_out = res["segmentation"]
     assert seg_out["overlay"].startswith("data:image/png;base64,")
     expected = float((to_model_input(img, 32)[0] > 0.5).float().mean())
@@ -459,6 +462,7 @@ def _tiny_seg_and_vlm(root: Path) -> tuple[Path, Path]:
     vcfg = VLMConfig(
         image=ImageTowerConfig(kind="vit", image_size=32, in_chans=1, mean=[0.5], std=[0.5], **vit),
         lm=lm, num_image_tokens=4, findings={"groups": ["organ", "diagnosis", "echogenicity"]},
+        context={"dropout": 0.2},
     )  # fmt: skip
     vlm_dir = save_model(build_vlm(vcfg, tok).eval(), root / "vlm")
     return Path(seg_dir), Path(vlm_dir)
@@ -490,6 +494,33 @@ def test_real_vlm_and_task_model_when_available(assets, state, tmp_path):
     names = {1: "lesion", 2: "organ"}  # channel c -> MASK_LABELS[labels[c - 1]]
     want = {names[c]: pytest.approx(float((pred == c).mean()), abs=1e-4) for c in (1, 2) if (pred == c).any()}
     assert res["segmentation"]["area_fraction"] == want
+    # the study's measurements and sex: the draft is written from them, and the line shows them
+    with TestClient(create_app(settings, state=st)) as c:
+        r = _post(c, png_bytes(img), data={"measurements": '{"lvef_pct": 38, "tapse_mm": 15.2}', "sex": "F"})
+        bad = _post(c, png_bytes(img), data={"measurements": '{"lvef_pct": 38'})
+        unknown = _post(c, png_bytes(img), data={"measurements": '{"ef": 38}'})
+    assert r.status_code == 200, r.text
+    ctx = {"measurements": {"lvef_pct": 38, "tapse_mm": 15.2}, "sex": "F"}
+    assert r.json()["report"] == vlm.chat([img], None, context=ctx, max_new_tokens=128)
+    # grounded (sonofm.reports.grounding): the model's own text is kept beside it; this untrained
+    # model writes no echo report, so the echo numbers have no place in it and the draft is flagged
+    from sonofm.reports import parse_report
+    from sonofm.reports.grounding import ground_report
+
+    own = vlm.answer_batch([([img], None)], contexts=[ctx], ground=False, max_new_tokens=128)[0].text
+    check = r.json()["report_check"]
+    assert check["draft"] == own and r.json()["report"] == ground_report(own, ctx["measurements"], "F")
+    if parse_report(own).study.view is None:
+        assert check["low_confidence"] and any(
+            "no place for the given measurements" in x for x in check["reasons"]
+        )
+    line = r.json()["report_check"]["findings"].split("\n")[-1]
+    assert (
+        line
+        == "Study measurements: lvef 38; tapse 15.2; sex F. Guideline: reduced lvef moderate; rv dysfunction."
+    )
+    assert bad.status_code == 422 and "field 'measurements': not valid JSON" in bad.json()["detail"]
+    assert unknown.status_code == 422 and "unknown measurement ids ['ef']" in unknown.json()["detail"]
     with pytest.raises(UserError, match="not a generative VLM"):
         app_mod._load_optional(str(seg_dir), "generative VLM", ("chat",), None)
 

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from sonofm import taxonomy as tx
 from sonofm.atomic import atomic_write_text
 from sonofm.data.pngio import write_png
+from sonofm.errors import UserError
 from sonofm.serve.analyze import DecodedUpload, UploadError, decode_upload
 from sonofm.serve.middleware import BEARER_AUTH, json_error
 from sonofm.serve.schemas import AnalyzeResponse
@@ -61,12 +62,25 @@ def router(state: ServeState, settings: ServeSettings) -> APIRouter:
             str | None,
             Form(max_length=40, description="the body region, if known: findings use its vocabulary"),
         ] = None,
+        measurements: Annotated[
+            str | None,
+            Form(
+                max_length=4000,
+                description='the study\'s measurements as JSON ({"lvef_pct": 38, ...}): the draft '
+                "report states them and the guideline findings they imply (sonofm.reports.grounding)",
+            ),
+        ] = None,
+        sex: Annotated[str | None, Form(max_length=10, description="patient sex (M/F) for the draft")] = None,
     ) -> Any:
         rid = request.state.request_id
         t0 = time.perf_counter()
         k = settings.default_k if k is None else k
         if k > settings.max_k:
             return json_error(422, f"field 'k': must be <= {settings.max_k}, got {k}", rid)
+        try:
+            context = study_context(state.analyzer.vlm, measurements, sex)
+        except UserError as e:
+            return json_error(422, str(e), rid)
         if region is not None and region not in tx.REGIONS:
             return json_error(
                 422, f"field 'region': must be one of {', '.join(tx.REGIONS)}, got {region!r}", rid
@@ -94,11 +108,13 @@ def router(state: ServeState, settings: ServeSettings) -> APIRouter:
         report = answer = report_check = None
         if a.vlm is not None:
             loop = asyncio.get_running_loop()
-            report_check = await loop.run_in_executor(state.vlm_executor, a.chat_checked, decoded.image, None)
+            report_check = await loop.run_in_executor(
+                state.vlm_executor, a.chat_checked, decoded.image, None, context
+            )
             report = report_check.pop("text")
             if question and question.strip():
                 answer = await loop.run_in_executor(
-                    state.vlm_executor, a.chat, decoded.image, question.strip()
+                    state.vlm_executor, a.chat, decoded.image, question.strip(), context
                 )
         t4 = time.perf_counter()
         if settings.store_uploads is not None:
@@ -170,3 +186,30 @@ def _store(root: Path, rid: str, decoded: DecodedUpload) -> Path:
         root / f"{stem}.json", json.dumps({"request_id": rid, "stored_as": stem, **decoded.info}, default=str)
     )
     return root / f"{stem}.png"
+
+
+def study_context(vlm: Any, measurements: str | None, sex: str | None) -> dict[str, Any] | None:
+    """The form's measurements (JSON) and sex as a VLM study context; None when neither is given.
+
+    Raises UserError naming the field when the JSON is malformed, names unknown measurements, or
+    the served VLM cannot draft from them (it would ignore them silently).
+    """
+    from sonofm.models.vlm_context import clean_context  # lazy: the models package imports torch
+
+    if not (measurements and measurements.strip()) and not (sex and sex.strip()):
+        return None
+    if vlm is None or not hasattr(vlm, "answer_batch"):
+        raise UserError(
+            "fields 'measurements'/'sex': the served VLM cannot draft from measurements"
+            if vlm is not None
+            else "fields 'measurements'/'sex': no VLM is served (start with --vlm)"
+        )
+    values: Any = {}
+    if measurements and measurements.strip():
+        try:
+            values = json.loads(measurements)
+        except json.JSONDecodeError as err:
+            raise UserError(f"field 'measurements': not valid JSON ({err.msg} at char {err.pos})") from err
+        if not isinstance(values, dict):
+            raise UserError("field 'measurements': expected a JSON object of measurement id -> number")
+    return clean_context({"measurements": values, "sex": sex}, "field 'measurements'")
