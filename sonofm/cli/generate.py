@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from sonofm.errors import UserError
 
 
 def generate_cmd(
@@ -65,11 +70,6 @@ def generate_cmd(
 
 def _read_measurements(value: str) -> dict:
     """--measurements: inline JSON, or the path of a JSON file holding the same object."""
-    import json
-    from pathlib import Path
-
-    from sonofm.errors import UserError
-
     path = Path(value)
     text, where = (
         (path.read_text(), str(path))

@@ -19,6 +19,9 @@ import pandas as pd
 
 from sonofm import taxonomy as tx
 from sonofm.errors import UserError
+from sonofm.reports.grounding import ground_study
+from sonofm.reports.schema import Study
+from sonofm.reports.writer import write_report
 from sonofm.vlm.conversations import _mapping, _tag_phrase
 
 log = logging.getLogger(__name__)
@@ -102,9 +105,7 @@ def with_study_context(row: pd.Series, context: dict[str, Any] | None) -> pd.Ser
     place of the neighbour's. Its report is rewritten from the edited structured study by the report writer
     (`retrieved_report`); its closed answers come from the edited row (`answer_from_row`).
     """
-    from sonofm.models.vlm_context import clean_context
-    from sonofm.reports.grounding import ground_study
-    from sonofm.reports.schema import Study
+    from sonofm.models.vlm_context import clean_context  # lazy: the models package imports torch
 
     ctx = clean_context(context)
     out = row.copy()
@@ -118,9 +119,6 @@ def with_study_context(row: pd.Series, context: dict[str, Any] | None) -> pd.Ser
 
 def retrieved_report(row: pd.Series, seed: int = 0) -> str:
     """The report of a (context-edited) retrieved case, written from its structured study."""
-    from sonofm.reports.schema import Study
-    from sonofm.reports.writer import write_report
-
     st = row.get("structured")
     if not isinstance(st, dict):
         raise UserError(
