@@ -102,7 +102,6 @@ class VLMGeneration:
         finally:
             handle.remove()
 
-    @torch.no_grad()
     def room_after(self, prompt_len: int) -> int:
         """How many tokens fit after a prompt of `prompt_len` in the LM's position table.
 
@@ -120,6 +119,7 @@ class VLMGeneration:
             )
         return room
 
+    @torch.no_grad()
     def generate(
         self,
         pixel_values: torch.Tensor | None,

@@ -393,3 +393,15 @@ def test_generation_stops_at_the_position_table(trained, tok, images) -> None:
             model.chat([images[0]], max_new_tokens=8)
     finally:
         cfg.max_position_embeddings = old
+
+
+def test_generation_builds_no_autograd_graph(trained, images, monkeypatch) -> None:
+    """The image encoding inside `generate` runs without gradients (no graph kept per request)."""
+    model, _ = trained
+    seen: list[bool] = []
+    original = model.encode_images
+    monkeypatch.setattr(
+        model, "encode_images", lambda px: seen.append(torch.is_grad_enabled()) or original(px)
+    )
+    model.chat([images[0]], max_new_tokens=4)
+    assert seen == [False]
