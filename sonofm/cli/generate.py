@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
-
-from sonofm.errors import UserError
 
 
 def generate_cmd(
@@ -70,20 +67,9 @@ def generate_cmd(
 
 def _read_measurements(value: str) -> dict:
     """--measurements: inline JSON, or the path of a JSON file holding the same object."""
+    from sonofm.models.vlm_context import measurements_from_json  # lazy: models import torch; --help must not
+
     path = Path(value)
-    text, where = (
-        (path.read_text(), str(path))
-        if path.suffix == ".json" and path.is_file()
-        else (value, "--measurements")
-    )
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(
-            f'{where}: not valid JSON ({err.msg} at char {err.pos}); expected {{"lvef_pct": 55, ...}}'
-        ) from err
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{where}: expected a JSON object of measurement id -> number, got {type(data).__name__}"
-        )
-    return data
+    if path.suffix == ".json" and path.is_file():
+        return measurements_from_json(path.read_text(), str(path))
+    return measurements_from_json(value, "--measurements")

@@ -25,6 +25,7 @@ measurements are at hand.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import zlib
@@ -77,11 +78,26 @@ def clean_context(context: Mapping[str, Any] | None, where: str = "context") -> 
             f"{where}: unknown measurement ids {unknown}; expected some of {list(tx.MEASUREMENTS)}"
         )
     values = {k: x for k, v in raw.items() if (x := _value(v)) is not None}
-    sex = context.get("sex")
-    sex = str(sex).strip().upper()[:1] if sex not in (None, "") else None
-    if sex is not None and sex not in ("M", "F"):
-        sex = None  # "O", "U": the header's other codes; the guideline then uses its sex-free limits
+    try:  # "O"/"U" (the header's other codes) are unknown: the guidelines use sex-free limits
+        sex = tx.normalize_sex(context.get("sex"))
+    except ValueError as err:
+        raise UserError(f"{where}: {err}") from err
     return {"measurements": values, "sex": sex}
+
+
+def measurements_from_json(text: str, where: str) -> dict[str, Any]:
+    """A JSON object of measurement id -> number (the CLI's --measurements, the server's field)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f'{where}: not valid JSON ({err.msg} at char {err.pos}); expected {{"lvef_pct": 55, ...}}'
+        ) from err
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{where}: expected a JSON object of measurement id -> number, got {type(data).__name__}"
+        )
+    return data
 
 
 _UNIT_SUFFIX = re.compile(r"_(pct|ml_m2|ml|mm|ratio)$")

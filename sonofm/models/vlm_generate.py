@@ -310,6 +310,7 @@ class VLMGeneration:
         pixels, ids, mask, hints = self._batch_inputs_and_hints(batch, hints, contexts)
         new, lp = self.generate(pixels, ids, mask, return_logprobs=True, **gen)
         ctxs = list(contexts) if contexts is not None else [None] * len(batch)
+        cap = min(limit, self.room_after(ids.shape[1]))  # what generate allowed: reaching it = cut
         out = []
         for (_, question), row, row_lp, hint, ctx in zip(batch, new, lp, hints, ctxs, strict=True):
             n = int((row_lp != 0).sum()) or 1
@@ -318,7 +319,7 @@ class VLMGeneration:
                 self.decode(row),
                 mean_logprob=float(row_lp.sum()) / n,
                 is_report=question is None,
-                truncated=not eos and row.shape[0] >= min(limit, self.room_after(ids.shape[1])),
+                truncated=not eos and row.shape[0] >= cap,
                 threshold=self.config.low_confidence_logprob,
             )
             checked.findings = hint

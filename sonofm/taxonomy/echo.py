@@ -134,7 +134,7 @@ def normalize_sex(sex: str | None) -> str | None:
         return "M"
     if s in ("f", "female", "woman"):
         return "F"
-    if s in ("", "u", "unknown", "none", "nan", "other"):
+    if s in ("", "u", "o", "unknown", "none", "nan", "other"):  # "O": DICOM PatientSex "other"
         return None
     raise ValueError(f"sex: expected 'M', 'F' or None (unknown), got {sex!r}")
 

@@ -68,6 +68,9 @@ def test_clean_context_rejects_unknown_ids_and_skips_missing_values():
     ctx = clean_context({"measurements": {"lvef_pct": float("nan"), "tapse_mm": "19"}, "sex": "o"})
     assert ctx == {"measurements": {"tapse_mm": 19.0}, "sex": None}
     assert context_text(None) is None and context_text({"measurements": {}}) is None
+    assert clean_context({"sex": "female"})["sex"] == "F"
+    with pytest.raises(UserError, match="study 1: sex: expected 'M', 'F'"):
+        clean_context({"sex": "mal"}, "study 1")
 
 
 def test_short_names_are_distinct():

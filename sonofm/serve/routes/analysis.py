@@ -194,7 +194,7 @@ def study_context(vlm: Any, measurements: str | None, sex: str | None) -> dict[s
     Raises UserError naming the field when the JSON is malformed, names unknown measurements, or
     the served VLM cannot draft from them (it would ignore them silently).
     """
-    from sonofm.models.vlm_context import clean_context  # lazy: the models package imports torch
+    from sonofm.models.vlm_context import clean_context, measurements_from_json  # lazy: models import torch
 
     if not (measurements and measurements.strip()) and not (sex and sex.strip()):
         return None
@@ -206,10 +206,5 @@ def study_context(vlm: Any, measurements: str | None, sex: str | None) -> dict[s
         )
     values: Any = {}
     if measurements and measurements.strip():
-        try:
-            values = json.loads(measurements)
-        except json.JSONDecodeError as err:
-            raise UserError(f"field 'measurements': not valid JSON ({err.msg} at char {err.pos})") from err
-        if not isinstance(values, dict):
-            raise UserError("field 'measurements': expected a JSON object of measurement id -> number")
-    return clean_context({"measurements": values, "sex": sex}, "field 'measurements'")
+        values = measurements_from_json(measurements, "field 'measurements'")
+    return clean_context({"measurements": values, "sex": sex}, "fields 'measurements'/'sex'")
