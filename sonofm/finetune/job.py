@@ -403,6 +403,7 @@ def finetune(
     if config.adapter not in ADAPTER_KINDS:  # checked before the run folder exists
         raise UserError(f"--adapter {config.adapter!r}: choose one of {', '.join(ADAPTER_KINDS)}")
     out = Path(out)
+    info = init_distributed(config.train.device)
     run = open_run(
         out,
         job="finetune",
@@ -413,9 +414,7 @@ def finetune(
         needs_checkpoint=False,
     )
     resume = bool(run.resume)  # the same config re-run keeps finished seeds and resumes the rest
-    info = init_distributed(config.train.device)
-    if info.is_main:
-        run.commit(config)
+    run.start(config, info.is_main)
     df = open_table(data)  # a dataset dir, manifest or shard directory (unpacked once)
     root = Path(df.attrs["root"])
     events = out / "finetune.jsonl"

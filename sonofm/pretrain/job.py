@@ -228,11 +228,10 @@ def pretrain(
     """
     data_path = data_loader.data_path(config.data.path)  # a dataset dir, manifest or shard directory
     out = Path(out)
+    info = init_distributed(config.train.device)
     run = open_run(out, job="pretrain", config=config, resume=resume, overwrite=overwrite)
     resume = run.resume  # the same config re-run continues from its latest checkpoint
-    info = init_distributed(config.train.device)
-    if info.is_main:
-        run.commit(config)
+    run.start(config, info.is_main)
 
     torch.manual_seed(config.train.seed)  # same initial weights on every rank
     model = _build_model(config)

@@ -269,11 +269,10 @@ def ssl_pretrain(
     if config.weights.mim == 0 and not any(getattr(config.weights, lv) > 0 for lv in LEVELS):
         raise UserError("every loss weight is 0 (weights.mim, weights.region, ...): nothing to train")
     out = Path(out)
+    info = init_distributed(config.train.device)
     run = open_run(out, job="ssl", config=config, resume=resume, overwrite=overwrite)
     resume = run.resume  # the same config re-run continues from its latest checkpoint
-    info = init_distributed(config.train.device)
-    if info.is_main:
-        run.commit(config)
+    run.start(config, info.is_main)
 
     torch.manual_seed(config.train.seed)  # same initial weights on every rank
     model = SSLModel(build_model_config(config))

@@ -31,6 +31,20 @@ class RunDir:
         dump_config(config, out / "config.yaml")
         return out
 
+    def start(self, config: Any, is_main: bool) -> None:
+        """Commit on the main process once EVERY process has looked at the folder.
+
+        Why: under torchrun each rank decides new / continue / refuse from the folder as it finds
+        it; a rank that looked after the main one had started writing its record saw a non-empty
+        folder without one and refused it as "another job's output" (a flaky two-rank test).
+        Call after `init_distributed`, on every rank.
+        """
+        from sonofm.train.distributed import barrier  # lazy: distributed imports torch
+
+        barrier()
+        if is_main:
+            self.commit(config)
+
 
 def _same_config(out: Path, settings: dict[str, Any]) -> bool:
     """A run written before job records is the same run when its config.yaml is identical."""

@@ -497,11 +497,11 @@ def train_vlm(
 ) -> VLMTrainResult:
     """Run the configured stages; write the run into ``out`` (see the module docstring)."""
     out = Path(out)
+    info = init_distributed(config.train.device)
     run = open_run(
         out, job="train-vlm", config=config, resume=resume, overwrite=overwrite, needs_checkpoint=False
     )
     resume = run.resume  # the same config re-run skips finished stages and resumes the rest
-    info = init_distributed(config.train.device)
     model_cfg = resolve_model_config(config)
     train_recs, root = _conversations(config, config.data.train_split)
     if not train_recs:
@@ -512,8 +512,8 @@ def train_vlm(
             val_recs = _conversations(config, config.data.val_split)[0][: config.data.val_max]
         except DataError as err:
             log.warning("no validation: %s", err)
+    run.start(config, info.is_main)
     if info.is_main:
-        run.commit(config)
         write_sharegpt(train_recs, out / "conversations" / "train.json")
         if val_recs:
             write_sharegpt(val_recs, out / "conversations" / "val.json")
