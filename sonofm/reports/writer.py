@@ -15,7 +15,7 @@ import numpy as np
 from sonofm import taxonomy as tx
 from sonofm.reports.attributes import study_attributes
 from sonofm.reports.measurements import format_dims
-from sonofm.reports.schema import Status, Study
+from sonofm.reports.schema import Finding, Status, Study
 from sonofm.reports.writer_echo import (  # noqa: F401 (every name writer.py had is re-exported)
     _echo_absent_text,
     _echo_present_text,
@@ -223,10 +223,25 @@ def _lesion_sentences(study: Study, rng: np.random.Generator) -> tuple[list[str]
     return sents, extra
 
 
+def _clinical_present(study: Study) -> list[Finding]:
+    """Present clinical findings outside the 9 dimensions (`sonofm.taxonomy.findings`); simulated
+    studies hold none, a parsed draft or a user's report can."""
+    return [f for f in study.findings if f.dimension == "finding" and f.status is Status.PRESENT]
+
+
+def _clinical_sentence(f: Finding, organ_txt: str, rng: np.random.Generator) -> str:
+    phrase = " ".join(x for x in (f.grade, _pick(rng, _noun_forms(f))) if x)
+    return _pick(rng, (f"There is {phrase} in the {organ_txt}.", f"{_cap(phrase)} is noted."))
+
+
 def _impression_lesion(study: Study, rng: np.random.Generator) -> str:
     pres = {f.dimension: f.tag for f in study.findings if f.status is Status.PRESENT}
     organ = tx.get_organ(study.organ).phrase if study.organ else "region"
     diag = pres.get("diagnosis")
+    clinical = _clinical_present(study)
+    if (diag == "normal" or diag is None) and clinical:
+        named = ", ".join(" ".join(x for x in (f.grade, _noun_forms(f)[0]) if x) for f in clinical)
+        return f"{_cap(named)} ({organ})."
     if diag == "normal" or diag is None:
         return _pick(
             rng,
@@ -283,7 +298,16 @@ def _write_lesion(study: Study, rng: np.random.Generator) -> str:
         )
     if "imt_mm" in study.measurements:
         meas.append(_measure_sentence("imt_mm", study.measurements["imt_mm"], rng))
-    if diag == "normal" or diag is None:
+    clinical = _clinical_present(study)
+    if (diag == "normal" or diag is None) and clinical:  # no lesion, but a finding (hydronephrosis)
+        sents += [_clinical_sentence(f, organ_txt, rng) for f in clinical] + meas
+        sents += [
+            f"{'No' if f.status is Status.ABSENT else 'Possible'} "
+            f"{_pick(rng, _fitting(_noun_forms(f), study.organ, set()))}."
+            for f in study.findings
+            if f.status is not Status.PRESENT and f.dimension != "echo"
+        ]
+    elif diag == "normal" or diag is None:
         sents.append(
             _pick(
                 rng,

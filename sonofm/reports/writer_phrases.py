@@ -78,6 +78,8 @@ def _adjectival(c: str) -> bool:
 @functools.cache
 def _forms(dim: str, tag: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(adjective forms, noun-phrase forms) of a tag, each checked to parse back to the tag alone."""
+    if dim == "finding":  # a clinical finding outside the 9 dimensions (parsed from free text)
+        return (), _clinical_forms(tag)
     t = tx.get_tag(dim, tag)
     cands = list(dict.fromkeys([t.phrase.lower(), *t.synonyms]))
     adj: list[str] = []
@@ -104,6 +106,20 @@ def _forms(dim: str, tag: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if not noun and not adj:
         noun = [t.phrase.lower()]
     return tuple(adj), tuple(noun)
+
+
+@functools.cache
+def _clinical_forms(fid: str) -> tuple[str, ...]:
+    """Noun forms of a clinical finding (`sonofm.taxonomy.findings`: hydronephrosis, malignancy,
+    ...). Simulated reports never hold one, but a parsed draft or a user's text can ("suspicious for
+    malignancy"), and grounding writes such a study again."""
+    if fid not in lx.CLINICAL:
+        raise ValueError(f"unknown clinical finding {fid!r}")
+    # the first phrase that reads back: a finding's later phrases can be narrower terms
+    # ("germ cell tumor" is read as malignancy, but is not what a draft saying "malignancy" meant)
+    cands = list(dict.fromkeys(p.lower() for p in lx.CLINICAL[fid].phrases))
+    good = [c for c in cands if _parses_to(f"There is {c}.", "finding", fid)]
+    return tuple((good or cands)[:1])
 
 
 def finding_phrase(f: Finding, rng: np.random.Generator | None = None) -> str:

@@ -49,3 +49,49 @@ def test_ground_study_leaves_its_input_alone():
     before = study.to_dict()
     out = ground_study(study, MEASURED, "M")
     assert study.to_dict() == before and out.measurements == MEASURED
+
+
+def test_clinical_findings_of_a_draft_survive_grounding():
+    """A draft's clinical findings outside the 9 dimensions (the parser reads them from free text)
+    are written again: a thyroid draft "suspicious for malignancy" made the writer crash, and a
+    kidney with hydronephrosis but no lesion came back "normal"."""
+    text = ground_report(
+        "Findings: There is a irregularly marginated, isoechoic nodule in the thyroid gland, "
+        "suspicious for malignancy.",
+        {},
+        None,
+    )
+    got = {(f.dimension, f.tag, f.status) for f in parse_report(text).study.findings}
+    # "suspicious for" is a hedge, and stays one
+    assert ("diagnosis", "nodule", Status.PRESENT) in got and (
+        "finding",
+        "malignancy",
+        Status.UNCERTAIN,
+    ) in got
+    text = ground_report("Findings: Mild hydronephrosis of the right kidney. No calculus.", {}, None)
+    study = parse_report(text).study
+    hydro = [f for f in study.findings if f.tag == "hydronephrosis"]
+    assert hydro and hydro[0].status is Status.PRESENT and hydro[0].grade == "mild"
+    assert "normal" not in text.lower()
+    text = ground_report("Findings: Apical four-chamber view. Moderate mitral regurgitation.", MEASURED, "M")
+    mr = [f for f in parse_report(text, "heart").study.findings if f.tag == "mitral_regurgitation"]
+    assert mr and mr[0].status is Status.PRESENT and mr[0].grade == "moderate"
+
+
+def test_every_clinical_finding_is_written_so_that_it_reads_back():
+    from sonofm import taxonomy as tx
+    from sonofm.reports import lexicon as lx
+    from sonofm.reports.schema import Finding, Study
+    from sonofm.reports.writer import write_report
+
+    organs = {o.id: o for o in tx.ORGANS}
+    checked = 0
+    for fid, c in lx.CLINICAL.items():
+        organ = next((o for o in c.organs if o in organs), None)
+        if organ is None or "+" in fid:  # "a+b" entries are read as their two findings
+            continue
+        study = Study(region=organs[organ].region, organ=organ, findings=[Finding("finding", fid)])
+        got = {(f.dimension, f.tag, f.status) for f in parse_report(write_report(study, 0)).study.findings}
+        assert ("finding", fid, Status.PRESENT) in got, (fid, write_report(study, 0))
+        checked += 1
+    assert checked >= 50
