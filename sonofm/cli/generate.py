@@ -61,6 +61,10 @@ def generate_cmd(
         context=context,
     )
     typer.echo(out.text)
+    if getattr(out, "answered_by", None):  # on stderr: where a closed answer came from
+        typer.echo(
+            f"note: answered from the {out.answered_by} (the language model said: {out.draft!r})", err=True
+        )
     if out.low_confidence:  # on stderr: the text stays pipeable, the warning is never lost
         typer.echo(f"warning: low confidence ({'; '.join(out.reasons)}); review before use", err=True)
 

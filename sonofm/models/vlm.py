@@ -165,18 +165,22 @@ class SonoVLM(nn.Module, VLMGeneration):
         return self.projector(tokens), logits
 
     @torch.no_grad()
-    def predict_findings(self, pixel_values: torch.Tensor) -> list[dict[str, Any]]:
-        """Per image, the labels the findings head decides (`FindingsVocab.decide`); [] without a head."""
+    def findings_probabilities(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """(N, K) probabilities of the findings head (`FindingsHead.probabilities`); None without one."""
         if self.findings is None or pixel_values is None or not len(pixel_values):
-            return []
+            return None
         was = self.training
         self.eval()
         try:
             logits = self._findings_logits(patch_grid(self.visual, pixel_values))
         finally:
             self.train(was)
-        probs = self.findings.probabilities(logits)
-        return self.findings.vocab.decide(probs, self.config.findings.threshold)
+        return self.findings.probabilities(logits)
+
+    def predict_findings(self, pixel_values: torch.Tensor) -> list[dict[str, Any]]:
+        """Per image, the labels the findings head decides (`FindingsVocab.decide`); [] without a head."""
+        probs = self.findings_probabilities(pixel_values)
+        return [] if probs is None else self.findings.vocab.decide(probs, self.config.findings.threshold)
 
     def _findings_logits(self, fmap: torch.Tensor) -> torch.Tensor | None:
         """The head on the mean of the patch grid (N, D, h, w) -> (N, K); None without a head."""

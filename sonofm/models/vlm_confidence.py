@@ -31,6 +31,10 @@ class GeneratedText:
     # the model's own text when `text` is that draft grounded in the study's measurements
     # (`sonofm.reports.grounding`); the flag above judges the model's own text
     draft: str | None = None
+    # for a closed answer taken from a source other than the language model (the study's
+    # measurements, guideline rules, the findings head: `sonofm.models.vlm_answers`), its name;
+    # `draft` then holds the language model's own answer
+    answered_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

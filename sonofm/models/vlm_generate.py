@@ -19,7 +19,7 @@ from torch import nn
 
 from sonofm.data.transforms import model_input
 from sonofm.errors import UserError
-from sonofm.models import vlm_context, vlm_prompt
+from sonofm.models import vlm_answers, vlm_context, vlm_prompt
 from sonofm.models.moe import DualPathMoE, routing_context
 from sonofm.models.vlm_confidence import GeneratedText, assess
 
@@ -293,6 +293,7 @@ class VLMGeneration:
         hints: Sequence[str | None] | None = None,
         contexts: Sequence[dict[str, Any] | None] | None = None,
         ground: bool = True,
+        sources: bool = True,
         **gen: Any,
     ) -> list[GeneratedText]:
         """Like `chat_batch`, with each text's mean token log-prob and its low-confidence flag.
@@ -304,15 +305,18 @@ class VLMGeneration:
         study-context prompt (`sonofm.models.vlm_context`) reads them in its prompt, and with
         `ground` every report drawn up for a study with a context is grounded in it
         (`sonofm.reports.grounding`: its numbers, sex and echo guideline findings are the
-        study's; the model's own text stays in ``draft``).
+        study's; the model's own text stays in ``draft``). With `sources`, a closed question a
+        source covers (the study's measurements, the guideline rules on them, the findings head;
+        `sonofm.models.vlm_answers`) is answered by it: ``answered_by`` names it and the language
+        model's own answer stays in ``draft``.
         """
         limit = int(gen.get("max_new_tokens", 128))
-        pixels, ids, mask, hints = self._batch_inputs_and_hints(batch, hints, contexts)
+        pixels, ids, mask, hints, probs = self._batch_inputs_and_hints(batch, hints, contexts)
         new, lp = self.generate(pixels, ids, mask, return_logprobs=True, **gen)
         ctxs = list(contexts) if contexts is not None else [None] * len(batch)
         cap = min(limit, self.room_after(ids.shape[1]))  # what generate allowed: reaching it = cut
         out = []
-        for (_, question), row, row_lp, hint, ctx in zip(batch, new, lp, hints, ctxs, strict=True):
+        for (_, question), row, row_lp, hint, ctx, p in zip(batch, new, lp, hints, ctxs, probs, strict=True):
             n = int((row_lp != 0).sum()) or 1
             eos = bool((row == self.tokenizer.eos_token_id).any())
             checked = assess(
@@ -323,6 +327,8 @@ class VLMGeneration:
                 threshold=self.config.low_confidence_logprob,
             )
             checked.findings = hint
+            if sources and question is not None:
+                self._take_sourced_answer(checked, question, ctx, p)
             if ground and ctx and question is None:
                 checked.draft = checked.text
                 checked.text = vlm_context.grounded_report(checked.text, ctx)
@@ -332,6 +338,27 @@ class VLMGeneration:
                     checked.low_confidence = True
             out.append(checked)
         return out
+
+    def _take_sourced_answer(
+        self, checked: GeneratedText, question: str, ctx: dict[str, Any] | None, probs: torch.Tensor | None
+    ) -> None:
+        """Replace the LM's answer by a source's (`vlm_answers.sourced_answer`) where one covers it."""
+        head = getattr(self, "findings", None)
+        got = vlm_answers.sourced_answer(
+            question,
+            context=ctx,
+            probs=probs,
+            vocab=head.vocab if head is not None else None,
+            threshold=self.config.findings.threshold if self.config.findings is not None else 0.5,
+        )
+        if got is None:
+            return
+        checked.draft, checked.text, checked.answered_by = checked.text, got.text, got.source
+        # the flag now judges the answer shown: the LM's log-probability was about its own text
+        checked.reasons = []
+        if got.probability is not None and got.probability < vlm_answers.UNSURE_BELOW:
+            checked.reasons.append(f"the findings head is unsure (p = {got.probability:.2f})")
+        checked.low_confidence = bool(checked.reasons)
 
     def chat_checked(
         self,
@@ -357,8 +384,8 @@ class VLMGeneration:
         multi-turn chat; the images' `<image>` placeholders are then in its first user turn.
         `context`: the study's measurements and sex (see `answer_batch`).
         """
-        if context and question is None and not history:  # a report: grounded, as answer_batch does
-            return self.answer_batch([(images, None)], contexts=[context], **gen)[0].text
+        if not history:  # reports grounded, closed answers sourced: what answer_batch gives
+            return self.answer_batch([(images, question)], contexts=[context], **gen)[0].text
         pixels = self.prepare_images(images) if len(images) else None
         hint = self.findings_hint(pixels, context)
         if history and hint:  # the hint belongs to the first user turn, where training put it
@@ -378,29 +405,28 @@ class VLMGeneration:
         return self._batch_hints([pixels], [context])[0]
 
     def chat_batch(self, batch: Sequence[tuple[Sequence[Any], str | None]], **gen: Any) -> list[str]:
-        """Batched `chat`: [(images, question), ...] -> answers (left-padded, one generate call)."""
-        new = self.generate(*self._batch_inputs(batch), **gen)
-        return [self.decode(row) for row in new]
-
-    def _batch_inputs(
-        self, batch: Sequence[tuple[Sequence[Any], str | None]]
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """(pixels of every image or None, left-padded prompt ids, attention mask) of a batch of
-        (images, question) studies."""
-        return self._batch_inputs_and_hints(batch)[:3]
+        """Batched `chat`: [(images, question), ...] -> answers (left-padded, one generate call;
+        closed questions a source covers answered by it, as `answer_batch` does)."""
+        return [g.text for g in self.answer_batch(batch, **gen)]
 
     def _batch_inputs_and_hints(
         self,
         batch: Sequence[tuple[Sequence[Any], str | None]],
         given: Sequence[str | None] | None = None,
         contexts: Sequence[dict[str, Any] | None] | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[str | None]]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[str | None], list[torch.Tensor | None]]:
+        """(pixels of every image or None, left-padded prompt ids, attention mask, each study's prompt
+        lines, each study's findings head probabilities (None: hints were given, no head, or not
+        exactly one image)) of a batch of (images, question) studies."""
         if given is not None and len(given) != len(batch):
             raise UserError(f"{len(given)} findings hints given for {len(batch)} studies")
         if contexts is not None and len(contexts) != len(batch):
             raise UserError(f"{len(contexts)} study contexts given for {len(batch)} studies")
         pix = [self.prepare_images(images) if len(images) else None for images, _ in batch]
-        hints = list(given) if given is not None else self._batch_hints(pix, contexts)
+        if given is not None:
+            hints, probs = list(given), [None] * len(batch)
+        else:
+            hints, probs = self._hints_and_probs(pix, contexts)
         prompts = [
             vlm_prompt.render_prompt(
                 question, len(images), self.tokenizer, self.config.num_image_tokens, hint=hint
@@ -409,23 +435,36 @@ class VLMGeneration:
         ]
         ids, mask = self.pad_prompts(prompts)
         stacked = [p for p in pix if p is not None]
-        return (torch.cat(stacked) if stacked else None), ids, mask, hints
+        return (torch.cat(stacked) if stacked else None), ids, mask, hints, probs
 
     def _batch_hints(
         self, pix: Sequence[torch.Tensor | None], contexts: Sequence[dict[str, Any] | None] | None = None
     ) -> list[str | None]:
         """`findings_hint` of every study, with one head pass over all one-image studies."""
+        return self._hints_and_probs(pix, contexts)[0]
+
+    def _hints_and_probs(
+        self, pix: Sequence[torch.Tensor | None], contexts: Sequence[dict[str, Any] | None] | None = None
+    ) -> tuple[list[str | None], list[torch.Tensor | None]]:
+        """Every study's prompt lines and its findings head probabilities (K,) (None: no head, or not
+        exactly one image, as in training), from one head pass over all one-image studies."""
         # the prompt line only for a model trained with it; any model's reports are still grounded
         contexts = (
             list(contexts) if contexts is not None and self.config.context is not None else [None] * len(pix)
         )
         single = [k for k, p in enumerate(pix) if p is not None and len(p) == 1]
         hints: list[str | None] = [None] * len(pix)
+        probs: list[torch.Tensor | None] = [None] * len(pix)
         if not single:
-            return hints
+            return hints, probs
         vocab = self.findings.vocab if getattr(self, "findings", None) is not None else None
-        labels = self.predict_findings(torch.cat([pix[k] for k in single])) if vocab else [None] * len(single)
+        labels: list[dict[str, Any] | None] = [None] * len(single)
+        if vocab:
+            p = self.findings_probabilities(torch.cat([pix[k] for k in single]))
+            labels = vocab.decide(p, self.config.findings.threshold)
+            for k, row in zip(single, p.float().cpu(), strict=True):
+                probs[k] = row
         for k, lab in zip(single, labels, strict=True):
             ctx = vlm_context.clean_context(contexts[k], f"study {k}") if contexts[k] else None
             hints[k] = vlm_context.prompt_hint(vocab, lab, ctx)
-        return hints
+        return hints, probs

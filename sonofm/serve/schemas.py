@@ -60,6 +60,13 @@ class AnalyzeResponse(BaseModel):
         "measurements, else null); null when no VLM is loaded",
     )
     answer: str | None = Field(None, description="VLM answer to `question`; null without VLM/question")
+    answer_check: dict[str, Any] | None = Field(
+        None,
+        description="the answer's confidence as in report_check, plus answered_by (the source of a "
+        "closed answer: the study's measurements, the guideline rules or the findings head; null when "
+        "the language model answered) and draft (then the language model's own answer); null "
+        "without VLM/question",
+    )
     segmentation: SegmentationOut | None = Field(
         None, description="null when no segmentation model is loaded"
     )

@@ -248,6 +248,11 @@ def test_generate_cli(trained, images, tmp_path) -> None:
     from sonofm.reports import parse_report
 
     assert parse_report(res.stdout, "breast").study.measurements == {"lesion_width_mm": 17.4}
+    # a closed question on a given measurement: answered by it, the source named on stderr
+    q = ["--question", "Is the lesion width above 2 cm?", "--max-new-tokens", "8"]
+    res = CliRunner().invoke(app, [*base, '{"lesion_width_mm": 17.4}', *q])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == "No" and "answered from the study measurements" in res.stderr
 
 
 @pytest.mark.filterwarnings("ignore:Expected explicit VR")

@@ -424,6 +424,7 @@ def test_optional_vlm_and_segmentation(assets, state):
     AnalyzeResponse.model_validate(res)
     assert res["similar_cases"] is None
     assert res["report"] == "Findings: test report." and res["answer"] == "answer to: Is there a lesion?"
+    assert res["answer_check"]["low_confidence"] is False  # a VLM without a check passes unflagged
     assert vlm.calls == [((80, 80), None), ((80, 80), "Is there a lesion?")]
     with TestClient(create_app(settings, state=st)) as c:  # a VLM that cannot take measurements
         r = _post(c, png_bytes(img), data={"measurements": '{"lvef_pct": 38}'})
@@ -497,6 +498,11 @@ def test_real_vlm_and_task_model_when_available(assets, state, tmp_path):
     # the study's measurements and sex: the draft is written from them, and the line shows them
     with TestClient(create_app(settings, state=st)) as c:
         r = _post(c, png_bytes(img), data={"measurements": '{"lvef_pct": 38, "tapse_mm": 15.2}', "sex": "F"})
+        asked = _post(
+            c,
+            png_bytes(img),
+            data={"measurements": '{"lvef_pct": 38}', "question": "Is the LV ejection fraction below 50 %?"},
+        )
         bad = _post(c, png_bytes(img), data={"measurements": '{"lvef_pct": 38'})
         unknown = _post(c, png_bytes(img), data={"measurements": '{"ef": 38}'})
     assert r.status_code == 200, r.text
@@ -519,6 +525,11 @@ def test_real_vlm_and_task_model_when_available(assets, state, tmp_path):
         line
         == "Study measurements: lvef 38; tapse 15.2; sex F. Guideline: reduced lvef moderate; rv dysfunction."
     )
+    # a closed question on a given measurement is answered by it; the language model's answer is kept
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["answer"] == "Yes"
+    a_check = asked.json()["answer_check"]
+    assert a_check["answered_by"] == "study measurements" and isinstance(a_check["draft"], str)
     assert bad.status_code == 422 and "field 'measurements': not valid JSON" in bad.json()["detail"]
     assert unknown.status_code == 422 and "unknown measurement ids ['ef']" in unknown.json()["detail"]
     with pytest.raises(UserError, match="not a generative VLM"):

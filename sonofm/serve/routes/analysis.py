@@ -105,7 +105,7 @@ def router(state: ServeState, settings: ServeSettings) -> APIRouter:
             lambda: (a.similar_cases(out), a.segmentation(decoded.image, out), a.preview(decoded.image))
         )
         t3 = time.perf_counter()
-        report = answer = report_check = None
+        report = answer = report_check = answer_check = None
         if a.vlm is not None:
             loop = asyncio.get_running_loop()
             report_check = await loop.run_in_executor(
@@ -113,9 +113,10 @@ def router(state: ServeState, settings: ServeSettings) -> APIRouter:
             )
             report = report_check.pop("text")
             if question and question.strip():
-                answer = await loop.run_in_executor(
-                    state.vlm_executor, a.chat, decoded.image, question.strip(), context
+                answer_check = await loop.run_in_executor(
+                    state.vlm_executor, a.chat_checked, decoded.image, question.strip(), context
                 )
+                answer = answer_check.pop("text")
         t4 = time.perf_counter()
         if settings.store_uploads is not None:
             await run_in_threadpool(_store, settings.store_uploads, rid, decoded)
@@ -131,6 +132,7 @@ def router(state: ServeState, settings: ServeSettings) -> APIRouter:
             "report": report,
             "report_check": report_check,
             "answer": answer,
+            "answer_check": answer_check,
             "segmentation": seg,
             "model": {
                 "name": state.model_info.get("name"),

@@ -240,6 +240,16 @@
     const ans = typeof res.answer === "string";
     $("answer-block").hidden = !ans;
     $("answer").textContent = ans ? res.answer : "";
+    // where a closed answer came from (the study's measurements, the guideline rules, the
+    // findings head) and what the language model itself said, so a reader can weigh it
+    const ac = res.answer_check || {};
+    const sourced = ans && typeof ac.answered_by === "string";
+    const unsure = ans && ac.low_confidence === true;
+    $("answer-source").hidden = !(sourced || unsure);
+    $("answer-source").textContent =
+      (sourced ? "Answered from the " + ac.answered_by +
+        (typeof ac.draft === "string" ? ' (the language model said: "' + ac.draft + '")' : "") + ". " : "") +
+      (unsure ? "Low confidence: " + (ac.reasons || []).join("; ") + "." : "");
   }
 
   function render(res) {
