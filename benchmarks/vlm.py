@@ -42,6 +42,7 @@ that seed; ``--generate-only`` fills the caches while other runs still train)::
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import platform
@@ -111,16 +112,39 @@ def answer_questions(
     recs: list[dict[str, Any]],
     images: dict[str, np.ndarray],
     contexts: dict[str, dict[str, Any]] | None = None,
-) -> list[str]:
-    """Greedy closed answers; `contexts`: image path -> its study context (context-prompted models)."""
-    items = [([images[r["image"][0]]], r["conversations"][0]["value"].replace("<image>\n", "")) for r in recs]
+) -> dict[str, list[Any]]:
+    """Greedy closed answers as the model returns them (closed questions a source covers answered
+    by it: `sonofm.models.vlm_answers`), the language model's own answers, and each answer's source
+    (None: the language model); `contexts`: image path -> its study context (context-prompted models)."""
+    items = [([images[r["image"][0]]], question_text(r)) for r in recs]
     ctx = None if contexts is None else [contexts[r["image"][0]] for r in recs]
-    out: list[str] = []
+    out: dict[str, list[Any]] = {"answers": [], "answers_language_model": [], "answered_by": []}
     for a in range(0, len(items), 32):
         gens = model.answer_batch(
             items[a : a + 32], contexts=None if ctx is None else ctx[a : a + 32], max_new_tokens=ANSWER_TOKENS
         )
-        out += [g.text for g in gens]
+        out["answers"] += [g.text for g in gens]
+        out["answers_language_model"] += [g.draft if g.answered_by else g.text for g in gens]
+        out["answered_by"] += [g.answered_by for g in gens]
+    return out
+
+
+def question_text(rec: dict[str, Any]) -> str:
+    return rec["conversations"][0]["value"].replace("<image>\n", "")
+
+
+def with_measured_answers(
+    answers: list[str], recs: list[dict[str, Any]], contexts: dict[str, Any]
+) -> list[str]:
+    """The answers given the study's measurements too: what `answer_batch(contexts=...)` returns for
+    a model without the context prompt (its prompt, hence its own answers, are the same; threshold
+    and guideline questions are then decided by the measurements: `vlm_answers.sourced_answer`)."""
+    from sonofm.models.vlm_answers import sourced_answer
+
+    out = []
+    for ans, r in zip(answers, recs, strict=True):
+        got = sourced_answer(question_text(r), context=contexts[r["image"][0]])
+        out.append(got.text if got is not None else ans)
     return out
 
 
@@ -148,6 +172,8 @@ def decoding_settings(model: Any) -> dict[str, Any]:
         "max_new_tokens_answer": ANSWER_TOKENS,
         "no_repeat_ngram": model.config.no_repeat_ngram,
         "repetition_penalty": model.config.repetition_penalty,
+        # closed questions answered by the source that covers them (sonofm.models.vlm_answers)
+        "closed_answers": "sourced-v1",
     }
 
 
@@ -180,7 +206,12 @@ def run_outputs(
     }
     tag = "_context" if contexts is not None else ""
     keys = {
-        f"reports{tag}": {**base, "decoding": {k: v for k, v in dec.items() if k != "max_new_tokens_answer"}},
+        f"reports{tag}": {
+            **base,
+            "decoding": {
+                k: v for k, v in dec.items() if k not in ("max_new_tokens_answer", "closed_answers")
+            },
+        },
         f"answers{tag}": {
             **base,
             "questions": [r["conversations"][0]["value"] for r in recs],
@@ -203,7 +234,7 @@ def run_outputs(
         _log(f"    reports{tag}: reusing {cache}")
     if f"answers{tag}" not in parts:
         by_image = None if contexts is None else dict(zip(by_path, contexts, strict=True))
-        parts[f"answers{tag}"] = {"answers": answer_questions(model, recs, by_path, by_image)}
+        parts[f"answers{tag}"] = answer_questions(model, recs, by_path, by_image)
     else:
         _log(f"    answers{tag}: reusing {cache}")
     kept = {k: v for k, v in old.items() if k not in keys}  # the other mode's parts stay cached
@@ -330,6 +361,15 @@ def _ci(c: dict[str, Any], signed: bool = False) -> str:
     return f"{f.format(c['value'])} [{f.format(c['ci_low'])}, {f.format(c['ci_high'])}]"
 
 
+def _vqa_delta(doc: dict[str, Any], gen: str, base: str) -> str:
+    """Closed-VQA difference of a pooled generator to a baseline: the paired CI where the result
+    file has it (against retrieval given the same inputs), else the difference of the means."""
+    paired = doc.get("closed_vqa_vs_retrieval", {}).get(gen, {})
+    if paired.get("baseline") == base:
+        return _ci(paired["delta"], True)
+    return f"{doc['closed_vqa_seeds_pooled'][gen]['value'] - doc['closed_vqa'][base]['value']:+.3f}"
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """The README's table from a result file: each system's seeds pooled, patient-level 95 % CIs."""
     pooled, vqa = doc["reports_seeds_pooled"], doc["closed_vqa_seeds_pooled"]
@@ -371,7 +411,7 @@ def markdown_table(doc: dict[str, Any]) -> str:
         )
         rows.append(
             f"| {labels.get(gen, gen)} minus retrieval | | {_ci(d, True)} | {_ci(dn, True)} | "
-            f"{vqa[gen]['value'] - doc['closed_vqa']['retrieval']['value']:+.3f} | | |"
+            f"{_vqa_delta(doc, gen, 'retrieval')} | | |"
         )
     for gen, t in pooled.items():
         vm = t.get("vs_retrieval_measured")
@@ -380,7 +420,14 @@ def markdown_table(doc: dict[str, Any]) -> str:
                 f"| {labels.get(gen, gen)} minus retrieval given the measurements | | "
                 f"{_ci(vm['clinical_f1'][f'delta/{gen}-retrieval_measured'], True)} | "
                 f"{_ci(vm['clinical_f1_no_measurements'][f'delta/{gen}-retrieval_measured'], True)} | "
-                f"{vqa[gen]['value'] - doc['closed_vqa']['retrieval_measured']['value']:+.3f} | | |"
+                f"{_vqa_delta(doc, gen, 'retrieval_measured')} | | |"
+            )
+    lm_vqa = doc.get("closed_vqa_language_model_only", {})
+    for gen in ("generator_moe", "generator_dense"):
+        if gen in lm_vqa:
+            rows.append(
+                f"| {labels[gen]}: closed answers of its language model alone | "
+                f"{len(pooled[gen]['seeds'])} | | | {_ci(lm_vqa[gen])} | | |"
             )
     ceiling = doc.get("summary", {}).get("ceiling_true_findings")
     if ceiling:
@@ -503,6 +550,8 @@ def main() -> None:  # noqa: C901 - a linear script
         "retrieval": {"seconds": round(retrieval_s, 1), "mean_similarity": float(nb.similarity.mean())}
     }
     flags: dict[str, Any] = {}
+    lm_answers: dict[str, list[str]] = {}  # the language model's own closed answers, per run
+    answer_sources: dict[str, list[str | None]] = {}
     runs = [("moe", p) for p in args.moe_run] + [("dense", p) for p in args.dense_run]
     if not args.moe_run:
         raise SystemExit("give at least one --moe-run")
@@ -527,7 +576,12 @@ def main() -> None:  # noqa: C901 - a linear script
         g_name = f"generator_{kind}_grounded_{run.name}"
         names[f"{kind}_grounded"].append(g_name)
         systems[g_name] = [grounded_report(t, c) for t, c in zip(out["texts"], contexts, strict=True)]
-        answers[g_name] = out["answers"]  # questions are answered by the model alone
+        # the study's measurements decide threshold and guideline questions (answer_batch's sources)
+        answers[g_name] = with_measured_answers(
+            out["answers"], recs, dict(zip(by_path, contexts, strict=True))
+        )
+        lm_answers[name] = out["answers_language_model"]
+        answer_sources[name] = out["answered_by"]
         gen_s = out["seconds"]
         training = json.loads((run / "model" / "training.json").read_text())
         flags[name] = {
@@ -593,16 +647,34 @@ def main() -> None:  # noqa: C901 - a linear script
     from sonofm.vlm.metrics import closed_correct
 
     kinds = [str(r["meta"]["kind"]) for r in recs]
-    vqa_kind: dict[str, Any] = {}
-    for name, preds in answers.items():
+
+    def per_kind(preds: list[str]) -> dict[str, Any]:
         ok = [closed_correct(p, r) for p, r in zip(preds, q_refs, strict=True)]
-        vqa_kind[name] = {
+        return {
             k: {"accuracy": float(np.mean([o for o, kk in zip(ok, kinds, strict=True) if kk == k])),
                 "n": kinds.count(k)}
             for k in sorted(set(kinds))
         }  # fmt: skip
+
+    vqa_kind = {name: per_kind(preds) for name, preds in answers.items()}
+    # the language model's own closed answers (before the sources of sonofm.models.vlm_answers)
+    lm_vqa: dict[str, Any] = {"per_kind": {n: per_kind(a) for n, a in lm_answers.items()}}
+    for kind in ("moe", "dense"):
+        if names[kind]:
+            k = len(names[kind])
+            lm_vqa[f"generator_{kind}"] = compare.closed_vqa(
+                {"lm": [t for n in names[kind] for t in lm_answers[n]]},
+                q_refs * k,
+                q_patients * k,
+                n_boot=args.n_boot,
+            )["lm"]
+    sources_used = {
+        n: {str(src or "language model"): int(c) for src, c in collections.Counter(s).items()}
+        for n, s in answer_sources.items()
+    }
     pooled: dict[str, Any] = {}
     pooled_vqa: dict[str, Any] = {}
+    vqa_vs_retrieval: dict[str, Any] = {}  # paired, seeds pooled, against retrieval given the same inputs
     for kind, members in names.items():
         if not members:
             continue
@@ -616,9 +688,16 @@ def main() -> None:  # noqa: C901 - a linear script
             baseline="retrieval",
             n_boot=args.n_boot,
         )
-        pooled_vqa[gen] = compare.closed_vqa(
-            {gen: [t for n in members for t in answers[n]]}, q_refs * k, q_patients * k, n_boot=args.n_boot
-        )[gen]
+        base = "retrieval_measured" if kind.endswith("grounded") else "retrieval"  # same inputs
+        both = compare.closed_vqa(
+            {gen: [t for n in members for t in answers[n]], base: answers[base] * k},
+            q_refs * k,
+            q_patients * k,
+            n_boot=args.n_boot,
+            baseline=base,
+        )
+        pooled_vqa[gen] = both[gen]
+        vqa_vs_retrieval[gen] = {"baseline": base, "delta": both[f"delta/{gen}-{base}"]}
         pooled[gen]["seeds"] = members
         if kind.endswith("grounded"):  # against retrieval given the same measurements
             pooled[gen]["vs_retrieval_measured"] = compare.compare_reports(
@@ -759,10 +838,19 @@ def main() -> None:  # noqa: C901 - a linear script
             "retrieval_clinical_f1_no_measurements": table["clinical_f1_no_measurements"]["retrieval"],
             "delta_vs_retrieval_no_measurements": delta_nm,
             "closed_vqa": pooled_vqa["generator_moe"],
+            "closed_vqa_grounded": pooled_vqa.get("generator_moe_grounded"),
+            "closed_vqa_language_model_only": lm_vqa.get("generator_moe"),
             "closed_vqa_retrieval": vqa["retrieval"],
+            "closed_vqa_retrieval_measured": vqa["retrieval_measured"],
+            "closed_vqa_grounded_minus_retrieval_measured": vqa_vs_retrieval.get(
+                "generator_moe_grounded", {}
+            ).get("delta"),
             "readable_of_10": n_ok,
             "clinical_f1_target_met": bool(gen_f1["value"] >= TARGETS["clinical_f1"]),
             "closed_vqa_target_met": bool(pooled_vqa["generator_moe"]["value"] >= TARGETS["closed_vqa"]),
+            "closed_vqa_grounded_target_met": bool(
+                pooled_vqa.get("generator_moe_grounded", {}).get("value", 0.0) >= TARGETS["closed_vqa"]
+            ),
             "ceiling_true_findings": None
             if oracle_name is None
             else {
@@ -810,6 +898,13 @@ def main() -> None:  # noqa: C901 - a linear script
         "closed_vqa": vqa,
         "closed_vqa_seeds_pooled": pooled_vqa,
         "closed_vqa_per_kind": vqa_kind,
+        "closed_vqa_language_model_only": lm_vqa,
+        "closed_vqa_vs_retrieval": vqa_vs_retrieval,
+        "closed_answer_sources": {
+            "note": "who answered each closed question (sonofm.models.vlm_answers): the study's "
+            "measurements, the guideline rules, the findings head, else the language model",
+            "image_only": sources_used,
+        },
         "clinical_f1_per_region": per_region,
         "moe_vs_dense": moe_vs_dense,
         "variants_vs_first_moe_run": variant_scores,

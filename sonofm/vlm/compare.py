@@ -111,12 +111,27 @@ def compare_reports(
 
 
 def closed_vqa(
-    systems: dict[str, Sequence[str]], refs: Sequence[str], patients: Sequence[str], *, n_boot: int = 1000
+    systems: dict[str, Sequence[str]],
+    refs: Sequence[str],
+    patients: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
-    """Closed-question accuracy per system with patient-level CIs."""
+    """Closed-question accuracy per system with patient-level CIs; with `baseline`, also each other
+    system's paired difference to it (``delta/<system>-<baseline>``: the same questions, whole
+    patients resampled)."""
     groups = np.asarray([str(p) for p in patients])
-    out = {}
+    out: dict[str, Any] = {}
+    ok: dict[str, np.ndarray] = {}
     for name, preds in systems.items():
-        ok = np.array([VM.closed_correct(p, r) for p, r in zip(preds, refs, strict=True)], dtype=float)
-        out[name] = bootstrap_ci(np.mean, ok, n_boot=n_boot, groups=groups).to_dict()
+        ok[name] = np.array([VM.closed_correct(p, r) for p, r in zip(preds, refs, strict=True)], dtype=float)
+        out[name] = bootstrap_ci(np.mean, ok[name], n_boot=n_boot, groups=groups).to_dict()
+    if baseline is not None:
+        for name in systems:
+            if name != baseline:
+                diff = ok[name] - ok[baseline]
+                out[f"delta/{name}-{baseline}"] = bootstrap_ci(
+                    np.mean, diff, n_boot=n_boot, groups=groups
+                ).to_dict()
     return out

@@ -34,6 +34,14 @@ def test_compare_reports_resamples_patients_and_scores_the_difference():
 def test_closed_vqa_accuracy_per_system():
     out = compare.closed_vqa({"a": ["Yes", "No"], "b": ["No", "No"]}, ["Yes", "No"], ["p1", "p2"], n_boot=20)
     assert out["a"]["value"] == 1.0 and out["b"]["value"] == 0.5
+    # paired difference to a baseline, whole patients resampled: b is wrong on every question of
+    # p1..p3 and right on p4..p6's, a right on all
+    refs, pats = ["Yes", "No"] * 6, [f"p{i // 2}" for i in range(12)]
+    b = ["No", "Yes"] * 3 + ["Yes", "No"] * 3
+    out = compare.closed_vqa({"a": refs, "b": b}, refs, pats, n_boot=200, baseline="b")
+    d = out["delta/a-b"]
+    assert d["value"] == 0.5 and d["n_patients"] == 6 and 0 < d["ci_low"] <= 0.5 <= d["ci_high"] <= 1.0
+    assert "delta/b-b" not in out
 
 
 def test_retrieval_answers_with_the_neighbours_facts():
