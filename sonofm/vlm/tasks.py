@@ -9,8 +9,9 @@ Both run ``ctx.model.chat_batch`` (a `SonoVLM`) on the images of one split, so t
   (micro and macro, overall and per region) and METEOR (point estimate; skipped with a note when
   Java fails). Examples (thumbnail, generated vs reference text) go to ``plots["images"]``.
 - ``vqa``: closed (yes/no, multiple choice) and open questions built from the split's manifest
-  rows by `sonofm.vlm.conversations` (seeded), plus diagnosis questions; closed accuracy, open
-  token F1 / exact match and diagnosis token F1.
+  rows by `sonofm.vlm.conversations` (seeded), plus diagnosis questions; closed accuracy (a
+  SonoVLM's answers, closed questions a source covers answered by it, and its language model's
+  own: ``closed_accuracy_language_model``), open token F1 / exact match and diagnosis token F1.
 
 Suite YAML: ``- {type: report_generation, split: test}`` / ``- {type: vqa, split: test}``.
 """
@@ -60,6 +61,19 @@ def generate_answers(
     out: list[str] = []
     for a in range(0, len(items), batch_size):
         out += model.chat_batch(list(items[a : a + batch_size]), **gen)
+    return out
+
+
+def _checked_answers(
+    model: Any, items: Sequence[tuple[Sequence[np.ndarray], str | None]], batch_size: int, **gen: Any
+) -> list[Any] | None:
+    """`model.answer_batch` over the items (GeneratedText: text, source, the LM's own answer), or
+    None for a model without it."""
+    if not hasattr(model, "answer_batch"):
+        return None
+    out: list[Any] = []
+    for a in range(0, len(items), batch_size):
+        out += model.answer_batch(list(items[a : a + batch_size]), **gen)
     return out
 
 
@@ -261,7 +275,13 @@ class VQA(_GenerationTask):
             ([img(p) for p in r["image"]], r["conversations"][0]["value"].replace("<image>\n", ""))
             for r in recs
         ]
-        preds = generate_answers(ctx.model, items, batch_size=self.batch_size, **_gen_options(self))
+        checked = _checked_answers(ctx.model, items, self.batch_size, **_gen_options(self))
+        if checked is None:
+            preds = generate_answers(ctx.model, items, batch_size=self.batch_size, **_gen_options(self))
+        else:  # a SonoVLM: closed questions a source covers are answered by it (models/vlm_answers)
+            preds = [g.text for g in checked]
+            sources = [g.answered_by or "language model" for g in checked]
+            res.info["answered_by"] = {s: sources.count(s) for s in sorted(set(sources))}
         refs = [r["conversations"][1]["value"] for r in recs]
         task = np.array([r["meta"]["task"] for r in recs], dtype=object)
         closed = task == "vqa_closed"
@@ -271,6 +291,10 @@ class VQA(_GenerationTask):
                 dtype=float,
             )
             ctx.add_metric(res, "closed_accuracy", np.mean, correct)
+            if checked is not None:  # the language model's own answers, beside the sourced ones
+                own = [g.draft if g.answered_by else g.text for g in checked]
+                lm_ok = [VM.closed_correct(p, r) for p, r, c in zip(own, refs, closed, strict=True) if c]
+                ctx.add_metric(res, "closed_accuracy_language_model", np.mean, np.array(lm_ok, dtype=float))
         for name, mask in (("open", task == "vqa_open"), ("diagnosis", task == "diagnosis")):
             if mask.any():
                 pairs = [(p, r) for p, r, m in zip(preds, refs, mask, strict=True) if m]

@@ -106,6 +106,15 @@ def test_real_tiny_vlm_runs_both_tasks(df, sim_dir):
     assert res.info["n"] == 3 and all(np.isfinite(v.value) for v in res.metrics.values())
     res = vt.VQA(split="test", max_new_tokens=4, max_samples=2).run(ctx)
     assert not math.isnan(res.metrics["closed_accuracy"].value)
+    # no findings head, no measurements: every answer is the language model's own
+    assert set(res.info["answered_by"]) == {"language model"}
+    assert res.metrics["closed_accuracy_language_model"].value == res.metrics["closed_accuracy"].value
+    # with a findings head, the head answers the organ/view/descriptor questions it covers
+    head = build_vlm(VLMConfig.model_validate({**TINY_VLM, "findings": {}}), tok).eval()
+    res = vt.VQA(split="test", max_new_tokens=4, max_samples=4, tasks=("vqa_closed",)).run(
+        _ctx(head, df, sim_dir)
+    )
+    assert res.info["answered_by"].get("findings head", 0) > 0
 
 
 def test_non_vlm_model_is_skipped(df, sim_dir):
