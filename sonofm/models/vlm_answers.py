@@ -29,7 +29,7 @@ from typing import Any
 from torch import Tensor
 
 from sonofm.models.vlm_context import clean_context
-from sonofm.models.vlm_findings import SINGLE_GROUPS, FindingsVocab
+from sonofm.models.vlm_findings import NO_VIEW, SINGLE_GROUPS, FindingsVocab
 from sonofm.reports.questions import ClosedQuestion, Label, read_closed_question
 from sonofm.taxonomy.echo import evaluate_guidelines
 
@@ -80,13 +80,18 @@ def answer_from_context(q: ClosedQuestion, context: Mapping[str, Any] | None) ->
 def _column_prob(vocab: FindingsVocab, probs: Tensor, label: Label) -> tuple[float, bool] | None:
     """(probability of `label`, is it the head's decision) or None when the head has no column."""
     group, value = label
-    if group not in vocab.groups or (group, value) not in vocab._column:
+    j = vocab.column(group, value)
+    if j is None:
         return None
-    j = vocab._column[(group, value)]
     p = float(probs[j])
     if group in SINGLE_GROUPS:
         a, b = vocab.spans[vocab.groups.index(group)]
         return p, int(probs[a:b].argmax()) + a == j
+    if group == "echo" and "view" in vocab.groups:
+        # as `FindingsVocab.decide`: no echo finding is stated for an image the head sees no echo view in
+        a, b = vocab.spans[vocab.groups.index("view")]
+        if vocab.labels[a + int(probs[a:b].argmax())][1] == NO_VIEW:
+            return 0.0, False
     return p, None  # multi-label: decided by the caller's threshold
 
 

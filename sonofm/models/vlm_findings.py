@@ -119,6 +119,10 @@ class FindingsVocab:
     def _column(self) -> dict[tuple[str, str], int]:
         return {label: j for j, label in enumerate(self.labels)}
 
+    def column(self, group: str, value: str) -> int | None:
+        """The column of (group, value); None when the head does not predict it."""
+        return self._column.get((group, value))
+
     def _group_values(self, labels: Mapping[str, Any], group: str) -> list[str] | None:
         """The values ``labels`` give one group; None when the group is not labelled."""
         if group in ("organ", "diagnosis"):

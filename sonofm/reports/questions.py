@@ -101,7 +101,7 @@ def _threshold(text: str, m: Mention) -> ClosedQuestion | None:
     return None
 
 
-def _choice(text: str, options_text: str) -> ClosedQuestion | None:
+def _choice(options_text: str) -> ClosedQuestion | None:
     options = [o.strip(" .?") for o in re.split(r",|\bor\b|;", options_text) if o.strip(" .?")]
     read: list[tuple[str, Label]] = []
     for option in options:
@@ -122,7 +122,7 @@ def read_closed_question(text: str) -> ClosedQuestion | None:
     text = _INSTRUCTION.sub(" ", text)
     opts = _OPTIONS.search(text)
     if opts:
-        return _choice(text, opts.group(1) or opts.group(2))
+        return _choice(opts.group(1) or opts.group(2))
     if not _YES_NO.match(text) or re.search(r"\bor\b|\beither\b", text, re.I):
         return None
     for symbol, words in _SYMBOLS:

@@ -114,6 +114,15 @@ def test_head_answers_multi_label_groups_by_the_threshold_and_choices_by_the_top
     assert answer_from_head(q("Is the lesion hypoechoic?"), torch.ones(small.size), small, 0.5) is None
 
 
+def test_no_echo_finding_for_an_image_without_an_echo_view():
+    """As the findings line (FindingsVocab.decide): a breast image's stray effusion probability says nothing."""
+    q = read_closed_question("Is there a pericardial effusion?")
+    breast = _probs(view__none=0.9, echo__pericardial_effusion=0.8)
+    echo = _probs(view__A4C=0.9, echo__pericardial_effusion=0.8)
+    assert answer_from_head(q, breast, VOCAB, 0.5).text == "No"
+    assert answer_from_head(q, echo, VOCAB, 0.5).text == "Yes"
+
+
 def test_measurements_come_before_the_head():
     probs = _probs(organ__heart=0.9)
     got = sourced_answer("Is the LVEF below 50%?", context=ECHO, probs=probs, vocab=VOCAB)
