@@ -95,6 +95,7 @@ def generate_reports(
         out += model.answer_batch(
             [([im], None) for im in images[a : a + batch]],
             contexts=None if contexts is None else contexts[a : a + batch],
+            agree=False,  # the model's own drafts; the benchmark applies the agreement itself
             max_new_tokens=max_new_tokens,
         )
         _log(f"    reports {min(a + batch, len(images))}/{len(images)}")
@@ -126,6 +127,45 @@ def answer_questions(
         out["answers"] += [g.text for g in gens]
         out["answers_language_model"] += [g.draft if g.answered_by else g.text for g in gens]
         out["answered_by"] += [g.answered_by for g in gens]
+    return out
+
+
+def _agreeing_summary(pooled: dict[str, Any]) -> dict[str, Any] | None:
+    """The product's reports (drafts agreeing with the findings head, grounded) against retrieval
+    given the same inputs, seeds pooled."""
+    ag = pooled.get("generator_moe_agree_grounded")
+    img = pooled.get("generator_moe_agree")
+    if ag is None or img is None:
+        return None
+    vm = ag["vs_retrieval_measured"]
+    d = vm["clinical_f1"]["delta/generator_moe_agree_grounded-retrieval_measured"]
+    return {
+        "note": "generator_moe_agree: the MoE drafts made to agree with the run's findings head "
+        "(sonofm.reports.grounding.agree_with_findings; what answer_batch returns); _grounded: also "
+        "grounded in the study's measurements and sex",
+        "clinical_f1": ag["clinical_f1"]["generator_moe_agree_grounded"],
+        "clinical_f1_no_measurements": ag["clinical_f1_no_measurements"]["generator_moe_agree_grounded"],
+        "image_only_clinical_f1_no_measurements": img["clinical_f1_no_measurements"]["generator_moe_agree"],
+        "image_only_delta_vs_retrieval_no_measurements": img["clinical_f1_no_measurements"][
+            "delta/generator_moe_agree-retrieval"
+        ],
+        "delta_vs_retrieval_measured": d,
+        "delta_vs_retrieval_measured_no_measurements": vm["clinical_f1_no_measurements"][
+            "delta/generator_moe_agree_grounded-retrieval_measured"
+        ],
+        "beats_retrieval_measured_ci_excludes_0": bool(d["ci_low"] > 0),
+    }
+
+
+def head_decisions(model: Any, images: list[np.ndarray], batch: int = 100) -> list[dict[str, Any]] | None:
+    """The findings head's decided labels per image (None without a head)."""
+    if getattr(model, "findings", None) is None:
+        return None
+    out: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for a in range(0, len(images), batch):
+            probs = model.findings_probabilities(model.prepare_images(images[a : a + batch]))
+            out += model.findings.vocab.decide(probs, model.config.findings.threshold)
     return out
 
 
@@ -397,6 +437,10 @@ def markdown_table(doc: dict[str, Any]) -> str:
         "generator_dense": "generator, dense twin",
         "generator_moe_grounded": "generator, dual-path MoE, grounded in the measurements",
         "generator_dense_grounded": "generator, dense twin, grounded in the measurements",
+        "generator_moe_agree": "generator, dual-path MoE, agreeing with its findings head",
+        "generator_dense_agree": "generator, dense twin, agreeing with its findings head",
+        "generator_moe_agree_grounded": "generator, dual-path MoE, agreeing with its head, grounded",
+        "generator_dense_agree_grounded": "generator, dense twin, agreeing with its head, grounded",
     }
     for gen, t in pooled.items():
         rows.append(
@@ -484,7 +528,8 @@ def main() -> None:  # noqa: C901 - a linear script
     t_all = time.perf_counter()
 
     from sonofm.models import load_model
-    from sonofm.models.vlm_context import grounded_report
+    from sonofm.models.vlm_context import clean_context, grounded_report
+    from sonofm.reports.grounding import agreeing_report
     from sonofm.vlm import compare
     from sonofm.vlm.conversations import format_report, labels_of_row
     from sonofm.vlm.retrieval import (
@@ -555,7 +600,10 @@ def main() -> None:  # noqa: C901 - a linear script
     runs = [("moe", p) for p in args.moe_run] + [("dense", p) for p in args.dense_run]
     if not args.moe_run:
         raise SystemExit("give at least one --moe-run")
-    names: dict[str, list[str]] = {"moe": [], "dense": [], "moe_grounded": [], "dense_grounded": []}
+    names: dict[str, list[str]] = {
+        k: [] for k in ("moe", "dense", "moe_grounded", "dense_grounded", "moe_agree", "dense_agree",
+                        "moe_agree_grounded", "dense_agree_grounded")
+    }  # fmt: skip
     for i, (kind, run) in enumerate(runs):
         if not (run / "model" / "config.json").is_file():
             if not args.train_missing:
@@ -577,11 +625,33 @@ def main() -> None:  # noqa: C901 - a linear script
         names[f"{kind}_grounded"].append(g_name)
         systems[g_name] = [grounded_report(t, c) for t, c in zip(out["texts"], contexts, strict=True)]
         # the study's measurements decide threshold and guideline questions (answer_batch's sources)
+        # the drafts made to agree with the run's own findings head (what answer_batch returns),
+        # image only and grounded in the measurements too
+        decided = head_decisions(model, images)
+        if decided is not None:
+            dims = model.config.findings.groups
+            a_name, ag_name = (
+                f"generator_{kind}_agree_{run.name}",
+                f"generator_{kind}_agree_grounded_{run.name}",
+            )
+            names[f"{kind}_agree"].append(a_name)
+            names[f"{kind}_agree_grounded"].append(ag_name)
+            systems[a_name] = [
+                agreeing_report(t, lab, dimensions=dims) for t, lab in zip(out["texts"], decided, strict=True)
+            ]
+            systems[ag_name] = [
+                agreeing_report(t, lab, cc["measurements"], cc["sex"], dimensions=dims)
+                for t, lab, cc in zip(
+                    out["texts"], decided, (clean_context(c) for c in contexts), strict=True
+                )
+            ]
         answers[g_name] = with_measured_answers(
             out["answers"], recs, dict(zip(by_path, contexts, strict=True))
         )
         lm_answers[name] = out["answers_language_model"]
         answer_sources[name] = out["answered_by"]
+        if decided is not None:  # agreeing reports change no answer
+            answers[a_name], answers[ag_name] = answers[name], answers[g_name]
         gen_s = out["seconds"]
         training = json.loads((run / "model" / "training.json").read_text())
         flags[name] = {
@@ -778,6 +848,7 @@ def main() -> None:  # noqa: C901 - a linear script
             checked=True,
         )  # image only, as a user runs it without measurements: the check is what the image says
         text = res.text
+        draft_check = readable_check(res.draft or text, row)
         ten.append(
             {
                 "id": str(row["id"]),
@@ -787,9 +858,12 @@ def main() -> None:  # noqa: C901 - a linear script
                 "low_confidence": res.low_confidence,
                 "reference": refs[j],
                 **readable_check(text, row),
+                "draft": res.draft,
+                "draft_ok": draft_check["ok"],
             }
         )
     n_ok = sum(t["ok"] for t in ten)
+    n_ok_draft = sum(t["draft_ok"] for t in ten)
 
     # ---- floor for the flag: an untrained model of the same architecture writes garbage
     from sonofm.models.vlm import SonoVLM
@@ -846,6 +920,7 @@ def main() -> None:  # noqa: C901 - a linear script
                 "generator_moe_grounded", {}
             ).get("delta"),
             "readable_of_10": n_ok,
+            "readable_of_10_language_model_draft": n_ok_draft,
             "clinical_f1_target_met": bool(gen_f1["value"] >= TARGETS["clinical_f1"]),
             "closed_vqa_target_met": bool(pooled_vqa["generator_moe"]["value"] >= TARGETS["closed_vqa"]),
             "closed_vqa_grounded_target_met": bool(
@@ -861,6 +936,7 @@ def main() -> None:  # noqa: C901 - a linear script
                 "closed_vqa": vqa[oracle_name],
             },
             "findings_head": info[names["moe"][0]].get("findings_head"),
+            "agreeing": _agreeing_summary(pooled),
             "grounded": {
                 "note": "generator_moe_grounded: the same MoE drafts grounded in each held-out study's "
                 "measurements and sex (sonofm.reports.grounding: numbers, sex and echo guideline "

@@ -22,6 +22,7 @@ from sonofm.errors import UserError
 from sonofm.models import vlm_answers, vlm_context, vlm_prompt
 from sonofm.models.moe import DualPathMoE, routing_context
 from sonofm.models.vlm_confidence import GeneratedText, assess
+from sonofm.reports.grounding import agreeing_report
 
 
 @contextlib.contextmanager
@@ -294,6 +295,7 @@ class VLMGeneration:
         contexts: Sequence[dict[str, Any] | None] | None = None,
         ground: bool = True,
         sources: bool = True,
+        agree: bool = True,
         **gen: Any,
     ) -> list[GeneratedText]:
         """Like `chat_batch`, with each text's mean token log-prob and its low-confidence flag.
@@ -308,7 +310,10 @@ class VLMGeneration:
         study's; the model's own text stays in ``draft``). With `sources`, a closed question a
         source covers (the study's measurements, the guideline rules on them, the findings head;
         `sonofm.models.vlm_answers`) is answered by it: ``answered_by`` names it and the language
-        model's own answer stays in ``draft``.
+        model's own answer stays in ``draft``. With `agree`, a report drafted from the findings
+        head's line states what the head decided (organ, view, diagnosis, descriptors;
+        `sonofm.reports.grounding.agree_with_findings`), so it never contradicts the line shown
+        beside it; the model's own text stays in ``draft``.
         """
         limit = int(gen.get("max_new_tokens", 128))
         pixels, ids, mask, hints, probs = self._batch_inputs_and_hints(batch, hints, contexts)
@@ -329,15 +334,31 @@ class VLMGeneration:
             checked.findings = hint
             if sources and question is not None:
                 self._take_sourced_answer(checked, question, ctx, p)
-            if ground and ctx and question is None:
+            labels = self._decided(p) if agree and question is None else None
+            ctx = vlm_context.clean_context(ctx) if ground and ctx and question is None else None
+            if labels is not None or ctx is not None:
                 checked.draft = checked.text
-                checked.text = vlm_context.grounded_report(checked.text, ctx)
+                checked.text = agreeing_report(
+                    checked.text,
+                    labels,
+                    ctx["measurements"] if ctx else None,
+                    ctx["sex"] if ctx else None,
+                    dimensions=self.config.findings.groups if labels is not None else None,
+                )
+            if ctx is not None:
                 lost = vlm_context.unstated(checked.text, ctx)
                 if lost:  # e.g. echo numbers given for a draft about a breast: the draft is suspect
                     checked.reasons.append(f"the draft has no place for the given measurements {lost}")
                     checked.low_confidence = True
             out.append(checked)
         return out
+
+    def _decided(self, probs: torch.Tensor | None) -> dict[str, Any] | None:
+        """The findings head's decision from one study's probabilities (None: no head / no probs)."""
+        head = getattr(self, "findings", None)
+        if head is None or probs is None:
+            return None
+        return head.vocab.decide(probs[None], self.config.findings.threshold)[0]
 
     def _take_sourced_answer(
         self, checked: GeneratedText, question: str, ctx: dict[str, Any] | None, probs: torch.Tensor | None

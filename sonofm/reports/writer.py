@@ -68,9 +68,13 @@ def _organ_name(organ: str, rng: np.random.Generator) -> str:
 _LOCATED = ("thyroid", "breast", "liver", "kidney", "spleen", "pancreas", "prostate")
 
 
-def _location(organ: str, rng: np.random.Generator) -> str:
+def _location(organ: str, rng: np.random.Generator, stated: str | None = None) -> str:
+    """Where the lesion is: the study's own location when it has one (a parsed draft or report:
+    grounding must not move a right-lobe nodule to the left lobe), else a plausible one."""
     o = tx.get_organ(organ)
     name = _organ_name(organ, rng)
+    if stated:
+        return f"the {stated}" if organ in stated or name in stated else f"the {stated} of the {name}"
     locs = [x for x in o.locations if "o'clock" not in x and "segment" not in x] if organ in _LOCATED else []
     if locs and rng.random() < 0.5:
         loc = _pick(rng, locs)
@@ -150,7 +154,7 @@ def _lesion_sentences(study: Study, rng: np.random.Generator) -> tuple[list[str]
                 preds.append(a + (" on colour Doppler" if f.dimension == "vascularity" else ""))
     rng.shuffle(adjs)
     size = _size_text(study, rng)
-    loc = _location(study.organ, rng) if study.organ else "the scanned region"
+    loc = _location(study.organ, rng, study.location) if study.organ else "the scanned region"
     adj_txt = ", ".join(adjs[:-1]) + (" " if len(adjs) > 1 else "") + (adjs[-1] if adjs else "")
     if len(adjs) > 1 and rng.random() < 0.5:
         adj_txt = " ".join(adjs)

@@ -95,3 +95,38 @@ def test_every_clinical_finding_is_written_so_that_it_reads_back():
         assert ("finding", fid, Status.PRESENT) in got, (fid, write_report(study, 0))
         checked += 1
     assert checked >= 50
+
+
+def test_a_draft_agrees_with_the_findings_head():
+    """The draft states the head's organ, diagnosis and descriptors; what the head does not decide
+    (location, size, a negative it does not contradict) stays as drafted."""
+    from sonofm.reports.grounding import agree_with_findings, agreeing_report
+
+    draft = (
+        "Findings: A 12 mm oval anechoic cyst is seen in the right lobe of the thyroid gland. "
+        "No microcalcifications. No posterior acoustic shadowing.\nImpression: Thyroid cyst."
+    )
+    labels = {
+        "organ": "thyroid",
+        "view": None,
+        "diagnosis": "nodule",
+        "attributes": {"echogenicity": ["hypoechoic"], "posterior": ["shadowing"]},
+    }
+    study = agree_with_findings(parse_report(draft).study, labels)
+    got = {(f.dimension, f.tag, f.status) for f in study.findings}
+    assert ("diagnosis", "nodule", Status.PRESENT) in got and ("diagnosis", "cyst", Status.PRESENT) not in got
+    assert ("echogenicity", "hypoechoic", Status.PRESENT) in got
+    assert not any(f.tag in ("anechoic", "oval") for f in study.findings)  # drafted, not decided
+    assert ("internal", "microcalcifications", Status.ABSENT) in got  # a negative the head leaves alone
+    assert ("posterior", "shadowing", Status.ABSENT) not in got  # ... unless the head says otherwise
+    text = agreeing_report(draft, labels, {"lesion_width_mm": 14.0}, "F")
+    back = parse_report(text).study
+    assert back.organ == "thyroid" and back.location == parse_report(draft).study.location
+    assert back.measurements == {"lesion_width_mm": 14.0}
+    # a head that decides only some dimensions leaves the others as drafted
+    only = agree_with_findings(parse_report(draft).study, labels, dimensions=["diagnosis"])
+    assert any(f.tag == "anechoic" for f in only.findings)
+    # an organ with no echo view drops a drafted view; a decided view is stated
+    echo = parse_report("Findings: Apical four-chamber view. Normal study.\nImpression: Normal.").study
+    assert agree_with_findings(echo, {"organ": "breast", "view": None}).view is None
+    assert agree_with_findings(echo, {"organ": "heart", "view": "PLAX"}).view == "PLAX"

@@ -207,3 +207,20 @@ def test_every_training_closed_question_reads_back_to_what_it_asks(lesion_dir, s
             answer = r["conversations"][1]["value"]
             assert answer in [t for t, _ in q.options], text
     assert {"threshold", "organ", "attribute"} <= kinds
+
+
+def test_a_report_agrees_with_the_heads_line_and_keeps_the_draft(head_model):
+    from sonofm.reports import parse_report
+
+    g = torch.Generator().manual_seed(2)
+    image = (torch.rand(32, 32, generator=g) * 255).to(torch.uint8).numpy()
+    decided = head_model.findings.vocab.decide(
+        head_model.findings_probabilities(head_model.prepare_images([image])), 0.5
+    )[0]
+    out = head_model.answer_batch([([image], None)], max_new_tokens=12)[0]
+    plain = head_model.answer_batch([([image], None)], agree=False, max_new_tokens=12)[0]
+    assert out.draft == plain.text and plain.draft is None
+    study = parse_report(out.text).study
+    assert study.organ == decided["organ"]
+    if decided["diagnosis"] not in (None, "normal"):
+        assert ("diagnosis", decided["diagnosis"]) in {f.key() for f in study.findings}
