@@ -508,15 +508,20 @@ def test_real_vlm_and_task_model_when_available(assets, state, tmp_path):
     assert r.status_code == 200, r.text
     ctx = {"measurements": {"lvef_pct": 38, "tapse_mm": 15.2}, "sex": "F"}
     assert r.json()["report"] == vlm.chat([img], None, context=ctx, max_new_tokens=128)
-    # grounded (sonofm.reports.grounding): the model's own text is kept beside it; this untrained
-    # model writes no echo report, so the echo numbers have no place in it and the draft is flagged
+    # grounded (sonofm.reports.grounding): the model's own text is kept beside it; a report with no
+    # place for the echo numbers (the untrained head may decide a breast) is flagged
     from sonofm.reports import parse_report
-    from sonofm.reports.grounding import ground_report
+    from sonofm.reports.grounding import agreeing_report
 
-    own = vlm.answer_batch([([img], None)], contexts=[ctx], ground=False, max_new_tokens=128)[0].text
+    gen = {"ground": False, "agree": False, "max_new_tokens": 128}
+    own = vlm.answer_batch([([img], None)], contexts=[ctx], **gen)[0].text
     check = r.json()["report_check"]
-    assert check["draft"] == own and r.json()["report"] == ground_report(own, ctx["measurements"], "F")
-    if parse_report(own).study.view is None:
+    # the draft made to agree with the head's line, then grounded (agreeing_report does both)
+    decided = vlm.findings.vocab.decide(vlm.findings_probabilities(vlm.prepare_images([img])), 0.5)[0]
+    groups = vlm.config.findings.groups
+    assert check["draft"] == own
+    assert r.json()["report"] == agreeing_report(own, decided, ctx["measurements"], "F", dimensions=groups)
+    if set(ctx["measurements"]) - set(parse_report(r.json()["report"]).study.measurements):
         assert check["low_confidence"] and any(
             "no place for the given measurements" in x for x in check["reasons"]
         )

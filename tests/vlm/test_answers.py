@@ -115,7 +115,8 @@ def test_head_answers_multi_label_groups_by_the_threshold_and_choices_by_the_top
 
 
 def test_no_echo_finding_for_an_image_without_an_echo_view():
-    """As the findings line (FindingsVocab.decide): a breast image's stray effusion probability says nothing."""
+    """As the findings line (FindingsVocab.decide): a breast image's stray effusion probability
+    says nothing."""
     q = read_closed_question("Is there a pericardial effusion?")
     breast = _probs(view__none=0.9, echo__pericardial_effusion=0.8)
     echo = _probs(view__A4C=0.9, echo__pericardial_effusion=0.8)
