@@ -80,9 +80,10 @@ def agree_with_findings(
     head's decision, `FindingsVocab.decide`; None or a missing key leaves that part as drafted).
     Organ, view and diagnosis become the decided ones; the drafted present descriptors of the
     decided dimensions are replaced by the decided tags; a drafted "absent" or "possible" stays
-    unless it contradicts a decided tag. Measurements, location, frame and echo findings stay.
-    `dimensions`: the dimensions `labels` decide (a head predicting only some of them leaves the
-    others as drafted); None: the diagnosis and every descriptor dimension.
+    unless it contradicts a decided tag. Measurements, location and echo findings stay (view and
+    frame only when the organ is the heart). `dimensions`: the dimensions `labels` decide (a head
+    predicting only some of them leaves the others as drafted); None: the diagnosis and every
+    descriptor dimension.
     """
     out = Study.from_dict(study.to_dict())
     if labels.get("organ"):
@@ -100,6 +101,7 @@ def agree_with_findings(
     dims = set(_IMAGE_DIMENSIONS if dimensions is None else dimensions) & set(_IMAGE_DIMENSIONS)
     if not labels.get("diagnosis"):
         dims.discard("diagnosis")
+    decided = {k for k in decided if k[0] in dims}
     kept = [
         f
         for f in out.findings
