@@ -24,12 +24,19 @@ def generate_cmd(
     measurements: str | None = typer.Option(
         None,
         "--measurements",
-        help='The study\'s measurements as JSON ({"lvef_pct": 55, ...}) or a JSON file; needs a '
-        "model trained with the study-context prompt (`context:` in its preset).",
+        help='The study\'s measurements as JSON ({"lvef_pct": 55, ...}) or a JSON file: the report '
+        "states them (and the guideline findings they imply), and a closed question on one is "
+        "answered from it.",
     ),
-    sex: str | None = typer.Option(None, "--sex", help="Patient sex (M/F) for the study-context prompt."),
+    sex: str | None = typer.Option(
+        None, "--sex", help="Patient sex (M/F): stated, and used by sex-specific limits."
+    ),
 ) -> None:
     """Write a report for, or answer a question about, one or more ultrasound images.
+
+    Reports state what the model's findings head decided.
+
+    A closed question is answered by the source that covers it (measurements, guideline, head).
 
     Examples:
 
