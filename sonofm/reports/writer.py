@@ -68,13 +68,19 @@ def _organ_name(organ: str, rng: np.random.Generator) -> str:
 _LOCATED = ("thyroid", "breast", "liver", "kidney", "spleen", "pancreas", "prostate")
 
 
-def _location(organ: str, rng: np.random.Generator, stated: str | None = None) -> str:
-    """Where the lesion is: the study's own location when it has one (a parsed draft or report:
-    grounding must not move a right-lobe nodule to the left lobe), else a plausible one."""
+def _location(
+    organ: str, rng: np.random.Generator, stated: str | None = None, side: str | None = None
+) -> str:
+    """Where the lesion is: the study's own location and side when it has them (a parsed draft or
+    report: grounding must not move a right-lobe nodule to the left lobe), else a plausible one."""
     o = tx.get_organ(organ)
     name = _organ_name(organ, rng)
+    if side in ("right", "left") and not (stated and side in stated):
+        name = f"{side} {name}"
     if stated:
         return f"the {stated}" if organ in stated or name in stated else f"the {stated} of the {name}"
+    if side in ("right", "left"):
+        return f"the {name}"
     locs = [x for x in o.locations if "o'clock" not in x and "segment" not in x] if organ in _LOCATED else []
     if locs and rng.random() < 0.5:
         loc = _pick(rng, locs)
@@ -154,7 +160,9 @@ def _lesion_sentences(study: Study, rng: np.random.Generator) -> tuple[list[str]
                 preds.append(a + (" on colour Doppler" if f.dimension == "vascularity" else ""))
     rng.shuffle(adjs)
     size = _size_text(study, rng)
-    loc = _location(study.organ, rng, study.location) if study.organ else "the scanned region"
+    loc = (
+        _location(study.organ, rng, study.location, study.laterality) if study.organ else "the scanned region"
+    )
     adj_txt = ", ".join(adjs[:-1]) + (" " if len(adjs) > 1 else "") + (adjs[-1] if adjs else "")
     if len(adjs) > 1 and rng.random() < 0.5:
         adj_txt = " ".join(adjs)
@@ -235,7 +243,9 @@ def _clinical_present(study: Study) -> list[Finding]:
 
 def _clinical_sentence(f: Finding, organ_txt: str, rng: np.random.Generator) -> str:
     phrase = " ".join(x for x in (f.grade, _pick(rng, _noun_forms(f))) if x)
-    return _pick(rng, (f"There is {phrase} in the {organ_txt}.", f"{_cap(phrase)} is noted."))
+    return _pick(
+        rng, (f"There is {phrase} in the {organ_txt}.", f"{_cap(phrase)} of the {organ_txt} is noted.")
+    )
 
 
 def _impression_lesion(study: Study, rng: np.random.Generator) -> str:
@@ -304,7 +314,8 @@ def _write_lesion(study: Study, rng: np.random.Generator) -> str:
         meas.append(_measure_sentence("imt_mm", study.measurements["imt_mm"], rng))
     clinical = _clinical_present(study)
     if (diag == "normal" or diag is None) and clinical:  # no lesion, but a finding (hydronephrosis)
-        sents += [_clinical_sentence(f, organ_txt, rng) for f in clinical] + meas
+        sided = f"{study.laterality} {organ_txt}" if study.laterality in ("right", "left") else organ_txt
+        sents += [_clinical_sentence(f, sided, rng) for f in clinical] + meas
         sents += [
             f"{'No' if f.status is Status.ABSENT else 'Possible'} "
             f"{_pick(rng, _fitting(_noun_forms(f), study.organ, set()))}."

@@ -130,3 +130,18 @@ def test_a_draft_agrees_with_the_findings_head():
     echo = parse_report("Findings: Apical four-chamber view. Normal study.\nImpression: Normal.").study
     assert agree_with_findings(echo, {"organ": "breast", "view": None}).view is None
     assert agree_with_findings(echo, {"organ": "heart", "view": "PLAX"}).view == "PLAX"
+
+
+def test_grounding_keeps_the_side_and_place_of_a_lesion():
+    """A parsed study's laterality and location are written again, not replaced by a plausible
+    one (a right-kidney mass must not become a left one)."""
+    for draft in (
+        "Findings: A 2 cm hypoechoic solid mass in the upper pole of the right kidney.",
+        "Findings: A 12 mm anechoic cyst in the left lobe of the thyroid.",
+        "Findings: A 9 mm oval hypoechoic mass in the left breast, upper outer quadrant.",
+        "Findings: Mild hydronephrosis of the right kidney.",
+    ):
+        before = parse_report(draft).study
+        for seed in range(4):
+            after = parse_report(ground_report(draft, {}, None, seed=seed)).study
+            assert (after.laterality, after.location) == (before.laterality, before.location), (draft, seed)
