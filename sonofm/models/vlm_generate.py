@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,14 @@ from sonofm.models import vlm_answers, vlm_context, vlm_prompt
 from sonofm.models.moe import DualPathMoE, routing_context
 from sonofm.models.vlm_confidence import GeneratedText, assess
 from sonofm.reports.grounding import agreeing_report
+
+
+@dataclass(frozen=True)
+class HeadReading:
+    """One study's findings head output: its probabilities (K,) and the labels they decide."""
+
+    probs: torch.Tensor
+    labels: dict[str, Any]
 
 
 @contextlib.contextmanager
@@ -316,12 +325,14 @@ class VLMGeneration:
         beside it; the model's own text stays in ``draft``.
         """
         limit = int(gen.get("max_new_tokens", 128))
-        pixels, ids, mask, hints, probs = self._batch_inputs_and_hints(batch, hints, contexts)
+        pixels, ids, mask, hints, readings = self._batch_inputs_and_hints(batch, hints, contexts)
         new, lp = self.generate(pixels, ids, mask, return_logprobs=True, **gen)
         ctxs = list(contexts) if contexts is not None else [None] * len(batch)
         cap = min(limit, self.room_after(ids.shape[1]))  # what generate allowed: reaching it = cut
         out = []
-        for (_, question), row, row_lp, hint, ctx, p in zip(batch, new, lp, hints, ctxs, probs, strict=True):
+        for (_, question), row, row_lp, hint, ctx, read in zip(
+            batch, new, lp, hints, ctxs, readings, strict=True
+        ):
             n = int((row_lp != 0).sum()) or 1
             eos = bool((row == self.tokenizer.eos_token_id).any())
             checked = assess(
@@ -333,8 +344,8 @@ class VLMGeneration:
             )
             checked.findings = hint
             if sources and question is not None:
-                self._take_sourced_answer(checked, question, ctx, p)
-            labels = self._decided(p) if agree and question is None else None
+                self._take_sourced_answer(checked, question, ctx, read.probs if read else None)
+            labels = read.labels if read is not None and agree and question is None else None
             ctx = vlm_context.clean_context(ctx) if ground and ctx and question is None else None
             if labels is not None or ctx is not None:
                 checked.draft = checked.text
@@ -352,13 +363,6 @@ class VLMGeneration:
                     checked.low_confidence = True
             out.append(checked)
         return out
-
-    def _decided(self, probs: torch.Tensor | None) -> dict[str, Any] | None:
-        """The findings head's decision from one study's probabilities (None: no head / no probs)."""
-        head = getattr(self, "findings", None)
-        if head is None or probs is None:
-            return None
-        return head.vocab.decide(probs[None], self.config.findings.threshold)[0]
 
     def _take_sourced_answer(
         self, checked: GeneratedText, question: str, ctx: dict[str, Any] | None, probs: torch.Tensor | None
@@ -435,19 +439,19 @@ class VLMGeneration:
         batch: Sequence[tuple[Sequence[Any], str | None]],
         given: Sequence[str | None] | None = None,
         contexts: Sequence[dict[str, Any] | None] | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[str | None], list[torch.Tensor | None]]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[str | None], list[HeadReading | None]]:
         """(pixels of every image or None, left-padded prompt ids, attention mask, each study's prompt
-        lines, each study's findings head probabilities (None: hints were given, no head, or not
-        exactly one image)) of a batch of (images, question) studies."""
+        lines, each study's findings head reading (None: hints were given, no head, or not exactly
+        one image)) of a batch of (images, question) studies."""
         if given is not None and len(given) != len(batch):
             raise UserError(f"{len(given)} findings hints given for {len(batch)} studies")
         if contexts is not None and len(contexts) != len(batch):
             raise UserError(f"{len(contexts)} study contexts given for {len(batch)} studies")
         pix = [self.prepare_images(images) if len(images) else None for images, _ in batch]
         if given is not None:
-            hints, probs = list(given), [None] * len(batch)
+            hints, readings = list(given), [None] * len(batch)
         else:
-            hints, probs = self._hints_and_probs(pix, contexts)
+            hints, readings = self._hints_and_readings(pix, contexts)
         prompts = [
             vlm_prompt.render_prompt(
                 question, len(images), self.tokenizer, self.config.num_image_tokens, hint=hint
@@ -456,36 +460,36 @@ class VLMGeneration:
         ]
         ids, mask = self.pad_prompts(prompts)
         stacked = [p for p in pix if p is not None]
-        return (torch.cat(stacked) if stacked else None), ids, mask, hints, probs
+        return (torch.cat(stacked) if stacked else None), ids, mask, hints, readings
 
     def _batch_hints(
         self, pix: Sequence[torch.Tensor | None], contexts: Sequence[dict[str, Any] | None] | None = None
     ) -> list[str | None]:
         """`findings_hint` of every study, with one head pass over all one-image studies."""
-        return self._hints_and_probs(pix, contexts)[0]
+        return self._hints_and_readings(pix, contexts)[0]
 
-    def _hints_and_probs(
+    def _hints_and_readings(
         self, pix: Sequence[torch.Tensor | None], contexts: Sequence[dict[str, Any] | None] | None = None
-    ) -> tuple[list[str | None], list[torch.Tensor | None]]:
-        """Every study's prompt lines and its findings head probabilities (K,) (None: no head, or not
-        exactly one image, as in training), from one head pass over all one-image studies."""
+    ) -> tuple[list[str | None], list[HeadReading | None]]:
+        """Every study's prompt lines and its findings head reading (None: no head, or not exactly
+        one image, as in training), from one head pass over all one-image studies."""
         # the prompt line only for a model trained with it; any model's reports are still grounded
         contexts = (
             list(contexts) if contexts is not None and self.config.context is not None else [None] * len(pix)
         )
         single = [k for k, p in enumerate(pix) if p is not None and len(p) == 1]
         hints: list[str | None] = [None] * len(pix)
-        probs: list[torch.Tensor | None] = [None] * len(pix)
+        readings: list[HeadReading | None] = [None] * len(pix)
         if not single:
-            return hints, probs
+            return hints, readings
         vocab = self.findings.vocab if getattr(self, "findings", None) is not None else None
         labels: list[dict[str, Any] | None] = [None] * len(single)
         if vocab:
             p = self.findings_probabilities(torch.cat([pix[k] for k in single]))
             labels = vocab.decide(p, self.config.findings.threshold)
-            for k, row in zip(single, p.float().cpu(), strict=True):
-                probs[k] = row
+            for k, row, lab in zip(single, p.float().cpu(), labels, strict=True):
+                readings[k] = HeadReading(row, lab)
         for k, lab in zip(single, labels, strict=True):
             ctx = vlm_context.clean_context(contexts[k], f"study {k}") if contexts[k] else None
             hints[k] = vlm_context.prompt_hint(vocab, lab, ctx)
-        return hints, probs
+        return hints, readings

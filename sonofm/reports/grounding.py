@@ -63,8 +63,7 @@ def ground_report(
     `region`: a hint for the parser (None: the draft must name its organ, as the benchmark reads
     generated text).
     """
-    study = parse_report(text, region).study
-    return write_report(ground_study(study, measurements, sex), seed)
+    return agreeing_report(text, None, measurements, sex, seed, region=region)
 
 
 # the dimensions a findings head decides, besides organ and view
@@ -118,10 +117,12 @@ def agreeing_report(
     sex: str | None = None,
     seed: int | np.random.Generator = 0,
     dimensions: Collection[str] | None = None,
+    region: str | None = None,
 ) -> str:
-    """`text` parsed, made to agree with `labels` (`agree_with_findings`; None: as drafted),
-    grounded in `measurements` and `sex` when given (`ground_study`) and written again."""
-    study = parse_report(text).study
+    """`text` parsed (`region`: a hint for the parser), made to agree with `labels`
+    (`agree_with_findings`; None: as drafted), grounded in `measurements` and `sex` when given
+    (`ground_study`) and written again (deterministic for a seed)."""
+    study = parse_report(text, region).study
     if labels:
         study = agree_with_findings(study, labels, dimensions)
     if measurements is not None:

@@ -20,10 +20,11 @@ None: the caller keeps the language model's answer.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-from sonofm.reports.parser import Mention, parse_report
+from sonofm.reports.parser import Mention, ParseResult, parse_report
 from sonofm.reports.schema import Status
 
 # (group, value) of a mention, in the groups of the VLM's findings vocabulary
@@ -80,18 +81,16 @@ def _label(m: Mention) -> Label | None:
     return None
 
 
-def _subjects(text: str) -> list[Mention] | None:
+def _subjects(parsed: ParseResult) -> list[Mention] | None:
     """The question's label and measurement mentions; None when one is negated (ambiguous yes/no)."""
-    out = [
-        m for m in parse_report(text).mentions if m.kind in ("organ", "view", "echo", "tag", "measurement")
-    ]
+    out = [m for m in parsed.mentions if m.kind in ("organ", "view", "echo", "tag", "measurement")]
     if any(m.status == Status.ABSENT for m in out):
         return None
     return out
 
 
-def _threshold(text: str, m: Mention) -> ClosedQuestion | None:
-    value = parse_report(text).study.measurements.get(m.id)
+def _threshold(text: str, parsed: ParseResult, m: Mention) -> ClosedQuestion | None:
+    value = parsed.study.measurements.get(m.id)
     tail = text[m.end :]
     for pattern, above, inclusive in _DIRECTIONS:
         if value is not None and pattern.search(tail):
@@ -105,7 +104,7 @@ def _choice(options_text: str) -> ClosedQuestion | None:
     options = [o.strip(" .?") for o in re.split(r",|\bor\b|;", options_text) if o.strip(" .?")]
     read: list[tuple[str, Label]] = []
     for option in options:
-        mentions = [lab for m in (_subjects(option) or []) if (lab := _label(m)) is not None]
+        mentions = [lab for m in (_subjects(parse_report(option)) or []) if (lab := _label(m)) is not None]
         if len(set(mentions)) != 1:
             return None
         read.append((option, mentions[0]))
@@ -115,8 +114,12 @@ def _choice(options_text: str) -> ClosedQuestion | None:
     return ClosedQuestion("choice", options=tuple(read))
 
 
+@functools.lru_cache(maxsize=4096)
 def read_closed_question(text: str) -> ClosedQuestion | None:
-    """The structured reading of a closed question, or None when it is not one this can read."""
+    """The structured reading of a closed question, or None when it is not one this can read.
+
+    Cached: the same wording is asked of many images (an eval split, a benchmark's seeds, a
+    server's users), and each reading runs the report parser."""
     if not isinstance(text, str) or not text.strip():
         return None
     text = _INSTRUCTION.sub(" ", text)
@@ -127,11 +130,12 @@ def read_closed_question(text: str) -> ClosedQuestion | None:
         return None
     for symbol, words in _SYMBOLS:
         text = text.replace(symbol, words)
-    subjects = _subjects(text)
+    parsed = parse_report(text)
+    subjects = _subjects(parsed)
     if not subjects:
         return None
     measures = [m for m in subjects if m.kind == "measurement"]
     if measures:
-        return _threshold(text, measures[0]) if len(measures) == len(subjects) == 1 else None
+        return _threshold(text, parsed, measures[0]) if len(measures) == len(subjects) == 1 else None
     labels = tuple(dict.fromkeys(lab for m in subjects if (lab := _label(m)) is not None))
     return ClosedQuestion("labels", labels=labels) if labels else None

@@ -45,6 +45,7 @@ from sonofm.reports.writer_phrases import (  # noqa: F401 (every name writer.py 
     _pick,
     _rng,
     _value_text,
+    clinical_phrase,
     finding_phrase,
 )
 
@@ -242,7 +243,7 @@ def _clinical_present(study: Study) -> list[Finding]:
 
 
 def _clinical_sentence(f: Finding, organ_txt: str, rng: np.random.Generator) -> str:
-    phrase = " ".join(x for x in (f.grade, _pick(rng, _noun_forms(f))) if x)
+    phrase = clinical_phrase(f)
     return _pick(
         rng, (f"There is {phrase} in the {organ_txt}.", f"{_cap(phrase)} of the {organ_txt} is noted.")
     )
@@ -254,7 +255,7 @@ def _impression_lesion(study: Study, rng: np.random.Generator) -> str:
     diag = pres.get("diagnosis")
     clinical = _clinical_present(study)
     if (diag == "normal" or diag is None) and clinical:
-        named = ", ".join(" ".join(x for x in (f.grade, _noun_forms(f)[0]) if x) for f in clinical)
+        named = ", ".join(clinical_phrase(f) for f in clinical)
         return f"{_cap(named)} ({organ})."
     if diag == "normal" or diag is None:
         return _pick(

@@ -11,7 +11,6 @@ from sonofm.reports import lexicon as lx
 from sonofm.reports.schema import Finding, Status, Study
 from sonofm.reports.writer_phrases import (
     _cap,
-    _clinical_forms,
     _echo_forms,
     _echo_normal_forms,
     _fix_case,
@@ -19,10 +18,12 @@ from sonofm.reports.writer_phrases import (
     _measure_sentence,
     _pick,
     _value_text,
+    clinical_phrase,
 )
 
-
 # ---------------------------------------------------------------------------- echo studies
+
+
 def _echo_present_text(f: Finding, rng: np.random.Generator) -> str:
     form = _pick(rng, _echo_forms(f.tag))
     if f.grade is None:
@@ -88,13 +89,12 @@ def _write_echo(study: Study, rng: np.random.Generator) -> str:
         body.append(_echo_absent_text(f, rng))
     # clinical findings outside the guideline set (mitral regurgitation, RWMA): simulated studies hold
     # none, a parsed draft or a user's report can, and grounding writes such a study again
-    clinical = [f for f in study.findings if f.dimension == "finding" and f.status is not Status.ABSENT]
-    clinical_text = {
-        id(f): ("Possible " if f.status is Status.UNCERTAIN else "")
-        + " ".join(x for x in (f.grade, _clinical_forms(f.tag)[0]) if x)
-        for f in clinical
-    }
-    body += [_cap(clinical_text[id(f)]) + "." for f in clinical]
+    clinical = [
+        (f, _cap(("possible " if f.status is Status.UNCERTAIN else "") + clinical_phrase(f)) + ".")
+        for f in study.findings
+        if f.dimension == "finding" and f.status is not Status.ABSENT
+    ]
+    body += [text for _, text in clinical]
     for mid, v in study.measurements.items():
         if mid == "pe_size_mm" and pe_done:
             continue
@@ -107,7 +107,7 @@ def _write_echo(study: Study, rng: np.random.Generator) -> str:
     for f in present:
         imp.append(_cap(_echo_present_text(f, rng)) + ".")
     diagnoses = [f.tag for f in study.findings if f.dimension == "diagnosis" and f.status is Status.PRESENT]
-    imp += [_cap(clinical_text[id(f)]) + "." for f in clinical if f.status is Status.PRESENT]
+    imp += [text for f, text in clinical if f.status is Status.PRESENT]
     if "normal" in diagnoses or (not present and not diagnoses and not clinical):
         imp.append(_pick(rng, ("Normal echocardiogram.", "Normal study.", "Normal echocardiographic study.")))
     for d in diagnoses:

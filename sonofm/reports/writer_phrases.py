@@ -122,6 +122,11 @@ def _clinical_forms(fid: str) -> tuple[str, ...]:
     return tuple((good or cands)[:1])
 
 
+def clinical_phrase(f: Finding) -> str:
+    """A clinical finding's phrase with its grade ("moderate mitral regurgitation")."""
+    return " ".join(x for x in (f.grade, _clinical_forms(f.tag)[0]) if x)
+
+
 def finding_phrase(f: Finding, rng: np.random.Generator | None = None) -> str:
     """A noun phrase for a tag or echo finding (first/preferred form when rng is None)."""
     if f.dimension == "echo":

@@ -248,14 +248,6 @@ class Analyzer:
         areas = {names[int(i)]: round(float((lab == i).mean()), 5) for i in np.unique(lab) if i != 0}
         return {"overlay": png_data_uri(overlay(image, lab)), "area_fraction": areas}
 
-    def chat(self, image: np.ndarray, question: str | None, context: dict[str, Any] | None = None) -> str:
-        """The VLM's answer (a draft report when `question` is None); `context`: the study's
-        measurements and sex (`sonofm.models.vlm_context`), for a VLM trained with them."""
-        with torch.inference_mode():
-            if context is not None:
-                return str(self.vlm.chat([image], question, context=context))
-            return str(self.vlm.chat([image], question))
-
     def chat_checked(
         self, image: np.ndarray, question: str | None, context: dict[str, Any] | None = None
     ) -> dict[str, Any]:
