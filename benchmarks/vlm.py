@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sonofm.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "vlm.json"
 TARGETS = {"clinical_f1": 0.70, "closed_vqa": 0.85, "readable_of_10": 8}
@@ -278,7 +280,7 @@ def run_outputs(
     else:
         _log(f"    answers{tag}: reusing {cache}")
     kept = {k: v for k, v in old.items() if k not in keys}  # the other mode's parts stay cached
-    cache.write_text(json.dumps(kept | {k: {"key": keys[k], "outputs": parts[k]} for k in keys}))
+    atomic_write_text(cache, json.dumps(kept | {k: {"key": keys[k], "outputs": parts[k]} for k in keys}))
     return {**parts[f"reports{tag}"], **parts[f"answers{tag}"], "decoding": dec}
 
 
@@ -367,7 +369,7 @@ def oracle_findings_outputs(
         gens = model.answer_batch(items[a : a + 32], hints=q_hints[a : a + 32], max_new_tokens=ANSWER_TOKENS)
         answers += [g.text for g in gens]
     outputs = {"texts": texts, "answers": answers}
-    cache.write_text(json.dumps({"key": key, "outputs": outputs}))
+    atomic_write_text(cache, json.dumps({"key": key, "outputs": outputs}))
     return outputs
 
 
@@ -990,7 +992,7 @@ def main() -> None:  # noqa: C901 - a linear script
         "seconds": round(time.perf_counter() - t_all, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1, default=float))
+    atomic_write_text(args.out, json.dumps(doc, indent=1, default=float))
     print(
         f"clinical F1 generator {gen_f1['value']:.3f} [{gen_f1['ci_low']:.3f}, {gen_f1['ci_high']:.3f}] vs "
         f"retrieval {table['clinical_f1']['retrieval']['value']:.3f}; delta {delta['value']:+.3f} "
